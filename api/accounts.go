@@ -1,0 +1,91 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/services/auth"
+)
+
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func jsonDecoder(r io.Reader) *json.Decoder {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	return dec
+}
+
+func (a *api) register(c *gin.Context) {
+	var in credentials
+	if !bindJSON(c, &in) {
+		return
+	}
+	tok, err := a.opts.Accounts.Register(c.Request.Context(), in.Username, in.Password)
+	if err != nil {
+		a.accountError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, tok)
+}
+
+func (a *api) login(c *gin.Context) {
+	var in credentials
+	if !bindJSON(c, &in) {
+		return
+	}
+	tok, err := a.opts.Accounts.Login(c.Request.Context(), in.Username, in.Password)
+	if err != nil {
+		a.accountError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, tok)
+}
+
+func (a *api) refresh(c *gin.Context) {
+	var in struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if !bindJSON(c, &in) {
+		return
+	}
+	if in.RefreshToken == "" {
+		abort(c, http.StatusBadRequest, "invalid_body", "refresh_token is required")
+		return
+	}
+	tok, err := a.opts.Accounts.Refresh(c.Request.Context(), in.RefreshToken)
+	if err != nil {
+		a.accountError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, tok)
+}
+
+func (a *api) me(c *gin.Context) {
+	u, err := a.opts.Accounts.User(c.Request.Context(), c.GetString(userKey))
+	if err != nil {
+		a.accountError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"user_id": u.ID, "username": u.Username, "created_at": u.CreatedAt})
+}
+
+func (a *api) accountError(c *gin.Context, err error) {
+	var in *auth.InputError
+	switch {
+	case errors.As(err, &in):
+		abort(c, http.StatusBadRequest, "invalid_"+in.Field, in.Error())
+	case errors.Is(err, auth.ErrUsernameTaken):
+		abort(c, http.StatusConflict, "username_taken", "username is taken")
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		abort(c, http.StatusUnauthorized, "invalid_credentials", "invalid username or password")
+	default:
+		a.authError(c, err)
+	}
+}

@@ -1,0 +1,181 @@
+// Package api is chatd's REST interface (gin): accounts and tokens, history
+// and send-over-HTTP, health, readiness and metrics.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/services/auth"
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Accounts is what the API needs from the auth service.
+type Accounts interface {
+	Register(ctx context.Context, username, password string) (auth.Tokens, error)
+	Login(ctx context.Context, username, password string) (auth.Tokens, error)
+	Refresh(ctx context.Context, refreshToken string) (auth.Tokens, error)
+	Authenticate(ctx context.Context, accessToken string) (string, error)
+	User(ctx context.Context, uid string) (store.User, error)
+}
+
+// Chats is what the API needs from the chat service.
+type Chats interface {
+	Send(ctx context.Context, from string, env chat.Envelope) (chat.Result, error)
+	History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error)
+}
+
+// Options wires the API.
+type Options struct {
+	Accounts        Accounts
+	Chats           Chats
+	Ready           func(ctx context.Context) error // nil error = ready
+	Metrics         http.Handler
+	Logger          *slog.Logger
+	MaxMessageBytes int
+}
+
+// New returns the HTTP handler.
+func New(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &api{opts: opts}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.Use(a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
+		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
+		abort(c, http.StatusInternalServerError, "internal", "internal error")
+	}), a.limitBody)
+	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
+	r.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
+	})
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", a.ready)
+	if opts.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(opts.Metrics))
+	}
+
+	v1 := r.Group("/v1")
+	v1.POST("/auth/register", a.register)
+	v1.POST("/auth/login", a.login)
+	v1.POST("/auth/refresh", a.refresh)
+
+	authed := v1.Group("", a.authenticate)
+	authed.GET("/me", a.me)
+	authed.GET("/chats/:chat/messages", a.history)
+	authed.POST("/chats/:chat/messages", a.send)
+	return r
+}
+
+type api struct{ opts Options }
+
+// errorBody is the one error shape every endpoint uses.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func abort(c *gin.Context, status int, code, msg string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, msg
+	c.AbortWithStatusJSON(status, b)
+}
+
+func (a *api) logRequests(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	level := slog.LevelDebug
+	if c.Writer.Status() >= 500 {
+		level = slog.LevelError
+	}
+	a.opts.Logger.Log(c.Request.Context(), level, "http request",
+		"method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(),
+		"duration", time.Since(start), "remote", c.ClientIP())
+}
+
+// limitBody caps request bodies: nothing chatd accepts is larger than a
+// message plus its envelope.
+func (a *api) limitBody(c *gin.Context) {
+	if c.Request.Body != nil {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, int64(a.opts.MaxMessageBytes)+16<<10)
+	}
+	c.Next()
+}
+
+func (a *api) ready(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if a.opts.Ready != nil {
+		if err := a.opts.Ready(ctx); err != nil {
+			a.opts.Logger.Warn("not ready", "error", err)
+			abort(c, http.StatusServiceUnavailable, "not_ready", err.Error())
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// bindJSON decodes a JSON body, refusing unknown fields and oversize bodies
+// with a clear 4xx.
+func bindJSON(c *gin.Context, v any) bool {
+	dec := jsonDecoder(c.Request.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			abort(c, http.StatusRequestEntityTooLarge, "payload_too_large", "request body is too large")
+			return false
+		}
+		abort(c, http.StatusBadRequest, "invalid_body", "request body is not valid JSON for this endpoint: "+err.Error())
+		return false
+	}
+	return true
+}
+
+const userKey = "mqchat.uid"
+
+func (a *api) authenticate(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || token == "" {
+		c.Header("WWW-Authenticate", `Bearer realm="mqchat"`)
+		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer token")
+		return
+	}
+	uid, err := a.opts.Accounts.Authenticate(c.Request.Context(), token)
+	if err != nil {
+		a.authError(c, err)
+		return
+	}
+	c.Set(userKey, uid)
+	c.Next()
+}
+
+func (a *api) authError(c *gin.Context, err error) {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		c.Header("WWW-Authenticate", `Bearer realm="mqchat", error="invalid_token"`)
+		abort(c, http.StatusUnauthorized, "token_expired", "token expired, refresh it")
+	case errors.Is(err, auth.ErrInvalidToken), errors.Is(err, auth.ErrUnknownUser):
+		c.Header("WWW-Authenticate", `Bearer realm="mqchat", error="invalid_token"`)
+		abort(c, http.StatusUnauthorized, "invalid_token", "invalid token")
+	default:
+		a.internal(c, err)
+	}
+}
+
+func (a *api) internal(c *gin.Context, err error) {
+	a.opts.Logger.Error("request failed", "path", c.FullPath(), "error", err)
+	abort(c, http.StatusInternalServerError, "internal", "internal error")
+}

@@ -1,0 +1,134 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+const defaultPage = 50
+
+type historyPage struct {
+	Messages []chat.Delivered `json:"messages"`
+	// Next is the seq to pass again as the same parameter (after, or before)
+	// for the following page; null when the page reached the end.
+	Next *uint64 `json:"next"`
+}
+
+func (a *api) history(c *gin.Context) {
+	q := store.HistoryQuery{Limit: defaultPage}
+	var err error
+	if q.After, err = seqParam(c, "after"); err != nil {
+		return
+	}
+	if q.Before, err = seqParam(c, "before"); err != nil {
+		return
+	}
+	if q.After > 0 && q.Before > 0 {
+		abort(c, http.StatusBadRequest, "invalid_query", "use either after or before, not both")
+		return
+	}
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+			return
+		}
+		q.Limit = n
+	}
+	msgs, err := a.opts.Chats.History(c.Request.Context(), c.GetString(userKey), c.Param("chat"), q)
+	if err != nil {
+		a.chatError(c, err)
+		return
+	}
+	page := historyPage{Messages: make([]chat.Delivered, len(msgs))}
+	for i, m := range msgs {
+		page.Messages[i] = chat.View(m)
+	}
+	if len(msgs) == q.Limit {
+		next := msgs[0].Seq
+		if q.After > 0 {
+			next = msgs[len(msgs)-1].Seq
+		}
+		if q.After > 0 || next > 1 {
+			page.Next = &next
+		}
+	}
+	c.JSON(http.StatusOK, page)
+}
+
+func seqParam(c *gin.Context, name string) (uint64, error) {
+	s := c.Query(name)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		abort(c, http.StatusBadRequest, "invalid_query", name+" must be a non-negative integer seq")
+	}
+	return v, err
+}
+
+type sendBody struct {
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	ReplyTo uint64          `json:"reply_to,omitempty"`
+}
+
+func (a *api) send(c *gin.Context) {
+	uid := c.GetString(userKey)
+	chatID := c.Param("chat")
+	cmid := c.GetHeader("Idempotency-Key")
+	if cmid == "" {
+		abort(c, http.StatusBadRequest, "invalid_payload", "the Idempotency-Key header is required (it is the message's cmid)")
+		return
+	}
+	x, y, ok := chat.DirectMembers(chatID)
+	if !ok || (uid != x && uid != y) {
+		abort(c, http.StatusForbidden, string(chat.CodeNotAuthorized), "not a member of this chat")
+		return
+	}
+	to := x
+	if uid == x {
+		to = y
+	}
+	var in sendBody
+	if !bindJSON(c, &in) {
+		return
+	}
+	res, err := a.opts.Chats.Send(c.Request.Context(), uid, chat.Envelope{
+		To: "user:" + to, CMID: cmid, Type: in.Type, Body: in.Body, ReplyTo: in.ReplyTo,
+	})
+	if err != nil {
+		a.chatError(c, err)
+		return
+	}
+	if res.Duplicate {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	v := chat.View(res.Message)
+	c.JSON(http.StatusCreated, gin.H{"chat": v.Chat, "seq": v.Seq, "id": v.ID})
+}
+
+func (a *api) chatError(c *gin.Context, err error) {
+	code := chat.CodeOf(err)
+	status := map[chat.Code]int{
+		chat.CodeInvalid:          http.StatusBadRequest,
+		chat.CodeTooLarge:         http.StatusRequestEntityTooLarge,
+		chat.CodeUnknownRecipient: http.StatusNotFound,
+		chat.CodeNotAuthorized:    http.StatusForbidden,
+		chat.CodeNotFound:         http.StatusNotFound,
+		chat.CodeQuota:            http.StatusTooManyRequests,
+		chat.CodeUnavailable:      http.StatusServiceUnavailable,
+	}[code]
+	if status == 0 {
+		a.internal(c, err)
+		return
+	}
+	abort(c, status, string(code), chat.MessageOf(err))
+}

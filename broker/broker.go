@@ -1,0 +1,173 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// Listener ids, as they appear in mochi's logs and in Client.Net.Listener.
+const (
+	listenerTCP = "tcp"
+	listenerTLS = "tls"
+	listenerWS  = "ws"
+)
+
+// Addrs are the bound host:port of each listener; "" when it is off.
+type Addrs struct {
+	TCP, TLS, WS string
+}
+
+// Broker is the embedded MQTT server and its listeners.
+type Broker struct {
+	srv *mqtt.Server
+	log *slog.Logger
+	tcp listeners.Listener
+	tls listeners.Listener // nil when off
+	ws  listeners.Listener // nil when off
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+}
+
+// New builds the broker and binds its listeners, but does not accept
+// clients until Start. Hooks are added in order after the session store,
+// each initialised with a nil config, so they must be configured before
+// being passed in.
+func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	caps, err := opts.capabilities()
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	origins, err := newOriginPolicy(opts.WSAllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	var tlsListener listeners.Listener
+	if opts.TLSAddr != "" {
+		cfg, err := loadTLSConfig(opts.TLSCert, opts.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		tlsListener = guard(listeners.NewTCP(listeners.Config{ID: listenerTLS, Address: opts.TLSAddr, TLSConfig: cfg}))
+	}
+
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	b := &Broker{
+		srv: mqtt.New(&mqtt.Options{
+			Capabilities: caps,
+			Logger:       log,
+			InlineClient: true, // the chat services publish through the broker
+		}),
+		log: log,
+		tcp: guard(listeners.NewTCP(listeners.Config{ID: listenerTCP, Address: opts.TCPAddr})),
+		tls: tlsListener,
+	}
+	if opts.WSAddr != "" {
+		path := opts.WSPath
+		if path == "" {
+			path = defaultWSPath
+		}
+		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
+	}
+
+	if err := b.setup(opts.SessionDir, hooks); err != nil {
+		// Release whatever was opened or bound before the failure.
+		_ = b.Close()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return b, nil
+}
+
+// setup adds the hooks and then the listeners, so no client can arrive
+// before authentication and storage are in place.
+func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
+	if sessionDir != "" {
+		// First, so that later hooks see clients already restored.
+		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync}
+		if err := b.srv.AddHook(new(pebble.Hook), cfg); err != nil {
+			return fmt.Errorf("session store %q: %w", sessionDir, err)
+		}
+	}
+	for _, h := range hooks {
+		if err := b.srv.AddHook(h, nil); err != nil {
+			return fmt.Errorf("hook %s: %w", h.ID(), err)
+		}
+	}
+
+	ls := []listeners.Listener{b.tcp}
+	if b.tls != nil {
+		ls = append(ls, b.tls)
+	}
+	if b.ws != nil {
+		ls = append(ls, b.ws)
+	}
+	for _, l := range ls {
+		if err := b.srv.AddListener(l); err != nil {
+			return fmt.Errorf("%s listener on %s: %w", l.ID(), l.Address(), err)
+		}
+	}
+	return nil
+}
+
+// Server exposes the mochi server, e.g. for inline publishing.
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Start restores stored sessions and starts accepting clients. The
+// listeners were bound by New, so Addrs is valid before and after.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return errors.New("broker: start after close")
+	case b.started:
+		return errors.New("broker: already started")
+	}
+	b.started = true
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: start: %w", err)
+	}
+	return nil
+}
+
+// Addrs returns the bound listener addresses.
+func (b *Broker) Addrs() Addrs {
+	a := Addrs{TCP: b.tcp.Address()}
+	if b.tls != nil {
+		a.TLS = b.tls.Address()
+	}
+	if b.ws != nil {
+		a.WS = b.ws.Address()
+	}
+	return a
+}
+
+// Close disconnects clients, closes the listeners and stops the hooks,
+// which flushes the session store. It is safe to call more than once;
+// mochi's own Close panics on a second call.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if err := b.srv.Close(); err != nil {
+		return fmt.Errorf("broker: close: %w", err)
+	}
+	return nil
+}

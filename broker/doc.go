@@ -1,0 +1,45 @@
+// Package broker embeds the mochi-mqtt server that chatd's clients connect
+// to over TCP, TLS and WebSocket, and that the chat services publish through
+// (mochi's inline client is always enabled).
+//
+// The broker is built from plain Options so that it has no dependency on the
+// config package; the limits it sets are deliberate rather than mochi's
+// defaults, for these reasons:
+//
+//   - MaximumClientWritesPending is the capacity of a per-connection
+//     channel that mochi allocates up front when the connection is accepted,
+//     at 8 bytes a slot. The default of 8192 costs 64 KiB per connection
+//     before a single message is sent, which dominates memory with many idle
+//     chat clients. A chat client that falls that far behind is better
+//     disconnected and resynced than buffered.
+//
+//   - MaximumInflight caps the QoS 1 messages held per session, connected or
+//     not. Past the cap mochi drops the message silently (it only bumps a
+//     $SYS counter and logs a warning), and it likewise drops when the write
+//     channel above is full. MQTT delivery is therefore best effort: the chat
+//     store plus the sync protocol is the delivery guarantee, and the broker
+//     only needs enough inflight room to cover a short disconnect.
+//
+//   - ReceiveMaximum bounds the unacknowledged QoS publishes a client may
+//     send us at once; mochi disconnects clients that exceed it.
+//
+//   - The session expiry bounds how long mochi keeps an offline session, its
+//     subscriptions and its inflight messages. mochi's default is
+//     math.MaxUint32 seconds, i.e. forever, which lets abandoned devices
+//     accumulate state without limit. Clients asking for longer are clamped
+//     in CONNACK.
+//
+//   - MaximumMessageExpiryInterval is left at mochi's default (one day); the
+//     chat store, not retained or queued MQTT messages, holds history.
+//
+// Sessions are persisted with mochi's Pebble storage hook rather than the
+// bolt or redis hooks because those do not store an inflight message's
+// packet id, so inflight messages restored after a restart all collide on
+// id 0. Pebble runs in NoSync mode: sessions are an optimisation that saves
+// clients a resubscribe after a restart, and losing the last few writes in
+// a crash costs only that.
+//
+// mochi's own WebSocket listener accepts any path, any Origin and clients
+// that do not speak the mqtt subprotocol, so the broker uses its own
+// listener (see websocket.go) that checks all three before upgrading.
+package broker

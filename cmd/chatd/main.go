@@ -1,0 +1,176 @@
+// Command chatd is the mqchat server: an embedded MQTT broker with durable
+// chat, accounts and a REST API in one binary.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/spf13/cobra"
+
+	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/config"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "chatd:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:           "chatd",
+		Short:         "mqchat server: embedded MQTT broker with durable chat",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&cfgPath, "config", "", "YAML config file (see configs/chatd.yaml)")
+	config.RegisterFlags(root.PersistentFlags())
+	load := func(cmd *cobra.Command) (config.Config, *slog.Logger, error) {
+		cfg, err := config.Load(cfgPath, cmd.Flags())
+		if err != nil {
+			return cfg, nil, err
+		}
+		return cfg, newLogger(cfg.Log, os.Stderr), nil
+	}
+	root.AddCommand(newServe(load), newUser(load))
+	return root
+}
+
+type loader func(cmd *cobra.Command) (config.Config, *slog.Logger, error)
+
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config.Load
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newServe(load loader) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			gin.SetMode(gin.ReleaseMode)
+			log.Info("starting chatd", "config", cfg)
+			a, err := app.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			if err := a.Start(); err != nil {
+				_ = a.Shutdown(context.Background())
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return a.Shutdown(sctx)
+		},
+	}
+}
+
+func newUser(load loader) *cobra.Command {
+	user := &cobra.Command{Use: "user", Short: "Manage accounts (works while the server runs)"}
+	var password string
+	create := &cobra.Command{
+		Use:   "create USERNAME",
+		Short: "Create an account; prints its id (and the password when generated)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			generated := password == ""
+			if generated {
+				b := make([]byte, 18)
+				if _, err := rand.Read(b); err != nil {
+					return err
+				}
+				password = base64.RawURLEncoding.EncodeToString(b)
+			}
+			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+				u, err := op.CreateUser(ctx, args[0], password)
+				if err != nil {
+					return err
+				}
+				out := map[string]any{"user_id": u.ID, "username": u.Username}
+				if generated {
+					out["password"] = password
+				}
+				return printJSON(cmd.OutOrStdout(), out)
+			})
+		},
+	}
+	create.Flags().StringVar(&password, "password", "", "password (generated and printed when empty)")
+
+	var ttl time.Duration
+	var format string
+	token := &cobra.Command{
+		Use:   "token USERNAME",
+		Short: "Issue tokens for an account (for devices and tests without a UI)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "json" && format != "shell" {
+				return fmt.Errorf("--format must be json or shell")
+			}
+			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+				t, err := op.IssueTokens(ctx, args[0], ttl)
+				if err != nil {
+					return err
+				}
+				if format == "shell" {
+					_, err := fmt.Fprintf(cmd.OutOrStdout(), "USER_ID=%s\nTOKEN=%s\n", t.UserID, t.AccessToken)
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), t)
+			})
+		},
+	}
+	token.Flags().DurationVar(&ttl, "ttl", 0, "access token lifetime (default auth.access_ttl)")
+	token.Flags().StringVar(&format, "format", "json", "output: json, or shell (USER_ID=… TOKEN=… for eval)")
+	user.AddCommand(create, token)
+	return user
+}
+
+func withOperator(cmd *cobra.Command, load loader, fn func(context.Context, app.Operator) error) error {
+	cfg, log, err := load(cmd)
+	if err != nil {
+		return err
+	}
+	op, closeOp, err := app.OpenOperator(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	return errors.Join(fn(ctx, op), closeOp())
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+

@@ -1,0 +1,177 @@
+// Package hooks plugs chatd into mochi: who may connect, what each client may
+// read and write, and what a publish on a client's send topic does.
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Authenticator verifies an access token and returns its user id.
+type Authenticator interface {
+	Authenticate(ctx context.Context, accessToken string) (string, error)
+}
+
+// AuthError classifies authentication failures so the hook can pick the
+// CONNACK code; anything else is treated as the server being unavailable.
+var ErrBadCredentials = errors.New("bad credentials")
+
+// Relations answers whether two users share a chat (presence visibility).
+type Relations interface {
+	SharesChat(ctx context.Context, a, b string) (bool, error)
+}
+
+// ConnectObserver counts connection outcomes.
+type ConnectObserver interface{ ObserveConnect(outcome string) }
+
+// AuthOptions configures the Auth hook.
+type AuthOptions struct {
+	Authenticator  Authenticator
+	Relations      Relations
+	AllowAnonymous bool
+	Server         *mqtt.Server // for CONNACKs with precise codes
+	Logger         *slog.Logger
+	Metrics        ConnectObserver
+	// IsBadCredentials tells token and user failures (0x86) from outages (0x88).
+	IsBadCredentials func(error) bool
+}
+
+// Auth authenticates CONNECTs and answers mochi's ACL checks.
+//
+// MQTT CONNECT carries username = user id, password = access token and
+// client id = {user id}/{device id}. Refusals are sent from OnConnect with the
+// precise code for the client's protocol version, because mochi's own path
+// only knows "bad username or password" and maps it wrongly for 3.1.1.
+type Auth struct {
+	mqtt.HookBase
+	opts AuthOptions
+}
+
+// NewAuth returns the hook.
+func NewAuth(opts AuthOptions) *Auth {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Auth{opts: opts}
+}
+
+func (h *Auth) ID() string { return "mqchat-auth" }
+
+func (h *Auth) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+const maxDeviceID = 64
+
+type refusal struct {
+	v5, v3 packets.Code
+	reason string
+}
+
+var (
+	refuseNotAuthorized = refusal{packets.ErrNotAuthorized, packets.Err3NotAuthorized, "not_authorized"}
+	refuseBadCreds      = refusal{packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials"}
+	refuseClientID      = refusal{packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid, "client_id_invalid"}
+	refuseUnavailable   = refusal{packets.ErrServerUnavailable, packets.Err3ServerUnavailable, "unavailable"}
+)
+
+// OnConnect authenticates the client and refuses it with the right code.
+func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if r, ok := h.check(cl, pk); !ok {
+		code := r.v5
+		if cl.Properties.ProtocolVersion < 5 {
+			code = r.v3
+		}
+		h.observe(r.reason)
+		h.opts.Logger.Debug("mqtt connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", r.reason)
+		if err := h.opts.Server.SendConnack(cl, code, false, nil); err != nil {
+			return fmt.Errorf("refuse connect: %w", err)
+		}
+		return r.v5
+	}
+	h.observe("accepted")
+	return nil
+}
+
+func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
+	uid := string(pk.Connect.Username)
+	if uid == "" {
+		if !h.opts.AllowAnonymous || len(pk.Connect.Password) > 0 {
+			return refuseNotAuthorized, false
+		}
+		if pk.Connect.WillFlag && reservedNamespace(pk.Connect.WillTopic) {
+			return refuseNotAuthorized, false
+		}
+		return refusal{}, true
+	}
+	device, ok := cutPrefix(cl.ID, uid+"/")
+	if !ok || device == "" || len(device) > maxDeviceID || hasWildcard(device) {
+		return refuseClientID, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	authUID, err := h.opts.Authenticator.Authenticate(ctx, string(pk.Connect.Password))
+	if err != nil {
+		if h.opts.IsBadCredentials != nil && !h.opts.IsBadCredentials(err) {
+			h.opts.Logger.Error("mqtt connect: authentication backend failed", "client", cl.ID, "error", err)
+			return refuseUnavailable, false
+		}
+		return refuseBadCreds, false
+	}
+	if authUID != uid {
+		return refuseBadCreds, false
+	}
+	// A will is published by the broker itself, past every ACL check, so its
+	// topic is vetted here: only the client's own presence topic.
+	if pk.Connect.WillFlag && pk.Connect.WillTopic != PresenceTopic(uid) {
+		return refuseNotAuthorized, false
+	}
+	return refusal{}, true
+}
+
+func (h *Auth) observe(outcome string) {
+	if h.opts.Metrics != nil {
+		h.opts.Metrics.ObserveConnect(outcome)
+	}
+}
+
+// OnConnectAuthenticate lets through every client OnConnect accepted.
+func (h *Auth) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+// OnACLCheck answers subscriptions and deliveries (write=false) and
+// publishes (write=true). Publishes are always let through here and judged in
+// the Chat hook instead: mochi disconnects a 3.1.1 client refused here, while
+// the Chat hook can refuse with a reason code and an error event and keep the
+// connection.
+func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if write {
+		return true
+	}
+	uid := string(cl.Properties.Username)
+	allowed, other := readAccess(uid, topic)
+	if allowed || other == "" || h.opts.Relations == nil {
+		return allowed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ok, err := h.opts.Relations.SharesChat(ctx, uid, other)
+	if err != nil {
+		h.opts.Logger.Error("presence acl: relation lookup failed", "client", cl.ID, "error", err)
+		return false
+	}
+	return ok
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || s[:len(prefix)] != prefix {
+		return "", false
+	}
+	return s[len(prefix):], true
+}

@@ -1,0 +1,194 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Sender is the chat pipeline as the Chat hook uses it.
+type Sender interface {
+	SendPayload(ctx context.Context, from string, payload []byte) (chat.Result, chat.Envelope, error)
+}
+
+// RejectObserver counts publishes refused before they reach the pipeline.
+type RejectObserver interface{ ObserveReject(code chat.Code) }
+
+// ChatOptions configures the Chat hook.
+type ChatOptions struct {
+	Sender      Sender
+	Events      *Outbox
+	Logger      *slog.Logger
+	Metrics     RejectObserver
+	SendTimeout time.Duration // bound on storing one send; 0 = 10s
+}
+
+// Chat turns publishes on users/{uid}/send into stored chat messages and
+// refuses every other client publish inside the chat namespace.
+//
+// The PUBACK mochi sends after OnPublish returns therefore means "stored".
+// Handled and refused publishes are consumed with CodeSuccessIgnore, never
+// routed: for 3.1.1 clients, QoS 0 and non-Code errors mochi would otherwise
+// publish the original packet. ErrRejectPacket is never used: it suppresses
+// the PUBACK and leaves the client waiting.
+type Chat struct {
+	mqtt.HookBase
+	opts ChatOptions
+}
+
+// NewChat returns the hook.
+func NewChat(opts ChatOptions) *Chat {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 10 * time.Second
+	}
+	return &Chat{opts: opts}
+}
+
+func (h *Chat) ID() string { return "mqchat-chat" }
+
+func (h *Chat) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// ErrorEvent tells a sender why its publish was refused; 3.1.1 clients have
+// no other way to learn it.
+type ErrorEvent struct {
+	Type       string `json:"type"` // "error"
+	CMID       string `json:"cmid,omitempty"`
+	Code       string `json:"code"`
+	ReasonCode byte   `json:"reason_code"`
+	Message    string `json:"message"`
+	Topic      string `json:"topic"`
+}
+
+// SentEvent confirms a retried send that was already stored: no new inbox
+// copy is published for it, so this is how the sender learns its seq.
+type SentEvent struct {
+	Type      string `json:"type"` // "sent"
+	CMID      string `json:"cmid"`
+	Chat      string `json:"chat"`
+	Seq       uint64 `json:"seq"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the server's own fan-out and events
+	}
+	uid := string(cl.Properties.Username)
+	if !writeAccess(uid, pk.TopicName) {
+		return pk, h.reject(cl, uid, pk, "", chat.CodeNotAuthorized, "publishing to "+pk.TopicName+" is not allowed")
+	}
+	if uid == "" {
+		return pk, nil // anonymous plain-broker traffic outside the chat namespace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
+	defer cancel()
+	res, env, err := h.opts.Sender.SendPayload(ctx, uid, pk.Payload)
+	if err != nil {
+		return pk, h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+	}
+	if res.Duplicate {
+		h.opts.Events.Event(uid, SentEvent{
+			Type: "sent", CMID: env.CMID, Chat: res.Message.Chat, Seq: res.Message.Seq,
+			ID: ids.Format(res.Message.ID), Duplicate: true,
+		})
+	}
+	return pk, packets.CodeSuccessIgnore
+}
+
+// reject answers a refused publish: a reason code in the PUBACK for v5 QoS>0
+// publishes, an error event for every client that has an events topic, and
+// the packet consumed either way.
+func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid string, code chat.Code, msg string) error {
+	rc := reasonCode(code)
+	if h.opts.Metrics != nil && code != chat.CodeInvalid && code != chat.CodeTooLarge {
+		// invalid and too-large sends are counted by the pipeline itself
+		h.opts.Metrics.ObserveReject(code)
+	}
+	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
+	if uid != "" {
+		h.opts.Events.Event(uid, ErrorEvent{
+			Type: "error", CMID: cmid, Code: string(code), ReasonCode: rc.Code, Message: msg, Topic: pk.TopicName,
+		})
+	}
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return rc
+	}
+	return packets.CodeSuccessIgnore
+}
+
+func reasonCode(code chat.Code) packets.Code {
+	switch code {
+	case chat.CodeInvalid:
+		return packets.ErrPayloadFormatInvalid
+	case chat.CodeTooLarge:
+		return packets.ErrPacketTooLarge
+	case chat.CodeNotAuthorized, chat.CodeUnknownRecipient, chat.CodeNotFound:
+		return packets.ErrNotAuthorized
+	case chat.CodeQuota:
+		return packets.ErrQuotaExceeded
+	case chat.CodeUnavailable:
+		return packets.ErrServerBusy
+	default:
+		return packets.ErrUnspecifiedError
+	}
+}
+
+// Outbox publishes server-originated messages: inbox deliveries and events.
+type Outbox struct {
+	server  *mqtt.Server
+	logger  *slog.Logger
+	metrics DeliveryObserver
+}
+
+// DeliveryObserver counts inbox deliveries.
+type DeliveryObserver interface{ ObserveDeliveries(n int) }
+
+// NewOutbox returns an outbox publishing through server's inline client.
+func NewOutbox(server *mqtt.Server, logger *slog.Logger, metrics DeliveryObserver) *Outbox {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Outbox{server: server, logger: logger, metrics: metrics}
+}
+
+// Deliver publishes a stored message to each recipient's inbox at QoS 1.
+func (o *Outbox) Deliver(recipients []string, m store.Message) {
+	payload, err := json.Marshal(chat.View(m))
+	if err != nil {
+		o.logger.Error("encode inbox message", "chat", m.Chat, "seq", m.Seq, "error", err)
+		return
+	}
+	for _, r := range recipients {
+		if err := o.server.Publish(InboxTopic(r), payload, false, 1); err != nil {
+			o.logger.Error("publish inbox message", "user", r, "chat", m.Chat, "seq", m.Seq, "error", err)
+		}
+	}
+	if o.metrics != nil {
+		o.metrics.ObserveDeliveries(len(recipients))
+	}
+}
+
+// Event publishes v to uid's events topic at QoS 1.
+func (o *Outbox) Event(uid string, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		o.logger.Error("encode event", "user", uid, "error", err)
+		return
+	}
+	if err := o.server.Publish(EventsTopic(uid), bytes.TrimSpace(buf.Bytes()), false, 1); err != nil {
+		o.logger.Error("publish event", "user", uid, "error", err)
+	}
+}

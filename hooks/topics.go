@@ -1,0 +1,77 @@
+package hooks
+
+import "strings"
+
+// Topic leaves under users/{uid}/.
+const (
+	LeafInbox  = "inbox"
+	LeafEvents = "events"
+	LeafSend   = "send"
+)
+
+// InboxTopic is where uid's devices receive chat messages.
+func InboxTopic(uid string) string { return "users/" + uid + "/" + LeafInbox }
+
+// EventsTopic is where uid's devices receive receipts, errors and other events.
+func EventsTopic(uid string) string { return "users/" + uid + "/" + LeafEvents }
+
+// SendTopic is where uid's devices publish send envelopes.
+func SendTopic(uid string) string { return "users/" + uid + "/" + LeafSend }
+
+// PresenceTopic carries uid's retained aggregate presence.
+func PresenceTopic(uid string) string { return "presence/" + uid }
+
+// splitUserTopic parses users/{uid}/{leaf}; leaf may itself contain '/'.
+func splitUserTopic(topic string) (uid, leaf string, ok bool) {
+	rest, found := strings.CutPrefix(topic, "users/")
+	if !found {
+		return "", "", false
+	}
+	uid, leaf, found = strings.Cut(rest, "/")
+	return uid, leaf, found && uid != ""
+}
+
+// reservedNamespace reports whether a topic or filter can reach the users/ or
+// presence/ trees, which only authenticated users and the server touch.
+func reservedNamespace(topic string) bool {
+	return strings.HasPrefix(topic, "users/") || strings.HasPrefix(topic, "presence/") ||
+		topic == "users" || topic == "presence"
+}
+
+// hasWildcard reports whether a filter contains MQTT wildcards.
+func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
+
+// readAccess decides whether uid ("" = anonymous) may subscribe to filter or
+// receive a message on topic; mochi asks the same question for both. The
+// answer for presence of another user is left to the caller (it needs the
+// store), signalled by askRelation.
+func readAccess(uid, filter string) (allowed bool, askRelation string) {
+	if uid == "" {
+		// Anonymous clients get a plain broker outside the chat namespace. A
+		// "#" filter passes here, but every delivery is checked again with the
+		// concrete topic, which keeps users/ and presence/ out of reach.
+		return !reservedNamespace(filter), ""
+	}
+	if owner, leaf, ok := splitUserTopic(filter); ok {
+		return owner == uid && (leaf == LeafInbox || leaf == LeafEvents || leaf == "#"), ""
+	}
+	if other, ok := strings.CutPrefix(filter, "presence/"); ok {
+		if other == "" || hasWildcard(other) || strings.Contains(other, "/") {
+			return false, ""
+		}
+		if other == uid {
+			return true, ""
+		}
+		return false, other
+	}
+	return false, ""
+}
+
+// writeAccess decides whether uid ("" = anonymous) may publish to topic.
+// Presence is written only by the server, never by clients.
+func writeAccess(uid, topic string) bool {
+	if uid == "" {
+		return !reservedNamespace(topic)
+	}
+	return topic == SendTopic(uid)
+}

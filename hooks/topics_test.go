@@ -1,0 +1,70 @@
+package hooks
+
+import "testing"
+
+func TestReadAccess(t *testing.T) {
+	const me, other = "aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"
+	tests := []struct {
+		uid, filter string
+		allowed     bool
+		relation    string
+	}{
+		{me, "users/" + me + "/inbox", true, ""},
+		{me, "users/" + me + "/events", true, ""},
+		{me, "users/" + me + "/#", true, ""},
+		{me, "users/" + me + "/send", false, ""},
+		{me, "users/" + me + "/+", false, ""},
+		{me, "users/" + other + "/inbox", false, ""},
+		{me, "users/" + other + "/#", false, ""},
+		{me, "users/+/inbox", false, ""},
+		{me, "users/#", false, ""},
+		{me, "users/+/#", false, ""},
+		{me, "#", false, ""},
+		{me, "+/" + me + "/inbox", false, ""},
+		{me, "$SYS/#", false, ""},
+		{me, "$share/g/users/" + me + "/inbox", false, ""},
+		{me, "presence/" + me, true, ""},
+		{me, "presence/" + other, false, other},
+		{me, "presence/+", false, ""},
+		{me, "presence/#", false, ""},
+		{me, "presence/" + other + "/x", false, ""},
+		{me, "chat/room", false, ""},
+		{"", "chat/room", true, ""},
+		{"", "#", true, ""},
+		{"", "users/" + me + "/inbox", false, ""},
+		{"", "presence/" + me, false, ""},
+		{"", "users/#", false, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.uid+"|"+tc.filter, func(t *testing.T) {
+			allowed, rel := readAccess(tc.uid, tc.filter)
+			if allowed != tc.allowed || rel != tc.relation {
+				t.Fatalf("readAccess(%q, %q) = %v, %q; want %v, %q", tc.uid, tc.filter, allowed, rel, tc.allowed, tc.relation)
+			}
+		})
+	}
+}
+
+func TestWriteAccess(t *testing.T) {
+	const me, other = "aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"
+	tests := []struct {
+		uid, topic string
+		want       bool
+	}{
+		{me, "users/" + me + "/send", true},
+		{me, "users/" + me + "/inbox", false},
+		{me, "users/" + me + "/events", false},
+		{me, "users/" + other + "/send", false},
+		{me, "users/" + other + "/inbox", false},
+		{me, "presence/" + me, false},
+		{me, "chat/room", false},
+		{"", "chat/room", true},
+		{"", "users/" + me + "/send", false},
+		{"", "presence/" + me, false},
+	}
+	for _, tc := range tests {
+		if got := writeAccess(tc.uid, tc.topic); got != tc.want {
+			t.Errorf("writeAccess(%q, %q) = %v, want %v", tc.uid, tc.topic, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,262 @@
+// Package app wires chatd together: it is the one place that picks backends
+// from the configuration and connects the store, the services, the broker and
+// its hooks, the REST API and the operator's admin socket.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mqchat/mqchat/api"
+	"github.com/mqchat/mqchat/broker"
+	"github.com/mqchat/mqchat/hooks"
+	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/metrics"
+	"github.com/mqchat/mqchat/services/auth"
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+	"github.com/mqchat/mqchat/store/pebble"
+)
+
+// App is a running chatd node.
+type App struct {
+	cfg    config.Config
+	log    *slog.Logger
+	store  store.Store
+	auth   *auth.Service
+	chat   *chat.Service
+	broker *broker.Broker
+	http   *http.Server
+	httpLn net.Listener
+	admin  *adminServer
+	live   atomic.Bool
+}
+
+// Addrs are the addresses the node listens on, as bound.
+type Addrs struct {
+	MQTT, TLS, WS, HTTP, AdminSocket string
+}
+
+// New builds a node from cfg without binding any port.
+func New(cfg config.Config, log *slog.Logger) (*App, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("app: data dir: %w", err)
+	}
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, store: st}
+	if err := a.build(secret); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// openStore is where a backend is chosen; only the embedded one exists yet.
+func openStore(cfg config.Config, log *slog.Logger) (store.Store, error) {
+	st, err := pebble.Open(filepath.Join(cfg.DataDir, "store"), pebble.Options{Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, fmt.Errorf("app: open store: %w", err)
+	}
+	return st, nil
+}
+
+func (a *App) build(secret []byte) error {
+	cfg := a.cfg
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pipeline := metrics.NewPipeline(reg)
+
+	var err error
+	a.auth, err = auth.New(a.store, auth.Options{
+		Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost,
+	})
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	gen, err := ids.NewGenerator(cfg.NodeID)
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+
+	a.broker, err = broker.New(broker.Options{
+		TCPAddr: cfg.MQTT.Addr,
+		TLSAddr: cfg.MQTT.TLSAddr, TLSCert: cfg.MQTT.TLSCert, TLSKey: cfg.MQTT.TLSKey,
+		WSAddr: cfg.MQTT.WSAddr, WSPath: cfg.MQTT.WSPath, WSAllowedOrigins: cfg.MQTT.WSAllowedOrigins,
+		SessionDir:          filepath.Join(cfg.DataDir, "sessions"),
+		ClientWritesPending: cfg.MQTT.ClientWritesPending,
+		MaxInflight:         cfg.MQTT.MaxInflight,
+		ReceiveMaximum:      cfg.MQTT.ReceiveMaximum,
+		SessionExpiry:       cfg.MQTT.SessionExpiry,
+		// Larger than any valid send so an oversized one is refused by the
+		// chat hook with 0x95 and an error event instead of a disconnect.
+		MaxPacketSize: uint32(4*cfg.Limits.MaxMessageBytes + 64<<10),
+		Logger:        a.log.With("component", "broker"),
+	})
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	srv := a.broker.Server()
+	reg.MustRegister(metrics.NewBrokerCollector(srv.Info))
+
+	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
+	a.chat = chat.New(a.store, outbox, gen, chat.Options{
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		Logger:          a.log.With("component", "chat"),
+		Metrics:         pipeline,
+	})
+	authHook := hooks.NewAuth(hooks.AuthOptions{
+		Authenticator:  a.auth,
+		Relations:      a.chat,
+		AllowAnonymous: cfg.Auth.AllowAnonymous,
+		Server:         srv,
+		Logger:         a.log.With("component", "mqtt-auth"),
+		Metrics:        pipeline,
+		IsBadCredentials: func(err error) bool {
+			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
+		},
+	})
+	chatHook := hooks.NewChat(hooks.ChatOptions{
+		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
+	})
+	if err := srv.AddHook(authHook, nil); err != nil {
+		return fmt.Errorf("app: add auth hook: %w", err)
+	}
+	if err := srv.AddHook(chatHook, nil); err != nil {
+		return fmt.Errorf("app: add chat hook: %w", err)
+	}
+
+	a.http = &http.Server{
+		Handler: api.New(api.Options{
+			Accounts: a.auth, Chats: a.chat, Ready: a.ready,
+			Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			Logger:          a.log.With("component", "http"),
+			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), a.auth, a.log.With("component", "admin"))
+	return nil
+}
+
+func (a *App) ready(ctx context.Context) error {
+	if !a.live.Load() {
+		return errors.New("not started or shutting down")
+	}
+	if err := a.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// Start binds every listener and starts serving.
+func (a *App) Start() error {
+	if err := a.broker.Start(); err != nil {
+		return fmt.Errorf("app: start broker: %w", err)
+	}
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	a.httpLn = ln
+	go func() {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server stopped", "error", err)
+		}
+	}()
+	if err := a.admin.start(); err != nil {
+		return err
+	}
+	a.live.Store(true)
+	addrs := a.Addrs()
+	a.log.Info("chatd started", "mqtt", addrs.MQTT, "ws", addrs.WS, "tls", addrs.TLS, "http", addrs.HTTP, "data_dir", a.cfg.DataDir)
+	return nil
+}
+
+// Addrs returns the bound addresses.
+func (a *App) Addrs() Addrs {
+	b := a.broker.Addrs()
+	out := Addrs{MQTT: b.TCP, TLS: b.TLS, WS: b.WS, AdminSocket: a.admin.path}
+	if a.httpLn != nil {
+		out.HTTP = a.httpLn.Addr().String()
+	}
+	return out
+}
+
+// Shutdown stops accepting work, lets in-flight sends finish and closes the
+// store. The order matters: transports first, then the pipeline drains, then
+// the store it writes to.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.live.Store(false)
+	var errs []error
+	if err := a.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	a.admin.stop(ctx)
+	if err := a.broker.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("broker: %w", err))
+	}
+	a.chat.Close()
+	if err := a.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	a.log.Info("chatd stopped")
+	return errors.Join(errs...)
+}
+
+// jwtSecret returns the configured secret or the one kept in the data dir,
+// generating it on first start so tokens survive restarts.
+func jwtSecret(cfg config.Config) ([]byte, error) {
+	if cfg.Auth.JWTSecret != "" {
+		if len(cfg.Auth.JWTSecret) < 32 {
+			return nil, errors.New(`config: invalid value for "auth.jwt_secret": must be at least 32 characters`)
+		}
+		return []byte(cfg.Auth.JWTSecret), nil
+	}
+	path := filepath.Join(cfg.DataDir, "jwt.secret")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if len(s) < 32 {
+			return nil, fmt.Errorf("app: %s holds a secret shorter than 32 characters", path)
+		}
+		return []byte(s), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("app: read jwt secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("app: generate jwt secret: %w", err)
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("app: write jwt secret: %w", err)
+	}
+	return []byte(s), nil
+}

@@ -1,0 +1,87 @@
+// Package config holds chatd's configuration: its shape, its defaults and its
+// validation. Values come from a YAML file, then MQCHAT_* environment
+// variables, then command-line flags, each overriding the one before.
+package config
+
+import "time"
+
+// Config is the whole configuration. Every field carries a koanf tag with its
+// dotted key; the environment variable for a key is MQCHAT_ + the key
+// upper-cased with dots replaced by underscores.
+type Config struct {
+	DataDir string     `koanf:"data_dir"`
+	NodeID  int        `koanf:"node_id"`
+	Log     LogConfig  `koanf:"log"`
+	MQTT    MQTTConfig `koanf:"mqtt"`
+	HTTP    HTTPConfig `koanf:"http"`
+	Auth    AuthConfig `koanf:"auth"`
+	Limits  Limits     `koanf:"limits"`
+}
+
+type LogConfig struct {
+	Level  string `koanf:"level"`  // debug | info | warn | error
+	Format string `koanf:"format"` // text | json
+}
+
+type MQTTConfig struct {
+	Addr             string   `koanf:"addr"`
+	WSAddr           string   `koanf:"ws_addr"` // empty disables the WebSocket listener
+	WSPath           string   `koanf:"ws_path"`
+	WSAllowedOrigins []string `koanf:"ws_allowed_origins"`
+	TLSAddr          string   `koanf:"tls_addr"` // empty disables TLS; needs tls_cert and tls_key
+	TLSCert          string   `koanf:"tls_cert"`
+	TLSKey           string   `koanf:"tls_key"`
+	// ClientWritesPending bounds each connection's outbound queue. mochi
+	// allocates it up front (8 bytes a slot), so it is the main per-connection
+	// memory lever.
+	ClientWritesPending int `koanf:"client_writes_pending"`
+	// MaxInflight caps QoS 1 messages held for one session (online or not).
+	MaxInflight int `koanf:"max_inflight"`
+	// ReceiveMaximum caps unacknowledged QoS 1/2 publishes a client may have
+	// outstanding towards the server.
+	ReceiveMaximum int           `koanf:"receive_maximum"`
+	SessionExpiry  time.Duration `koanf:"session_expiry"` // upper bound on MQTT session expiry
+	KeepAliveMax   time.Duration `koanf:"keepalive_max"`  // 0 = accept the client's keep-alive
+}
+
+type HTTPConfig struct {
+	Addr string `koanf:"addr"`
+}
+
+type AuthConfig struct {
+	JWTSecret      string        `koanf:"jwt_secret"` // generated into data_dir when empty
+	AccessTTL      time.Duration `koanf:"access_ttl"`
+	RefreshTTL     time.Duration `koanf:"refresh_ttl"`
+	AllowAnonymous bool          `koanf:"allow_anonymous"`
+	BcryptCost     int           `koanf:"bcrypt_cost"`
+}
+
+type Limits struct {
+	MaxMessageBytes int `koanf:"max_message_bytes"`
+}
+
+// Default returns the configuration used when nothing overrides it.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		NodeID:  0,
+		Log:     LogConfig{Level: "info", Format: "text"},
+		MQTT: MQTTConfig{
+			Addr:                ":1883",
+			WSAddr:              ":8083",
+			WSPath:              "/mqtt",
+			WSAllowedOrigins:    []string{},
+			ClientWritesPending: 1024,
+			MaxInflight:         1024,
+			ReceiveMaximum:      256,
+			SessionExpiry:       7 * 24 * time.Hour,
+		},
+		HTTP: HTTPConfig{Addr: ":8080"},
+		Auth: AuthConfig{
+			AccessTTL:  time.Hour,
+			RefreshTTL: 30 * 24 * time.Hour,
+			BcryptCost: 10,
+		},
+		Limits: Limits{MaxMessageBytes: 64 * 1024},
+	}
+}

@@ -1,0 +1,213 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+)
+
+// envPrefix starts every environment variable that configures chatd.
+const envPrefix = "MQCHAT_"
+
+// kind is the small set of value types a setting may have. Keeping it closed
+// lets every layer (YAML, env, flags) parse and report errors the same way.
+type kind int
+
+const (
+	kindString kind = iota
+	kindInt
+	kindBool
+	kindDuration
+	kindStrings
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindString:
+		return "a string"
+	case kindInt:
+		return "an integer"
+	case kindBool:
+		return "a boolean"
+	case kindDuration:
+		return `a duration such as "30s" or "168h"`
+	case kindStrings:
+		return "a list of strings"
+	}
+	return "?"
+}
+
+// field is one leaf setting of Config.
+type field struct {
+	key   string // dotted koanf key, e.g. "mqtt.ws_path"
+	index []int  // for reflect.Value.FieldByIndex
+	kind  kind
+}
+
+func (f field) env() string { return envName(f.key) }
+
+// envName maps a dotted key to its environment variable. The reverse is not
+// computable (keys contain underscores), which is why env lookups go through
+// the table built from fields().
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// fields reflects over Config so the set of keys is defined in exactly one
+// place: the struct's koanf tags. The result is sorted by key.
+func fields() []field {
+	var out []field
+	walkFields(reflect.TypeFor[Config](), "", nil, &out)
+	slices.SortFunc(out, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	return out
+}
+
+// walkFields panics on an untagged or unsupported field: that is a mistake in
+// Config itself, and every test of this package trips over it immediately.
+func walkFields(t reflect.Type, prefix string, index []int, out *[]field) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		tag, _, _ := strings.Cut(sf.Tag.Get("koanf"), ",")
+		if tag == "-" {
+			continue
+		}
+		if tag == "" {
+			panic(fmt.Sprintf("config: field %s.%s has no koanf tag", t.Name(), sf.Name))
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		idx := append(slices.Clone(index), i)
+		var k kind
+		switch {
+		case sf.Type == durationType:
+			k = kindDuration
+		case sf.Type.Kind() == reflect.Struct:
+			walkFields(sf.Type, key, idx, out)
+			continue
+		case sf.Type.Kind() == reflect.String:
+			k = kindString
+		case sf.Type.Kind() == reflect.Int:
+			k = kindInt
+		case sf.Type.Kind() == reflect.Bool:
+			k = kindBool
+		case sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.String:
+			k = kindStrings
+		default:
+			panic(fmt.Sprintf("config: field %s.%s has unsupported type %s", t.Name(), sf.Name, sf.Type))
+		}
+		*out = append(*out, field{key: key, index: idx, kind: k})
+	}
+}
+
+// Keys returns every dotted configuration key, sorted.
+func Keys() []string {
+	fs := fields()
+	keys := make([]string, len(fs))
+	for i, f := range fs {
+		keys[i] = f.key
+	}
+	return keys
+}
+
+// secret reports whether a key's value must never reach a log.
+func secret(key string) bool { return key == "auth.jwt_secret" }
+
+// usage is the one-line help for a key, shown by --help. The same wording
+// appears in configs/chatd.yaml and docs/configuration.md.
+func usage(key string) string {
+	switch key {
+	case "data_dir":
+		return "directory for the message store and generated secrets"
+	case "node_id":
+		return "this node's number (0-1023), mixed into generated message IDs; unique per node"
+	case "log.level":
+		return "minimum log level: debug, info, warn or error"
+	case "log.format":
+		return "log output format: text or json"
+	case "mqtt.addr":
+		return "host:port of the plain TCP MQTT listener"
+	case "mqtt.ws_addr":
+		return "host:port of the MQTT-over-WebSocket listener; empty disables it"
+	case "mqtt.ws_path":
+		return "HTTP path of the MQTT WebSocket endpoint"
+	case "mqtt.ws_allowed_origins":
+		return "browser Origins allowed to open the WebSocket; empty allows same-origin only"
+	case "mqtt.tls_addr":
+		return "host:port of the MQTT-over-TLS listener; empty disables it (needs tls_cert and tls_key)"
+	case "mqtt.tls_cert":
+		return "PEM certificate chain file for the TLS listener"
+	case "mqtt.tls_key":
+		return "PEM private key file for the TLS listener"
+	case "mqtt.client_writes_pending":
+		return "outbound packet queue per connection (16-65536); preallocated at 8 bytes a slot"
+	case "mqtt.max_inflight":
+		return "QoS 1 messages held for one session (1-65535); newer ones are dropped past it"
+	case "mqtt.receive_maximum":
+		return "unacknowledged QoS 1/2 publishes a client may have outstanding (1-65535)"
+	case "mqtt.session_expiry":
+		return "longest an offline persistent session is kept (at most 4294967295s)"
+	case "mqtt.keepalive_max":
+		return "upper bound on a client's keep-alive (at most 65535s); 0 accepts the client's value"
+	case "http.addr":
+		return "host:port of the HTTP API"
+	case "auth.jwt_secret":
+		return "HMAC secret for access tokens; empty = generated into data_dir/jwt.secret"
+	case "auth.access_ttl":
+		return "lifetime of an access token (at least 1m)"
+	case "auth.refresh_ttl":
+		return "lifetime of a refresh token (longer than access_ttl)"
+	case "auth.allow_anonymous":
+		return "let MQTT clients connect without credentials"
+	case "auth.bcrypt_cost":
+		return "bcrypt cost for password hashes (4-31)"
+	case "limits.max_message_bytes":
+		return "largest accepted message body in bytes (256-16777216)"
+	}
+	return ""
+}
+
+// LogValue keeps jwt_secret out of logs: slog calls it whenever a Config is
+// logged, so the effective configuration can be logged at startup safely.
+func (c Config) LogValue() slog.Value {
+	return logValue(reflect.ValueOf(c), "")
+}
+
+// logValue mirrors the key tree as nested groups, in struct order.
+func logValue(v reflect.Value, prefix string) slog.Value {
+	t := v.Type()
+	attrs := make([]slog.Attr, 0, t.NumField())
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("koanf"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fv := v.Field(i)
+		var val slog.Value
+		switch {
+		case secret(key):
+			val = slog.StringValue("")
+			if fv.String() != "" {
+				val = slog.StringValue("[redacted]")
+			}
+		case fv.Type() == durationType:
+			val = slog.DurationValue(time.Duration(fv.Int()))
+		case fv.Kind() == reflect.Struct:
+			val = logValue(fv, key)
+		default:
+			val = slog.AnyValue(fv.Interface())
+		}
+		attrs = append(attrs, slog.Attr{Key: tag, Value: val})
+	}
+	return slog.GroupValue(attrs...)
+}

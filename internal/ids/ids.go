@@ -1,0 +1,101 @@
+// Package ids makes the identifiers chatd hands out: user ids that are safe
+// inside MQTT topics and time-ordered 64-bit message ids unique across nodes.
+package ids
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/xid"
+)
+
+// epoch keeps 41 bits of milliseconds good until 2093.
+var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const (
+	nodeBits = 10
+	seqBits  = 12
+	maxNode  = 1<<nodeBits - 1
+	maxSeq   = 1<<seqBits - 1
+)
+
+// Generator makes snowflake-style ids: 41 bits of milliseconds, 10 bits of
+// node id, 12 bits of sequence. It never waits: when the clock stalls, goes
+// backwards or a millisecond's sequence runs out, it borrows the next
+// millisecond, so ids stay strictly increasing per node.
+type Generator struct {
+	mu     sync.Mutex
+	node   uint64
+	lastMs int64
+	seq    uint64
+	now    func() time.Time
+}
+
+// NewGenerator returns a generator for node (0..1023).
+func NewGenerator(node int) (*Generator, error) {
+	if node < 0 || node > maxNode {
+		return nil, fmt.Errorf("ids: node id %d out of range 0..%d", node, maxNode)
+	}
+	return &Generator{node: uint64(node), now: time.Now}, nil
+}
+
+// Next returns the next id.
+func (g *Generator) Next() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ms := g.now().Sub(epoch).Milliseconds()
+	switch {
+	case ms > g.lastMs:
+		g.lastMs, g.seq = ms, 0
+	case g.seq < maxSeq:
+		g.seq++
+	default:
+		g.lastMs, g.seq = g.lastMs+1, 0
+	}
+	return uint64(g.lastMs)<<(nodeBits+seqBits) | g.node<<seqBits | g.seq
+}
+
+// Time returns the moment encoded in id.
+func Time(id uint64) time.Time {
+	return epoch.Add(time.Duration(id>>(nodeBits+seqBits)) * time.Millisecond)
+}
+
+// Format renders a message id as 16 lower-case hex digits, which sort like
+// the numbers they encode.
+func Format(id uint64) string {
+	s := strconv.FormatUint(id, 16)
+	const zeros = "0000000000000000"
+	return zeros[:16-len(s)] + s
+}
+
+// Parse is the inverse of Format.
+func Parse(s string) (uint64, error) {
+	if len(s) != 16 {
+		return 0, fmt.Errorf("ids: %q is not a 16-digit message id", s)
+	}
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ids: parse %q: %w", s, err)
+	}
+	return v, nil
+}
+
+// NewUserID returns a fresh user id: 20 characters of [0-9a-v], so it never
+// contains the MQTT separators / + # nor the ':' of chat ids.
+func NewUserID() string { return xid.New().String() }
+
+// ValidUserID reports whether s has the shape of an id made by NewUserID.
+func ValidUserID(s string) bool {
+	if len(s) != 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'v') {
+			return false
+		}
+	}
+	return true
+}

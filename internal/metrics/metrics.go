@@ -1,0 +1,126 @@
+// Package metrics exposes chatd's Prometheus metrics: the broker's own
+// counters read from mochi's Info, and the chat pipeline's observations.
+package metrics
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/system"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mqchat/mqchat/services/chat"
+)
+
+// Pipeline records what the chat pipeline does. It satisfies chat.Metrics.
+type Pipeline struct {
+	sends        *prometheus.CounterVec
+	rejects      *prometheus.CounterVec
+	commit       prometheus.Histogram
+	commitErrors prometheus.Counter
+	batchSize    prometheus.Histogram
+	deliveries   prometheus.Counter
+	connects     *prometheus.CounterVec
+}
+
+var _ chat.Metrics = (*Pipeline)(nil)
+
+// NewPipeline registers the pipeline metrics on reg.
+func NewPipeline(reg prometheus.Registerer) *Pipeline {
+	p := &Pipeline{
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "messages_sent_total",
+			Help: "Accepted sends by result: stored (new message) or duplicate (retry of a stored cmid).",
+		}, []string{"result"}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "sends_rejected_total",
+			Help: "Refused sends and publishes by reason.",
+		}, []string{"reason"}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "mqchat", Name: "store_commit_seconds",
+			Help:    "Latency of durable message commits (one per group-committed batch).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "store_commit_errors_total", Help: "Failed durable message commits.",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "mqchat", Name: "store_commit_batch_messages",
+			Help:    "Messages per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "deliveries_total",
+			Help: "Messages published to recipients' inboxes after storage.",
+		}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "mqtt_connects_total",
+			Help: "MQTT connection attempts by outcome.",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.batchSize, p.deliveries, p.connects)
+	return p
+}
+
+func (p *Pipeline) ObserveCommit(d time.Duration, messages int, err error) {
+	if err != nil {
+		p.commitErrors.Inc()
+		return
+	}
+	p.commit.Observe(d.Seconds())
+	p.batchSize.Observe(float64(messages))
+}
+
+func (p *Pipeline) ObserveSend(result string)     { p.sends.WithLabelValues(result).Inc() }
+func (p *Pipeline) ObserveReject(code chat.Code)  { p.rejects.WithLabelValues(string(code)).Inc() }
+func (p *Pipeline) ObserveDeliveries(n int)       { p.deliveries.Add(float64(n)) }
+func (p *Pipeline) ObserveConnect(outcome string) { p.connects.WithLabelValues(outcome).Inc() }
+
+// brokerCollector reads mochi's live counters at scrape time, so the broker
+// pays nothing per message for metrics.
+type brokerCollector struct {
+	info  *system.Info
+	descs []brokerMetric
+}
+
+type brokerMetric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(*system.Info) int64
+}
+
+// NewBrokerCollector returns a collector over mochi's Info.
+func NewBrokerCollector(info *system.Info) prometheus.Collector {
+	m := func(name, help string, kind prometheus.ValueType, v func(*system.Info) int64) brokerMetric {
+		return brokerMetric{prometheus.NewDesc("mqchat_broker_"+name, help, nil, nil), kind, v}
+	}
+	g, c := prometheus.GaugeValue, prometheus.CounterValue
+	return &brokerCollector{info: info, descs: []brokerMetric{
+		m("clients_connected", "Connected MQTT clients.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.ClientsConnected) }),
+		m("clients_disconnected", "Known sessions without a connection.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.ClientsDisconnected) }),
+		m("clients_maximum", "Most clients connected at once.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.ClientsMaximum) }),
+		m("subscriptions", "Active subscriptions.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.Subscriptions) }),
+		m("retained_messages", "Retained messages held.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.Retained) }),
+		m("inflight_messages", "QoS 1/2 messages awaiting acknowledgement.", g, func(i *system.Info) int64 { return atomic.LoadInt64(&i.Inflight) }),
+		m("inflight_dropped_total", "QoS messages dropped because a session's inflight queue was full.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.InflightDropped) }),
+		m("messages_received_total", "PUBLISH packets received.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.MessagesReceived) }),
+		m("messages_sent_total", "PUBLISH packets sent.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.MessagesSent) }),
+		m("messages_dropped_total", "Publishes dropped because a client's write queue was full.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.MessagesDropped) }),
+		m("packets_received_total", "MQTT packets received.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.PacketsReceived) }),
+		m("packets_sent_total", "MQTT packets sent.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.PacketsSent) }),
+		m("bytes_received_total", "Bytes received from clients.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.BytesReceived) }),
+		m("bytes_sent_total", "Bytes sent to clients.", c, func(i *system.Info) int64 { return atomic.LoadInt64(&i.BytesSent) }),
+	}}
+}
+
+func (b *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range b.descs {
+		ch <- d.desc
+	}
+}
+
+func (b *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range b.descs {
+		ch <- prometheus.MustNewConstMetric(d.desc, d.kind, float64(d.value(b.info)))
+	}
+}

@@ -1,0 +1,276 @@
+// Package auth manages accounts and the tokens that open REST and MQTT
+// sessions: registration, login, refresh and verification of access tokens.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/store"
+)
+
+var (
+	// ErrInvalidCredentials hides whether the username or the password was wrong.
+	ErrInvalidCredentials = errors.New("invalid username or password")
+	ErrUsernameTaken      = errors.New("username is taken")
+	ErrInvalidToken       = errors.New("invalid token")
+	ErrTokenExpired       = errors.New("token expired")
+	ErrUnknownUser        = errors.New("unknown user")
+)
+
+// InputError describes a rejected username or password.
+type InputError struct{ Field, Reason string }
+
+func (e *InputError) Error() string { return e.Field + ": " + e.Reason }
+
+// Users is the slice of the store this service needs.
+type Users interface {
+	CreateUser(ctx context.Context, u store.User) error
+	UserByID(ctx context.Context, id string) (store.User, error)
+	UserByUsername(ctx context.Context, username string) (store.User, error)
+}
+
+// Options configures the service.
+type Options struct {
+	Secret     []byte
+	AccessTTL  time.Duration
+	RefreshTTL time.Duration
+	BcryptCost int
+	Now        func() time.Time // nil = time.Now
+}
+
+// Service implements accounts and tokens.
+type Service struct {
+	users     Users
+	opts      Options
+	dummyHash []byte // compared against for unknown users so login timing does not reveal them
+}
+
+// Tokens is what register, login and refresh hand out.
+type Tokens struct {
+	UserID       string `json:"user_id"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    int64  `json:"expires_in"` // seconds until the access token expires
+}
+
+const (
+	issuer      = "mqchat"
+	typeAccess  = "access"
+	typeRefresh = "refresh"
+	minPassword = 8
+	maxPassword = 72 // bcrypt ignores bytes past 72
+)
+
+type claims struct {
+	Type string `json:"typ"`
+	jwt.RegisteredClaims
+}
+
+// New returns a service backed by users.
+func New(users Users, opts Options) (*Service, error) {
+	if len(opts.Secret) < 32 {
+		return nil, errors.New("auth: secret must be at least 32 bytes")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.BcryptCost == 0 {
+		opts.BcryptCost = bcrypt.DefaultCost
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("not a real password"), opts.BcryptCost)
+	if err != nil {
+		return nil, fmt.Errorf("auth: dummy hash: %w", err)
+	}
+	return &Service{users: users, opts: opts, dummyHash: dummy}, nil
+}
+
+// NormalizeUsername lower-cases and validates a username: 3–32 characters of
+// a-z, 0-9, '_', '-', '.'.
+func NormalizeUsername(name string) (string, error) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if len(name) < 3 || len(name) > 32 {
+		return "", &InputError{"username", "must be 3 to 32 characters"}
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return "", &InputError{"username", "may contain only a-z, 0-9, '_', '-' and '.'"}
+		}
+	}
+	return name, nil
+}
+
+func validPassword(pw string) error {
+	if utf8.RuneCountInString(pw) < minPassword {
+		return &InputError{"password", fmt.Sprintf("must be at least %d characters", minPassword)}
+	}
+	if len(pw) > maxPassword {
+		return &InputError{"password", fmt.Sprintf("must be at most %d bytes", maxPassword)}
+	}
+	return nil
+}
+
+// CreateUser makes an account without issuing tokens (operators' CLI).
+func (s *Service) CreateUser(ctx context.Context, username, password string) (store.User, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return store.User{}, err
+	}
+	if err := validPassword(password); err != nil {
+		return store.User{}, err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.opts.BcryptCost)
+	if err != nil {
+		return store.User{}, fmt.Errorf("auth: hash password: %w", err)
+	}
+	u := store.User{ID: ids.NewUserID(), Username: name, PasswordHash: hash, CreatedAt: s.opts.Now().UTC()}
+	if err := s.users.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return store.User{}, ErrUsernameTaken
+		}
+		return store.User{}, fmt.Errorf("auth: create user: %w", err)
+	}
+	return u, nil
+}
+
+// Register creates an account and returns its first tokens.
+func (s *Service) Register(ctx context.Context, username, password string) (Tokens, error) {
+	u, err := s.CreateUser(ctx, username, password)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return s.issue(u.ID, s.opts.AccessTTL)
+}
+
+// Login checks a username and password.
+func (s *Service) Login(ctx context.Context, username, password string) (Tokens, error) {
+	name, nameErr := NormalizeUsername(username)
+	var u store.User
+	err := nameErr
+	if err == nil {
+		u, err = s.users.UserByUsername(ctx, name)
+	}
+	if err != nil {
+		if nameErr == nil && !errors.Is(err, store.ErrNotFound) {
+			return Tokens{}, fmt.Errorf("auth: login: %w", err)
+		}
+		_ = bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		return Tokens{}, ErrInvalidCredentials
+	}
+	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
+		return Tokens{}, ErrInvalidCredentials
+	}
+	return s.issue(u.ID, s.opts.AccessTTL)
+}
+
+// Refresh exchanges a valid refresh token for a new pair.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
+	uid, err := s.verify(refreshToken, typeRefresh)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if _, err := s.User(ctx, uid); err != nil {
+		return Tokens{}, err
+	}
+	return s.issue(uid, s.opts.AccessTTL)
+}
+
+// IssueTokens mints tokens for an existing user; accessTTL 0 means the
+// configured lifetime (operators give devices longer-lived tokens).
+func (s *Service) IssueTokens(ctx context.Context, username string, accessTTL time.Duration) (Tokens, error) {
+	name, err := NormalizeUsername(username)
+	if err != nil {
+		return Tokens{}, err
+	}
+	u, err := s.users.UserByUsername(ctx, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Tokens{}, ErrUnknownUser
+		}
+		return Tokens{}, fmt.Errorf("auth: issue: %w", err)
+	}
+	if accessTTL <= 0 {
+		accessTTL = s.opts.AccessTTL
+	}
+	return s.issue(u.ID, accessTTL)
+}
+
+// Authenticate verifies an access token and that its user still exists.
+func (s *Service) Authenticate(ctx context.Context, accessToken string) (string, error) {
+	uid, err := s.verify(accessToken, typeAccess)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.User(ctx, uid); err != nil {
+		return "", err
+	}
+	return uid, nil
+}
+
+// User returns an account by id.
+func (s *Service) User(ctx context.Context, uid string) (store.User, error) {
+	u, err := s.users.UserByID(ctx, uid)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return store.User{}, ErrUnknownUser
+		}
+		return store.User{}, fmt.Errorf("auth: user: %w", err)
+	}
+	return u, nil
+}
+
+func (s *Service) issue(uid string, accessTTL time.Duration) (Tokens, error) {
+	now := s.opts.Now()
+	access, err := s.sign(uid, typeAccess, now, accessTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	refresh, err := s.sign(uid, typeRefresh, now, s.opts.RefreshTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return Tokens{UserID: uid, AccessToken: access, RefreshToken: refresh, ExpiresIn: int64(accessTTL / time.Second)}, nil
+}
+
+func (s *Service) sign(uid, typ string, now time.Time, ttl time.Duration) (string, error) {
+	c := claims{Type: typ, RegisteredClaims: jwt.RegisteredClaims{
+		Issuer:    issuer,
+		Subject:   uid,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		ID:        ids.NewUserID(), // unique per token so two refreshes in one second differ
+	}}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.opts.Secret)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign: %w", err)
+	}
+	return tok, nil
+}
+
+func (s *Service) verify(token, typ string) (string, error) {
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return s.opts.Secret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.opts.Now),
+	)
+	if err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return "", ErrTokenExpired
+		}
+		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	if c.Type != typ || !ids.ValidUserID(c.Subject) {
+		return "", ErrInvalidToken
+	}
+	return c.Subject, nil
+}

@@ -1,0 +1,102 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Envelope is what a client sends, on users/{uid}/send or over REST.
+type Envelope struct {
+	To      string          `json:"to"`
+	CMID    string          `json:"cmid"`
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	ReplyTo uint64          `json:"reply_to,omitempty"`
+}
+
+// Delivered is a stored message as clients see it, on users/{uid}/inbox and
+// in history pages.
+type Delivered struct {
+	Chat    string          `json:"chat"`
+	Seq     uint64          `json:"seq"`
+	ID      string          `json:"id"`
+	From    string          `json:"from"`
+	CMID    string          `json:"cmid,omitempty"`
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	ReplyTo uint64          `json:"reply_to,omitempty"`
+	SentAt  string          `json:"sent_at"`
+}
+
+// SentAtLayout is RFC 3339 with milliseconds, always UTC.
+const SentAtLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// View renders a stored message for clients.
+func View(m store.Message) Delivered {
+	body := json.RawMessage(m.Body)
+	if len(body) == 0 {
+		body = json.RawMessage("null")
+	}
+	return Delivered{
+		Chat: m.Chat, Seq: m.Seq, ID: ids.Format(m.ID), From: m.From, CMID: m.CMID,
+		Type: m.Type, Body: body, ReplyTo: m.ReplyTo, SentAt: m.SentAt.UTC().Format(SentAtLayout),
+	}
+}
+
+const (
+	maxCMID = 64
+	maxType = 32
+)
+
+// decodeEnvelope parses and validates a raw send payload. Unknown fields are
+// refused so that a client typo ("too" for "to") fails loudly instead of
+// being silently dropped.
+func decodeEnvelope(payload []byte) (Envelope, error) {
+	var env Envelope
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return env, newError(CodeInvalid, "payload is not a valid send envelope: "+err.Error(), nil)
+	}
+	if dec.More() {
+		return env, newError(CodeInvalid, "payload has data after the envelope", nil)
+	}
+	return env, validateEnvelope(&env)
+}
+
+func validateEnvelope(env *Envelope) error {
+	if l := len(env.CMID); l < 1 || l > maxCMID {
+		return newError(CodeInvalid, "cmid must be 1 to 64 characters", nil)
+	}
+	for i := 0; i < len(env.CMID); i++ {
+		if c := env.CMID[i]; c < 0x21 || c > 0x7e {
+			return newError(CodeInvalid, "cmid must be printable ASCII without spaces", nil)
+		}
+	}
+	if env.Type == "" {
+		env.Type = "text"
+	}
+	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") {
+		return newError(CodeInvalid, "type must be at most 32 characters without spaces", nil)
+	}
+	if env.Type == "system" {
+		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
+	}
+	body := bytes.TrimSpace(env.Body)
+	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
+		return newError(CodeInvalid, "body is required", nil)
+	}
+	env.Body = body
+	if !strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
+		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
+	}
+	return nil
+}
+
+// sentAt truncates to milliseconds, the precision every backend keeps.
+func sentAt(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }

@@ -1,0 +1,56 @@
+package chat
+
+import "errors"
+
+// Code classifies why a send or a read was refused. Transports map it to
+// their own vocabulary (MQTT reason codes, HTTP statuses).
+type Code string
+
+const (
+	CodeInvalid          Code = "invalid_payload"
+	CodeTooLarge         Code = "payload_too_large"
+	CodeUnknownRecipient Code = "unknown_recipient"
+	CodeNotAuthorized    Code = "not_authorized"
+	CodeNotFound         Code = "not_found"
+	CodeQuota            Code = "quota_exceeded"
+	CodeUnavailable      Code = "unavailable"
+	CodeInternal         Code = "internal"
+)
+
+// Error is a refusal with a code and a message meant for the client.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error // cause, for logs; never shown to clients
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return string(e.Code) + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return string(e.Code) + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func newError(code Code, msg string, cause error) *Error {
+	return &Error{Code: code, Message: msg, Err: cause}
+}
+
+// CodeOf returns the code of err, CodeInternal for errors that are not *Error.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+// MessageOf returns the client-facing message of err.
+func MessageOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}

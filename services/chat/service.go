@@ -1,0 +1,225 @@
+// Package chat is the send pipeline and history: it validates envelopes,
+// deduplicates retries, gives every message its chat's next seq through the
+// chat's single writer, stores it durably and only then fans it out.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Store is the slice of the storage contract the pipeline uses.
+type Store interface {
+	store.Messages
+	UserByID(ctx context.Context, id string) (store.User, error)
+}
+
+// Deliverer fans a stored message out to its recipients' inboxes. It is
+// called by the chat's writer, in seq order, after the message is durable.
+type Deliverer interface {
+	Deliver(recipients []string, m store.Message)
+}
+
+// Metrics receives the pipeline's observations; every method must be cheap.
+type Metrics interface {
+	ObserveCommit(d time.Duration, messages int, err error)
+	ObserveSend(result string)
+	ObserveReject(code Code)
+}
+
+// Options configures the service.
+type Options struct {
+	MaxMessageBytes int
+	Shards          int // writer goroutines; each chat belongs to exactly one
+	Logger          *slog.Logger
+	Metrics         Metrics
+	Now             func() time.Time
+}
+
+// Result is the outcome of an accepted send.
+type Result struct {
+	Message   store.Message // for a duplicate: Chat, Seq, ID and SentAt of the original
+	Duplicate bool
+}
+
+// Service implements sending and reading chat messages.
+type Service struct {
+	st      Store
+	deliver Deliverer
+	ids     *ids.Generator
+	opts    Options
+	shards  []*writer
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// New starts the service's writers; Close stops them.
+func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
+	if opts.Shards <= 0 {
+		opts.Shards = 16
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = nopMetrics{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Service{st: st, deliver: d, ids: gen, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	s.shards = make([]*writer, opts.Shards)
+	for i := range s.shards {
+		s.shards[i] = newWriter(s)
+	}
+	go s.run()
+	return s
+}
+
+func (s *Service) run() {
+	defer close(s.done)
+	finished := make(chan struct{}, len(s.shards))
+	for _, w := range s.shards {
+		go func() { w.loop(s.stop); finished <- struct{}{} }()
+	}
+	for range s.shards {
+		<-finished
+	}
+}
+
+// Close stops accepting sends, lets every queued send finish and waits.
+func (s *Service) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// SendPayload decodes a raw envelope (as published on MQTT) and sends it.
+func (s *Service) SendPayload(ctx context.Context, from string, payload []byte) (Result, Envelope, error) {
+	if len(payload) > s.opts.MaxMessageBytes {
+		err := newError(CodeTooLarge, fmt.Sprintf("payload is %d bytes, the limit is %d", len(payload), s.opts.MaxMessageBytes), nil)
+		s.opts.Metrics.ObserveReject(err.Code)
+		return Result{}, Envelope{}, err
+	}
+	env, err := decodeEnvelope(payload)
+	if err != nil {
+		s.opts.Metrics.ObserveReject(CodeOf(err))
+		return Result{}, env, err
+	}
+	res, err := s.send(ctx, from, env)
+	return res, env, err
+}
+
+// Send validates env and sends it from the user from.
+func (s *Service) Send(ctx context.Context, from string, env Envelope) (Result, error) {
+	if err := validateEnvelope(&env); err != nil {
+		s.opts.Metrics.ObserveReject(CodeOf(err))
+		return Result{}, err
+	}
+	if len(env.Body) > s.opts.MaxMessageBytes {
+		err := newError(CodeTooLarge, fmt.Sprintf("body is %d bytes, the limit is %d", len(env.Body), s.opts.MaxMessageBytes), nil)
+		s.opts.Metrics.ObserveReject(err.Code)
+		return Result{}, err
+	}
+	return s.send(ctx, from, env)
+}
+
+func (s *Service) send(ctx context.Context, from string, env Envelope) (Result, error) {
+	res, err := s.route(ctx, from, env)
+	if err != nil {
+		s.opts.Metrics.ObserveReject(CodeOf(err))
+		return Result{}, err
+	}
+	if res.Duplicate {
+		s.opts.Metrics.ObserveSend("duplicate")
+	} else {
+		s.opts.Metrics.ObserveSend("stored")
+	}
+	return res, nil
+}
+
+func (s *Service) route(ctx context.Context, from string, env Envelope) (Result, error) {
+	target, isUser := strings.CutPrefix(env.To, "user:")
+	if !isUser {
+		return Result{}, newError(CodeInvalid, "group chats are not available yet", nil)
+	}
+	if !ids.ValidUserID(target) {
+		return Result{}, newError(CodeUnknownRecipient, "no such user: "+target, nil)
+	}
+	if _, err := s.st.UserByID(ctx, target); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Result{}, newError(CodeUnknownRecipient, "no such user: "+target, nil)
+		}
+		return Result{}, s.storeError(ctx, "look up recipient", err)
+	}
+	m := store.Message{
+		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
+		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
+	}
+	recipients := []string{target}
+	if target != from {
+		recipients = append(recipients, from)
+	}
+	return s.shardFor(m.Chat).submit(ctx, m, recipients)
+}
+
+func (s *Service) storeError(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return newError(CodeUnavailable, "request cancelled or timed out", err)
+	}
+	s.opts.Logger.Error("chat store failure", "op", what, "error", err)
+	return newError(CodeInternal, "storage failure, retry later", fmt.Errorf("%s: %w", what, err))
+}
+
+func (s *Service) shardFor(chat string) *writer {
+	// FNV-1a: stable and allocation-free.
+	h := uint32(2166136261)
+	for i := 0; i < len(chat); i++ {
+		h ^= uint32(chat[i])
+		h *= 16777619
+	}
+	return s.shards[h%uint32(len(s.shards))]
+}
+
+// History returns a page of a chat the user belongs to.
+func (s *Service) History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error) {
+	if !s.CanRead(uid, chat) {
+		return nil, newError(CodeNotAuthorized, "not a member of this chat", nil)
+	}
+	if q.Limit <= 0 || q.Limit > 200 {
+		return nil, newError(CodeInvalid, "limit must be 1 to 200", nil)
+	}
+	msgs, err := s.st.History(ctx, chat, q)
+	if err != nil {
+		return nil, s.storeError(ctx, "history", err)
+	}
+	return msgs, nil
+}
+
+// CanRead reports whether uid may read chat.
+func (s *Service) CanRead(uid, chat string) bool { return IsDirectMember(chat, uid) }
+
+// SharesChat reports whether a and b have a 1:1 chat with at least one message.
+func (s *Service) SharesChat(ctx context.Context, a, b string) (bool, error) {
+	last, err := s.st.LastSeq(ctx, DirectChatID(a, b))
+	if err != nil {
+		return false, fmt.Errorf("chat: shares chat: %w", err)
+	}
+	return last > 0, nil
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) ObserveCommit(time.Duration, int, error) {}
+func (nopMetrics) ObserveSend(string)                      {}
+func (nopMetrics) ObserveReject(Code)                      {}

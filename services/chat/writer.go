@@ -1,0 +1,223 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+const (
+	maxBatch     = 256     // sends committed with one fsync
+	maxCached    = 1 << 17 // chats whose last seq a writer remembers
+	queueLen     = 1024    // sends waiting for a writer
+	storeTimeout = 30 * time.Second
+)
+
+// writer is the single writer of every chat hashed to it. It owns those
+// chats' seq counters, so seq is gap-free and strictly increasing without
+// locks, and it commits whatever is queued in one batch: one fsync for many
+// sends (group commit) keeps durable throughput high when many clients send.
+type writer struct {
+	s      *Service
+	in     chan *request
+	exited chan struct{}
+	last   map[string]uint64 // chat -> last stored seq
+}
+
+type request struct {
+	ctx        context.Context
+	msg        store.Message
+	recipients []string
+	reply      chan reply
+}
+
+type reply struct {
+	res Result
+	err error
+}
+
+func newWriter(s *Service) *writer {
+	return &writer{s: s, in: make(chan *request, queueLen), exited: make(chan struct{}), last: make(map[string]uint64)}
+}
+
+func (w *writer) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
+	r := &request{ctx: ctx, msg: m, recipients: recipients, reply: make(chan reply, 1)}
+	select {
+	case <-w.s.stop:
+		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+	default:
+	}
+	select {
+	case w.in <- r:
+	case <-ctx.Done():
+		return Result{}, newError(CodeUnavailable, "send queue is full", ctx.Err())
+	case <-w.exited:
+		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+	}
+	select {
+	case rep := <-r.reply:
+		return rep.res, rep.err
+	case <-ctx.Done():
+		// The writer may still commit it; a retry with the same cmid then
+		// returns the stored message instead of storing it twice.
+		return Result{}, newError(CodeUnavailable, "send timed out, retry with the same cmid", ctx.Err())
+	case <-w.exited:
+		select {
+		case rep := <-r.reply:
+			return rep.res, rep.err
+		default:
+			return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+		}
+	}
+}
+
+func (w *writer) loop(stop <-chan struct{}) {
+	defer close(w.exited)
+	batch := make([]*request, 0, maxBatch)
+	for {
+		select {
+		case r := <-w.in:
+			batch = append(batch, r)
+		case <-stop:
+			w.drain(batch)
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-w.in:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		w.process(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// drain commits whatever was queued before the stop, so a send that made it
+// into the queue is answered rather than dropped.
+func (w *writer) drain(batch []*request) {
+	for {
+		select {
+		case r := <-w.in:
+			batch = append(batch, r)
+			if len(batch) == maxBatch {
+				w.process(batch)
+				batch = batch[:0]
+			}
+		default:
+			if len(batch) > 0 {
+				w.process(batch)
+			}
+			return
+		}
+	}
+}
+
+func (w *writer) process(batch []*request) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	s := w.s
+
+	writes := make([]store.Message, 0, len(batch))
+	writers := make([]*request, 0, len(batch))
+	var inBatch map[string]int // dedupe key -> index in writes, for retries queued behind their original
+	type dup struct {
+		r *request
+		i int
+	}
+	var dups []dup
+
+	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			// The sender has given up: storing now would turn its retry into a
+			// duplicate it never saw acknowledged. Nothing is lost, it retries.
+			r.reply <- reply{err: newError(CodeUnavailable, "send timed out, retry with the same cmid", r.ctx.Err())}
+			continue
+		}
+		key := r.msg.From + "\x00" + r.msg.CMID
+		if i, ok := inBatch[key]; ok {
+			dups = append(dups, dup{r, i})
+			continue
+		}
+		ref, err := s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
+		if err == nil {
+			m := r.msg
+			m.Chat, m.Seq, m.ID, m.SentAt = ref.Chat, ref.Seq, ref.ID, ref.SentAt
+			r.reply <- reply{res: Result{Message: m, Duplicate: true}}
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			r.reply <- reply{err: s.storeError(ctx, "dedupe lookup", err)}
+			continue
+		}
+		last, err := w.lastSeq(ctx, r.msg.Chat)
+		if err != nil {
+			r.reply <- reply{err: s.storeError(ctx, "last seq", err)}
+			continue
+		}
+		m := r.msg
+		m.Seq = last + 1
+		m.ID = s.ids.Next()
+		m.SentAt = sentAt(s.opts.Now())
+		w.last[m.Chat] = m.Seq
+		if inBatch == nil {
+			inBatch = make(map[string]int)
+		}
+		inBatch[key] = len(writes)
+		writes = append(writes, m)
+		writers = append(writers, r)
+	}
+	if len(writes) == 0 {
+		for _, d := range dups { // unreachable in practice: a dup's original is always in writes
+			d.r.reply <- reply{err: newError(CodeInternal, "lost original of duplicate", nil)}
+		}
+		return
+	}
+
+	start := time.Now()
+	err := s.st.AppendMessages(ctx, writes)
+	s.opts.Metrics.ObserveCommit(time.Since(start), len(writes), err)
+	if err != nil {
+		// The counters ran ahead of the store: forget them so the next send
+		// reloads the truth and seq stays gap-free.
+		for _, m := range writes {
+			delete(w.last, m.Chat)
+		}
+		e := s.storeError(ctx, "append", err)
+		for _, r := range writers {
+			r.reply <- reply{err: e}
+		}
+		for _, d := range dups {
+			d.r.reply <- reply{err: e}
+		}
+		return
+	}
+	for i, m := range writes {
+		s.deliver.Deliver(writers[i].recipients, m)
+		writers[i].reply <- reply{res: Result{Message: m}}
+	}
+	for _, d := range dups {
+		d.r.reply <- reply{res: Result{Message: writes[d.i], Duplicate: true}}
+	}
+	if len(w.last) > maxCached {
+		clear(w.last) // reloading a counter costs one indexed read
+	}
+}
+
+func (w *writer) lastSeq(ctx context.Context, chat string) (uint64, error) {
+	if v, ok := w.last[chat]; ok {
+		return v, nil
+	}
+	v, err := w.s.st.LastSeq(ctx, chat)
+	if err != nil {
+		return 0, err
+	}
+	w.last[chat] = v
+	return v, nil
+}

@@ -1,0 +1,197 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// Values are a version byte followed by varints and uvarint-length-prefixed
+// strings: no reflection, no field names, and a message costs a few bytes
+// over its body. Bumping a version lets a later release read both layouts.
+const (
+	userV1    = 1
+	messageV1 = 1
+	refV1     = 1
+)
+
+var errCorrupt = errors.New("corrupt value")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b []byte, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+// appendTime stores milliseconds: every backend keeps ms precision, so
+// pebble must not hand out finer times than Cassandra would.
+func appendTime(b []byte, t time.Time) []byte {
+	return binary.AppendVarint(b, t.UnixMilli())
+}
+
+// encodeMessage leaves out Chat and Seq: they are in the key.
+func encodeMessage(buf []byte, m *store.Message) []byte {
+	buf = append(buf, messageV1)
+	buf = binary.AppendUvarint(buf, m.ID)
+	buf = appendTime(buf, m.SentAt)
+	buf = binary.AppendUvarint(buf, m.ReplyTo)
+	buf = appendString(buf, m.From)
+	buf = appendString(buf, m.CMID)
+	buf = appendString(buf, m.Type)
+	// The body runs to the end of the value, saving its length prefix.
+	return append(buf, m.Body...)
+}
+
+func decodeMessage(v []byte, m *store.Message) error {
+	d := decoder{b: v}
+	if d.byte() != messageV1 {
+		return errCorrupt
+	}
+	m.ID = d.uvarint()
+	m.SentAt = d.time()
+	m.ReplyTo = d.uvarint()
+	m.From = d.string()
+	m.CMID = d.string()
+	m.Type = d.string()
+	if d.err != nil {
+		return d.err
+	}
+	// v belongs to the iterator; the caller keeps the message.
+	m.Body = append([]byte(nil), d.b...)
+	return nil
+}
+
+func encodeUser(u *store.User) []byte {
+	b := make([]byte, 0, 1+len(u.ID)+len(u.Username)+len(u.PasswordHash)+16)
+	b = append(b, userV1)
+	b = appendString(b, u.ID)
+	b = appendString(b, u.Username)
+	b = appendBytes(b, u.PasswordHash)
+	return appendTime(b, u.CreatedAt)
+}
+
+func decodeUser(v []byte) (store.User, error) {
+	d := decoder{b: v}
+	if d.byte() != userV1 {
+		return store.User{}, errCorrupt
+	}
+	u := store.User{
+		ID:           d.string(),
+		Username:     d.string(),
+		PasswordHash: d.bytes(),
+		CreatedAt:    d.time(),
+	}
+	return u, d.finish()
+}
+
+func encodeRef(buf []byte, r store.MessageRef) []byte {
+	buf = append(buf, refV1)
+	buf = appendString(buf, r.Chat)
+	buf = binary.AppendUvarint(buf, r.Seq)
+	buf = binary.AppendUvarint(buf, r.ID)
+	return appendTime(buf, r.SentAt)
+}
+
+func decodeRef(v []byte) (store.MessageRef, error) {
+	d := decoder{b: v}
+	if d.byte() != refV1 {
+		return store.MessageRef{}, errCorrupt
+	}
+	r := store.MessageRef{
+		Chat:   d.string(),
+		Seq:    d.uvarint(),
+		ID:     d.uvarint(),
+		SentAt: d.time(),
+	}
+	return r, d.finish()
+}
+
+// decoder reads sequentially and remembers the first error, so decode
+// functions read like the encoders and check once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errCorrupt
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.fail()
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) varint() int64 {
+	x, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) time() time.Time {
+	ms := d.varint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func (d *decoder) raw() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) string() string { return string(d.raw()) }
+
+func (d *decoder) bytes() []byte {
+	p := d.raw()
+	if p == nil {
+		return nil
+	}
+	return append([]byte(nil), p...)
+}
+
+// finish rejects trailing bytes, which would mean a layout mismatch.
+func (d *decoder) finish() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorrupt
+	}
+	return d.err
+}

@@ -1,0 +1,121 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+	"time"
+)
+
+const (
+	prefixUserID   = "u/id/"
+	prefixUserName = "u/name/"
+	prefixMessage  = "m/"
+	prefixDedupe   = "d/"
+	prefixExpiry   = "x/"
+
+	// sep ends the variable-length part of a key; it sorts before every other
+	// byte, so a shorter chat id never interleaves with a longer one.
+	sep = '\x00'
+)
+
+var errBadID = errors.New("id contains NUL byte")
+
+func checkKeyPart(s string) error {
+	if strings.IndexByte(s, sep) >= 0 {
+		return errBadID
+	}
+	return nil
+}
+
+func userIDKey(id string) []byte {
+	return append([]byte(prefixUserID), id...)
+}
+
+func userNameKey(username string) []byte {
+	return append([]byte(prefixUserName), username...)
+}
+
+// chatBounds returns [lower, upper) covering every message of chat.
+func chatBounds(chat string) (lower, upper []byte) {
+	lower = make([]byte, 0, len(prefixMessage)+len(chat)+1)
+	lower = append(lower, prefixMessage...)
+	lower = append(lower, chat...)
+	upper = append(append([]byte(nil), lower...), sep+1)
+	lower = append(lower, sep)
+	return lower, upper
+}
+
+// messageKey is appended to buf so AppendMessages can reuse one buffer per
+// chat; pebble copies keys into the batch.
+func messageKey(buf []byte, chat string, seq uint64) []byte {
+	buf = append(buf, prefixMessage...)
+	buf = append(buf, chat...)
+	buf = append(buf, sep)
+	return binary.BigEndian.AppendUint64(buf, seq)
+}
+
+// seqKey is a message key given its chat prefix (from chatBounds).
+func seqKey(chatPrefix []byte, seq uint64) []byte {
+	k := make([]byte, 0, len(chatPrefix)+8)
+	k = append(k, chatPrefix...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// seqFromKey extracts the seq of a message key; the last 8 bytes are always
+// the seq whatever the chat id.
+func seqFromKey(k []byte) (uint64, bool) {
+	if len(k) < len(prefixMessage)+1+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+func dedupeKey(sender, cmid string) []byte {
+	k := make([]byte, 0, len(prefixDedupe)+len(sender)+1+len(cmid))
+	k = append(k, prefixDedupe...)
+	k = append(k, sender...)
+	k = append(k, sep)
+	return append(k, cmid...)
+}
+
+// expiryKey is "x/{ms}/{sender}\x00{cmid}"; the tail is the dedupe key
+// without its prefix, so the sweeper recovers the record key from the index
+// key alone.
+func expiryKey(sentAt time.Time, sender, cmid string) []byte {
+	k := make([]byte, 0, len(prefixExpiry)+9+len(sender)+1+len(cmid))
+	k = append(k, prefixExpiry...)
+	k = binary.BigEndian.AppendUint64(k, expiryMillis(sentAt))
+	k = append(k, '/')
+	k = append(k, sender...)
+	k = append(k, sep)
+	return append(k, cmid...)
+}
+
+// expiryUpper bounds the index entries with SentAt strictly before t (in ms).
+func expiryUpper(t time.Time) []byte {
+	k := make([]byte, 0, len(prefixExpiry)+8)
+	k = append(k, prefixExpiry...)
+	return binary.BigEndian.AppendUint64(k, expiryMillis(t))
+}
+
+// dedupeKeyFromExpiry maps an index key back to the record key it indexes.
+func dedupeKeyFromExpiry(k []byte) ([]byte, bool) {
+	const head = len(prefixExpiry) + 9
+	if len(k) < head+1 {
+		return nil, false
+	}
+	out := make([]byte, 0, len(prefixDedupe)+len(k)-head)
+	out = append(out, prefixDedupe...)
+	return append(out, k[head:]...), true
+}
+
+// expiryMillis clamps pre-1970 times to 0: they are long expired and a
+// negative value would otherwise wrap to the far end of the index.
+func expiryMillis(t time.Time) uint64 {
+	ms := t.UnixMilli()
+	if ms < 0 {
+		return 0
+	}
+	return uint64(ms)
+}
