@@ -42,4 +42,9 @@
 // mochi's own WebSocket listener accepts any path, any Origin and clients
 // that do not speak the mqtt subprotocol, so the broker uses its own
 // listener (see websocket.go) that checks all three before upgrading.
+//
+// Every listener is wrapped (see guard.go) because mochi sets no deadline
+// on a connection until its CONNECT has been read and its Close ignores
+// such connections: a silent client would hold goroutines forever and
+// make Close hang waiting for it.
 package broker

@@ -27,7 +27,8 @@ var errListenerClosed = errors.New("listener closed")
 // of them to return before mochi's Wait runs.
 type guardedListener struct {
 	listeners.Listener
-	log *slog.Logger
+	log            *slog.Logger
+	connectTimeout time.Duration
 
 	mu      sync.Mutex
 	closing bool
@@ -36,7 +37,11 @@ type guardedListener struct {
 }
 
 func guard(l listeners.Listener) *guardedListener {
-	return &guardedListener{Listener: l, conns: make(map[net.Conn]struct{})}
+	return &guardedListener{
+		Listener:       l,
+		connectTimeout: connectTimeout,
+		conns:          make(map[net.Conn]struct{}),
+	}
 }
 
 func (g *guardedListener) Init(log *slog.Logger) error {
@@ -51,7 +56,7 @@ func (g *guardedListener) Serve(establish listeners.EstablishFn) {
 			return errListenerClosed
 		}
 		defer g.untrack(c)
-		_ = c.SetReadDeadline(time.Now().Add(connectTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(g.connectTimeout))
 		// Disconnects and bad CONNECTs are routine, and mochi's TCP
 		// listener would log them as warnings with an empty message.
 		if err := establish(id, c); err != nil {

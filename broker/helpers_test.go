@@ -10,7 +10,6 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 )
 
 // waitTimeout bounds every wait in these tests; it is only reached on
@@ -34,7 +33,7 @@ func startBroker(t *testing.T, opts Options) *Broker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	b, err := New(opts, new(auth.AllowHook))
+	b, err := New(opts, new(allowAll))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,6 +25,10 @@ type wsConn struct {
 	r        io.Reader // current message; only touched by the single reader
 
 	wmu sync.Mutex // gorilla allows one concurrent writer
+	// writeDeadline is applied by Write: gorilla's own SetWriteDeadline
+	// must only be called by the writer, but mochi sets deadlines from its
+	// read loop.
+	writeDeadline atomic.Pointer[time.Time]
 }
 
 func newWSConn(ws *websocket.Conn) *wsConn {
@@ -49,8 +54,8 @@ func (c *wsConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.r.Read(p)
 		if err != nil {
-			// Any error ends this message: EOF normally, otherwise the
-			// connection is broken and the next NextReader reports it.
+			// Any error ends this message: EOF is its normal end and the
+			// next Read moves on; anything else ends the connection.
 			c.r = nil
 			if errors.Is(err, io.EOF) {
 				err = nil
@@ -66,6 +71,15 @@ func (c *wsConn) Read(p []byte) (int, error) {
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	var deadline time.Time
+	if d := c.writeDeadline.Load(); d != nil {
+		deadline = *d
+	}
+	// gorilla re-applies its stored deadline to the socket on every write,
+	// so it has to be told rather than the socket.
+	if err := c.ws.SetWriteDeadline(deadline); err != nil {
+		return 0, err
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -78,12 +92,9 @@ func (c *wsConn) Close() error {
 	return c.ws.Close()
 }
 
-// The deadline methods go through gorilla because it re-applies its own
-// write deadline to the underlying conn on every write, which would
-// otherwise undo mochi's keepalive deadline.
-
 func (c *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))
+	c.writeDeadline.Store(&t)
+	return c.ws.SetReadDeadline(t)
 }
 
 func (c *wsConn) SetReadDeadline(t time.Time) error {
@@ -91,5 +102,6 @@ func (c *wsConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	return c.ws.SetWriteDeadline(t)
+	c.writeDeadline.Store(&t)
+	return nil
 }

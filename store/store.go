@@ -37,9 +37,9 @@ type Users interface {
 	UserByUsername(ctx context.Context, username string) (User, error)
 }
 
-// Message is one stored chat message. (Chat, Seq) is its primary key; Seq is
-// gap-free per chat and assigned by the chat's single writer before the
-// message reaches the store.
+// Message is one stored chat message. (Chat, Seq) is its primary key; Seq
+// starts at 1 and is gap-free per chat, assigned by the chat's single writer
+// before the message reaches the store. Times are kept to the millisecond.
 type Message struct {
 	Chat    string
 	Seq     uint64
@@ -63,7 +63,8 @@ type MessageRef struct {
 // HistoryQuery selects a page of one chat's messages. With After set the page
 // holds the oldest messages with seq > After; otherwise it holds the newest
 // messages with seq < Before (Before 0 = no upper bound). Results are always
-// returned in ascending seq order. Limit must be > 0.
+// returned in ascending seq order. Limit must be > 0. Because seqs are
+// gap-free from 1, the oldest page of a chat is Before = Limit+1.
 type HistoryQuery struct {
 	After  uint64
 	Before uint64

@@ -20,8 +20,8 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 	defer s.mu.RUnlock()
 
 	idKey, nameKey := userIDKey(u.ID), userNameKey(u.Username)
-	// s.userMu.Lock()
-	// x
+	s.userMu.Lock()
+	defer s.userMu.Unlock()
 	for _, k := range [][]byte{idKey, nameKey} {
 		ok, err := s.exists(k)
 		if err != nil {

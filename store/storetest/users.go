@@ -159,8 +159,8 @@ func testUserConcurrentSameUsername(t *testing.T, s store.Store) {
 		start = make(chan struct{})
 		errs  [names][contenders]error
 	)
-	for n := range names {
-		for c := range contenders {
+	for c := range contenders {
+		for n := range names {
 			wg.Go(func() {
 				<-start
 				u := newUser(fmt.Sprintf("u%d-%d", n, c), fmt.Sprintf("popular%d", n))

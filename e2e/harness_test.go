@@ -1,0 +1,445 @@
+// Package e2e drives a whole chatd node (the same wiring `chatd serve` uses)
+// over real sockets with real MQTT and HTTP clients.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/gin-gonic/gin"
+	"github.com/gorilla/websocket"
+
+	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/config"
+)
+
+const waitTimeout = 10 * time.Second
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	os.Exit(m.Run())
+}
+
+type server struct {
+	app   *app.App
+	cfg   config.Config
+	addrs app.Addrs
+	base  string // http://host:port
+}
+
+// testConfig listens on free loopback ports in a fresh data dir.
+func testConfig(t *testing.T) config.Config {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTT.Addr = "127.0.0.1:0"
+	cfg.MQTT.WSAddr = "127.0.0.1:0"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Auth.BcryptCost = 4 // hashing speed is not under test
+	cfg.Log.Level = "warn"
+	return cfg
+}
+
+func startServer(t *testing.T, mutate func(*config.Config)) *server {
+	t.Helper()
+	cfg := testConfig(t)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := app.New(cfg, log)
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatalf("app.Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	addrs := a.Addrs()
+	return &server{app: a, cfg: cfg, addrs: addrs, base: "http://" + addrs.HTTP}
+}
+
+// testWriter sends server logs to the test's output, so they show only for
+// failing tests.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+type account struct {
+	ID, Username, Token, Refresh string
+}
+
+// call makes a REST request and decodes a JSON response into out (if non-nil).
+func (s *server) call(t *testing.T, method, path, token string, body any, header map[string]string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (s *server) register(t *testing.T, name string) account {
+	t.Helper()
+	var tok struct {
+		UserID       string `json:"user_id"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if st := s.call(t, "POST", "/v1/auth/register", "", map[string]string{"username": name, "password": "correct horse"}, nil, &tok); st != http.StatusCreated {
+		t.Fatalf("register %s: status %d", name, st)
+	}
+	return account{ID: tok.UserID, Username: name, Token: tok.AccessToken, Refresh: tok.RefreshToken}
+}
+
+type historyPage struct {
+	Messages []inboxMsg `json:"messages"`
+	Next     *uint64    `json:"next"`
+}
+
+func (s *server) history(t *testing.T, a account, chat, query string) historyPage {
+	t.Helper()
+	var page historyPage
+	if st := s.call(t, "GET", "/v1/chats/"+chat+"/messages"+query, a.Token, nil, nil, &page); st != http.StatusOK {
+		t.Fatalf("history %s: status %d", chat, st)
+	}
+	return page
+}
+
+func directChat(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "d:" + a + ":" + b
+}
+
+// inboxMsg is a delivered chat message as a client sees it.
+type inboxMsg struct {
+	Chat   string          `json:"chat"`
+	Seq    uint64          `json:"seq"`
+	ID     string          `json:"id"`
+	From   string          `json:"from"`
+	CMID   string          `json:"cmid"`
+	Type   string          `json:"type"`
+	Body   json.RawMessage `json:"body"`
+	SentAt string          `json:"sent_at"`
+}
+
+type event struct {
+	Type       string `json:"type"`
+	CMID       string `json:"cmid"`
+	Code       string `json:"code"`
+	ReasonCode byte   `json:"reason_code"`
+	Message    string `json:"message"`
+	Chat       string `json:"chat"`
+	Seq        uint64 `json:"seq"`
+	Duplicate  bool   `json:"duplicate"`
+}
+
+type received struct {
+	Topic   string
+	Payload []byte
+}
+
+func (r received) inbox(t *testing.T) inboxMsg {
+	t.Helper()
+	var m inboxMsg
+	if err := json.Unmarshal(r.Payload, &m); err != nil {
+		t.Fatalf("inbox payload %q: %v", r.Payload, err)
+	}
+	return m
+}
+
+func (r received) event(t *testing.T) event {
+	t.Helper()
+	var e event
+	if err := json.Unmarshal(r.Payload, &e); err != nil {
+		t.Fatalf("event payload %q: %v", r.Payload, err)
+	}
+	return e
+}
+
+// mailbox collects what a client receives.
+type mailbox chan received
+
+func newMailbox() mailbox { return make(mailbox, 4096) }
+
+// next waits for the next message matching pred, discarding the others.
+func (m mailbox) next(t *testing.T, what string, pred func(received) bool) received {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case r := <-m:
+			if pred == nil || pred(r) {
+				return r
+			}
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func onTopic(topic string) func(received) bool {
+	return func(r received) bool { return r.Topic == topic }
+}
+
+// v5 is a paho.golang (MQTT 5) client.
+type v5 struct {
+	c    *paho.Client
+	box  mailbox
+	acct account
+}
+
+func envelope(to, cmid, body string) []byte {
+	raw, _ := json.Marshal(map[string]any{"to": "user:" + to, "cmid": cmid, "type": "text", "body": body})
+	return raw
+}
+
+func dialV5(t *testing.T, conn net.Conn, a account, device string) *v5 {
+	t.Helper()
+	c, ack, err := connectV5(conn, a.ID, a.Token, a.ID+"/"+device, nil)
+	if err != nil {
+		t.Fatalf("v5 connect %s/%s: %v (connack %+v)", a.Username, device, err, ack)
+	}
+	t.Cleanup(func() { _ = c.c.Disconnect(&paho.Disconnect{ReasonCode: 0}) })
+	c.acct = a
+	return c
+}
+
+func connectV5(conn net.Conn, user, pass, clientID string, will *paho.WillMessage) (*v5, *paho.Connack, error) {
+	box := newMailbox()
+	c := paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(p paho.PublishReceived) (bool, error) {
+			box <- received{Topic: p.Packet.Topic, Payload: p.Packet.Payload}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{
+		ClientID: clientID, Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
+		KeepAlive: 30, CleanStart: true, WillMessage: will,
+	})
+	return &v5{c: c, box: box}, ack, err
+}
+
+func (c *v5) subscribe(t *testing.T, filters ...string) []byte {
+	t.Helper()
+	opts := make([]paho.SubscribeOptions, len(filters))
+	for i, f := range filters {
+		opts[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if ack == nil {
+		t.Fatalf("subscribe %v: %v", filters, err)
+	}
+	return ack.Reasons
+}
+
+func (c *v5) publish(t *testing.T, topic string, payload []byte) (byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	resp, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+	if resp == nil {
+		if err == nil {
+			err = fmt.Errorf("no response")
+		}
+		return 0, err
+	}
+	return resp.ReasonCode, err
+}
+
+func (c *v5) send(t *testing.T, to, cmid, body string) {
+	t.Helper()
+	rc, err := c.publish(t, "users/"+c.acct.ID+"/send", envelope(to, cmid, body))
+	if err != nil || rc != 0 {
+		t.Fatalf("send %s: reason 0x%02x, %v", cmid, rc, err)
+	}
+}
+
+func tcpConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// wsConn dials MQTT over WebSocket and adapts it to a net.Conn for paho.
+func wsConn(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: waitTimeout}
+	ws, _, err := d.Dial("ws://"+addr+path, nil)
+	if err != nil {
+		t.Fatalf("websocket dial: %v", err)
+	}
+	return &wsNetConn{Conn: ws.NetConn(), ws: ws}
+}
+
+type wsNetConn struct {
+	net.Conn
+	ws *websocket.Conn
+	r  io.Reader
+	mu sync.Mutex // paho writes from several goroutines; gorilla allows one writer
+}
+
+func (c *wsNetConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			_, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err == io.EOF {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *wsNetConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsNetConn) Close() error { return c.ws.Close() }
+
+// v3 is an Eclipse paho.mqtt.golang (MQTT 3.1.1) client.
+type v3 struct {
+	c    paho3.Client
+	box  mailbox
+	acct account
+}
+
+func dialV3(t *testing.T, url string, a account, device string) *v3 {
+	t.Helper()
+	c, err := connectV3(url, a.ID, a.Token, a.ID+"/"+device)
+	if err != nil {
+		t.Fatalf("v3 connect %s/%s: %v", a.Username, device, err)
+	}
+	c.acct = a
+	t.Cleanup(func() { c.c.Disconnect(100) })
+	return c
+}
+
+func connectV3(url, user, pass, clientID string) (*v3, error) {
+	box := newMailbox()
+	opts := paho3.NewClientOptions().AddBroker(url).SetClientID(clientID).SetUsername(user).SetPassword(pass).
+		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+		SetOrderMatters(true).SetConnectTimeout(waitTimeout).
+		SetDefaultPublishHandler(func(_ paho3.Client, m paho3.Message) {
+			box <- received{Topic: m.Topic(), Payload: m.Payload()}
+		})
+	c := paho3.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(waitTimeout) {
+		return nil, fmt.Errorf("connect timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	return &v3{c: c, box: box}, nil
+}
+
+func (c *v3) subscribe(t *testing.T, filter string) byte {
+	t.Helper()
+	tok := c.c.Subscribe(filter, 1, nil)
+	if !tok.WaitTimeout(waitTimeout) {
+		t.Fatalf("subscribe %s timed out", filter)
+	}
+	st := tok.(*paho3.SubscribeToken)
+	return st.Result()[filter]
+}
+
+func (c *v3) publish(t *testing.T, topic string, payload []byte) {
+	t.Helper()
+	tok := c.c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(waitTimeout) {
+		t.Fatalf("publish to %s timed out", topic)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("publish to %s: %v", topic, err)
+	}
+}
+
+func (c *v3) send(t *testing.T, to, cmid, body string) {
+	t.Helper()
+	c.publish(t, "users/"+c.acct.ID+"/send", envelope(to, cmid, body))
+}
