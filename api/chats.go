@@ -29,7 +29,9 @@ func (a *api) history(c *gin.Context) {
 	if q.Before, err = seqParam(c, "before"); err != nil {
 		return
 	}
-	if q.After > 0 && q.Before > 0 {
+	_, forward := c.GetQuery("after")
+	_, backward := c.GetQuery("before")
+	if forward && backward {
 		abort(c, http.StatusBadRequest, "invalid_query", "use either after or before, not both")
 		return
 	}
@@ -40,6 +42,11 @@ func (a *api) history(c *gin.Context) {
 			return
 		}
 		q.Limit = n
+	}
+	if forward && q.After == 0 {
+		// after=0 asks for the oldest page; seqs are gap-free from 1, so that
+		// is the newest page below limit+1.
+		q.Before = uint64(q.Limit) + 1
 	}
 	msgs, err := a.opts.Chats.History(c.Request.Context(), c.GetString(userKey), c.Param("chat"), q)
 	if err != nil {
@@ -52,10 +59,10 @@ func (a *api) history(c *gin.Context) {
 	}
 	if len(msgs) == q.Limit {
 		next := msgs[0].Seq
-		if q.After > 0 {
+		if forward {
 			next = msgs[len(msgs)-1].Seq
 		}
-		if q.After > 0 || next > 1 {
+		if forward || next > 1 {
 			page.Next = &next
 		}
 	}

@@ -65,6 +65,7 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = newMochiLogs(log)
 
 	b := &Broker{
 		srv: mqtt.New(&mqtt.Options{

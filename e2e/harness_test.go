@@ -424,8 +424,14 @@ func (c *v3) subscribe(t *testing.T, filter string) byte {
 	if !tok.WaitTimeout(waitTimeout) {
 		t.Fatalf("subscribe %s timed out", filter)
 	}
-	st := tok.(*paho3.SubscribeToken)
-	return st.Result()[filter]
+	res := tok.(*paho3.SubscribeToken).Result()
+	if len(res) != 1 {
+		t.Fatalf("subscribe %s: %d results", filter, len(res))
+	}
+	for _, rc := range res { // keyed by filter, except paho strips $share/ prefixes
+		return rc
+	}
+	return 0
 }
 
 func (c *v3) publish(t *testing.T, topic string, payload []byte) {

@@ -118,6 +118,9 @@ func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid strin
 		h.opts.Metrics.ObserveReject(code)
 	}
 	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
+	if !chat.ValidCMID(cmid) {
+		cmid = "" // never echo back what failed validation
+	}
 	if uid != "" {
 		h.opts.Events.Event(uid, ErrorEvent{
 			Type: "error", CMID: cmid, Code: string(code), ReasonCode: rc.Code, Message: msg, Topic: pk.TopicName,

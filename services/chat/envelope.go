@@ -69,14 +69,23 @@ func decodeEnvelope(payload []byte) (Envelope, error) {
 	return env, validateEnvelope(&env)
 }
 
-func validateEnvelope(env *Envelope) error {
-	if l := len(env.CMID); l < 1 || l > maxCMID {
-		return newError(CodeInvalid, "cmid must be 1 to 64 characters", nil)
+// ValidCMID reports whether s is an acceptable client message id: 1 to 64
+// printable ASCII characters without spaces.
+func ValidCMID(s string) bool {
+	if len(s) < 1 || len(s) > maxCMID {
+		return false
 	}
-	for i := 0; i < len(env.CMID); i++ {
-		if c := env.CMID[i]; c < 0x21 || c > 0x7e {
-			return newError(CodeInvalid, "cmid must be printable ASCII without spaces", nil)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e {
+			return false
 		}
+	}
+	return true
+}
+
+func validateEnvelope(env *Envelope) error {
+	if !ValidCMID(env.CMID) {
+		return newError(CodeInvalid, "cmid must be 1 to 64 printable ASCII characters without spaces", nil)
 	}
 	if env.Type == "" {
 		env.Type = "text"
