@@ -16,7 +16,8 @@ const defaultPage = 50
 type historyPage struct {
 	Messages []chat.Delivered `json:"messages"`
 	// Next is the seq to pass again as the same parameter (after, or before)
-	// for the following page; null when the page reached the end.
+	// for the following page; null when this page was not full, so there is
+	// nothing more in that direction. A full last page costs one empty page.
 	Next *uint64 `json:"next"`
 }
 

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"sync"
 
+	pebbledb "github.com/cockroachdb/pebble"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/mqchat/mqchat/internal/pebblelog"
 )
 
 // Listener ids, as they appear in mochi's logs and in Client.Net.Listener.
@@ -98,7 +101,10 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
 	if sessionDir != "" {
 		// First, so that later hooks see clients already restored.
-		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync}
+		plog := b.log.With("component", "sessions")
+		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync, Options: &pebbledb.Options{
+			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
+		}}
 		if err := b.srv.AddHook(new(pebble.Hook), cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}

@@ -5,9 +5,9 @@ package hooks
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -18,10 +18,6 @@ import (
 type Authenticator interface {
 	Authenticate(ctx context.Context, accessToken string) (string, error)
 }
-
-// AuthError classifies authentication failures so the hook can pick the
-// CONNACK code; anything else is treated as the server being unavailable.
-var ErrBadCredentials = errors.New("bad credentials")
 
 // Relations answers whether two users share a chat (presence visibility).
 type Relations interface {
@@ -106,12 +102,18 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 		if !h.opts.AllowAnonymous || len(pk.Connect.Password) > 0 {
 			return refuseNotAuthorized, false
 		}
+		// Every user's client id has the form {uid}/{device}; an anonymous
+		// client with such an id would take over that user's session and
+		// receive its queued messages.
+		if strings.Contains(cl.ID, "/") {
+			return refuseClientID, false
+		}
 		if pk.Connect.WillFlag && reservedNamespace(pk.Connect.WillTopic) {
 			return refuseNotAuthorized, false
 		}
 		return refusal{}, true
 	}
-	device, ok := cutPrefix(cl.ID, uid+"/")
+	device, ok := strings.CutPrefix(cl.ID, uid+"/")
 	if !ok || device == "" || len(device) > maxDeviceID || hasWildcard(device) {
 		return refuseClientID, false
 	}
@@ -167,11 +169,4 @@ func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	return ok
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || s[:len(prefix)] != prefix {
-		return "", false
-	}
-	return s[len(prefix):], true
 }

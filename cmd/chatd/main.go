@@ -113,7 +113,7 @@ func newUser(load loader) *cobra.Command {
 			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
 				u, err := op.CreateUser(ctx, args[0], password)
 				if err != nil {
-					return err
+					return fmt.Errorf("user %q: %w", args[0], err)
 				}
 				out := map[string]any{"user_id": u.ID, "username": u.Username}
 				if generated {
@@ -138,7 +138,7 @@ func newUser(load loader) *cobra.Command {
 			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
 				t, err := op.IssueTokens(ctx, args[0], ttl)
 				if err != nil {
-					return err
+					return fmt.Errorf("user %q: %w", args[0], err)
 				}
 				if format == "shell" {
 					_, err := fmt.Fprintf(cmd.OutOrStdout(), "USER_ID=%s\nTOKEN=%s\n", t.UserID, t.AccessToken)
@@ -173,4 +173,3 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
-

@@ -165,7 +165,9 @@ func (s *Service) Login(ctx context.Context, username, password string) (Tokens,
 		_ = bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
 		return Tokens{}, ErrInvalidCredentials
 	}
-	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
+	// bcrypt ignores bytes past 72, so a longer password could match one it
+	// only starts with; no such password can have been registered.
+	if len(password) > maxPassword || bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
 		return Tokens{}, ErrInvalidCredentials
 	}
 	return s.issue(u.ID, s.opts.AccessTTL)

@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
 
+	"github.com/mqchat/mqchat/internal/pebblelog"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -84,8 +85,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             slogLogger{logger},
-		EventListener:      eventListener(logger),
+		Logger:             pebblelog.Logger{L: logger},
+		EventListener:      pebblelog.EventListener(logger),
 	}
 	// Without filters every point Get (users, dedupe) would probe each level's
 	// index; bloom filters make the common miss nearly free.

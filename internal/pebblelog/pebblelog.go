@@ -1,4 +1,6 @@
-package pebble
+// Package pebblelog routes the Pebble engine's logs and events into slog, for
+// both Pebble databases in the binary: the chat store and mochi's sessions.
+package pebblelog
 
 import (
 	"context"
@@ -8,28 +10,28 @@ import (
 	"github.com/cockroachdb/pebble"
 )
 
-// slogLogger routes pebble's chatter (flushes, compactions, WAL recycling)
+// Logger routes pebble's chatter (flushes, compactions, WAL recycling)
 // to debug so it does not drown chatd's own logs.
-type slogLogger struct{ l *slog.Logger }
+type Logger struct{ L *slog.Logger }
 
-func (s slogLogger) Infof(format string, args ...any) {
-	if s.l.Enabled(context.Background(), slog.LevelDebug) {
-		s.l.Debug(fmt.Sprintf(format, args...))
+func (s Logger) Infof(format string, args ...any) {
+	if s.L.Enabled(context.Background(), slog.LevelDebug) {
+		s.L.Debug(fmt.Sprintf(format, args...))
 	}
 }
 
 // Fatalf must not return: pebble calls it on invariant violations and
 // continuing would risk corrupting data. A panic keeps the stack, unlike
 // pebble's default os.Exit.
-func (s slogLogger) Fatalf(format string, args ...any) {
+func (s Logger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	s.l.Error(msg)
+	s.L.Error(msg)
 	panic("pebble: fatal: " + msg)
 }
 
-// eventListener raises the events an operator must see above debug; all
+// EventListener raises the events an operator must see above debug; all
 // others stay silent.
-func eventListener(l *slog.Logger) *pebble.EventListener {
+func EventListener(l *slog.Logger) *pebble.EventListener {
 	return &pebble.EventListener{
 		BackgroundError: func(err error) {
 			l.Error("pebble background error", "err", err)
