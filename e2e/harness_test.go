@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -235,6 +236,7 @@ func (m mailbox) next(t *testing.T, what string, pred func(received) bool) recei
 				return r
 			}
 		case <-deadline:
+			dumpGoroutines(t)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
@@ -318,6 +320,7 @@ func (c *v5) send(t *testing.T, to, cmid, body string) {
 	t.Helper()
 	rc, err := c.publish(t, "users/"+c.acct.ID+"/send", envelope(to, cmid, body))
 	if err != nil || rc != 0 {
+		dumpGoroutines(t)
 		t.Fatalf("send %s: reason 0x%02x, %v", cmid, rc, err)
 	}
 }
@@ -438,6 +441,7 @@ func (c *v3) publish(t *testing.T, topic string, payload []byte) {
 	t.Helper()
 	tok := c.c.Publish(topic, 1, false, payload)
 	if !tok.WaitTimeout(waitTimeout) {
+		dumpGoroutines(t)
 		t.Fatalf("publish to %s timed out", topic)
 	}
 	if err := tok.Error(); err != nil {
@@ -448,4 +452,12 @@ func (c *v3) publish(t *testing.T, topic string, payload []byte) {
 func (c *v3) send(t *testing.T, to, cmid, body string) {
 	t.Helper()
 	c.publish(t, "users/"+c.acct.ID+"/send", envelope(to, cmid, body))
+}
+
+// dumpGoroutines logs every goroutine's stack: the server runs in this
+// process, so a stuck delivery shows where it is stuck.
+func dumpGoroutines(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 4<<20)
+	t.Logf("goroutines at timeout:\n%s", buf[:runtime.Stack(buf, true)])
 }
