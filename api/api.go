@@ -40,6 +40,12 @@ type Options struct {
 	Metrics         http.Handler
 	Logger          *slog.Logger
 	MaxMessageBytes int
+	AuthLimiter     Limiter // per client IP on /v1/auth; nil = unlimited
+}
+
+// Limiter rate-limits requests per key.
+type Limiter interface {
+	Allow(key string) bool
 }
 
 // New returns the HTTP handler.
@@ -50,6 +56,9 @@ func New(opts Options) http.Handler {
 	a := &api{opts: opts}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// The client IP is the TCP peer: trusting X-Forwarded-For from anyone
+	// would let a client pick its own rate-limit key.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
 		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
 		abort(c, http.StatusInternalServerError, "internal", "internal error")
@@ -66,9 +75,10 @@ func New(opts Options) http.Handler {
 	}
 
 	v1 := r.Group("/v1")
-	v1.POST("/auth/register", a.register)
-	v1.POST("/auth/login", a.login)
-	v1.POST("/auth/refresh", a.refresh)
+	authRoutes := v1.Group("/auth", a.limitAuth)
+	authRoutes.POST("/register", a.register)
+	authRoutes.POST("/login", a.login)
+	authRoutes.POST("/refresh", a.refresh)
 
 	authed := v1.Group("", a.authenticate)
 	authed.GET("/me", a.me)
@@ -110,6 +120,15 @@ func (a *api) logRequests(c *gin.Context) {
 func (a *api) limitBody(c *gin.Context) {
 	if c.Request.Body != nil {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, int64(a.opts.MaxMessageBytes)+16<<10)
+	}
+	c.Next()
+}
+
+func (a *api) limitAuth(c *gin.Context) {
+	if a.opts.AuthLimiter != nil && !a.opts.AuthLimiter.Allow(c.ClientIP()) {
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusTooManyRequests, "rate_limited", "too many requests, retry later")
+		return
 	}
 	c.Next()
 }

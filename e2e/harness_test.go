@@ -49,6 +49,10 @@ func testConfig(t *testing.T) config.Config {
 	cfg.MQTT.WSAddr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Auth.BcryptCost = 4 // hashing speed is not under test
+	// Rate limits are tested on their own; elsewhere they would only make
+	// fast tests depend on timing.
+	cfg.Limits.SendRate = 0
+	cfg.Limits.AuthRate = 0
 	cfg.Log.Level = "warn"
 	return cfg
 }
@@ -270,6 +274,20 @@ func dialV5(t *testing.T, conn net.Conn, a account, device string) *v5 {
 }
 
 func connectV5(conn net.Conn, user, pass, clientID string, will *paho.WillMessage) (*v5, *paho.Connack, error) {
+	return connectV5KeepAlive(conn, user, pass, clientID, will, 30)
+}
+
+func connectWithKeepAlive(t *testing.T, s *server, a account, keepAlive uint16) *paho.Connack {
+	t.Helper()
+	c, ack, err := connectV5KeepAlive(tcpConn(t, s.addrs.MQTT), a.ID, a.Token, fmt.Sprintf("%s/ka%d", a.ID, keepAlive), nil, keepAlive)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = c.c.Disconnect(&paho.Disconnect{}) })
+	return ack
+}
+
+func connectV5KeepAlive(conn net.Conn, user, pass, clientID string, will *paho.WillMessage, keepAlive uint16) (*v5, *paho.Connack, error) {
 	box := newMailbox()
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -282,7 +300,7 @@ func connectV5(conn net.Conn, user, pass, clientID string, will *paho.WillMessag
 	defer cancel()
 	ack, err := c.Connect(ctx, &paho.Connect{
 		ClientID: clientID, Username: user, UsernameFlag: user != "", Password: []byte(pass), PasswordFlag: pass != "",
-		KeepAlive: 30, CleanStart: true, WillMessage: will,
+		KeepAlive: keepAlive, CleanStart: true, WillMessage: will,
 	})
 	return &v5{c: c, box: box}, ack, err
 }

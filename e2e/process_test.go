@@ -203,6 +203,8 @@ func launchChatd(t *testing.T, bin, name, dataDir string) *chatdProc {
 		"--mqtt.ws_addr=",
 		"--http.addr", p.httpAddr,
 		"--auth.bcrypt_cost", "4",
+		"--limits.send_rate", "0", // the crash test sends as fast as it can
+		"--limits.auth_rate", "0",
 		"--log.level", "warn",
 	)
 	p.cmd.Env = childEnv()

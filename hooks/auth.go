@@ -32,9 +32,13 @@ type AuthOptions struct {
 	Authenticator  Authenticator
 	Relations      Relations
 	AllowAnonymous bool
-	Server         *mqtt.Server // for CONNACKs with precise codes
-	Logger         *slog.Logger
-	Metrics        ConnectObserver
+	// KeepAliveMax caps a client's keep-alive in seconds (0 = no cap).
+	// Clients asking for more or for none get this value, so a connection
+	// that died silently is noticed within 1.5 times it.
+	KeepAliveMax uint16
+	Server       *mqtt.Server // for CONNACKs with precise codes
+	Logger       *slog.Logger
+	Metrics      ConnectObserver
 	// IsBadCredentials tells token and user failures (0x86) from outages (0x88).
 	IsBadCredentials func(error) bool
 }
@@ -91,6 +95,10 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			return fmt.Errorf("refuse connect: %w", err)
 		}
 		return r.v5
+	}
+	if max := h.opts.KeepAliveMax; max > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > max) {
+		cl.State.Keepalive = max
+		cl.State.ServerKeepalive = true // told to v5 clients in CONNACK
 	}
 	h.observe("accepted")
 	return nil

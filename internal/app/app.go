@@ -28,6 +28,7 @@ import (
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/internal/metrics"
+	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
@@ -124,6 +125,7 @@ func (a *App) build(secret []byte) error {
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
 	a.chat = chat.New(a.store, outbox, gen, chat.Options{
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
 		Metrics:         pipeline,
 	})
@@ -131,6 +133,7 @@ func (a *App) build(secret []byte) error {
 		Authenticator:  a.auth,
 		Relations:      a.chat,
 		AllowAnonymous: cfg.Auth.AllowAnonymous,
+		KeepAliveMax:   uint16(cfg.MQTT.KeepAliveMax / time.Second),
 		Server:         srv,
 		Logger:         a.log.With("component", "mqtt-auth"),
 		Metrics:        pipeline,
@@ -154,6 +157,7 @@ func (a *App) build(secret []byte) error {
 			Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+			AuthLimiter:     limiter(cfg.Limits.AuthRate, cfg.Limits.AuthBurst),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -161,6 +165,15 @@ func (a *App) build(secret []byte) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), a.auth, a.log.With("component", "admin"))
+	return nil
+}
+
+// limiter returns nil, not a nil *ratelimit.Keyed, when unlimited, so
+// consumers' nil checks on their interface work.
+func limiter(perSecond, burst int) interface{ Allow(string) bool } {
+	if k := ratelimit.New(perSecond, burst); k != nil {
+		return k
+	}
 	return nil
 }
 

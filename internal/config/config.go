@@ -58,6 +58,14 @@ type AuthConfig struct {
 
 type Limits struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
+	// SendRate and SendBurst bound each user's sends (MQTT and REST
+	// together) with a token bucket; 0 turns the limit off.
+	SendRate  int `koanf:"send_rate"`
+	SendBurst int `koanf:"send_burst"`
+	// AuthRate and AuthBurst bound /v1/auth/* requests per client IP,
+	// against password guessing; 0 turns the limit off.
+	AuthRate  int `koanf:"auth_rate"`
+	AuthBurst int `koanf:"auth_burst"`
 }
 
 // Default returns the configuration used when nothing overrides it.
@@ -75,6 +83,7 @@ func Default() Config {
 			MaxInflight:         1024,
 			ReceiveMaximum:      256,
 			SessionExpiry:       7 * 24 * time.Hour,
+			KeepAliveMax:        5 * time.Minute,
 		},
 		HTTP: HTTPConfig{Addr: ":8080"},
 		Auth: AuthConfig{
@@ -82,6 +91,12 @@ func Default() Config {
 			RefreshTTL: 30 * 24 * time.Hour,
 			BcryptCost: 10,
 		},
-		Limits: Limits{MaxMessageBytes: 64 * 1024},
+		Limits: Limits{
+			MaxMessageBytes: 64 * 1024,
+			SendRate:        50,
+			SendBurst:       200,
+			AuthRate:        5,
+			AuthBurst:       20,
+		},
 	}
 }

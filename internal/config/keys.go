@@ -168,7 +168,15 @@ func usage(key string) string {
 	case "auth.bcrypt_cost":
 		return "bcrypt cost for password hashes (4-31)"
 	case "limits.max_message_bytes":
-		return "largest accepted message body in bytes (256-16777216)"
+		return "largest accepted send payload in bytes (256-16777216)"
+	case "limits.send_rate":
+		return "sends per second allowed to each user, MQTT and REST together (0 = unlimited)"
+	case "limits.send_burst":
+		return "sends a user may make at once above send_rate"
+	case "limits.auth_rate":
+		return "/v1/auth requests per second allowed from one client IP (0 = unlimited)"
+	case "limits.auth_burst":
+		return "/v1/auth requests one client IP may make at once above auth_rate"
 	}
 	return ""
 }

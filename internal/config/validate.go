@@ -109,6 +109,14 @@ func (c Config) Validate() error {
 	between("auth.bcrypt_cost", a.BcryptCost, minBcryptCost, maxBcryptCost)
 
 	between("limits.max_message_bytes", c.Limits.MaxMessageBytes, 256, 16<<20)
+	between("limits.send_rate", c.Limits.SendRate, 0, 1_000_000)
+	between("limits.auth_rate", c.Limits.AuthRate, 0, 1_000_000)
+	if c.Limits.SendRate > 0 {
+		between("limits.send_burst", c.Limits.SendBurst, 1, 1_000_000)
+	}
+	if c.Limits.AuthRate > 0 {
+		between("limits.auth_burst", c.Limits.AuthBurst, 1, 1_000_000)
+	}
 
 	return errors.Join(errs...)
 }

@@ -34,9 +34,15 @@ type Metrics interface {
 	ObserveReject(code Code)
 }
 
+// Limiter rate-limits sends per user.
+type Limiter interface {
+	Allow(key string) bool
+}
+
 // Options configures the service.
 type Options struct {
 	MaxMessageBytes int
+	Limiter         Limiter // nil = unlimited
 	Shards          int // writer goroutines; each chat belongs to exactly one
 	Logger          *slog.Logger
 	Metrics         Metrics
@@ -106,6 +112,9 @@ func (s *Service) Close() {
 
 // SendPayload decodes a raw envelope (as published on MQTT) and sends it.
 func (s *Service) SendPayload(ctx context.Context, from string, payload []byte) (Result, Envelope, error) {
+	if err := s.admit(from); err != nil {
+		return Result{}, Envelope{}, err
+	}
 	if len(payload) > s.opts.MaxMessageBytes {
 		err := newError(CodeTooLarge, fmt.Sprintf("payload is %d bytes, the limit is %d", len(payload), s.opts.MaxMessageBytes), nil)
 		s.opts.Metrics.ObserveReject(err.Code)
@@ -122,6 +131,9 @@ func (s *Service) SendPayload(ctx context.Context, from string, payload []byte) 
 
 // Send validates env and sends it from the user from.
 func (s *Service) Send(ctx context.Context, from string, env Envelope) (Result, error) {
+	if err := s.admit(from); err != nil {
+		return Result{}, err
+	}
 	if err := validateEnvelope(&env); err != nil {
 		s.opts.Metrics.ObserveReject(CodeOf(err))
 		return Result{}, err
@@ -132,6 +144,16 @@ func (s *Service) Send(ctx context.Context, from string, env Envelope) (Result, 
 		return Result{}, err
 	}
 	return s.send(ctx, from, env)
+}
+
+// admit applies the per-user send rate before any work is done.
+func (s *Service) admit(from string) error {
+	if s.opts.Limiter == nil || s.opts.Limiter.Allow(from) {
+		return nil
+	}
+	err := newError(CodeQuota, "sending too fast, slow down and retry with the same cmid", nil)
+	s.opts.Metrics.ObserveReject(err.Code)
+	return err
 }
 
 func (s *Service) send(ctx context.Context, from string, env Envelope) (Result, error) {
