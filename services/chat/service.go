@@ -43,7 +43,7 @@ type Limiter interface {
 type Options struct {
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
-	Shards          int // writer goroutines; each chat belongs to exactly one
+	Shards          int     // writer goroutines; each chat belongs to exactly one
 	Logger          *slog.Logger
 	Metrics         Metrics
 	Now             func() time.Time
