@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/pebblelog"
 )
@@ -86,6 +87,12 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 			path = defaultWSPath
 		}
 		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
+	}
+
+	for _, l := range []listeners.Listener{b.tcp, b.tls, b.ws} {
+		if g, ok := l.(*guardedListener); ok {
+			g.disconnect = disconnectClients(b.srv)
+		}
 	}
 
 	if err := b.setup(opts.SessionDir, hooks); err != nil {
@@ -177,4 +184,19 @@ func (b *Broker) Close() error {
 		return fmt.Errorf("broker: close: %w", err)
 	}
 	return nil
+}
+
+// disconnectClients is what Server.Close runs for each listener. mochi's own
+// closer reads its client map through Clients.GetByListener, which takes the
+// map's read lock twice; a client leaving at the same moment queues for the
+// write lock in between and the two deadlock, hanging shutdown. GetAll takes
+// the lock once.
+func disconnectClients(srv *mqtt.Server) listeners.CloseFn {
+	return func(listenerID string) {
+		for _, cl := range srv.Clients.GetAll() {
+			if cl.Net.Listener == listenerID && !cl.Closed() {
+				_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+	}
 }

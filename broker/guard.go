@@ -30,6 +30,10 @@ type guardedListener struct {
 	log            *slog.Logger
 	connectTimeout time.Duration
 
+	// disconnect replaces mochi's own closer (see disconnectClients); nil
+	// keeps the closer mochi passes.
+	disconnect listeners.CloseFn
+
 	mu      sync.Mutex
 	closing bool
 	conns   map[net.Conn]struct{}
@@ -69,6 +73,9 @@ func (g *guardedListener) Serve(establish listeners.EstablishFn) {
 // Close lets the wrapped listener stop accepting and disconnect its
 // registered clients, then drops whatever is left.
 func (g *guardedListener) Close(closeClients listeners.CloseFn) {
+	if g.disconnect != nil {
+		closeClients = g.disconnect
+	}
 	g.Listener.Close(closeClients)
 
 	g.mu.Lock()

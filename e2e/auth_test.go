@@ -35,9 +35,9 @@ type httpResult struct {
 	body   []byte
 }
 
-// authHTTP makes a REST request and returns the raw response, for checks the
+// rawHTTP makes a REST request and returns the raw response, for checks the
 // harness's call cannot make (headers, exact bodies).
-func authHTTP(t *testing.T, s *server, method, path string, header map[string]string, body string) httpResult {
+func rawHTTP(t *testing.T, s *server, method, path string, header map[string]string, body string) httpResult {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -132,7 +132,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 	const password = "correct horse"
 
 	// Register: 201, the username is normalised, the tokens work.
-	reg := authHTTP(t, s, "POST", "/v1/auth/register", nil, credentialsJSON(" Alice ", password))
+	reg := rawHTTP(t, s, "POST", "/v1/auth/register", nil, credentialsJSON(" Alice ", password))
 	alice := reg.wantTokens(t, http.StatusCreated)
 	if want := int64(s.cfg.Auth.AccessTTL / time.Second); alice.ExpiresIn != want {
 		t.Fatalf("expires_in = %d, want %d", alice.ExpiresIn, want)
@@ -141,14 +141,14 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		UserID   string `json:"user_id"`
 		Username string `json:"username"`
 	}
-	authHTTP(t, s, "GET", "/v1/me", bearer(alice.AccessToken), "").wantJSON(t, http.StatusOK, &me)
+	rawHTTP(t, s, "GET", "/v1/me", bearer(alice.AccessToken), "").wantJSON(t, http.StatusOK, &me)
 	if me.UserID != alice.UserID || me.Username != "alice" {
 		t.Fatalf("GET /v1/me = %+v, want user %s named alice", me, alice.UserID)
 	}
 
 	t.Run("duplicate username", func(t *testing.T) {
 		for _, name := range []string{"alice", "ALICE", " alice "} {
-			authHTTP(t, s, "POST", "/v1/auth/register", nil, credentialsJSON(name, "another password")).
+			rawHTTP(t, s, "POST", "/v1/auth/register", nil, credentialsJSON(name, "another password")).
 				wantAPIError(t, http.StatusConflict, "username_taken")
 		}
 	})
@@ -177,21 +177,21 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				authHTTP(t, s, "POST", tc.path, nil, tc.body).wantAPIError(t, http.StatusBadRequest, tc.code)
+				rawHTTP(t, s, "POST", tc.path, nil, tc.body).wantAPIError(t, http.StatusBadRequest, tc.code)
 			})
 		}
 		// None of the refused registrations created carol.
-		authHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON("carol", password)).
+		rawHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON("carol", password)).
 			wantAPIError(t, http.StatusUnauthorized, "invalid_credentials")
 	})
 
 	t.Run("login", func(t *testing.T) {
 		for _, name := range []string{"alice", " ALICE "} {
-			tok := authHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON(name, password)).wantTokens(t, http.StatusOK)
+			tok := rawHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON(name, password)).wantTokens(t, http.StatusOK)
 			if tok.UserID != alice.UserID {
 				t.Fatalf("login %q: user_id %s, want %s", name, tok.UserID, alice.UserID)
 			}
-			if st := authHTTP(t, s, "GET", "/v1/me", bearer(tok.AccessToken), ""); st.status != http.StatusOK {
+			if st := rawHTTP(t, s, "GET", "/v1/me", bearer(tok.AccessToken), ""); st.status != http.StatusOK {
 				t.Fatalf("GET /v1/me with the login token: %d %s", st.status, st.body)
 			}
 		}
@@ -204,7 +204,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		var messages []string
 		for _, tc := range refused {
 			t.Run(tc.name, func(t *testing.T) {
-				e := authHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON(tc.username, tc.password)).
+				e := rawHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON(tc.username, tc.password)).
 					wantAPIError(t, http.StatusUnauthorized, "invalid_credentials")
 				messages = append(messages, e.Error.Message)
 			})
@@ -218,7 +218,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 
 	t.Run("refresh", func(t *testing.T) {
 		body, _ := json.Marshal(map[string]string{"refresh_token": alice.RefreshToken})
-		fresh := authHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantTokens(t, http.StatusOK)
+		fresh := rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantTokens(t, http.StatusOK)
 		if fresh.UserID != alice.UserID || fresh.AccessToken == alice.AccessToken || fresh.RefreshToken == alice.RefreshToken {
 			t.Fatalf("refresh returned %+v for %s", fresh, alice.UserID)
 		}
@@ -226,20 +226,20 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			UserID   string `json:"user_id"`
 			Username string `json:"username"`
 		}
-		authHTTP(t, s, "GET", "/v1/me", bearer(fresh.AccessToken), "").wantJSON(t, http.StatusOK, &me)
+		rawHTTP(t, s, "GET", "/v1/me", bearer(fresh.AccessToken), "").wantJSON(t, http.StatusOK, &me)
 		if me.UserID != alice.UserID || me.Username != "alice" {
 			t.Fatalf("GET /v1/me with the refreshed token = %+v", me)
 		}
 		// The refreshed refresh token refreshes again.
 		body, _ = json.Marshal(map[string]string{"refresh_token": fresh.RefreshToken})
-		authHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantTokens(t, http.StatusOK)
+		rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantTokens(t, http.StatusOK)
 
 		for _, bad := range []struct{ name, token string }{
 			{"access token", alice.AccessToken},
 			{"garbage", "garbage"},
 		} {
 			body, _ := json.Marshal(map[string]string{"refresh_token": bad.token})
-			authHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "invalid_token")
+			rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "invalid_token")
 		}
 	})
 
@@ -258,7 +258,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				r := authHTTP(t, s, "GET", "/v1/me", tc.header, "")
+				r := rawHTTP(t, s, "GET", "/v1/me", tc.header, "")
 				r.wantAPIError(t, http.StatusUnauthorized, tc.code)
 				if h := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(h, "Bearer") {
 					t.Fatalf("WWW-Authenticate = %q, want a Bearer challenge", h)
@@ -283,7 +283,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-				authHTTP(t, s, tc.method, tc.path, nil, "").wantAPIError(t, tc.status, tc.code)
+				rawHTTP(t, s, tc.method, tc.path, nil, "").wantAPIError(t, tc.status, tc.code)
 			})
 		}
 	})
@@ -293,7 +293,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			var body struct {
 				Status string `json:"status"`
 			}
-			authHTTP(t, s, "GET", path, nil, "").wantJSON(t, http.StatusOK, &body)
+			rawHTTP(t, s, "GET", path, nil, "").wantJSON(t, http.StatusOK, &body)
 			if body.Status != want {
 				t.Fatalf("GET %s: status %q, want %q", path, body.Status, want)
 			}
@@ -337,7 +337,7 @@ func TestExpiredTokenRESTAndMQTT(t *testing.T) {
 
 	// Control: the minted shape is accepted when not expired, so the
 	// refusals below are about expiry and nothing else.
-	if r := authHTTP(t, s, "GET", "/v1/me", bearer(valid), ""); r.status != http.StatusOK {
+	if r := rawHTTP(t, s, "GET", "/v1/me", bearer(valid), ""); r.status != http.StatusOK {
 		t.Fatalf("a minted, unexpired token is refused: %d %s", r.status, r.body)
 	}
 	ok5, ack, err := connectV5(tcpConn(t, s.addrs.MQTT), alice.ID, valid, alice.ID+"/minted", nil)
@@ -347,13 +347,13 @@ func TestExpiredTokenRESTAndMQTT(t *testing.T) {
 	_ = ok5.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 
 	t.Run("REST", func(t *testing.T) {
-		r := authHTTP(t, s, "GET", "/v1/me", bearer(expired), "")
+		r := rawHTTP(t, s, "GET", "/v1/me", bearer(expired), "")
 		r.wantAPIError(t, http.StatusUnauthorized, "token_expired")
 		if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token"`) {
 			t.Fatalf("WWW-Authenticate = %q, want error=\"invalid_token\"", h)
 		}
 		body, _ := json.Marshal(map[string]string{"refresh_token": mintToken(t, secret, alice.ID, "refresh", time.Now().Add(-time.Minute))})
-		authHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "token_expired")
+		rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "token_expired")
 	})
 	t.Run("MQTT 5", func(t *testing.T) {
 		conn := tcpConn(t, s.addrs.MQTT)
