@@ -26,7 +26,9 @@ import (
 	"github.com/mqchat/mqchat/internal/config"
 )
 
-const waitTimeout = 10 * time.Second
+// waitTimeout bounds every wait; it is only reached when something is wrong,
+// so it is generous for loaded CI machines.
+const waitTimeout = 20 * time.Second
 
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)

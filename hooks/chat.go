@@ -1,9 +1,7 @@
 package hooks
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
-	"github.com/mqchat/mqchat/store"
 )
 
 // Sender is the chat pipeline as the Chat hook uses it.
@@ -146,52 +143,5 @@ func reasonCode(code chat.Code) packets.Code {
 		return packets.ErrServerBusy
 	default:
 		return packets.ErrUnspecifiedError
-	}
-}
-
-// Outbox publishes server-originated messages: inbox deliveries and events.
-type Outbox struct {
-	server  *mqtt.Server
-	logger  *slog.Logger
-	metrics DeliveryObserver
-}
-
-// DeliveryObserver counts inbox deliveries.
-type DeliveryObserver interface{ ObserveDeliveries(n int) }
-
-// NewOutbox returns an outbox publishing through server's inline client.
-func NewOutbox(server *mqtt.Server, logger *slog.Logger, metrics DeliveryObserver) *Outbox {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Outbox{server: server, logger: logger, metrics: metrics}
-}
-
-// Deliver publishes a stored message to each recipient's inbox at QoS 1.
-func (o *Outbox) Deliver(recipients []string, m store.Message) {
-	payload, err := json.Marshal(chat.View(m))
-	if err != nil {
-		o.logger.Error("encode inbox message", "chat", m.Chat, "seq", m.Seq, "error", err)
-		return
-	}
-	for _, r := range recipients {
-		if err := o.server.Publish(InboxTopic(r), payload, false, 1); err != nil {
-			o.logger.Error("publish inbox message", "user", r, "chat", m.Chat, "seq", m.Seq, "error", err)
-		}
-	}
-	if o.metrics != nil {
-		o.metrics.ObserveDeliveries(len(recipients))
-	}
-}
-
-// Event publishes v to uid's events topic at QoS 1.
-func (o *Outbox) Event(uid string, v any) {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		o.logger.Error("encode event", "user", uid, "error", err)
-		return
-	}
-	if err := o.server.Publish(EventsTopic(uid), bytes.TrimSpace(buf.Bytes()), false, 1); err != nil {
-		o.logger.Error("publish event", "user", uid, "error", err)
 	}
 }
