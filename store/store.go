@@ -71,8 +71,7 @@ type HistoryQuery struct {
 	Limit  int
 }
 
-// Messages is the message log aggregate, with the dedupe records that make
-// sends idempotent.
+// Messages is the message log aggregate.
 type Messages interface {
 	// AppendMessages durably stores msgs together with a dedupe record for
 	// each (From, CMID) before it returns: after a nil return the messages
@@ -83,6 +82,12 @@ type Messages interface {
 	LastSeq(ctx context.Context, chat string) (uint64, error)
 	// History returns a page of chat's messages as described by HistoryQuery.
 	History(ctx context.Context, chat string, q HistoryQuery) ([]Message, error)
+}
+
+// Dedupe holds the records that make sends idempotent. They are written by
+// Messages.AppendMessages in the same atomic write as their messages (a
+// crash must never keep one without the other), so this aggregate only reads.
+type Dedupe interface {
 	// LookupDedupe returns the message first stored for (sender, cmid), or
 	// ErrNotFound when there is none within DedupeWindow of now.
 	LookupDedupe(ctx context.Context, sender, cmid string) (MessageRef, error)
@@ -92,6 +97,7 @@ type Messages interface {
 type Store interface {
 	Users
 	Messages
+	Dedupe
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -18,6 +18,7 @@ import (
 // Store is the slice of the storage contract the pipeline uses.
 type Store interface {
 	store.Messages
+	store.Dedupe
 	UserByID(ctx context.Context, id string) (store.User, error)
 }
 
