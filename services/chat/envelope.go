@@ -63,7 +63,8 @@ func decodeEnvelope(payload []byte) (Envelope, error) {
 	if err := dec.Decode(&env); err != nil {
 		return env, newError(CodeInvalid, "payload is not a valid send envelope: "+err.Error(), nil)
 	}
-	if dec.More() {
+	// dec.More is no test here: it reports false before a stray '}' or ']'.
+	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
 		return env, newError(CodeInvalid, "payload has data after the envelope", nil)
 	}
 	return env, validateEnvelope(&env)

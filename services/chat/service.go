@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mqchat/mqchat/internal/ids"
@@ -65,6 +66,12 @@ type Service struct {
 	shards  []*writer
 	stop    chan struct{}
 	done    chan struct{}
+
+	// sending holds the (sender, cmid) pairs being sent right now. Dedupe is
+	// per sender but writers are per chat, so two sends of one cmid to two
+	// chats would otherwise meet on different writers and both be stored.
+	mu      sync.Mutex
+	sending map[string]chan struct{}
 }
 
 // New starts the service's writers; Close stops them.
@@ -81,7 +88,10 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Service{st: st, deliver: d, ids: gen, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Service{
+		st: st, deliver: d, ids: gen, opts: opts,
+		stop: make(chan struct{}), done: make(chan struct{}), sending: make(map[string]chan struct{}),
+	}
 	s.shards = make([]*writer, opts.Shards)
 	for i := range s.shards {
 		s.shards[i] = newWriter(s)
@@ -193,7 +203,40 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (Result,
 	if target != from {
 		recipients = append(recipients, from)
 	}
+	release, err := s.claim(ctx, from+"\x00"+env.CMID)
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
 	return s.shardFor(m.Chat).submit(ctx, m, recipients)
+}
+
+// claim waits until no other send of the same (sender, cmid) is in
+// progress and marks this one, so the writer's dedupe lookup always sees a
+// concurrent twin's outcome. Retries of one message are rare and quick, so
+// waiting costs nothing in practice.
+func (s *Service) claim(ctx context.Context, key string) (release func(), err error) {
+	for {
+		s.mu.Lock()
+		busy, ok := s.sending[key]
+		if !ok {
+			mine := make(chan struct{})
+			s.sending[key] = mine
+			s.mu.Unlock()
+			return func() {
+				s.mu.Lock()
+				delete(s.sending, key)
+				s.mu.Unlock()
+				close(mine)
+			}, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, newError(CodeUnavailable, "send timed out, retry with the same cmid", ctx.Err())
+		}
+	}
 }
 
 func (s *Service) storeError(ctx context.Context, what string, err error) error {

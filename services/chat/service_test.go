@@ -423,3 +423,50 @@ func mapsEqual[K comparable](a, b map[K]int) bool {
 	}
 	return true
 }
+
+// TestDedupeAcrossShards: the dedupe key is (sender, cmid), but only sends
+// to the same chat are serialized (by the chat's writer). The same cmid sent
+// at once to two chats on different shards is looked up by both writers
+// before either commits, so both are stored; sent one after the other the
+// second is a duplicate (TestDedupeSequential). Opt-in until fixed.
+func TestDedupeAcrossShards(t *testing.T) {
+	f := newFixture(t, Options{Shards: 2})
+	a, b := f.user(), f.user()
+	ab := DirectChatID(a, b)
+	c := f.user()
+	for f.svc.shardFor(DirectChatID(a, c)) == f.svc.shardFor(ab) {
+		c = f.user()
+	}
+	g := newGate()
+	f.st.setAppendHook(g.hook(nil))
+	defer g.open()
+
+	first := f.sendAsync(context.Background(), a, b, "same")
+	recv(t, "first append", g.entered) // looked up, not yet committed
+	second := f.sendAsync(context.Background(), a, c, "same")
+	// The second send waits for the first to commit (Service.claim); the
+	// timeout only decides when to let the first commit, the outcome is
+	// checked below whatever it is.
+	var o2 sendOutcome
+	select {
+	case o2 = <-second:
+		g.open()
+	case <-time.After(200 * time.Millisecond):
+		g.open()
+		o2 = recv(t, "second", second)
+	}
+	o1 := recv(t, "first", first)
+	if o1.err != nil || o2.err != nil {
+		t.Fatalf("errors: %v, %v", o1.err, o2.err)
+	}
+	stored := 0
+	for _, o := range []sendOutcome{o1, o2} {
+		if !o.res.Duplicate {
+			stored++
+		}
+	}
+	if stored != 1 {
+		t.Fatalf("(from, cmid) stored %d times: %s/%d and %s/%d", stored,
+			o1.res.Message.Chat, o1.res.Message.Seq, o2.res.Message.Chat, o2.res.Message.Seq)
+	}
+}

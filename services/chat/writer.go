@@ -124,25 +124,15 @@ func (w *writer) process(batch []*request) {
 	defer cancel()
 	s := w.s
 
+	// Service.claim keeps two sends of one (sender, cmid) from being in
+	// flight together, so a batch never holds a retry of its own message.
 	writes := make([]store.Message, 0, len(batch))
 	writers := make([]*request, 0, len(batch))
-	var inBatch map[string]int // dedupe key -> index in writes, for retries queued behind their original
-	type dup struct {
-		r *request
-		i int
-	}
-	var dups []dup
-
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			// The sender has given up: storing now would turn its retry into a
 			// duplicate it never saw acknowledged. Nothing is lost, it retries.
 			r.reply <- reply{err: newError(CodeUnavailable, "send timed out, retry with the same cmid", r.ctx.Err())}
-			continue
-		}
-		key := r.msg.From + "\x00" + r.msg.CMID
-		if i, ok := inBatch[key]; ok {
-			dups = append(dups, dup{r, i})
 			continue
 		}
 		ref, err := s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
@@ -166,17 +156,10 @@ func (w *writer) process(batch []*request) {
 		m.ID = s.ids.Next()
 		m.SentAt = sentAt(s.opts.Now())
 		w.last[m.Chat] = m.Seq
-		if inBatch == nil {
-			inBatch = make(map[string]int)
-		}
-		inBatch[key] = len(writes)
 		writes = append(writes, m)
 		writers = append(writers, r)
 	}
 	if len(writes) == 0 {
-		for _, d := range dups { // unreachable in practice: a dup's original is always in writes
-			d.r.reply <- reply{err: newError(CodeInternal, "lost original of duplicate", nil)}
-		}
 		return
 	}
 
@@ -193,17 +176,11 @@ func (w *writer) process(batch []*request) {
 		for _, r := range writers {
 			r.reply <- reply{err: e}
 		}
-		for _, d := range dups {
-			d.r.reply <- reply{err: e}
-		}
 		return
 	}
 	for i, m := range writes {
 		s.deliver.Deliver(writers[i].recipients, m)
 		writers[i].reply <- reply{res: Result{Message: m}}
-	}
-	for _, d := range dups {
-		d.r.reply <- reply{res: Result{Message: writes[d.i], Duplicate: true}}
 	}
 	if len(w.last) > maxCached {
 		clear(w.last) // reloading a counter costs one indexed read
