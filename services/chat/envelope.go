@@ -102,7 +102,8 @@ func validateEnvelope(env *Envelope) error {
 		return newError(CodeInvalid, "body is required", nil)
 	}
 	env.Body = body
-	if !strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
+	if env.To == "user:" || env.To == "group:" ||
+		!strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
 		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
 	}
 	return nil

@@ -102,7 +102,7 @@ func TestSendPayloadRejects(t *testing.T) {
 		{"to group", `{"to":"group:x","cmid":"c","body":"hi"}`, CodeInvalid},
 		{"to unknown user", `{"to":"$U","cmid":"c","body":"hi"}`, CodeUnknownRecipient},
 		{"to malformed user id", `{"to":"user:NotAnID","cmid":"c","body":"hi"}`, CodeUnknownRecipient},
-		{"to empty user id", `{"to":"user:","cmid":"c","body":"hi"}`, CodeUnknownRecipient},
+		{"to empty user id", `{"to":"user:","cmid":"c","body":"hi"}`, CodeInvalid},
 		// shape
 		{"unknown field", `{"to":"$B","cmid":"c","body":"hi","too":"x"}`, CodeInvalid},
 		{"wrong field type", `{"to":"$B","cmid":"c","body":"hi","reply_to":"1"}`, CodeInvalid},

@@ -79,6 +79,9 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	if opts.Shards <= 0 {
 		opts.Shards = 16
 	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 64 << 10
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
