@@ -67,6 +67,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if rc, _ := a.publish(t, "users/"+bob.ID+"/send", envelope(bob.ID, "x", "x")); rc != 0x87 {
 		t.Fatalf("foreign send: reason 0x%02x", rc)
 	}
+	if rc, _ := a.publish(t, "users/"+alice.ID+"/send", envelope("aaaaaaaaaaaaaaaaaaaa", "y", "x")); rc != 0x87 {
+		t.Fatalf("send to unknown user: reason 0x%02x", rc)
+	}
 	if _, _, err := connectV5(tcpConn(t, s.addrs.MQTT), alice.ID, "wrong", alice.ID+"/x", nil); err == nil {
 		t.Fatal("bad password accepted")
 	}
@@ -82,14 +85,22 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		{`mqchat_store_commit_batch_messages_sum`, n},
 		{`mqchat_sends_rejected_total{reason="invalid_payload"}`, 1},
 		{`mqchat_sends_rejected_total{reason="not_authorized"}`, 1},
+		{`mqchat_sends_rejected_total{reason="unknown_recipient"}`, 1},
 		{`mqchat_mqtt_connects_total{outcome="accepted"}`, 2},
 		{`mqchat_mqtt_connects_total{outcome="bad_credentials"}`, 1},
-		{`mqchat_broker_messages_received_total`, n + 2},
+		{`mqchat_broker_messages_received_total`, n + 3},
 		{`mqchat_broker_messages_sent_total`, 2 * n},
 		{`mqchat_broker_bytes_received_total`, 1},
 		{`mqchat_broker_bytes_sent_total`, 1},
 		{`mqchat_broker_clients_connected`, 2},
 		{`mqchat_broker_subscriptions`, 2},
+	}
+	// Each refusal is counted once, whichever layer refused it.
+	for _, reason := range []string{"invalid_payload", "not_authorized", "unknown_recipient"} {
+		m := `mqchat_sends_rejected_total{reason="` + reason + `"}`
+		if d := after[m] - before[m]; d != 1 {
+			t.Errorf("%s moved by %v, want exactly 1", m, d)
+		}
 	}
 	for _, tc := range tests {
 		got, ok := after[tc.metric]

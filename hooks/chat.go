@@ -85,6 +85,9 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	uid := string(cl.Properties.Username)
 	if !writeAccess(uid, pk.TopicName) {
+		if h.opts.Metrics != nil {
+			h.opts.Metrics.ObserveReject(chat.CodeNotAuthorized) // the pipeline counts its own refusals
+		}
 		return pk, h.reject(cl, uid, pk, "", chat.CodeNotAuthorized, "publishing to "+pk.TopicName+" is not allowed")
 	}
 	if uid == "" {
@@ -110,10 +113,6 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // the packet consumed either way.
 func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid string, code chat.Code, msg string) error {
 	rc := reasonCode(code)
-	if h.opts.Metrics != nil && code != chat.CodeInvalid && code != chat.CodeTooLarge {
-		// invalid and too-large sends are counted by the pipeline itself
-		h.opts.Metrics.ObserveReject(code)
-	}
 	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
 	if !chat.ValidCMID(cmid) {
 		cmid = "" // never echo back what failed validation
