@@ -30,12 +30,15 @@ type Accounts interface {
 type Chats interface {
 	Send(ctx context.Context, from string, env chat.Envelope) (chat.Result, error)
 	History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error)
+	ChatList(ctx context.Context, uid string, q chat.ListQuery) (chat.ChatList, error)
+	MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error)
 }
 
 // Options wires the API.
 type Options struct {
 	Accounts        Accounts
 	Chats           Chats
+	Groups          Groups
 	Ready           func(ctx context.Context) error // nil error = ready
 	Metrics         http.Handler
 	Logger          *slog.Logger
@@ -82,8 +85,11 @@ func New(opts Options) http.Handler {
 
 	authed := v1.Group("", a.authenticate)
 	authed.GET("/me", a.me)
+	authed.GET("/chats", a.chatList)
 	authed.GET("/chats/:chat/messages", a.history)
 	authed.POST("/chats/:chat/messages", a.send)
+	authed.POST("/chats/:chat/read", a.markRead)
+	a.routeGroups(authed)
 	return r
 }
 

@@ -96,21 +96,24 @@ func (a *api) send(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_payload", "the Idempotency-Key header is required (it is the message's cmid)")
 		return
 	}
-	x, y, ok := chat.DirectMembers(chatID)
-	if !ok || (uid != x && uid != y) {
+	var to string
+	if x, y, ok := chat.DirectMembers(chatID); ok && (uid == x || uid == y) {
+		to = "user:" + x
+		if uid == x {
+			to = "user:" + y
+		}
+	} else if gid, ok := chat.GroupID(chatID); ok {
+		to = "group:" + gid // membership is checked by the pipeline
+	} else {
 		abort(c, http.StatusForbidden, string(chat.CodeNotAuthorized), "not a member of this chat")
 		return
-	}
-	to := x
-	if uid == x {
-		to = y
 	}
 	var in sendBody
 	if !bindJSON(c, &in) {
 		return
 	}
 	res, err := a.opts.Chats.Send(c.Request.Context(), uid, chat.Envelope{
-		To: "user:" + to, CMID: cmid, Type: in.Type, Body: in.Body, ReplyTo: in.ReplyTo,
+		To: to, CMID: cmid, Type: in.Type, Body: in.Body, ReplyTo: in.ReplyTo,
 	})
 	if err != nil {
 		a.chatError(c, err)
@@ -123,6 +126,47 @@ func (a *api) send(c *gin.Context) {
 	c.JSON(http.StatusCreated, gin.H{"chat": v.Chat, "seq": v.Seq, "id": v.ID})
 }
 
+func (a *api) chatList(c *gin.Context) {
+	q := chat.ListQuery{Limit: defaultPage, After: c.Query("after")}
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 200 {
+			abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+			return
+		}
+		q.Limit = n
+	}
+	if s := c.Query("changed_since"); s != "" {
+		t, err := chat.ParseSyncCursor(s)
+		if err != nil {
+			a.chatError(c, err)
+			return
+		}
+		q.ChangedSince = t
+	}
+	list, err := a.opts.Chats.ChatList(c.Request.Context(), c.GetString(userKey), q)
+	if err != nil {
+		a.chatError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, list)
+}
+
+func (a *api) markRead(c *gin.Context) {
+	var in struct {
+		Seq uint64 `json:"seq"`
+	}
+	if !bindJSON(c, &in) {
+		return
+	}
+	st, err := a.opts.Chats.MarkRead(c.Request.Context(), c.GetString(userKey), c.Param("chat"), in.Seq)
+	if err != nil {
+		a.chatError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"chat": st.Chat, "read_seq": st.ReadSeq, "delivered_seq": st.DeliveredSeq})
+}
+
 func (a *api) chatError(c *gin.Context, err error) {
 	code := chat.CodeOf(err)
 	status := map[chat.Code]int{
@@ -132,6 +176,7 @@ func (a *api) chatError(c *gin.Context, err error) {
 		chat.CodeNotAuthorized:    http.StatusForbidden,
 		chat.CodeNotFound:         http.StatusNotFound,
 		chat.CodeQuota:            http.StatusTooManyRequests,
+		chat.CodeConflict:         http.StatusConflict,
 		chat.CodeUnavailable:      http.StatusServiceUnavailable,
 	}[code]
 	if status == 0 {

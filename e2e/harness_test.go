@@ -179,6 +179,8 @@ type inboxMsg struct {
 
 type event struct {
 	Type       string `json:"type"`
+	User       string `json:"user"`
+	Read       uint64 `json:"read_seq"`
 	CMID       string `json:"cmid"`
 	Code       string `json:"code"`
 	ReasonCode byte   `json:"reason_code"`
@@ -201,6 +203,9 @@ func (r received) inbox(t *testing.T) inboxMsg {
 	}
 	return m
 }
+
+// ReadSeq is a receipt's read cursor.
+func (e event) ReadSeq() uint64 { return e.Read }
 
 func (r received) event(t *testing.T) event {
 	t.Helper()

@@ -98,7 +98,96 @@ type Store interface {
 	Users
 	Messages
 	Dedupe
+	Groups
+	Cursors
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Role is a group member's role.
+type Role string
+
+const (
+	RoleOwner  Role = "owner"
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+)
+
+// Group is a group chat's identity; its messages live in the chat "g:{ID}".
+type Group struct {
+	ID        string
+	Name      string
+	CreatedBy string
+	CreatedAt time.Time
+}
+
+// Member is one user's membership of one group.
+type Member struct {
+	GroupID  string
+	UserID   string
+	Role     Role
+	JoinedAt time.Time
+}
+
+// Groups is the group and membership aggregate.
+type Groups interface {
+	// CreateGroup stores g with its first members in one atomic write;
+	// ErrConflict when a group with g.ID exists.
+	CreateGroup(ctx context.Context, g Group, members []Member) error
+	Group(ctx context.Context, id string) (Group, error)
+	// RenameGroup changes the name; ErrNotFound for an unknown group.
+	RenameGroup(ctx context.Context, id, name string) error
+	// DeleteGroup removes the group and every membership in one atomic
+	// write; the chat's messages stay. ErrNotFound for an unknown group.
+	DeleteGroup(ctx context.Context, id string) error
+	// PutMembers adds members or replaces their role and join time, in one
+	// atomic write; ErrNotFound for an unknown group.
+	PutMembers(ctx context.Context, groupID string, members []Member) error
+	// RemoveMembers removes memberships in one atomic write; user ids that
+	// are not members are ignored.
+	RemoveMembers(ctx context.Context, groupID string, userIDs []string) error
+	// Member returns one membership, ErrNotFound when uid is not a member.
+	Member(ctx context.Context, groupID, uid string) (Member, error)
+	// Members lists a group's members ordered by user id (empty for an
+	// unknown group).
+	Members(ctx context.Context, groupID string) ([]Member, error)
+	// GroupsOf lists uid's memberships ordered by group id, starting after
+	// the group id `after` ("" = from the start), at most limit (> 0).
+	GroupsOf(ctx context.Context, uid, after string, limit int) ([]Member, error)
+}
+
+// ChatState is one user's view of one chat: its place in the user's chat
+// list and how far the user has received and read it.
+type ChatState struct {
+	UserID       string
+	Chat         string
+	DeliveredSeq uint64
+	ReadSeq      uint64
+	// Left is set when the user left or was removed from a group chat; the
+	// state is kept so a device syncing later learns that it left.
+	Left bool
+	// UpdatedAt is the last change to this state (join, leave, a cursor
+	// moving); chat lists use it to answer "what changed since".
+	UpdatedAt time.Time
+}
+
+// Cursors is the per-user chat list with delivered and read cursors.
+type Cursors interface {
+	// JoinChat puts chat in uid's list, or takes it back after a leave,
+	// keeping existing cursors; it is idempotent.
+	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
+	// LeaveChat marks chat as left in uid's list; ErrNotFound when it was
+	// never in it.
+	LeaveChat(ctx context.Context, uid, chat string, at time.Time) error
+	// AdvanceCursors raises uid's delivered and read cursors of chat to the
+	// given values; a cursor never moves backwards and 0 leaves it as it is.
+	// It returns the resulting state and whether anything changed;
+	// ErrNotFound when chat is not in uid's list.
+	AdvanceCursors(ctx context.Context, uid, chat string, delivered, read uint64, at time.Time) (ChatState, bool, error)
+	// ChatState returns one entry, ErrNotFound when absent.
+	ChatState(ctx context.Context, uid, chat string) (ChatState, error)
+	// ChatStates lists every entry of uid's list (left ones included),
+	// ordered by chat id.
+	ChatStates(ctx context.Context, uid string) ([]ChatState, error)
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/pebble"
 )
@@ -124,10 +125,16 @@ func (a *App) build(secret []byte) error {
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
 	a.chat = chat.New(a.store, outbox, gen, chat.Options{
+		List:            a.store,
+		Events:          outbox,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
 		Metrics:         pipeline,
+	})
+	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
+		MaxMembers: cfg.Limits.MaxGroupMembers,
+		Logger:     a.log.With("component", "groups"),
 	})
 	authHook := hooks.NewAuth(hooks.AuthOptions{
 		Authenticator:  a.auth,
@@ -153,7 +160,7 @@ func (a *App) build(secret []byte) error {
 
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
-			Accounts: a.auth, Chats: a.chat, Ready: a.ready,
+			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
 			Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,

@@ -58,6 +58,8 @@ type AuthConfig struct {
 
 type Limits struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
+	// MaxGroupMembers bounds a group, owner included; fan-out is on write.
+	MaxGroupMembers int `koanf:"max_group_members"`
 	// SendRate and SendBurst bound each user's sends (MQTT and REST
 	// together) with a token bucket; 0 turns the limit off.
 	SendRate  int `koanf:"send_rate"`
@@ -93,6 +95,7 @@ func Default() Config {
 		},
 		Limits: Limits{
 			MaxMessageBytes: 64 * 1024,
+			MaxGroupMembers: 500,
 			SendRate:        50,
 			SendBurst:       200,
 			AuthRate:        5,

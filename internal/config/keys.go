@@ -169,6 +169,8 @@ func usage(key string) string {
 		return "bcrypt cost for password hashes (4-31)"
 	case "limits.max_message_bytes":
 		return "largest accepted send payload in bytes (256-16777216)"
+	case "limits.max_group_members":
+		return "most members a group may have, owner included (2-100000)"
 	case "limits.send_rate":
 		return "sends per second allowed to each user, MQTT and REST together (0 = unlimited)"
 	case "limits.send_burst":

@@ -29,3 +29,12 @@ func IsDirectMember(chat, uid string) bool {
 	a, b, ok := DirectMembers(chat)
 	return ok && (uid == a || uid == b)
 }
+
+// GroupChatID is the chat id of group gid.
+func GroupChatID(gid string) string { return "g:" + gid }
+
+// GroupID parses a group chat id.
+func GroupID(chat string) (string, bool) {
+	gid, ok := strings.CutPrefix(chat, "g:")
+	return gid, ok && gid != "" && !strings.Contains(gid, ":")
+}

@@ -13,6 +13,7 @@ const (
 	CodeNotAuthorized    Code = "not_authorized"
 	CodeNotFound         Code = "not_found"
 	CodeQuota            Code = "quota_exceeded"
+	CodeConflict         Code = "conflict"
 	CodeUnavailable      Code = "unavailable"
 	CodeInternal         Code = "internal"
 )

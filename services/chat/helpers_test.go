@@ -78,10 +78,22 @@ type delivery struct {
 	msg        store.Message
 }
 
-// recorder is the Deliverer: it records every call in order.
+// recorder is the Deliverer: it records every call in order. Fan-out is
+// asynchronous, so reads first wait until the service has fanned out
+// everything it stored.
 type recorder struct {
-	mu  sync.Mutex
-	got []delivery
+	mu   sync.Mutex
+	got  []delivery
+	idle func() bool
+}
+
+func (r *recorder) settle() {
+	if r.idle != nil {
+		deadline := time.Now().Add(hangTimeout)
+		for !r.idle() && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
 }
 
 func (r *recorder) Deliver(recipients []string, m store.Message) {
@@ -91,12 +103,14 @@ func (r *recorder) Deliver(recipients []string, m store.Message) {
 }
 
 func (r *recorder) all() []delivery {
+	r.settle()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.got)
 }
 
 func (r *recorder) count() int {
+	r.settle()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.got)
@@ -213,6 +227,7 @@ func (f *fixture) open() {
 		f.t.Fatalf("NewGenerator: %v", err)
 	}
 	f.svc = New(f.st, f.dlv, gen, f.opts)
+	f.dlv.idle = f.svc.fanoutIdle
 }
 
 // close stops the service, then the store; safe to call more than once.

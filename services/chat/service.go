@@ -21,6 +21,9 @@ type Store interface {
 	store.Messages
 	store.Dedupe
 	UserByID(ctx context.Context, id string) (store.User, error)
+	Member(ctx context.Context, groupID, uid string) (store.Member, error)
+	Members(ctx context.Context, groupID string) ([]store.Member, error)
+	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
 }
 
 // Deliverer fans a stored message out to its recipients' inboxes. It is
@@ -41,8 +44,18 @@ type Limiter interface {
 	Allow(key string) bool
 }
 
+// Events publishes events to a user's devices.
+type Events interface {
+	Event(uid string, v any)
+}
+
 // Options configures the service.
 type Options struct {
+	// List and Events enable the chat list and read receipts; nil in
+	// pipelines that only send.
+	List   ListStore
+	Events Events
+
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
 	Shards          int     // writer goroutines; each chat belongs to exactly one
@@ -60,6 +73,8 @@ type Result struct {
 // Service implements sending and reading chat messages.
 type Service struct {
 	st      Store
+	list    ListStore
+	events  Events
 	deliver Deliverer
 	ids     *ids.Generator
 	opts    Options
@@ -92,7 +107,7 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 		opts.Now = time.Now
 	}
 	s := &Service{
-		st: st, deliver: d, ids: gen, opts: opts,
+		st: st, list: opts.List, events: opts.Events, deliver: d, ids: gen, opts: opts,
 		stop: make(chan struct{}), done: make(chan struct{}), sending: make(map[string]chan struct{}),
 	}
 	s.shards = make([]*writer, opts.Shards)
@@ -105,11 +120,12 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 
 func (s *Service) run() {
 	defer close(s.done)
-	finished := make(chan struct{}, len(s.shards))
+	finished := make(chan struct{}, 2*len(s.shards))
 	for _, w := range s.shards {
 		go func() { w.loop(s.stop); finished <- struct{}{} }()
+		go func() { w.fanout(); finished <- struct{}{} }()
 	}
-	for range s.shards {
+	for range 2 * len(s.shards) {
 		<-finished
 	}
 }
@@ -122,6 +138,16 @@ func (s *Service) Close() {
 		close(s.stop)
 	}
 	<-s.done
+}
+
+// fanoutIdle reports whether every stored message has been fanned out.
+func (s *Service) fanoutIdle() bool {
+	for _, w := range s.shards {
+		if w.fanning.Load() != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // SendPayload decodes a raw envelope (as published on MQTT) and sends it.
@@ -187,7 +213,7 @@ func (s *Service) send(ctx context.Context, from string, env Envelope) (Result, 
 func (s *Service) route(ctx context.Context, from string, env Envelope) (Result, error) {
 	target, isUser := strings.CutPrefix(env.To, "user:")
 	if !isUser {
-		return Result{}, newError(CodeInvalid, "group chats are not available yet", nil)
+		return s.routeGroup(ctx, from, strings.TrimPrefix(env.To, "group:"), env)
 	}
 	if !ids.ValidUserID(target) {
 		return Result{}, newError(CodeUnknownRecipient, "no such user: "+target, nil)
@@ -206,12 +232,57 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (Result,
 	if target != from {
 		recipients = append(recipients, from)
 	}
-	release, err := s.claim(ctx, from+"\x00"+env.CMID)
+	return s.submit(ctx, m, recipients)
+}
+
+func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope) (Result, error) {
+	recipients, err := s.groupRecipients(ctx, gid, from)
 	if err != nil {
 		return Result{}, err
 	}
-	defer release()
+	m := store.Message{
+		Chat: GroupChatID(gid), From: from, CMID: env.CMID, Type: env.Type,
+		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
+	}
+	return s.submit(ctx, m, recipients)
+}
+
+// groupRecipients returns the members of gid if uid is one of them.
+func (s *Service) groupRecipients(ctx context.Context, gid, uid string) ([]string, error) {
+	if _, err := s.st.Member(ctx, gid, uid); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, newError(CodeNotAuthorized, "not a member of group "+gid, nil)
+		}
+		return nil, s.storeError(ctx, "group member", err)
+	}
+	members, err := s.st.Members(ctx, gid)
+	if err != nil {
+		return nil, s.storeError(ctx, "group members", err)
+	}
+	out := make([]string, len(members))
+	for i, m := range members {
+		out[i] = m.UserID
+	}
+	return out, nil
+}
+
+func (s *Service) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
+	if m.CMID != "" {
+		release, err := s.claim(ctx, m.From+"\x00"+m.CMID)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release()
+	}
 	return s.shardFor(m.Chat).submit(ctx, m, recipients)
+}
+
+// SendSystem stores a server-made message (type "system") in a group's
+// chat, on behalf of actor, and fans it out to recipients: the group's
+// change log, ordered with its messages by the same seq.
+func (s *Service) SendSystem(ctx context.Context, gid, actor string, body []byte, recipients []string) (store.Message, error) {
+	res, err := s.submit(ctx, store.Message{Chat: GroupChatID(gid), From: actor, Type: "system", Body: body}, recipients)
+	return res.Message, err
 }
 
 // claim waits until no other send of the same (sender, cmid) is in
@@ -262,8 +333,8 @@ func (s *Service) shardFor(chat string) *writer {
 
 // History returns a page of a chat the user belongs to.
 func (s *Service) History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error) {
-	if !s.CanRead(uid, chat) {
-		return nil, newError(CodeNotAuthorized, "not a member of this chat", nil)
+	if err := s.CanRead(ctx, uid, chat); err != nil {
+		return nil, err
 	}
 	if q.Limit <= 0 || q.Limit > 200 {
 		return nil, newError(CodeInvalid, "limit must be 1 to 200", nil)
@@ -275,8 +346,23 @@ func (s *Service) History(ctx context.Context, uid, chat string, q store.History
 	return msgs, nil
 }
 
-// CanRead reports whether uid may read chat.
-func (s *Service) CanRead(uid, chat string) bool { return IsDirectMember(chat, uid) }
+// CanRead returns nil when uid may read chat: one of the two users of a 1:1
+// chat, or a current member of a group.
+func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
+	if IsDirectMember(chat, uid) {
+		return nil
+	}
+	if gid, ok := GroupID(chat); ok {
+		_, err := s.st.Member(ctx, gid, uid)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return s.storeError(ctx, "group member", err)
+		}
+	}
+	return newError(CodeNotAuthorized, "not a member of this chat", nil)
+}
 
 // SharesChat reports whether a and b have a 1:1 chat with at least one message.
 func (s *Service) SharesChat(ctx context.Context, a, b string) (bool, error) {

@@ -316,7 +316,8 @@ func TestHistory(t *testing.T) {
 			}
 		})
 	}
-	if f.svc.CanRead(c, ab) || !f.svc.CanRead(a, ab) || !f.svc.CanRead(b, ab) {
+	ctx := context.Background()
+	if f.svc.CanRead(ctx, c, ab) == nil || f.svc.CanRead(ctx, a, ab) != nil || f.svc.CanRead(ctx, b, ab) != nil {
 		t.Fatal("CanRead disagrees with membership")
 	}
 }
@@ -342,7 +343,7 @@ func TestMetrics(t *testing.T) {
 		{"duplicate", func() error { _, err := f.svc.Send(ctx, a, env("user:"+b, "1", `1`)); return err }, "", "duplicate"},
 		{"invalid envelope", func() error { _, err := f.svc.Send(ctx, a, env("user:"+b, "", `1`)); return err }, CodeInvalid, ""},
 		{"invalid payload", func() error { _, _, err := f.svc.SendPayload(ctx, a, []byte(`{`)); return err }, CodeInvalid, ""},
-		{"group", func() error { _, err := f.svc.Send(ctx, a, env("group:g", "2", `1`)); return err }, CodeInvalid, ""},
+		{"group", func() error { _, err := f.svc.Send(ctx, a, env("group:g", "2", `1`)); return err }, CodeNotAuthorized, ""},
 		{"too large body", func() error {
 			_, err := f.svc.Send(ctx, a, env("user:"+b, "2", `"`+string(make([]byte, 70))+`"`))
 			return err

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqchat/mqchat/store"
@@ -12,6 +13,7 @@ const (
 	maxBatch     = 256     // sends committed with one fsync
 	maxCached    = 1 << 17 // chats whose last seq a writer remembers
 	queueLen     = 1024    // sends waiting for a writer
+	fanoutLen    = 4096    // stored messages waiting for fan-out
 	storeTimeout = 30 * time.Second
 )
 
@@ -19,11 +21,24 @@ const (
 // chats' seq counters, so seq is gap-free and strictly increasing without
 // locks, and it commits whatever is queued in one batch: one fsync for many
 // sends (group commit) keeps durable throughput high when many clients send.
+//
+// Fan-out runs on a goroutine of its own per writer: the sender's PUBACK
+// waits for the durable store, not for publishing to every member of a large
+// group, while one FIFO per writer still publishes each chat in seq order.
 type writer struct {
 	s      *Service
 	in     chan *request
 	exited chan struct{}
 	last   map[string]uint64 // chat -> last stored seq
+	out    chan fanoutItem
+	// fanning counts stored messages not yet fanned out, so callers can
+	// tell when fan-out has caught up (tests, graceful drains).
+	fanning atomic.Int64
+}
+
+type fanoutItem struct {
+	recipients []string
+	msg        store.Message
 }
 
 type request struct {
@@ -39,7 +54,33 @@ type reply struct {
 }
 
 func newWriter(s *Service) *writer {
-	return &writer{s: s, in: make(chan *request, queueLen), exited: make(chan struct{}), last: make(map[string]uint64)}
+	return &writer{
+		s: s, in: make(chan *request, queueLen), exited: make(chan struct{}),
+		last: make(map[string]uint64), out: make(chan fanoutItem, fanoutLen),
+	}
+}
+
+// fanout publishes stored messages until the writer closes w.out, and
+// moves each sender's own cursors past its message: what you wrote is
+// neither undelivered nor unread to you.
+func (w *writer) fanout() {
+	for d := range w.out {
+		w.fan(d)
+	}
+}
+
+func (w *writer) fan(d fanoutItem) {
+	defer w.fanning.Add(-1)
+	w.s.deliver.Deliver(d.recipients, d.msg)
+	if w.s.list == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	_, _, err := w.s.list.AdvanceCursors(ctx, d.msg.From, d.msg.Chat, d.msg.Seq, d.msg.Seq, w.s.opts.Now())
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		w.s.opts.Logger.Error("advance sender cursors", "chat", d.msg.Chat, "seq", d.msg.Seq, "error", err)
+	}
 }
 
 func (w *writer) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
@@ -75,6 +116,7 @@ func (w *writer) submit(ctx context.Context, m store.Message, recipients []strin
 
 func (w *writer) loop(stop <-chan struct{}) {
 	defer close(w.exited)
+	defer close(w.out)
 	batch := make([]*request, 0, maxBatch)
 	for {
 		select {
@@ -135,7 +177,10 @@ func (w *writer) process(batch []*request) {
 			r.reply <- reply{err: newError(CodeUnavailable, "send timed out, retry with the same cmid", r.ctx.Err())}
 			continue
 		}
-		ref, err := s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
+		ref, err := store.MessageRef{}, store.ErrNotFound
+		if r.msg.CMID != "" { // system messages carry none
+			ref, err = s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
+		}
 		if err == nil {
 			m := r.msg
 			m.Chat, m.Seq, m.ID, m.SentAt = ref.Chat, ref.Seq, ref.ID, ref.SentAt
@@ -147,6 +192,9 @@ func (w *writer) process(batch []*request) {
 			continue
 		}
 		last, err := w.lastSeq(ctx, r.msg.Chat)
+		if err == nil && last == 0 {
+			err = w.joinDirect(ctx, r.msg.Chat)
+		}
 		if err != nil {
 			r.reply <- reply{err: s.storeError(ctx, "last seq", err)}
 			continue
@@ -179,12 +227,33 @@ func (w *writer) process(batch []*request) {
 		return
 	}
 	for i, m := range writes {
-		s.deliver.Deliver(writers[i].recipients, m)
+		w.fanning.Add(1)
+		w.out <- fanoutItem{writers[i].recipients, m}
 		writers[i].reply <- reply{res: Result{Message: m}}
 	}
 	if len(w.last) > maxCached {
 		clear(w.last) // reloading a counter costs one indexed read
 	}
+}
+
+// joinDirect puts a new 1:1 chat in both users' chat lists before its first
+// message is stored, so a crash in between leaves at worst an empty entry,
+// never a message missing from the lists.
+func (w *writer) joinDirect(ctx context.Context, chat string) error {
+	a, b, ok := DirectMembers(chat)
+	if !ok {
+		return nil
+	}
+	now := w.s.opts.Now()
+	for _, uid := range []string{a, b} {
+		if err := w.s.st.JoinChat(ctx, uid, chat, now); err != nil {
+			return err
+		}
+		if a == b {
+			break
+		}
+	}
+	return nil
 }
 
 func (w *writer) lastSeq(ctx context.Context, chat string) (uint64, error) {

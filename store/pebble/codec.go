@@ -195,3 +195,91 @@ func (d *decoder) finish() error {
 	}
 	return d.err
 }
+
+const (
+	groupV1     = 1
+	memberV1    = 1
+	chatStateV1 = 1
+
+	// chatStateLeft is the flags bit of ChatState.Left.
+	chatStateLeft = 1 << 0
+)
+
+// encodeGroup leaves out ID: it is in the key.
+func encodeGroup(g *store.Group) []byte {
+	b := make([]byte, 0, 1+len(g.Name)+len(g.CreatedBy)+16)
+	b = append(b, groupV1)
+	b = appendString(b, g.Name)
+	b = appendString(b, g.CreatedBy)
+	return appendTime(b, g.CreatedAt)
+}
+
+func decodeGroup(id string, v []byte) (store.Group, error) {
+	d := decoder{b: v}
+	if d.byte() != groupV1 {
+		return store.Group{}, errCorrupt
+	}
+	g := store.Group{
+		ID:        id,
+		Name:      d.string(),
+		CreatedBy: d.string(),
+		CreatedAt: d.time(),
+	}
+	return g, d.finish()
+}
+
+// encodeMember is the value of both membership indexes; the group and user
+// ids are in the keys.
+func encodeMember(buf []byte, m *store.Member) []byte {
+	buf = append(buf, memberV1)
+	buf = appendString(buf, string(m.Role))
+	return appendTime(buf, m.JoinedAt)
+}
+
+func decodeMember(groupID, uid string, v []byte) (store.Member, error) {
+	d := decoder{b: v}
+	if d.byte() != memberV1 {
+		return store.Member{}, errCorrupt
+	}
+	m := store.Member{
+		GroupID:  groupID,
+		UserID:   uid,
+		Role:     store.Role(d.string()),
+		JoinedAt: d.time(),
+	}
+	return m, d.finish()
+}
+
+// encodeChatState leaves out UserID and Chat: they are in the key.
+func encodeChatState(st *store.ChatState) []byte {
+	b := make([]byte, 0, 1+10+10+1+10)
+	b = append(b, chatStateV1)
+	b = binary.AppendUvarint(b, st.DeliveredSeq)
+	b = binary.AppendUvarint(b, st.ReadSeq)
+	var flags byte
+	if st.Left {
+		flags |= chatStateLeft
+	}
+	b = append(b, flags)
+	return appendTime(b, st.UpdatedAt)
+}
+
+func decodeChatState(uid, chat string, v []byte) (store.ChatState, error) {
+	d := decoder{b: v}
+	if d.byte() != chatStateV1 {
+		return store.ChatState{}, errCorrupt
+	}
+	st := store.ChatState{
+		UserID:       uid,
+		Chat:         chat,
+		DeliveredSeq: d.uvarint(),
+		ReadSeq:      d.uvarint(),
+	}
+	flags := d.byte()
+	if flags&^chatStateLeft != 0 {
+		d.fail()
+	}
+	st.Left = flags&chatStateLeft != 0
+	st.UpdatedAt = d.time()
+	return st, d.finish()
+}

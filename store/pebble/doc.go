@@ -4,13 +4,18 @@
 //
 // # Key layout
 //
-// All keys live in one keyspace, separated by a one-letter prefix:
+// All keys live in one keyspace, separated by a short prefix ending in
+// '/', none of which is a prefix of another:
 //
 //	u/id/{id}                         -> user (codec.go)
 //	u/name/{username}                 -> id
 //	m/{chat}\x00{seq, 8-byte BE}      -> message without Chat and Seq
 //	d/{sender}\x00{cmid}              -> dedupe ref (chat, seq, id, sentAt)
 //	x/{sentAt ms, 8-byte BE}/{sender}\x00{cmid} -> empty; expiry index
+//	g/{groupID}                       -> group without ID (name, createdBy, createdAt)
+//	gm/{groupID}\x00{uid}             -> membership (role, joinedAt)
+//	ug/{uid}\x00{groupID}             -> the same membership, indexed by user
+//	c/{uid}\x00{chat}                 -> chat state (delivered, read, left, updatedAt)
 //
 // Chat ids and sender ids never contain '\x00' (AppendMessages rejects them),
 // so "m/{chat}\x00" is a prefix owned by exactly one chat and a bounded
@@ -22,6 +27,16 @@
 // expired ones without scanning d/. It is only an index: LookupDedupe checks
 // SentAt itself, so a record that is expired but not yet swept is already
 // invisible, as store.DedupeWindow requires.
+//
+// Group, user and chat ids never contain '\x00' either (every write rejects
+// them), so the same argument makes "gm/{groupID}\x00" a group's members in
+// user id order, "ug/{uid}\x00" a user's groups in group id order (GroupsOf
+// pages by starting just past "ug/{uid}\x00{after}") and "c/{uid}\x00" a
+// user's chat list in chat id order. The two membership indexes are only
+// ever written together, in one batch, under the group's lock; DeleteGroup
+// removes g/, the group's gm/ range and the matching ug/ keys in one batch.
+// A chat state is read, merged and written back under the user's lock, so
+// concurrent cursor moves never lose one another.
 //
 // Times are stored with millisecond precision, like the other backends.
 package pebble

@@ -14,6 +14,11 @@ const (
 	prefixDedupe   = "d/"
 	prefixExpiry   = "x/"
 
+	prefixGroup       = "g/"
+	prefixGroupMember = "gm/"
+	prefixUserGroup   = "ug/"
+	prefixCursor      = "c/"
+
 	// sep ends the variable-length part of a key; it sorts before every other
 	// byte, so a shorter chat id never interleaves with a longer one.
 	sep = '\x00'
@@ -118,4 +123,35 @@ func expiryMillis(t time.Time) uint64 {
 		return 0
 	}
 	return uint64(ms)
+}
+
+func groupKey(id string) []byte {
+	return append([]byte(prefixGroup), id...)
+}
+
+// pairKey is "{prefix}{a}\x00{b}": the layout of the membership indexes and
+// the cursor entries. a never contains sep, so every key of one a sorts
+// together, ordered by b.
+func pairKey(prefix, a, b string) []byte {
+	k := make([]byte, 0, len(prefix)+len(a)+1+len(b))
+	k = append(k, prefix...)
+	k = append(k, a...)
+	k = append(k, sep)
+	return append(k, b...)
+}
+
+// pairBounds returns [lower, upper) covering every pairKey(prefix, a, _).
+func pairBounds(prefix, a string) (lower, upper []byte) {
+	lower = pairKey(prefix, a, "")
+	upper = append(lower[:len(lower)-1:len(lower)-1], sep+1)
+	return lower, upper
+}
+
+// pairSecond returns the b of a key inside pairBounds(prefix, a).
+func pairSecond(k []byte, prefix, a string) (string, bool) {
+	head := len(prefix) + len(a) + 1
+	if len(k) < head {
+		return "", false
+	}
+	return string(k[head:]), true
 }

@@ -50,6 +50,13 @@ type Store struct {
 	// userMu makes CreateUser's uniqueness check and its write one step.
 	userMu sync.Mutex
 
+	// groupLocks serialise the writes of one group (by group id) and
+	// cursorLocks those of one user's chat list (by user id), so each
+	// read-check-write is one step without making unrelated writers queue
+	// behind each other's fsync.
+	groupLocks  stripes
+	cursorLocks stripes
+
 	// dedupeMu is held shared by appends and exclusively by the sweeper while
 	// it deletes, so the sweeper never removes a record that an append has
 	// just replaced after reading the old one as expired.

@@ -33,6 +33,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Users", userTests()},
 		{"Messages", messageTests()},
 		{"Dedupe", dedupeTests()},
+		{"Groups", groupTests()},
+		{"Cursors", cursorTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
 	}

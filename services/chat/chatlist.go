@@ -1,0 +1,245 @@
+package chat
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// ListStore is what the chat list needs beyond the send pipeline.
+type ListStore interface {
+	ChatStates(ctx context.Context, uid string) ([]store.ChatState, error)
+	AdvanceCursors(ctx context.Context, uid, chat string, delivered, read uint64, at time.Time) (store.ChatState, bool, error)
+	Group(ctx context.Context, id string) (store.Group, error)
+}
+
+// ChatSummary is one entry of a user's chat list.
+type ChatSummary struct {
+	Chat         string     `json:"chat"`
+	Kind         string     `json:"kind"` // "direct" | "group"
+	Title        string     `json:"title"`
+	LastSeq      uint64     `json:"last_seq"`
+	LastMessage  *Delivered `json:"last_message"`
+	ReadSeq      uint64     `json:"read_seq"`
+	DeliveredSeq uint64     `json:"delivered_seq"`
+	Unread       uint64     `json:"unread"`
+	Left         bool       `json:"left,omitempty"`
+	changedAt    time.Time
+}
+
+// ListQuery selects a page of the chat list.
+type ListQuery struct {
+	// ChangedSince, when set, keeps only chats changed after it (a new
+	// message, a cursor moving, joining or leaving); left chats are then
+	// included so a device learns it left.
+	ChangedSince time.Time
+	After        string // the Next of the previous page
+	Limit        int
+}
+
+// ChatList is one page of a user's chats, newest activity first.
+type ChatList struct {
+	Chats []ChatSummary `json:"chats"`
+	Next  string        `json:"next,omitempty"` // pass as After for the following page
+	// SyncCursor is the ChangedSince to use next time. It trails the
+	// present a little, so a message committed during this read is
+	// reported again rather than missed; clients page history after their
+	// last seq, so a chat reported twice costs nothing.
+	SyncCursor string `json:"sync_cursor"`
+}
+
+const syncMargin = 5 * time.Second
+
+// ChatList returns uid's chats sorted by latest activity.
+func (s *Service) ChatList(ctx context.Context, uid string, q ListQuery) (ChatList, error) {
+	if q.Limit <= 0 || q.Limit > 200 {
+		return ChatList{}, newError(CodeInvalid, "limit must be 1 to 200", nil)
+	}
+	if s.list == nil {
+		return ChatList{}, newError(CodeUnavailable, "chat lists are not enabled", nil)
+	}
+	started := s.opts.Now()
+	states, err := s.list.ChatStates(ctx, uid)
+	if err != nil {
+		return ChatList{}, s.storeError(ctx, "chat states", err)
+	}
+	out := make([]ChatSummary, 0, len(states))
+	for _, st := range states {
+		if st.Left && q.ChangedSince.IsZero() {
+			continue
+		}
+		sum, err := s.summarize(ctx, uid, st)
+		if err != nil {
+			return ChatList{}, err
+		}
+		if !q.ChangedSince.IsZero() && !sum.changedAt.After(q.ChangedSince) {
+			continue
+		}
+		out = append(out, sum)
+	}
+	slices.SortFunc(out, func(a, b ChatSummary) int {
+		if c := b.changedAt.Compare(a.changedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Chat, b.Chat)
+	})
+	if q.After != "" {
+		at, chatID, ok := parseListCursor(q.After)
+		if !ok {
+			return ChatList{}, newError(CodeInvalid, "after is not a cursor from a previous page", nil)
+		}
+		i := 0
+		for i < len(out) && (out[i].changedAt.After(at) || out[i].changedAt.Equal(at) && out[i].Chat <= chatID) {
+			i++
+		}
+		out = out[i:]
+	}
+	page := ChatList{SyncCursor: strconv.FormatInt(started.Add(-syncMargin).UnixMilli(), 10)}
+	if len(out) > q.Limit {
+		last := out[q.Limit-1]
+		page.Next = strconv.FormatInt(last.changedAt.UnixMilli(), 10) + ":" + last.Chat
+		out = out[:q.Limit]
+	}
+	page.Chats = out
+	return page, nil
+}
+
+func parseListCursor(s string) (time.Time, string, bool) {
+	ms, chatID, ok := strings.Cut(s, ":")
+	v, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil || chatID == "" {
+		return time.Time{}, "", false
+	}
+	return time.UnixMilli(v), chatID, true
+}
+
+// ParseSyncCursor reads a SyncCursor back.
+func ParseSyncCursor(s string) (time.Time, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return time.Time{}, newError(CodeInvalid, "changed_since is not a sync cursor", nil)
+	}
+	return time.UnixMilli(v), nil
+}
+
+func (s *Service) summarize(ctx context.Context, uid string, st store.ChatState) (ChatSummary, error) {
+	sum := ChatSummary{
+		Chat: st.Chat, ReadSeq: st.ReadSeq, DeliveredSeq: st.DeliveredSeq, Left: st.Left,
+		changedAt: st.UpdatedAt.Truncate(time.Millisecond),
+	}
+	last, err := s.st.History(ctx, st.Chat, store.HistoryQuery{Limit: 1})
+	if err != nil {
+		return sum, s.storeError(ctx, "last message", err)
+	}
+	if len(last) == 1 {
+		v := View(last[0])
+		sum.LastMessage, sum.LastSeq = &v, last[0].Seq
+		if t := last[0].SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
+			sum.changedAt = t
+		}
+	}
+	if sum.LastSeq > sum.ReadSeq {
+		sum.Unread = sum.LastSeq - sum.ReadSeq
+	}
+	if a, b, ok := DirectMembers(st.Chat); ok {
+		sum.Kind = "direct"
+		other := a
+		if other == uid {
+			other = b
+		}
+		if u, err := s.st.UserByID(ctx, other); err == nil {
+			sum.Title = u.Username
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return sum, s.storeError(ctx, "chat title", err)
+		}
+	} else if gid, ok := GroupID(st.Chat); ok {
+		sum.Kind = "group"
+		if g, err := s.list.Group(ctx, gid); err == nil {
+			sum.Title = g.Name
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return sum, s.storeError(ctx, "chat title", err)
+		}
+	}
+	return sum, nil
+}
+
+// ReceiptEvent tells users that someone's cursor in a chat moved.
+type ReceiptEvent struct {
+	Type         string `json:"type"` // "receipt"
+	Chat         string `json:"chat"`
+	User         string `json:"user"`
+	DeliveredSeq uint64 `json:"delivered_seq,omitempty"`
+	ReadSeq      uint64 `json:"read_seq,omitempty"`
+}
+
+// MarkRead advances uid's read cursor in chat to seq (never backwards,
+// never past the last message) and tells the chat's other members and
+// uid's own devices. It returns the resulting state.
+func (s *Service) MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error) {
+	if err := s.CanRead(ctx, uid, chat); err != nil {
+		return store.ChatState{}, err
+	}
+	if seq == 0 {
+		return store.ChatState{}, newError(CodeInvalid, "seq must be at least 1", nil)
+	}
+	if s.list == nil {
+		return store.ChatState{}, newError(CodeUnavailable, "read cursors are not enabled", nil)
+	}
+	last, err := s.st.LastSeq(ctx, chat)
+	if err != nil {
+		return store.ChatState{}, s.storeError(ctx, "last seq", err)
+	}
+	seq = min(seq, last)
+	if seq == 0 {
+		return store.ChatState{}, newError(CodeInvalid, "the chat has no messages yet", nil)
+	}
+	now := s.opts.Now()
+	st, changed, err := s.list.AdvanceCursors(ctx, uid, chat, 0, seq, now)
+	if errors.Is(err, store.ErrNotFound) {
+		// A member whose list lacks the chat (e.g. an entry lost in a crash
+		// before its first message) gets it back.
+		if err = s.st.JoinChat(ctx, uid, chat, now); err == nil {
+			st, changed, err = s.list.AdvanceCursors(ctx, uid, chat, 0, seq, now)
+		}
+	}
+	if err != nil {
+		return store.ChatState{}, s.storeError(ctx, "advance read", err)
+	}
+	if changed && s.events != nil {
+		recipients, err := s.chatMembers(ctx, chat)
+		if err != nil {
+			return st, err
+		}
+		ev := ReceiptEvent{Type: "receipt", Chat: chat, User: uid, ReadSeq: st.ReadSeq}
+		for _, r := range recipients {
+			s.events.Event(r, ev)
+		}
+	}
+	return st, nil
+}
+
+// chatMembers lists who takes part in chat.
+func (s *Service) chatMembers(ctx context.Context, chat string) ([]string, error) {
+	if a, b, ok := DirectMembers(chat); ok {
+		if a == b {
+			return []string{a}, nil
+		}
+		return []string{a, b}, nil
+	}
+	gid, _ := GroupID(chat)
+	ms, err := s.st.Members(ctx, gid)
+	if err != nil {
+		return nil, s.storeError(ctx, "members", err)
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.UserID
+	}
+	return out, nil
+}

@@ -1,0 +1,483 @@
+// Package groups manages group chats: creation, renaming, deletion,
+// membership and roles. Every change is recorded as a system message in the
+// group's chat (so it has a seq and syncs like any message) and announced as
+// an event to every affected member.
+package groups
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Store is the slice of the storage contract this service uses.
+type Store interface {
+	store.Groups
+	UserByID(ctx context.Context, id string) (store.User, error)
+	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
+	LeaveChat(ctx context.Context, uid, chat string, at time.Time) error
+}
+
+// Chats records changes in the group's chat.
+type Chats interface {
+	SendSystem(ctx context.Context, gid, actor string, body []byte, recipients []string) (store.Message, error)
+}
+
+// Events tells users' devices about changes.
+type Events interface {
+	Event(uid string, v any)
+}
+
+// Options configures the service.
+type Options struct {
+	MaxMembers int // including the owner
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Service implements group management.
+type Service struct {
+	st     Store
+	chats  Chats
+	events Events
+	opts   Options
+}
+
+// New returns the service.
+func New(st Store, chats Chats, events Events, opts Options) *Service {
+	if opts.MaxMembers <= 0 {
+		opts.MaxMembers = 500
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{st: st, chats: chats, events: events, opts: opts}
+}
+
+// View is a group as its members see it.
+type View struct {
+	GroupID   string       `json:"group_id"`
+	Chat      string       `json:"chat"`
+	Name      string       `json:"name"`
+	CreatedBy string       `json:"created_by"`
+	CreatedAt time.Time    `json:"created_at"`
+	Members   []MemberView `json:"members"`
+}
+
+// MemberView is one member in a View.
+type MemberView struct {
+	UserID   string     `json:"user_id"`
+	Role     store.Role `json:"role"`
+	JoinedAt time.Time  `json:"joined_at"`
+}
+
+// Event is what members' devices receive on users/{uid}/events.
+type Event struct {
+	Type    string   `json:"type"` // "group"
+	Op      string   `json:"op"`
+	GroupID string   `json:"group_id"`
+	By      string   `json:"by"`
+	Seq     uint64   `json:"seq,omitempty"` // of the system message recording the change
+	Name    string   `json:"name,omitempty"`
+	Users   []string `json:"users,omitempty"`
+	Role    string   `json:"role,omitempty"`
+}
+
+// system is the body of a system message.
+type system struct {
+	Op    string   `json:"op"`
+	By    string   `json:"by"`
+	Name  string   `json:"name,omitempty"`
+	Users []string `json:"users,omitempty"`
+	Role  string   `json:"role,omitempty"`
+}
+
+const maxName = 100
+
+func invalid(msg string) error   { return &chat.Error{Code: chat.CodeInvalid, Message: msg} }
+func forbidden(msg string) error { return &chat.Error{Code: chat.CodeNotAuthorized, Message: msg} }
+func conflict(msg string) error  { return &chat.Error{Code: chat.CodeConflict, Message: msg} }
+
+func notFound(gid string) error {
+	return &chat.Error{Code: chat.CodeNotFound, Message: "no such group: " + gid}
+}
+
+func (s *Service) internal(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return &chat.Error{Code: chat.CodeUnavailable, Message: "request cancelled or timed out", Err: err}
+	}
+	s.opts.Logger.Error("groups store failure", "op", op, "error", err)
+	return &chat.Error{Code: chat.CodeInternal, Message: "storage failure, retry later", Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+func cleanName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || utf8.RuneCountInString(name) > maxName {
+		return "", invalid(fmt.Sprintf("name must be 1 to %d characters", maxName))
+	}
+	return name, nil
+}
+
+// Create makes a group owned by actor with the given other members.
+func (s *Service) Create(ctx context.Context, actor, name string, members []string) (View, error) {
+	name, err := cleanName(name)
+	if err != nil {
+		return View{}, err
+	}
+	uids, err := s.checkUsers(ctx, members, actor)
+	if err != nil {
+		return View{}, err
+	}
+	if len(uids)+1 > s.opts.MaxMembers {
+		return View{}, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
+	}
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	g := store.Group{ID: ids.NewUserID(), Name: name, CreatedBy: actor, CreatedAt: now}
+	ms := []store.Member{{GroupID: g.ID, UserID: actor, Role: store.RoleOwner, JoinedAt: now}}
+	for _, u := range uids {
+		ms = append(ms, store.Member{GroupID: g.ID, UserID: u, Role: store.RoleMember, JoinedAt: now})
+	}
+	if err := s.st.CreateGroup(ctx, g, ms); err != nil {
+		return View{}, s.internal(ctx, "create group", err)
+	}
+	all := userIDs(ms)
+	if err := s.join(ctx, g.ID, all, now); err != nil {
+		return View{}, err
+	}
+	seq := s.record(ctx, g.ID, system{Op: "created", By: actor, Name: name, Users: all}, all)
+	s.announce(all, Event{Op: "created", GroupID: g.ID, By: actor, Seq: seq, Name: name, Users: all})
+	return view(g, ms), nil
+}
+
+// Get returns a group to one of its members.
+func (s *Service) Get(ctx context.Context, actor, gid string) (View, error) {
+	g, ms, _, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return View{}, err
+	}
+	return view(g, ms), nil
+}
+
+// Rename changes the name (owner or admin).
+func (s *Service) Rename(ctx context.Context, actor, gid, name string) (View, error) {
+	name, err := cleanName(name)
+	if err != nil {
+		return View{}, err
+	}
+	g, ms, me, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return View{}, err
+	}
+	if me.Role == store.RoleMember {
+		return View{}, forbidden("only the owner or an admin may rename the group")
+	}
+	if err := s.st.RenameGroup(ctx, gid, name); err != nil {
+		return View{}, s.storeErr(ctx, gid, "rename group", err)
+	}
+	g.Name = name
+	all := userIDs(ms)
+	seq := s.record(ctx, gid, system{Op: "renamed", By: actor, Name: name}, all)
+	s.announce(all, Event{Op: "renamed", GroupID: gid, By: actor, Seq: seq, Name: name})
+	return view(g, ms), nil
+}
+
+// Delete removes the group (owner only). Its history stays readable to
+// nobody: members lose access with their membership.
+func (s *Service) Delete(ctx context.Context, actor, gid string) error {
+	_, ms, me, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return err
+	}
+	if me.Role != store.RoleOwner {
+		return forbidden("only the owner may delete the group")
+	}
+	all := userIDs(ms)
+	// Recorded first, while the members can still receive it.
+	seq := s.record(ctx, gid, system{Op: "deleted", By: actor}, all)
+	if err := s.st.DeleteGroup(ctx, gid); err != nil {
+		return s.storeErr(ctx, gid, "delete group", err)
+	}
+	s.leave(ctx, gid, all)
+	s.announce(all, Event{Op: "deleted", GroupID: gid, By: actor, Seq: seq})
+	return nil
+}
+
+// AddMembers adds users (owner or admin). Users already in the group are
+// left as they are, so retries are harmless.
+func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []string) (View, error) {
+	g, ms, me, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return View{}, err
+	}
+	if me.Role == store.RoleMember {
+		return View{}, forbidden("only the owner or an admin may add members")
+	}
+	uids, err := s.checkUsers(ctx, users, "")
+	if err != nil {
+		return View{}, err
+	}
+	current := userIDs(ms)
+	var added []string
+	for _, u := range uids {
+		if !slices.Contains(current, u) {
+			added = append(added, u)
+		}
+	}
+	if len(added) == 0 {
+		return view(g, ms), nil
+	}
+	if len(current)+len(added) > s.opts.MaxMembers {
+		return View{}, conflict(fmt.Sprintf("a group has at most %d members; it has %d", s.opts.MaxMembers, len(current)))
+	}
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	newMs := make([]store.Member, len(added))
+	for i, u := range added {
+		newMs[i] = store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now}
+	}
+	if err := s.st.PutMembers(ctx, gid, newMs); err != nil {
+		return View{}, s.storeErr(ctx, gid, "add members", err)
+	}
+	if err := s.join(ctx, gid, added, now); err != nil {
+		return View{}, err
+	}
+	ms = append(ms, newMs...)
+	slices.SortFunc(ms, func(a, b store.Member) int { return strings.Compare(a.UserID, b.UserID) })
+	all := userIDs(ms)
+	seq := s.record(ctx, gid, system{Op: "members_added", By: actor, Users: added}, all)
+	s.announce(all, Event{Op: "members_added", GroupID: gid, By: actor, Seq: seq, Users: added})
+	return view(g, ms), nil
+}
+
+// RemoveMember removes uid: the owner may remove anyone else, an admin may
+// remove members, and anyone but the owner may remove themselves (leave).
+func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) error {
+	_, ms, me, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return err
+	}
+	target, ok := find(ms, uid)
+	if !ok {
+		return &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
+	}
+	op := "member_removed"
+	switch {
+	case uid == actor && me.Role == store.RoleOwner:
+		return conflict("the owner cannot leave: make another member owner first, or delete the group")
+	case uid == actor:
+		op = "member_left"
+	case me.Role == store.RoleOwner:
+	case me.Role == store.RoleAdmin && target.Role == store.RoleMember:
+	default:
+		return forbidden("not allowed to remove this member")
+	}
+	all := userIDs(ms)
+	if err := s.st.RemoveMembers(ctx, gid, []string{uid}); err != nil {
+		return s.storeErr(ctx, gid, "remove member", err)
+	}
+	s.leave(ctx, gid, []string{uid})
+	// The removed user is told too, so its devices drop the group.
+	seq := s.record(ctx, gid, system{Op: op, By: actor, Users: []string{uid}}, all)
+	s.announce(all, Event{Op: op, GroupID: gid, By: actor, Seq: seq, Users: []string{uid}})
+	return nil
+}
+
+// SetRole changes a member's role (owner only). Making someone owner hands
+// the group over: the previous owner becomes an admin.
+func (s *Service) SetRole(ctx context.Context, actor, gid, uid string, role store.Role) (View, error) {
+	if role != store.RoleOwner && role != store.RoleAdmin && role != store.RoleMember {
+		return View{}, invalid(`role must be "owner", "admin" or "member"`)
+	}
+	g, ms, me, err := s.load(ctx, actor, gid)
+	if err != nil {
+		return View{}, err
+	}
+	if me.Role != store.RoleOwner {
+		return View{}, forbidden("only the owner may change roles")
+	}
+	target, ok := find(ms, uid)
+	if !ok {
+		return View{}, &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
+	}
+	if uid == actor {
+		return View{}, conflict("the owner's role changes only by making another member owner")
+	}
+	changes := []store.Member{{GroupID: gid, UserID: uid, Role: role, JoinedAt: target.JoinedAt}}
+	if role == store.RoleOwner {
+		changes = append(changes, store.Member{GroupID: gid, UserID: actor, Role: store.RoleAdmin, JoinedAt: me.JoinedAt})
+	}
+	if err := s.st.PutMembers(ctx, gid, changes); err != nil {
+		return View{}, s.storeErr(ctx, gid, "set role", err)
+	}
+	for _, c := range changes {
+		for i := range ms {
+			if ms[i].UserID == c.UserID {
+				ms[i].Role = c.Role
+			}
+		}
+	}
+	all := userIDs(ms)
+	seq := s.record(ctx, gid, system{Op: "role_changed", By: actor, Users: []string{uid}, Role: string(role)}, all)
+	s.announce(all, Event{Op: "role_changed", GroupID: gid, By: actor, Seq: seq, Users: []string{uid}, Role: string(role)})
+	return view(g, ms), nil
+}
+
+// Mine lists the groups actor belongs to, by group id, after `after`.
+func (s *Service) Mine(ctx context.Context, actor, after string, limit int) ([]View, error) {
+	if limit <= 0 || limit > 200 {
+		return nil, invalid("limit must be 1 to 200")
+	}
+	mine, err := s.st.GroupsOf(ctx, actor, after, limit)
+	if err != nil {
+		return nil, s.internal(ctx, "groups of", err)
+	}
+	out := make([]View, 0, len(mine))
+	for _, m := range mine {
+		g, err := s.st.Group(ctx, m.GroupID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted between the two reads
+		}
+		if err != nil {
+			return nil, s.internal(ctx, "group", err)
+		}
+		ms, err := s.st.Members(ctx, m.GroupID)
+		if err != nil {
+			return nil, s.internal(ctx, "members", err)
+		}
+		out = append(out, view(g, ms))
+	}
+	return out, nil
+}
+
+// load returns the group, its members and actor's membership; a group
+// actor is not in looks the same as one that does not exist.
+func (s *Service) load(ctx context.Context, actor, gid string) (store.Group, []store.Member, store.Member, error) {
+	if !ids.ValidUserID(gid) {
+		return store.Group{}, nil, store.Member{}, notFound(gid)
+	}
+	me, err := s.st.Member(ctx, gid, actor)
+	if err != nil {
+		return store.Group{}, nil, store.Member{}, s.storeErr(ctx, gid, "member", err)
+	}
+	g, err := s.st.Group(ctx, gid)
+	if err != nil {
+		return store.Group{}, nil, store.Member{}, s.storeErr(ctx, gid, "group", err)
+	}
+	ms, err := s.st.Members(ctx, gid)
+	if err != nil {
+		return store.Group{}, nil, store.Member{}, s.internal(ctx, "members", err)
+	}
+	return g, ms, me, nil
+}
+
+func (s *Service) storeErr(ctx context.Context, gid, op string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(gid)
+	}
+	return s.internal(ctx, op, err)
+}
+
+// checkUsers dedupes ids, drops self, and checks each exists.
+func (s *Service) checkUsers(ctx context.Context, users []string, self string) ([]string, error) {
+	var out []string
+	for _, u := range users {
+		if u == self || slices.Contains(out, u) {
+			continue
+		}
+		if !ids.ValidUserID(u) {
+			return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
+		}
+		if _, err := s.st.UserByID(ctx, u); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
+			}
+			return nil, s.internal(ctx, "user", err)
+		}
+		out = append(out, u)
+		if len(out) > s.opts.MaxMembers {
+			return nil, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) join(ctx context.Context, gid string, uids []string, at time.Time) error {
+	for _, u := range uids {
+		if err := s.st.JoinChat(ctx, u, chat.GroupChatID(gid), at); err != nil {
+			return s.internal(ctx, "join chat", err)
+		}
+	}
+	return nil
+}
+
+// leave marks the chat as left in uids' lists. The membership is already
+// gone, which is what access checks use, so a failure here only leaves a
+// stale chat-list entry: logged, not returned.
+func (s *Service) leave(ctx context.Context, gid string, uids []string) {
+	now := s.opts.Now()
+	for _, u := range uids {
+		if err := s.st.LeaveChat(ctx, u, chat.GroupChatID(gid), now); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.opts.Logger.Error("leave chat", "group", gid, "user", u, "error", err)
+		}
+	}
+}
+
+// record writes the change into the group's chat. The change itself is
+// already stored; if recording fails the members still converge through the
+// group's state, so the failure is logged and the change stands.
+func (s *Service) record(ctx context.Context, gid string, body system, recipients []string) uint64 {
+	raw, err := json.Marshal(body)
+	if err == nil {
+		var m store.Message
+		m, err = s.chats.SendSystem(ctx, gid, body.By, raw, recipients)
+		if err == nil {
+			return m.Seq
+		}
+	}
+	s.opts.Logger.Error("record group change", "group", gid, "op", body.Op, "error", err)
+	return 0
+}
+
+func (s *Service) announce(uids []string, ev Event) {
+	ev.Type = "group"
+	for _, u := range uids {
+		s.events.Event(u, ev)
+	}
+}
+
+func userIDs(ms []store.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.UserID
+	}
+	return out
+}
+
+func find(ms []store.Member, uid string) (store.Member, bool) {
+	for _, m := range ms {
+		if m.UserID == uid {
+			return m, true
+		}
+	}
+	return store.Member{}, false
+}
+
+func view(g store.Group, ms []store.Member) View {
+	v := View{GroupID: g.ID, Chat: chat.GroupChatID(g.ID), Name: g.Name, CreatedBy: g.CreatedBy, CreatedAt: g.CreatedAt, Members: make([]MemberView, len(ms))}
+	for i, m := range ms {
+		v.Members[i] = MemberView{UserID: m.UserID, Role: m.Role, JoinedAt: m.JoinedAt}
+	}
+	return v
+}
