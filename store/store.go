@@ -173,6 +173,10 @@ type ChatState struct {
 }
 
 // Cursors is the per-user chat list with delivered and read cursors.
+// Backends need not make cursor writes durable on their own (they move
+// constantly; the embedded store does not fsync them): a machine crash may
+// undo the latest moves, which the next receipt repeats, but a chat joined
+// before a message is durable whenever that message is.
 type Cursors interface {
 	// JoinChat puts chat in uid's list, or takes it back after a leave,
 	// keeping existing cursors; it is idempotent.

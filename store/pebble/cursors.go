@@ -91,9 +91,13 @@ func touch(st *store.ChatState, at time.Time) {
 }
 
 // updateChatState reads the entry (a zero state with found false when it is
-// absent), lets apply change it, and writes it back with pebble.Sync when
-// apply reports a change; it returns the resulting state. The caller holds
-// s.mu shared.
+// absent), lets apply change it, and writes it back when apply reports a
+// change; it returns the resulting state. The caller holds s.mu shared.
+//
+// Cursor writes are not fsynced (see store.Cursors): they reach the WAL in
+// order and become durable with the next synced write, which is at the
+// latest the next stored message. A chat joined just before its first
+// message is therefore durable whenever that message is.
 func (s *Store) updateChatState(ctx context.Context, uid, chat string,
 	apply func(st *store.ChatState, found bool) (bool, error)) (store.ChatState, bool, error) {
 	if err := checkKeyPart(uid); err != nil {
@@ -130,7 +134,7 @@ func (s *Store) updateChatState(ctx context.Context, uid, chat string,
 	if err := b.Set(k, encodeChatState(&st), nil); err != nil {
 		return store.ChatState{}, false, err
 	}
-	if err := commit(ctx, b); err != nil {
+	if err := commitLazy(ctx, b); err != nil {
 		return store.ChatState{}, false, err
 	}
 	return st, true, nil

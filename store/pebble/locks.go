@@ -30,3 +30,12 @@ func commit(ctx context.Context, b *pebble.Batch) error {
 	}
 	return b.Commit(pebble.Sync)
 }
+
+// commitLazy is commit without the fsync, for writes whose loss in a machine
+// crash costs nothing but a repeat (cursor moves).
+func commitLazy(ctx context.Context, b *pebble.Batch) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -253,45 +252,55 @@ func testChatStatesOrdered(t *testing.T, s store.Store) {
 	checkStates(t, s, "nobody")
 }
 
-// Delivered and read acks race from a user's devices; the cursors must end
-// at the highest value sent, with no update lost to a read-modify-write
-// race, and a concurrent JoinChat must not reset them.
+// Delivered and read acks race from a user's devices. Half the writers move
+// only delivered and half only read, with rising values, so a read-modify-
+// write without mutual exclusion shows up as the other cursor going back.
+// A poller checks that no reader ever sees a cursor move backwards, and a
+// concurrent JoinChat must not reset them; both end at the highest value.
 func testConcurrentAdvance(t *testing.T, s store.Store) {
 	const (
 		uid, chat       = "alice", "g:race"
-		workers, rounds = 16, 40
+		workers, rounds = 8, 150 // per cursor
+		top             = workers * rounds
 	)
 	mustJoin(t, s, uid, chat, at(0))
 	var (
-		wg          sync.WaitGroup
-		start       = make(chan struct{})
-		errs        = make(chan error, workers+1)
-		maxD, maxR  uint64
-		values      [workers][rounds][2]uint64
-		valueSource = rand.New(rand.NewPCG(1, 2))
+		wg, pg sync.WaitGroup
+		start  = make(chan struct{})
+		done   = make(chan struct{})
+		errs   = make(chan error, 2*workers+2)
 	)
-	for w := range workers {
-		for r := range rounds {
-			d, rd := valueSource.Uint64N(10_000)+1, valueSource.Uint64N(10_000)+1
-			values[w][r] = [2]uint64{d, rd}
-			maxD, maxR = max(maxD, d), max(maxR, rd)
+	// monotonic fails when st has a cursor behind prev.
+	monotonic := func(who string, prev, st store.ChatState) error {
+		if st.DeliveredSeq < prev.DeliveredSeq || st.ReadSeq < prev.ReadSeq {
+			return fmt.Errorf("%s saw cursors go back: %d/%d after %d/%d",
+				who, st.DeliveredSeq, st.ReadSeq, prev.DeliveredSeq, prev.ReadSeq)
 		}
+		return nil
 	}
-	for w := range workers {
+	for w := range 2 * workers {
 		wg.Go(func() {
 			<-start
+			var prev store.ChatState
 			for r := range rounds {
-				d, rd := values[w][r][0], values[w][r][1]
+				v := uint64(r*workers + w%workers + 1)
+				d, rd := v, uint64(0)
+				if w >= workers {
+					d, rd = 0, v
+				}
 				st, _, err := s.AdvanceCursors(t.Context(), uid, chat, d, rd, at(1+r))
+				if err == nil && (st.DeliveredSeq < d || st.ReadSeq < rd) {
+					// The result already includes this call's values.
+					err = fmt.Errorf("AdvanceCursors(%d, %d) returned %d/%d", d, rd, st.DeliveredSeq, st.ReadSeq)
+				}
+				if err == nil {
+					err = monotonic(fmt.Sprintf("writer %d", w), prev, st)
+				}
 				if err != nil {
 					errs <- err
 					return
 				}
-				// The result already includes this call's values.
-				if st.DeliveredSeq < d || st.ReadSeq < rd {
-					errs <- fmt.Errorf("AdvanceCursors(%d, %d) returned %d/%d", d, rd, st.DeliveredSeq, st.ReadSeq)
-					return
-				}
+				prev = st
 			}
 		})
 	}
@@ -304,8 +313,30 @@ func testConcurrentAdvance(t *testing.T, s store.Store) {
 			}
 		}
 	})
+	pg.Go(func() {
+		<-start
+		var prev store.ChatState
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			st, err := s.ChatState(t.Context(), uid, chat)
+			if err == nil {
+				err = monotonic("poller", prev, st)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			prev = st
+		}
+	})
 	close(start)
 	wg.Wait()
+	close(done)
+	pg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
@@ -314,11 +345,11 @@ func testConcurrentAdvance(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("ChatState: %v", err)
 	}
-	if got.DeliveredSeq != maxD || got.ReadSeq != maxR || got.Left {
-		t.Fatalf("after concurrent advances: %+v, want delivered %d read %d", got, maxD, maxR)
+	if got.DeliveredSeq != top || got.ReadSeq != top || got.Left {
+		t.Fatalf("after concurrent advances: %+v, want delivered %d read %d", got, top, top)
 	}
 	// One more advance to the maximum is a no-op.
-	if _, changed := mustAdvance(t, s, uid, chat, maxD, maxR, at(1000)); changed {
+	if _, changed := mustAdvance(t, s, uid, chat, top, top, at(1000)); changed {
 		t.Fatal("AdvanceCursors to the current maximum reported a change")
 	}
 }

@@ -469,7 +469,9 @@ func testGroupsOfPaged(t *testing.T, s store.Store) {
 		if len(page) == 0 {
 			break
 		}
-		pages++
+		if pages++; pages > len(gids) {
+			t.Fatalf("GroupsOf walk does not end: page %d is %q (is after exclusive?)", pages, groupIDs(page))
+		}
 		walked = append(walked, page...)
 		after = page[len(page)-1].GroupID
 	}
