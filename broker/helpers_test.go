@@ -126,5 +126,7 @@ func dialWS(t *testing.T, url string) net.Conn {
 		t.Fatalf("dial %s: %v", url, err)
 	}
 	_ = resp.Body.Close()
-	return newWSConn(ws)
+	// A Locker conn makes paho hold the lock for each whole packet, which it
+	// writes in several pieces from several goroutines.
+	return packets.NewThreadSafeConn(newWSConn(ws))
 }

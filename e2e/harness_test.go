@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gin-gonic/gin"
@@ -352,7 +353,10 @@ func wsConn(t *testing.T, addr, path string) net.Conn {
 	if err != nil {
 		t.Fatalf("websocket dial: %v", err)
 	}
-	return &wsNetConn{Conn: ws.NetConn(), ws: ws}
+	// paho writes one packet in several Writes and from several goroutines
+	// (the pinger, acks); a Locker conn makes it hold the lock for the whole
+	// packet, as writev does for TCP.
+	return packets.NewThreadSafeConn(&wsNetConn{Conn: ws.NetConn(), ws: ws})
 }
 
 type wsNetConn struct {

@@ -1,5 +1,6 @@
 // Package hooks plugs chatd into mochi: who may connect, what each client may
-// read and write, and what a publish on a client's send topic does.
+// read and write, and what a publish on one of a client's request topics
+// (send, groups, sync, receipts, typing) does.
 package hooks
 
 import (

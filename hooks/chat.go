@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/chat"
 )
 
@@ -20,6 +21,9 @@ type Sender interface {
 // RejectObserver counts publishes refused before they reach the pipeline.
 type RejectObserver interface{ ObserveReject(code chat.Code) }
 
+// Limiter rate-limits by key.
+type Limiter interface{ Allow(key string) bool }
+
 // ChatOptions configures the Chat hook.
 type ChatOptions struct {
 	Sender      Sender
@@ -27,19 +31,39 @@ type ChatOptions struct {
 	Logger      *slog.Logger
 	Metrics     RejectObserver
 	SendTimeout time.Duration // bound on storing one send; 0 = 10s
+
+	// Handlers of the other request topics (groupops.go, sync.go,
+	// receipts.go, typing.go). A nil one refuses its topic with
+	// not_authorized, as before the topic existed.
+	Groups   GroupOps    // users/{uid}/groups
+	Sync     SyncSource  // users/{uid}/sync
+	Receipts ReadMarker  // users/{uid}/receipts
+	Typing   TypingChats // users/{uid}/typing
+	// Server is needed by Sync (answers on an MQTT 5 Response Topic carry
+	// Correlation Data) and Typing (notices go out at QoS 0): Outbox cannot
+	// publish either. Without it both stay disabled.
+	Server *mqtt.Server
+	// TypingLimiter takes one token per typing notice, keyed by user and
+	// chat; nil = one per 2 seconds.
+	TypingLimiter  Limiter
+	RequestTimeout time.Duration // bound on one groups, sync or receipts request; 0 = 10s
 }
 
-// Chat turns publishes on users/{uid}/send into stored chat messages and
+// Chat turns publishes on users/{uid}/send into stored chat messages,
+// answers the other request topics (groups, sync, receipts, typing) and
 // refuses every other client publish inside the chat namespace.
 //
-// The PUBACK mochi sends after OnPublish returns therefore means "stored".
-// Handled and refused publishes are consumed with CodeSuccessIgnore, never
-// routed: for 3.1.1 clients, QoS 0 and non-Code errors mochi would otherwise
-// publish the original packet. ErrRejectPacket is never used: it suppresses
-// the PUBACK and leaves the client waiting.
+// The PUBACK mochi sends after OnPublish returns therefore means "stored"
+// (or "handled", for requests). Handled and refused publishes are consumed
+// with CodeSuccessIgnore, never routed: for 3.1.1 clients, QoS 0 and
+// non-Code errors mochi would otherwise publish the original packet.
+// ErrRejectPacket is never used: it suppresses the PUBACK and leaves the
+// client waiting.
 type Chat struct {
 	mqtt.HookBase
-	opts ChatOptions
+	opts   ChatOptions
+	resp   *responder
+	typing Limiter
 }
 
 // NewChat returns the hook.
@@ -50,7 +74,19 @@ func NewChat(opts ChatOptions) *Chat {
 	if opts.SendTimeout <= 0 {
 		opts.SendTimeout = 10 * time.Second
 	}
-	return &Chat{opts: opts}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	h := &Chat{opts: opts, typing: opts.TypingLimiter}
+	if opts.Server != nil {
+		h.resp = newResponder(opts.Server, opts.Logger)
+	} else {
+		h.opts.Sync, h.opts.Typing = nil, nil
+	}
+	if h.typing == nil {
+		h.typing = ratelimit.NewEvery(typingInterval, 1)
+	}
+	return h
 }
 
 func (h *Chat) ID() string { return "mqchat-chat" }
@@ -58,10 +94,15 @@ func (h *Chat) ID() string { return "mqchat-chat" }
 func (h *Chat) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 // ErrorEvent tells a sender why its publish was refused; 3.1.1 clients have
-// no other way to learn it.
+// no other way to learn it. It carries the id the request named, when that
+// id was valid: a send's cmid, a group operation's op_id (only when the
+// request is too broken for a group_op result), a sync request's
+// request_id.
 type ErrorEvent struct {
 	Type       string `json:"type"` // "error"
 	CMID       string `json:"cmid,omitempty"`
+	OpID       string `json:"op_id,omitempty"`
+	RequestID  string `json:"request_id,omitempty"`
 	Code       string `json:"code"`
 	ReasonCode byte   `json:"reason_code"`
 	Message    string `json:"message"`
@@ -93,11 +134,28 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if uid == "" {
 		return pk, nil // anonymous plain-broker traffic outside the chat namespace
 	}
+	_, leaf, _ := splitUserTopic(pk.TopicName)
+	switch leaf {
+	case LeafGroups:
+		return pk, h.groupOp(cl, uid, pk)
+	case LeafSync:
+		return pk, h.answerSync(cl, uid, pk)
+	case LeafReceipts:
+		return pk, h.receipt(cl, uid, pk)
+	case LeafTyping:
+		return pk, h.typingNotice(cl, uid, pk)
+	default:
+		return pk, h.send(cl, uid, pk)
+	}
+}
+
+// send stores a send envelope; the PUBACK follows the commit.
+func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
 	defer cancel()
 	res, env, err := h.opts.Sender.SendPayload(ctx, uid, pk.Payload)
 	if err != nil {
-		return pk, h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
 	}
 	if res.Duplicate {
 		h.opts.Events.Event(uid, SentEvent{
@@ -105,24 +163,37 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			ID: ids.Format(res.Message.ID), Duplicate: true,
 		})
 	}
-	return pk, packets.CodeSuccessIgnore
+	return packets.CodeSuccessIgnore
 }
 
 // reject answers a refused publish: a reason code in the PUBACK for v5 QoS>0
 // publishes, an error event for every client that has an events topic, and
 // the packet consumed either way.
 func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid string, code chat.Code, msg string) error {
-	rc := reasonCode(code)
-	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
 	if !chat.ValidCMID(cmid) {
 		cmid = "" // never echo back what failed validation
 	}
+	return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{CMID: cmid}, &chat.Error{Code: code, Message: msg})
+}
+
+// refuse is reject for any request: ev carries the request's (valid) id,
+// err the code and client-facing message, and the event goes where the
+// request's answer would have gone.
+func (h *Chat) refuse(cl *mqtt.Client, uid string, pk packets.Packet, to replyTo, ev ErrorEvent, err error) error {
+	code, msg := chat.CodeOf(err), chat.MessageOf(err)
+	rc := reasonCode(code)
+	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
 	if uid != "" {
-		h.opts.Events.Event(uid, ErrorEvent{
-			Type: "error", CMID: cmid, Code: string(code), ReasonCode: rc.Code, Message: msg, Topic: pk.TopicName,
-		})
+		ev.Type, ev.Code, ev.ReasonCode, ev.Message, ev.Topic = "error", string(code), rc.Code, msg, pk.TopicName
+		h.answer(uid, to, ev)
 	}
-	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+	return ack(cl, pk, rc)
+}
+
+// ack is what OnPublish returns for a handled request: rc in the PUBACK of
+// a v5 QoS>0 publish when it is an error, the packet consumed either way.
+func ack(cl *mqtt.Client, pk packets.Packet, rc packets.Code) error {
+	if rc.Code >= packets.ErrUnspecifiedError.Code && cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		return rc
 	}
 	return packets.CodeSuccessIgnore
@@ -138,6 +209,8 @@ func reasonCode(code chat.Code) packets.Code {
 		return packets.ErrNotAuthorized
 	case chat.CodeQuota:
 		return packets.ErrQuotaExceeded
+	case chat.CodeConflict: // groups: valid, but the group's state forbids it
+		return packets.ErrImplementationSpecificError
 	case chat.CodeUnavailable:
 		return packets.ErrServerBusy
 	default:

@@ -7,7 +7,32 @@ const (
 	LeafInbox  = "inbox"
 	LeafEvents = "events"
 	LeafSend   = "send"
+	// Requests to the server, like send: publish-only for their owner.
+	LeafGroups   = "groups"
+	LeafSync     = "sync"
+	LeafReceipts = "receipts"
+	LeafTyping   = "typing"
+	// LeafResponses is the root of the subtree users/{uid}/responses/… a
+	// client subscribes to and names as the MQTT 5 Response Topic of its
+	// requests. Only the server publishes there.
+	LeafResponses = "responses"
 )
+
+// requestLeaf reports whether leaf is one a client may publish to.
+func requestLeaf(leaf string) bool {
+	switch leaf {
+	case LeafSend, LeafGroups, LeafSync, LeafReceipts, LeafTyping:
+		return true
+	}
+	return false
+}
+
+// inResponses reports whether leaf (a topic or a filter) lies inside
+// responses/: "responses/" followed by at least one more level.
+func inResponses(leaf string) bool {
+	rest, ok := strings.CutPrefix(leaf, LeafResponses+"/")
+	return ok && rest != ""
+}
 
 // InboxTopic is where uid's devices receive chat messages.
 func InboxTopic(uid string) string { return "users/" + uid + "/" + LeafInbox }
@@ -42,7 +67,9 @@ func reservedNamespace(topic string) bool {
 func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
 
 // readAccess decides whether uid ("" = anonymous) may subscribe to filter or
-// receive a message on topic; mochi asks the same question for both. The
+// receive a message on topic; mochi asks the same question for both. A user
+// reads its own inbox, events and responses/… (where MQTT 5 requests with a
+// Response Topic are answered), or all of them with users/{uid}/#. The
 // answer for presence of another user is left to the caller (it needs the
 // store), signalled by askRelation.
 func readAccess(uid, filter string) (allowed bool, askRelation string) {
@@ -53,7 +80,8 @@ func readAccess(uid, filter string) (allowed bool, askRelation string) {
 		return !reservedNamespace(filter), ""
 	}
 	if owner, leaf, ok := splitUserTopic(filter); ok {
-		return owner == uid && (leaf == LeafInbox || leaf == LeafEvents || leaf == "#"), ""
+		// Wildcards inside responses/ cannot reach past the owner's subtree.
+		return owner == uid && (leaf == LeafInbox || leaf == LeafEvents || leaf == "#" || inResponses(leaf)), ""
 	}
 	if other, ok := strings.CutPrefix(filter, "presence/"); ok {
 		if other == "" || hasWildcard(other) || strings.Contains(other, "/") {
@@ -67,11 +95,13 @@ func readAccess(uid, filter string) (allowed bool, askRelation string) {
 	return false, ""
 }
 
-// writeAccess decides whether uid ("" = anonymous) may publish to topic.
-// Presence is written only by the server, never by clients.
+// writeAccess decides whether uid ("" = anonymous) may publish to topic:
+// only its own request topics (send, groups, sync, receipts, typing).
+// Presence, inboxes, events and responses are written only by the server.
 func writeAccess(uid, topic string) bool {
 	if uid == "" {
 		return !reservedNamespace(topic)
 	}
-	return topic == SendTopic(uid)
+	owner, leaf, ok := splitUserTopic(topic)
+	return ok && owner == uid && requestLeaf(leaf)
 }

@@ -32,22 +32,24 @@ import (
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
+	"github.com/mqchat/mqchat/services/receipts"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/pebble"
 )
 
 // App is a running chatd node.
 type App struct {
-	cfg    config.Config
-	log    *slog.Logger
-	store  store.Store
-	auth   *auth.Service
-	chat   *chat.Service
-	broker *broker.Broker
-	http   *http.Server
-	httpLn net.Listener
-	admin  *adminServer
-	live   atomic.Bool
+	cfg      config.Config
+	log      *slog.Logger
+	store    store.Store
+	auth     *auth.Service
+	chat     *chat.Service
+	receipts *receipts.Coalescer
+	broker   *broker.Broker
+	http     *http.Server
+	httpLn   net.Listener
+	admin    *adminServer
+	live     atomic.Bool
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -70,6 +72,9 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	}
 	a := &App{cfg: cfg, log: log, store: st}
 	if err := a.build(secret); err != nil {
+		if a.receipts != nil {
+			a.receipts.Close()
+		}
 		_ = st.Close()
 		return nil, err
 	}
@@ -124,9 +129,20 @@ func (a *App) build(secret []byte) error {
 	reg.MustRegister(metrics.NewBrokerCollector(srv.Info))
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
+	// Delivered (PUBACK of an inbox message) and read cursor moves, applied
+	// and announced every flush interval.
+	// Group members come from the chat service built next; the Coalescer
+	// asks only when flushing moves, which start after Start.
+	members := receipts.MembersFunc(func(ctx context.Context, chatID string) ([]string, error) {
+		return a.chat.Members(ctx, chatID)
+	})
+	a.receipts = receipts.New(a.store, members, outbox, receipts.Options{
+		Logger: a.log.With("component", "receipts"),
+	})
 	a.chat = chat.New(a.store, outbox, gen, chat.Options{
 		List:            a.store,
 		Events:          outbox,
+		Receipts:        a.receipts,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -150,12 +166,17 @@ func (a *App) build(secret []byte) error {
 	})
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
+		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
 	}
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
+	}
+	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: a.receipts, MaxInflight: cfg.MQTT.MaxInflight})
+	if err := srv.AddHook(deliveryHook, nil); err != nil {
+		return fmt.Errorf("app: add delivery hook: %w", err)
 	}
 
 	a.http = &http.Server{
@@ -242,6 +263,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("broker: %w", err))
 	}
 	a.chat.Close()
+	a.receipts.Close() // after every source of moves, before the store
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}

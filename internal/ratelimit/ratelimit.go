@@ -36,7 +36,21 @@ func New(perSecond, burst int) *Keyed {
 		return nil
 	}
 	idle := time.Duration(float64(burst)/float64(perSecond)*float64(time.Second)) + time.Second
-	return &Keyed{limit: rate.Limit(perSecond), burst: burst, idle: idle, now: time.Now, buckets: make(map[string]*bucket)}
+	return newKeyed(rate.Limit(perSecond), burst, idle)
+}
+
+// NewEvery returns buckets gaining one token every interval, with room for
+// burst: for rates below one per second (one typing notice per 2 s). nil
+// when interval is not positive, meaning unlimited.
+func NewEvery(interval time.Duration, burst int) *Keyed {
+	if interval <= 0 {
+		return nil
+	}
+	return newKeyed(rate.Every(interval), burst, time.Duration(burst)*interval+time.Second)
+}
+
+func newKeyed(limit rate.Limit, burst int, idle time.Duration) *Keyed {
+	return &Keyed{limit: limit, burst: burst, idle: idle, now: time.Now, buckets: make(map[string]*bucket)}
 }
 
 // Allow takes one token from key's bucket, reporting whether there was one.

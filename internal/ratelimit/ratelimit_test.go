@@ -62,3 +62,23 @@ func TestUnlimitedAndIdleEviction(t *testing.T) {
 		t.Fatalf("%d buckets after sweep, want 1", n)
 	}
 }
+
+func TestEvery(t *testing.T) {
+	if NewEvery(0, 1) != nil {
+		t.Fatal("NewEvery(0) should be unlimited (nil)")
+	}
+	k := NewEvery(2*time.Second, 1)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k.now = func() time.Time { return now }
+	steps := []struct {
+		at    time.Duration
+		allow bool
+	}{{0, true}, {time.Second, false}, {1999 * time.Millisecond, false}, {2 * time.Second, true}, {3 * time.Second, false}, {4 * time.Second, true}}
+	base := now
+	for i, s := range steps {
+		now = base.Add(s.at)
+		if got := k.Allow("u\x00chat"); got != s.allow {
+			t.Fatalf("step %d (%v): Allow = %v, want %v", i, s.at, got, s.allow)
+		}
+	}
+}

@@ -169,18 +169,17 @@ func (s *Service) summarize(ctx context.Context, uid string, st store.ChatState)
 	return sum, nil
 }
 
-// ReceiptEvent tells users that someone's cursor in a chat moved.
-type ReceiptEvent struct {
-	Type         string `json:"type"` // "receipt"
-	Chat         string `json:"chat"`
-	User         string `json:"user"`
-	DeliveredSeq uint64 `json:"delivered_seq,omitempty"`
-	ReadSeq      uint64 `json:"read_seq,omitempty"`
+// ReadReceipts takes read cursor moves and tells the chat's members
+// (services/receipts). Read must not block.
+type ReadReceipts interface {
+	Read(uid, chat string, seq uint64)
 }
 
 // MarkRead advances uid's read cursor in chat to seq (never backwards,
-// never past the last message) and tells the chat's other members and
-// uid's own devices. It returns the resulting state.
+// never past the last message) and returns the resulting state. The store
+// write is done before it returns; the receipt to the chat's members and
+// uid's other devices is handed to Options.Receipts, which publishes it
+// within its flush interval.
 func (s *Service) MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error) {
 	if err := s.CanRead(ctx, uid, chat); err != nil {
 		return store.ChatState{}, err
@@ -211,35 +210,8 @@ func (s *Service) MarkRead(ctx context.Context, uid, chat string, seq uint64) (s
 	if err != nil {
 		return store.ChatState{}, s.storeError(ctx, "advance read", err)
 	}
-	if changed && s.events != nil {
-		recipients, err := s.chatMembers(ctx, chat)
-		if err != nil {
-			return st, err
-		}
-		ev := ReceiptEvent{Type: "receipt", Chat: chat, User: uid, ReadSeq: st.ReadSeq}
-		for _, r := range recipients {
-			s.events.Event(r, ev)
-		}
+	if changed && s.opts.Receipts != nil {
+		s.opts.Receipts.Read(uid, chat, st.ReadSeq)
 	}
 	return st, nil
-}
-
-// chatMembers lists who takes part in chat.
-func (s *Service) chatMembers(ctx context.Context, chat string) ([]string, error) {
-	if a, b, ok := DirectMembers(chat); ok {
-		if a == b {
-			return []string{a}, nil
-		}
-		return []string{a, b}, nil
-	}
-	gid, _ := GroupID(chat)
-	ms, err := s.st.Members(ctx, gid)
-	if err != nil {
-		return nil, s.storeError(ctx, "members", err)
-	}
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.UserID
-	}
-	return out, nil
 }

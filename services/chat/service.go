@@ -51,10 +51,12 @@ type Events interface {
 
 // Options configures the service.
 type Options struct {
-	// List and Events enable the chat list and read receipts; nil in
-	// pipelines that only send.
-	List   ListStore
-	Events Events
+	// List and Events enable the chat list and read cursors; nil in
+	// pipelines that only send. Receipts, when set, is told of every read
+	// cursor that moved (it publishes the receipts).
+	List     ListStore
+	Events   Events
+	Receipts ReadReceipts
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -362,6 +364,31 @@ func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
 		}
 	}
 	return newError(CodeNotAuthorized, "not a member of this chat", nil)
+}
+
+// Members lists who takes part in chat: the two users of a 1:1 chat (one
+// for a notes-to-self chat) or a group's current members. It checks no
+// access: callers pair it with CanRead.
+func (s *Service) Members(ctx context.Context, chat string) ([]string, error) {
+	if a, b, ok := DirectMembers(chat); ok {
+		if a == b {
+			return []string{a}, nil
+		}
+		return []string{a, b}, nil
+	}
+	gid, ok := GroupID(chat)
+	if !ok {
+		return nil, newError(CodeInvalid, "not a chat id: "+chat, nil)
+	}
+	ms, err := s.st.Members(ctx, gid)
+	if err != nil {
+		return nil, s.storeError(ctx, "members", err)
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.UserID
+	}
+	return out, nil
 }
 
 // SharesChat reports whether a and b have a 1:1 chat with at least one message.

@@ -6,12 +6,15 @@ package groups
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -26,6 +29,9 @@ type Store interface {
 	UserByID(ctx context.Context, id string) (store.User, error)
 	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
 	LeaveChat(ctx context.Context, uid, chat string, at time.Time) error
+	// LastSeq tells a deleted group (its chat has messages) from one that
+	// never existed.
+	LastSeq(ctx context.Context, chat string) (uint64, error)
 }
 
 // Chats records changes in the group's chat.
@@ -51,6 +57,9 @@ type Service struct {
 	chats  Chats
 	events Events
 	opts   Options
+	// creating serialises CreateWithID per group id (striped), so a retry
+	// racing its first attempt sees the group either absent or complete.
+	creating [32]sync.Mutex
 }
 
 // New returns the service.
@@ -133,6 +142,91 @@ func cleanName(name string) (string, error) {
 
 // Create makes a group owned by actor with the given other members.
 func (s *Service) Create(ctx context.Context, actor, name string, members []string) (View, error) {
+	return s.create(ctx, actor, ids.NewUserID(), name, members)
+}
+
+// DeriveID is the group id for a client's operation id: a hash of (actor,
+// opID) shaped like every other id. A retried operation names the same
+// group, and no other user's operation can name it.
+func DeriveID(actor, opID string) string {
+	sum := sha256.Sum256([]byte("mqchat/group\x00" + actor + "\x00" + opID))
+	return strings.ToLower(base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:13]))[:20]
+}
+
+// CreateWithID makes a group with a caller-chosen id (see DeriveID), so that
+// a retried request finds what its first attempt made instead of making a
+// second group:
+//   - no group gid has ever existed: it is created as Create does;
+//   - gid exists and actor created it: it is returned as it is now, a
+//     success (after finishing what a failed first attempt left undone);
+//   - gid exists and someone else created it: conflict;
+//   - gid existed and was deleted (its chat has messages): not found. It is
+//     never made again, so a late retry cannot reopen deleted history to
+//     the members it names.
+func (s *Service) CreateWithID(ctx context.Context, actor, gid, name string, members []string) (View, error) {
+	if !ids.ValidUserID(gid) {
+		return View{}, invalid("group id must be 20 characters of 0-9 a-v")
+	}
+	mu := &s.creating[fnv32(gid)%uint32(len(s.creating))]
+	mu.Lock()
+	defer mu.Unlock()
+	g, err := s.st.Group(ctx, gid)
+	if err == nil {
+		return s.existing(ctx, actor, g)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return View{}, s.internal(ctx, "group", err)
+	}
+	last, err := s.st.LastSeq(ctx, chat.GroupChatID(gid))
+	if err != nil {
+		return View{}, s.internal(ctx, "last seq", err)
+	}
+	if last > 0 {
+		return View{}, &chat.Error{Code: chat.CodeNotFound, Message: "the group " + gid + " made by this request was deleted"}
+	}
+	return s.create(ctx, actor, gid, name, members)
+}
+
+// existing answers a repeated CreateWithID. A first attempt that stored the
+// group but failed before its chat recorded the creation (a chat-list entry
+// or the system message) is finished here; the caller holds gid's lock, so
+// two attempts never both record it.
+func (s *Service) existing(ctx context.Context, actor string, g store.Group) (View, error) {
+	if g.CreatedBy != actor {
+		return View{}, conflict("group id " + g.ID + " is taken")
+	}
+	ms, err := s.st.Members(ctx, g.ID)
+	if err != nil {
+		return View{}, s.internal(ctx, "members", err)
+	}
+	if _, ok := find(ms, actor); !ok {
+		return View{}, notFound(g.ID) // the creator has left since
+	}
+	last, err := s.st.LastSeq(ctx, chat.GroupChatID(g.ID))
+	if err != nil {
+		return View{}, s.internal(ctx, "last seq", err)
+	}
+	if last == 0 {
+		all := userIDs(ms)
+		if err := s.join(ctx, g.ID, all, s.opts.Now().UTC().Truncate(time.Millisecond)); err != nil {
+			return View{}, err
+		}
+		seq := s.record(ctx, g.ID, system{Op: "created", By: actor, Name: g.Name, Users: all}, all)
+		s.announce(all, Event{Op: "created", GroupID: g.ID, By: actor, Seq: seq, Name: g.Name, Users: all})
+	}
+	return view(g, ms), nil
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+func (s *Service) create(ctx context.Context, actor, gid, name string, members []string) (View, error) {
 	name, err := cleanName(name)
 	if err != nil {
 		return View{}, err
@@ -145,7 +239,7 @@ func (s *Service) Create(ctx context.Context, actor, name string, members []stri
 		return View{}, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
 	}
 	now := s.opts.Now().UTC().Truncate(time.Millisecond)
-	g := store.Group{ID: ids.NewUserID(), Name: name, CreatedBy: actor, CreatedAt: now}
+	g := store.Group{ID: gid, Name: name, CreatedBy: actor, CreatedAt: now}
 	ms := []store.Member{{GroupID: g.ID, UserID: actor, Role: store.RoleOwner, JoinedAt: now}}
 	for _, u := range uids {
 		ms = append(ms, store.Member{GroupID: g.ID, UserID: u, Role: store.RoleMember, JoinedAt: now})

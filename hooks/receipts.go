@@ -1,0 +1,47 @@
+package hooks
+
+import (
+	"context"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// ReadMarker moves read cursors: POST /v1/chats/{chat}/read.
+type ReadMarker interface {
+	MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error)
+}
+
+// receiptRequest marks chat read up to read_seq.
+type receiptRequest struct {
+	Chat    string `json:"chat"`
+	ReadSeq uint64 `json:"read_seq"`
+}
+
+// receipt moves uid's read cursor, never backwards and never past the
+// chat's last message. Success has no answer of its own: the cursor's move
+// is announced as a receipt event, as for the REST call.
+func (h *Chat) receipt(cl *mqtt.Client, uid string, pk packets.Packet) error {
+	if h.opts.Receipts == nil {
+		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, notEnabled(pk.TopicName))
+	}
+	var req receiptRequest
+	err := decodeRequest(pk.Payload, &req)
+	switch {
+	case err != nil:
+	case req.Chat == "":
+		err = invalidRequest("chat is required")
+	case req.ReadSeq == 0:
+		err = invalidRequest("read_seq must be at least 1")
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.RequestTimeout)
+		defer cancel()
+		_, err = h.opts.Receipts.MarkRead(ctx, uid, req.Chat, req.ReadSeq)
+	}
+	if err != nil {
+		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
+	}
+	return packets.CodeSuccessIgnore
+}

@@ -1,0 +1,85 @@
+package hooks
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/mqchat/mqchat/services/chat"
+)
+
+// Requests are the JSON objects clients publish on users/{uid}/groups,
+// sync, receipts and typing. Each is handled on the publishing client's
+// goroutine (they are small and rare next to sends), consumed, and answered
+// on users/{uid}/events (sync: or on an MQTT 5 Response Topic).
+
+// maxRequestBytes bounds a request payload; the largest real one, a group
+// operation naming 500 members, is about 12 KiB.
+const maxRequestBytes = 64 << 10
+
+// replyTo is where a request's answer goes: the requester's events topic,
+// or (sync) the MQTT 5 Response Topic it named, with its Correlation Data.
+type replyTo struct {
+	topic       string // "" = users/{uid}/events
+	correlation []byte
+}
+
+// answer publishes v at QoS 1 where to says.
+func (h *Chat) answer(uid string, to replyTo, v any) {
+	if to.topic == "" {
+		h.opts.Events.Event(uid, v)
+		return
+	}
+	h.resp.publish(to.topic, 1, to.correlation, v)
+}
+
+func invalidRequest(msg string) error { return &chat.Error{Code: chat.CodeInvalid, Message: msg} }
+
+func notEnabled(topic string) error {
+	return &chat.Error{Code: chat.CodeNotAuthorized, Message: "publishing to " + topic + " is not enabled on this server"}
+}
+
+// decodeRequest parses a request strictly: one JSON object, no unknown
+// field (a typo fails loudly), nothing after it.
+func decodeRequest(payload []byte, v any) error {
+	if len(payload) > maxRequestBytes {
+		return &chat.Error{Code: chat.CodeTooLarge, Message: fmt.Sprintf("request is %d bytes, the limit is %d", len(payload), maxRequestBytes)}
+	}
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return invalidRequest("request must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidRequest("request is not valid: " + err.Error())
+	}
+	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
+		return invalidRequest("request has data after the JSON object")
+	}
+	return nil
+}
+
+// peekID reads the string field key from a request that failed strict
+// decoding, so that its error event can still name the request. It returns
+// "" unless the value is a valid id.
+func peekID(payload []byte, key string) string {
+	if len(payload) > maxRequestBytes {
+		return ""
+	}
+	var fields map[string]json.RawMessage
+	if json.NewDecoder(bytes.NewReader(payload)).Decode(&fields) != nil {
+		return "" // not even one JSON object; data after one is fine here
+	}
+	var id string
+	if json.Unmarshal(fields[key], &id) != nil || !validID(id) {
+		return ""
+	}
+	return id
+}
+
+// validID is the rule for op_id and request_id, the same as for cmid: 1 to
+// 64 printable ASCII characters without spaces.
+func validID(s string) bool { return chat.ValidCMID(s) }
+
+const idRule = "1 to 64 printable ASCII characters without spaces"
