@@ -141,7 +141,6 @@ func (a *App) build(secret []byte) error {
 	})
 	a.chat = chat.New(a.store, outbox, gen, chat.Options{
 		List:            a.store,
-		Events:          outbox,
 		Receipts:        a.receipts,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),

@@ -44,18 +44,12 @@ type Limiter interface {
 	Allow(key string) bool
 }
 
-// Events publishes events to a user's devices.
-type Events interface {
-	Event(uid string, v any)
-}
-
 // Options configures the service.
 type Options struct {
-	// List and Events enable the chat list and read cursors; nil in
-	// pipelines that only send. Receipts, when set, is told of every read
-	// cursor that moved (it publishes the receipts).
+	// List enables the chat list and read cursors; nil in pipelines that
+	// only send. Receipts, when set, is told of every read cursor that
+	// moved (it publishes the receipts).
 	List     ListStore
-	Events   Events
 	Receipts ReadReceipts
 
 	MaxMessageBytes int
@@ -76,7 +70,6 @@ type Result struct {
 type Service struct {
 	st      Store
 	list    ListStore
-	events  Events
 	deliver Deliverer
 	ids     *ids.Generator
 	opts    Options
@@ -109,7 +102,7 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 		opts.Now = time.Now
 	}
 	s := &Service{
-		st: st, list: opts.List, events: opts.Events, deliver: d, ids: gen, opts: opts,
+		st: st, list: opts.List, deliver: d, ids: gen, opts: opts,
 		stop: make(chan struct{}), done: make(chan struct{}), sending: make(map[string]chan struct{}),
 	}
 	s.shards = make([]*writer, opts.Shards)
