@@ -29,7 +29,7 @@ type Accounts interface {
 // Chats is what the API needs from the chat service.
 type Chats interface {
 	Send(ctx context.Context, from string, env chat.Envelope) (chat.Result, error)
-	History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error)
+	HistoryPage(ctx context.Context, uid, chat string, q chat.PageQuery) (chat.Page, error)
 	ChatList(ctx context.Context, uid string, q chat.ListQuery) (chat.ChatList, error)
 	MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error)
 }

@@ -2,27 +2,19 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/mqchat/mqchat/services/chat"
-	"github.com/mqchat/mqchat/store"
 )
 
 const defaultPage = 50
 
-type historyPage struct {
-	Messages []chat.Delivered `json:"messages"`
-	// Next is the seq to pass again as the same parameter (after, or before)
-	// for the following page; null when this page was not full, so there is
-	// nothing more in that direction. A full last page costs one empty page.
-	Next *uint64 `json:"next"`
-}
-
 func (a *api) history(c *gin.Context) {
-	q := store.HistoryQuery{Limit: defaultPage}
+	var q chat.PageQuery
 	var err error
 	if q.After, err = seqParam(c, "after"); err != nil {
 		return
@@ -30,44 +22,34 @@ func (a *api) history(c *gin.Context) {
 	if q.Before, err = seqParam(c, "before"); err != nil {
 		return
 	}
-	_, forward := c.GetQuery("after")
-	_, backward := c.GetQuery("before")
-	if forward && backward {
+	_, q.Forward = c.GetQuery("after")
+	if _, backward := c.GetQuery("before"); q.Forward && backward {
 		abort(c, http.StatusBadRequest, "invalid_query", "use either after or before, not both")
 		return
 	}
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 200 {
-			abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
-			return
-		}
-		q.Limit = n
+	if q.Limit, err = limitParam(c); err != nil {
+		return
 	}
-	if forward && q.After == 0 {
-		// after=0 asks for the oldest page; seqs are gap-free from 1, so that
-		// is the newest page below limit+1.
-		q.Before = uint64(q.Limit) + 1
-	}
-	msgs, err := a.opts.Chats.History(c.Request.Context(), c.GetString(userKey), c.Param("chat"), q)
+	page, err := a.opts.Chats.HistoryPage(c.Request.Context(), c.GetString(userKey), c.Param("chat"), q)
 	if err != nil {
 		a.chatError(c, err)
 		return
 	}
-	page := historyPage{Messages: make([]chat.Delivered, len(msgs))}
-	for i, m := range msgs {
-		page.Messages[i] = chat.View(m)
-	}
-	if len(msgs) == q.Limit {
-		next := msgs[0].Seq
-		if forward {
-			next = msgs[len(msgs)-1].Seq
-		}
-		if forward || next > 1 {
-			page.Next = &next
-		}
-	}
 	c.JSON(http.StatusOK, page)
+}
+
+// limitParam reads ?limit= (1-200, default 50), answering 400 itself.
+func limitParam(c *gin.Context) (int, error) {
+	s := c.Query("limit")
+	if s == "" {
+		return defaultPage, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 200 {
+		abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
+		return 0, errors.New("bad limit")
+	}
+	return n, nil
 }
 
 func seqParam(c *gin.Context, name string) (uint64, error) {
@@ -127,14 +109,10 @@ func (a *api) send(c *gin.Context) {
 }
 
 func (a *api) chatList(c *gin.Context) {
-	q := chat.ListQuery{Limit: defaultPage, After: c.Query("after")}
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 200 {
-			abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
-			return
-		}
-		q.Limit = n
+	q := chat.ListQuery{After: c.Query("after")}
+	var err error
+	if q.Limit, err = limitParam(c); err != nil {
+		return
 	}
 	if s := c.Query("changed_since"); s != "" {
 		t, err := chat.ParseSyncCursor(s)

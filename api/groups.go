@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -125,14 +124,9 @@ func (a *api) removeMember(c *gin.Context) {
 }
 
 func (a *api) myGroups(c *gin.Context) {
-	limit := defaultPage
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 200 {
-			abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
-			return
-		}
-		limit = n
+	limit, err := limitParam(c)
+	if err != nil {
+		return
 	}
 	vs, err := a.opts.Groups.Mine(c.Request.Context(), c.GetString(userKey), c.Query("after"), limit)
 	if err != nil {

@@ -9,14 +9,13 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/services/chat"
-	"github.com/mqchat/mqchat/store"
 )
 
 // SyncSource is the chat service as users/{uid}/sync uses it: the same
 // reads as GET /v1/chats and GET /v1/chats/{chat}/messages.
 type SyncSource interface {
 	ChatList(ctx context.Context, uid string, q chat.ListQuery) (chat.ChatList, error)
-	History(ctx context.Context, uid, chat string, q store.HistoryQuery) ([]store.Message, error)
+	HistoryPage(ctx context.Context, uid, chat string, q chat.PageQuery) (chat.Page, error)
 }
 
 // syncRequest asks for a page of the chat list (no chat) or of one chat's
@@ -41,13 +40,10 @@ type SyncEvent struct {
 // HistoryEvent answers a history request: the body of GET
 // /v1/chats/{chat}/messages.
 type HistoryEvent struct {
-	Type      string           `json:"type"` // "history"
-	RequestID string           `json:"request_id,omitempty"`
-	Chat      string           `json:"chat"`
-	Messages  []chat.Delivered `json:"messages"`
-	// Next is the seq to pass again as the same parameter (after, or
-	// before) for the following page; null when this page was not full.
-	Next *uint64 `json:"next"`
+	Type      string `json:"type"` // "history"
+	RequestID string `json:"request_id,omitempty"`
+	Chat      string `json:"chat"`
+	chat.Page
 }
 
 const defaultSyncPage = 50 // as REST
@@ -147,41 +143,25 @@ func (h *Chat) syncHistory(ctx context.Context, uid string, req syncRequest) (an
 	if req.ChangedSince != "" {
 		return nil, invalidRequest("changed_since is only used without chat (a chat-list page)")
 	}
-	q := store.HistoryQuery{}
+	var q chat.PageQuery
 	var err error
 	if q.Limit, err = syncLimit(req.Limit); err != nil {
 		return nil, err
 	}
-	forward := !isNull(req.After)
-	if forward && json.Unmarshal(req.After, &q.After) != nil {
+	q.Forward = !isNull(req.After)
+	if q.Forward && json.Unmarshal(req.After, &q.After) != nil {
 		return nil, invalidRequest("after must be a non-negative integer seq")
 	}
 	if req.Before != nil {
-		if forward {
+		if q.Forward {
 			return nil, invalidRequest("use either after or before, not both")
 		}
 		q.Before = *req.Before
 	}
-	if forward && q.After == 0 {
-		// Seqs are gap-free from 1: the oldest page is the newest below limit+1.
-		q.Before = uint64(q.Limit) + 1
-	}
-	msgs, err := h.opts.Sync.History(ctx, uid, req.Chat, q)
+	page, err := h.opts.Sync.HistoryPage(ctx, uid, req.Chat, q)
 	if err != nil {
 		return nil, err
 	}
-	ev := HistoryEvent{Type: "history", RequestID: req.RequestID, Chat: req.Chat, Messages: make([]chat.Delivered, len(msgs))}
-	for i, m := range msgs {
-		ev.Messages[i] = chat.View(m)
-	}
-	if len(msgs) == q.Limit {
-		next := msgs[0].Seq
-		if forward {
-			next = msgs[len(msgs)-1].Seq
-		}
-		if forward || next > 1 {
-			ev.Next = &next
-		}
-	}
+	ev := HistoryEvent{Type: "history", RequestID: req.RequestID, Chat: req.Chat, Page: page}
 	return ev, nil
 }

@@ -1,0 +1,56 @@
+package chat
+
+import (
+	"context"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// PageQuery is a client's history request, the same over REST and MQTT.
+// Forward pages with After (After 0 = from the first message); otherwise the
+// page is the newest messages below Before (0 = no bound).
+type PageQuery struct {
+	Forward bool
+	After   uint64
+	Before  uint64
+	Limit   int
+}
+
+// Page is a page of a chat as clients see it.
+type Page struct {
+	Messages []Delivered `json:"messages"`
+	// Next is the seq to pass again as the same parameter (after, or before)
+	// for the following page; nil when this page was not full, so there is
+	// nothing more in that direction. A full last page costs one empty page.
+	Next *uint64 `json:"next"`
+}
+
+// HistoryPage returns a page of a chat uid may read.
+func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery) (Page, error) {
+	if q.Forward && q.Before != 0 {
+		return Page{}, newError(CodeInvalid, "use either after or before, not both", nil)
+	}
+	hq := store.HistoryQuery{After: q.After, Before: q.Before, Limit: q.Limit}
+	if q.Forward && q.After == 0 {
+		// Seqs are gap-free from 1: the oldest page is the newest below limit+1.
+		hq.Before = uint64(q.Limit) + 1
+	}
+	msgs, err := s.History(ctx, uid, chat, hq)
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Messages: make([]Delivered, len(msgs))}
+	for i, m := range msgs {
+		page.Messages[i] = View(m)
+	}
+	if len(msgs) == q.Limit {
+		next := msgs[0].Seq
+		if q.Forward {
+			next = msgs[len(msgs)-1].Seq
+		}
+		if q.Forward || next > 1 {
+			page.Next = &next
+		}
+	}
+	return page, nil
+}
