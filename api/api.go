@@ -44,6 +44,9 @@ type Options struct {
 	Logger          *slog.Logger
 	MaxMessageBytes int
 	AuthLimiter     Limiter // per client IP on /v1/auth; nil = unlimited
+	// Presence and Relations enable /v1/presence; both or neither.
+	Presence  Presence
+	Relations Relations
 }
 
 // Limiter rate-limits requests per key.
@@ -90,6 +93,7 @@ func New(opts Options) http.Handler {
 	authed.POST("/chats/:chat/messages", a.send)
 	authed.POST("/chats/:chat/read", a.markRead)
 	a.routeGroups(authed)
+	a.routePresence(authed)
 	return r
 }
 

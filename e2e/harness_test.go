@@ -194,6 +194,7 @@ type event struct {
 type received struct {
 	Topic   string
 	Payload []byte
+	Retain  bool // set on retained messages sent at SUBSCRIBE
 }
 
 func (r received) inbox(t *testing.T) inboxMsg {
@@ -285,7 +286,7 @@ func connectV5KeepAlive(conn net.Conn, user, pass, clientID string, will *paho.W
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(p paho.PublishReceived) (bool, error) {
-			box <- received{Topic: p.Packet.Topic, Payload: p.Packet.Payload}
+			box <- received{Topic: p.Packet.Topic, Payload: p.Packet.Payload, Retain: p.Packet.Retain}
 			return true, nil
 		}},
 	})
@@ -422,7 +423,7 @@ func connectV3(url, user, pass, clientID string) (*v3, error) {
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetOrderMatters(true).SetConnectTimeout(waitTimeout).
 		SetDefaultPublishHandler(func(_ paho3.Client, m paho3.Message) {
-			box <- received{Topic: m.Topic(), Payload: m.Payload()}
+			box <- received{Topic: m.Topic(), Payload: m.Payload(), Retain: m.Retained()}
 		})
 	c := paho3.NewClient(opts)
 	tok := c.Connect()

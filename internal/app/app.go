@@ -32,6 +32,7 @@ import (
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
+	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/receipts"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/pebble"
@@ -45,6 +46,7 @@ type App struct {
 	auth     *auth.Service
 	chat     *chat.Service
 	receipts *receipts.Coalescer
+	presence *presence.Service
 	broker   *broker.Broker
 	http     *http.Server
 	httpLn   net.Listener
@@ -173,6 +175,15 @@ func (a *App) build(secret []byte) error {
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
 	}
+	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
+		Grace:   cfg.Presence.Grace,
+		Logger:  a.log.With("component", "presence"),
+		Metrics: pipeline,
+	})
+	metrics.RegisterPresence(reg, a.presence.Stats)
+	if err := srv.AddHook(hooks.NewPresence(a.presence), nil); err != nil {
+		return fmt.Errorf("app: add presence hook: %w", err)
+	}
 	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: a.receipts, MaxInflight: cfg.MQTT.MaxInflight})
 	if err := srv.AddHook(deliveryHook, nil); err != nil {
 		return fmt.Errorf("app: add delivery hook: %w", err)
@@ -185,6 +196,8 @@ func (a *App) build(secret []byte) error {
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 			AuthLimiter:     limiter(cfg.Limits.AuthRate, cfg.Limits.AuthBurst),
+			Presence:        a.presence,
+			Relations:       a.chat,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -219,6 +232,7 @@ func (a *App) Start() error {
 	if err := a.broker.Start(); err != nil {
 		return fmt.Errorf("app: start broker: %w", err)
 	}
+	a.restorePresence()
 	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
@@ -236,6 +250,18 @@ func (a *App) Start() error {
 	addrs := a.Addrs()
 	a.log.Info("chatd started", "mqtt", addrs.MQTT, "ws", addrs.WS, "tls", addrs.TLS, "http", addrs.HTTP, "data_dir", a.cfg.DataDir)
 	return nil
+}
+
+// restorePresence hands the retained presence/{uid} messages the session
+// store brought back to the presence service, which gives every user shown
+// online a grace period to reconnect.
+func (a *App) restorePresence() {
+	for _, pk := range a.broker.Server().Topics.Messages(hooks.PresenceTopic("+")) {
+		uid := strings.TrimPrefix(pk.TopicName, hooks.PresenceTopic(""))
+		if uid != "" && !strings.Contains(uid, "/") {
+			a.presence.Restore(uid, pk.Payload)
+		}
+	}
 }
 
 // Addrs returns the bound addresses.
@@ -258,6 +284,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
 	a.admin.stop(ctx)
+	// Before the broker disconnects every client: shutdown is no departure.
+	// The retained aggregates stay as they are and Start's restore gives
+	// each online user a grace period to come back.
+	a.presence.Close()
 	if err := a.broker.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("broker: %w", err))
 	}

@@ -9,13 +9,14 @@ import "time"
 // dotted key; the environment variable for a key is MQCHAT_ + the key
 // upper-cased with dots replaced by underscores.
 type Config struct {
-	DataDir string     `koanf:"data_dir"`
-	NodeID  int        `koanf:"node_id"`
-	Log     LogConfig  `koanf:"log"`
-	MQTT    MQTTConfig `koanf:"mqtt"`
-	HTTP    HTTPConfig `koanf:"http"`
-	Auth    AuthConfig `koanf:"auth"`
-	Limits  Limits     `koanf:"limits"`
+	DataDir  string         `koanf:"data_dir"`
+	NodeID   int            `koanf:"node_id"`
+	Log      LogConfig      `koanf:"log"`
+	MQTT     MQTTConfig     `koanf:"mqtt"`
+	HTTP     HTTPConfig     `koanf:"http"`
+	Auth     AuthConfig     `koanf:"auth"`
+	Limits   Limits         `koanf:"limits"`
+	Presence PresenceConfig `koanf:"presence"`
 }
 
 type LogConfig struct {
@@ -42,6 +43,13 @@ type MQTTConfig struct {
 	ReceiveMaximum int           `koanf:"receive_maximum"`
 	SessionExpiry  time.Duration `koanf:"session_expiry"` // upper bound on MQTT session expiry
 	KeepAliveMax   time.Duration `koanf:"keepalive_max"`  // 0 = accept the client's keep-alive
+}
+
+// PresenceConfig tunes the presence/{uid} aggregate.
+type PresenceConfig struct {
+	// Grace is how long a user whose last device left stays online, so a
+	// quick reconnect produces no offline/online flap.
+	Grace time.Duration `koanf:"grace"`
 }
 
 type HTTPConfig struct {
@@ -101,5 +109,6 @@ func Default() Config {
 			AuthRate:        5,
 			AuthBurst:       20,
 		},
+		Presence: PresenceConfig{Grace: 30 * time.Second},
 	}
 }

@@ -179,6 +179,8 @@ func usage(key string) string {
 		return "/v1/auth requests per second allowed from one client IP (0 = unlimited)"
 	case "limits.auth_burst":
 		return "/v1/auth requests one client IP may make at once above auth_rate"
+	case "presence.grace":
+		return "how long a user stays online after its last device left (0s-1h)"
 	}
 	return ""
 }

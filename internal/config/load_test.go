@@ -365,6 +365,8 @@ func TestValidate(t *testing.T) {
 		{"auth.bcrypt_cost", func(c *Config) { c.Auth.BcryptCost = 32 }},
 		{"limits.max_message_bytes", func(c *Config) { c.Limits.MaxMessageBytes = 255 }},
 		{"limits.max_message_bytes", func(c *Config) { c.Limits.MaxMessageBytes = 16<<20 + 1 }},
+		{"presence.grace", func(c *Config) { c.Presence.Grace = -time.Second }},
+		{"presence.grace", func(c *Config) { c.Presence.Grace = time.Hour + time.Second }},
 	}
 	for _, tt := range tests {
 		c := Default()

@@ -119,6 +119,10 @@ func (c Config) Validate() error {
 		between("limits.auth_burst", c.Limits.AuthBurst, 1, 1_000_000)
 	}
 
+	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
+		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
+	}
+
 	return errors.Join(errs...)
 }
 

@@ -21,6 +21,7 @@ type Pipeline struct {
 	batchSize    prometheus.Histogram
 	deliveries   prometheus.Counter
 	connects     *prometheus.CounterVec
+	presence     *prometheus.CounterVec
 }
 
 var _ chat.Metrics = (*Pipeline)(nil)
@@ -57,8 +58,12 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 			Namespace: "mqchat", Name: "mqtt_connects_total",
 			Help: "MQTT connection attempts by outcome.",
 		}, []string{"outcome"}),
+		presence: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "presence_transitions_total",
+			Help: "Device connections ended, by cause: will (lost without DISCONNECT), keep-alive, disconnect (clean DISCONNECT), takeover (same client id reconnected).",
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.batchSize, p.deliveries, p.connects)
+	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.batchSize, p.deliveries, p.connects, p.presence)
 	return p
 }
 
@@ -75,6 +80,25 @@ func (p *Pipeline) ObserveSend(result string)     { p.sends.WithLabelValues(resu
 func (p *Pipeline) ObserveReject(code chat.Code)  { p.rejects.WithLabelValues(string(code)).Inc() }
 func (p *Pipeline) ObserveDeliveries(n int)       { p.deliveries.Add(float64(n)) }
 func (p *Pipeline) ObserveConnect(outcome string) { p.connects.WithLabelValues(outcome).Inc() }
+
+func (p *Pipeline) ObservePresenceTransition(cause string) {
+	p.presence.WithLabelValues(cause).Inc()
+}
+
+// RegisterPresence registers the online user and device gauges, read from
+// stats at scrape time.
+func RegisterPresence(reg prometheus.Registerer, stats func() (users, devices int)) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mqchat", Name: "presence_online_users",
+			Help: "Users whose presence is online (grace periods included).",
+		}, func() float64 { u, _ := stats(); return float64(u) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mqchat", Name: "presence_online_devices",
+			Help: "Authenticated MQTT connections counted by presence.",
+		}, func() float64 { _, d := stats(); return float64(d) }),
+	)
+}
 
 // brokerCollector reads mochi's live counters at scrape time, so the broker
 // pays nothing per message for metrics.

@@ -1,0 +1,309 @@
+// Package presence keeps each user's aggregate presence: online while any of
+// its devices is connected, offline once the last one left and a grace
+// period passed without a device coming back. Every change of the aggregate
+// is handed to a Publisher, which makes it the retained message on
+// presence/{uid}.
+package presence
+
+import (
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Status values of a View.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
+
+// View is the aggregate published on presence/{uid} and served over REST.
+type View struct {
+	Status string `json:"status"`
+	// LastSeen is when the user's last device left (RFC 3339); set on
+	// offline views, omitted when unknown and on online views.
+	LastSeen string `json:"last_seen,omitempty"`
+	Devices  int    `json:"devices"`
+}
+
+// Cause is why a device's connection ended.
+type Cause string
+
+const (
+	// CauseWill is a connection lost without DISCONNECT (the case the
+	// client's will covers), or a DISCONNECT asking for the will.
+	CauseWill Cause = "will"
+	// CauseKeepAlive is a connection closed by the server after 1.5 times
+	// the keep-alive without traffic.
+	CauseKeepAlive Cause = "keep-alive"
+	// CauseDisconnect is a clean DISCONNECT.
+	CauseDisconnect Cause = "disconnect"
+	// CauseTakeover is a connection replaced by a new one with the same
+	// client id; it never changes presence.
+	CauseTakeover Cause = "takeover"
+)
+
+// Publisher makes payload the retained presence message of uid.
+type Publisher interface {
+	PublishPresence(uid string, payload []byte) error
+}
+
+// Clock is the time source; tests inject a manual one.
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc.
+type Timer interface{ Stop() bool }
+
+// Metrics receives presence observations.
+type Metrics interface {
+	ObservePresenceTransition(cause string)
+}
+
+// Options configures the service.
+type Options struct {
+	// Grace is how long a user stays online after its last device left.
+	Grace   time.Duration
+	Clock   Clock // nil = real time
+	Logger  *slog.Logger
+	Metrics Metrics
+}
+
+// Service owns every user's presence state. It is safe for concurrent use.
+type Service struct {
+	pub  Publisher
+	opts Options
+
+	mu      sync.Mutex
+	users   map[string]*user
+	gen     uint64 // last connection generation handed out
+	devices int    // connected devices, all users
+	online  int    // users whose published status is online
+	closed  bool
+}
+
+type user struct {
+	devices  map[string]uint64 // client id → connection generation
+	view     View              // last published or restored aggregate
+	known    bool              // view is set
+	lastSeen time.Time
+	timer    Timer  // grace period running
+	timerGen uint64 // identifies the current timer; stale ones find it changed
+}
+
+// New returns a service publishing through pub.
+func New(pub Publisher, opts Options) *Service {
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{pub: pub, opts: opts, users: make(map[string]*user)}
+}
+
+// Connected records that clientID, a device of uid, is connected, and
+// returns the connection's generation, which Disconnected must be given.
+// A client id already present (a session takeover) is replaced: the old
+// connection's late Disconnected then finds a newer generation and is
+// ignored.
+func (s *Service) Connected(uid, clientID string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0
+	}
+	u := s.user(uid)
+	s.gen++
+	if _, ok := u.devices[clientID]; !ok {
+		s.devices++
+	}
+	u.devices[clientID] = s.gen
+	s.stopTimer(u)
+	s.publish(uid, u, View{Status: StatusOnline, Devices: len(u.devices)})
+	return s.gen
+}
+
+// Disconnected records that the connection gen of clientID ended. When it
+// was uid's last device, the user stays online for the grace period and
+// goes offline only if no device connects within it.
+func (s *Service) Disconnected(uid, clientID string, gen uint64, cause Cause) {
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.ObservePresenceTransition(string(cause))
+	}
+	if cause == CauseTakeover {
+		// The new connection replaces the entry in Connected.
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	u := s.users[uid]
+	if u == nil {
+		return
+	}
+	if cur, ok := u.devices[clientID]; !ok || cur != gen || gen == 0 {
+		return // an older connection of a client id that reconnected since
+	}
+	delete(u.devices, clientID)
+	s.devices--
+	if len(u.devices) > 0 {
+		s.publish(uid, u, View{Status: StatusOnline, Devices: len(u.devices)})
+		return
+	}
+	u.lastSeen = s.opts.Clock.Now()
+	s.startGrace(uid, u)
+}
+
+// Restore takes a retained presence payload found at startup. A user the
+// service already tracks (a device connected first) keeps its live state.
+// A restored online status gets a grace period like a departure: if no
+// device of the user connects within it, the user goes offline, so a
+// retained "online" from before a restart is never left standing.
+func (s *Service) Restore(uid string, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if u := s.users[uid]; u != nil && u.known {
+		return
+	}
+	u := s.user(uid)
+	var v View
+	if err := json.Unmarshal(payload, &v); err != nil || (v.Status != StatusOnline && v.Status != StatusOffline) {
+		// Not an aggregate (e.g. a raw will): replace it.
+		s.publish(uid, u, View{Status: StatusOffline})
+		return
+	}
+	if v.Status == StatusOffline {
+		s.setView(u, v)
+		if t, err := time.Parse(time.RFC3339, v.LastSeen); err == nil {
+			u.lastSeen = t
+		}
+		return
+	}
+	s.setView(u, v)
+	// When the devices left is unknown; the restart is the best estimate.
+	u.lastSeen = s.opts.Clock.Now()
+	s.startGrace(uid, u)
+}
+
+// View returns uid's current aggregate; a user never seen is offline.
+func (s *Service) View(uid string) View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[uid]; u != nil && u.known {
+		return u.view
+	}
+	return View{Status: StatusOffline}
+}
+
+// Stats returns the number of online users (grace periods included) and of
+// connected devices.
+func (s *Service) Stats() (users, devices int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.online, s.devices
+}
+
+// Close stops every grace timer; later calls change nothing. Call it before
+// the broker closes, so the disconnects of shutdown publish nothing.
+func (s *Service) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, u := range s.users {
+		s.stopTimer(u)
+	}
+}
+
+func (s *Service) user(uid string) *user {
+	u := s.users[uid]
+	if u == nil {
+		u = &user{}
+		s.users[uid] = u
+	}
+	if u.devices == nil {
+		u.devices = make(map[string]uint64)
+	}
+	return u
+}
+
+func (s *Service) startGrace(uid string, u *user) {
+	s.stopTimer(u)
+	if s.opts.Grace <= 0 {
+		s.goOffline(uid, u)
+		return
+	}
+	u.timerGen++
+	tg := u.timerGen
+	u.timer = s.opts.Clock.AfterFunc(s.opts.Grace, func() { s.expire(uid, tg) })
+}
+
+func (s *Service) stopTimer(u *user) {
+	if u.timer != nil {
+		u.timer.Stop()
+		u.timer = nil
+	}
+	u.timerGen++ // a timer that already fired and waits for the lock gives up
+}
+
+func (s *Service) expire(uid string, tg uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[uid]
+	if s.closed || u == nil || u.timerGen != tg || len(u.devices) > 0 {
+		return
+	}
+	u.timer = nil
+	s.goOffline(uid, u)
+}
+
+func (s *Service) goOffline(uid string, u *user) {
+	v := View{Status: StatusOffline}
+	if !u.lastSeen.IsZero() {
+		v.LastSeen = u.lastSeen.UTC().Format(time.RFC3339)
+	}
+	s.publish(uid, u, v)
+	u.devices = nil // offline users keep only their view
+}
+
+// setView records v as the published aggregate and keeps the online count.
+func (s *Service) setView(u *user, v View) {
+	if u.known && u.view.Status == StatusOnline {
+		s.online--
+	}
+	if v.Status == StatusOnline {
+		s.online++
+	}
+	u.view, u.known = v, true
+}
+
+// publish hands v to the publisher unless it is what was published last.
+// It runs under s.mu, so the retained message always follows the state.
+func (s *Service) publish(uid string, u *user, v View) {
+	if u.known && u.view == v {
+		return
+	}
+	payload, err := json.Marshal(v)
+	if err != nil {
+		s.opts.Logger.Error("encode presence", "user", uid, "error", err)
+		return
+	}
+	if err := s.pub.PublishPresence(uid, payload); err != nil {
+		s.opts.Logger.Error("publish presence", "user", uid, "status", v.Status, "error", err)
+	}
+	s.setView(u, v)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
