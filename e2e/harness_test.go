@@ -65,6 +65,14 @@ func startServer(t *testing.T, mutate func(*config.Config)) *server {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	s, _ := startManual(t, cfg)
+	return s
+}
+
+// startManual starts a node on cfg (ports as bound); stop shuts it down,
+// and cleanup does if the test did not.
+func startManual(t *testing.T, cfg config.Config) (*server, func()) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -76,15 +84,19 @@ func startServer(t *testing.T, mutate func(*config.Config)) *server {
 	if err := a.Start(); err != nil {
 		t.Fatalf("app.Start: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := a.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	addrs := a.Addrs()
-	return &server{app: a, cfg: cfg, addrs: addrs, base: "http://" + addrs.HTTP}
+	return &server{app: a, cfg: cfg, addrs: addrs, base: "http://" + addrs.HTTP}, stop
 }
 
 // testWriter sends server logs to the test's output, so they show only for

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/config"
 )
 
@@ -436,34 +434,4 @@ func TestPresenceAfterRestart(t *testing.T) {
 			t.Fatalf("REST presence after restart = %d %+v", st, rest)
 		}
 	})
-}
-
-// startManual starts a node on cfg (ports as bound); stop shuts it down,
-// and cleanup does if the test did not.
-func startManual(t *testing.T, cfg config.Config) (*server, func()) {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a, err := app.New(cfg, log)
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatalf("app.Start: %v", err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := a.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	addrs := a.Addrs()
-	return &server{app: a, cfg: cfg, addrs: addrs, base: "http://" + addrs.HTTP}, stop
 }
