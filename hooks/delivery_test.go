@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/services/chat"
@@ -266,16 +268,24 @@ func TestDeliveryHookWithBroker(t *testing.T) {
 	if err := srv.AddHook(NewDelivery(DeliveryOptions{Receiver: r}), nil); err != nil {
 		t.Fatal(err)
 	}
+	// A real socket, not net.Pipe: a pipe has no buffer, so mochi's writes
+	// and paho's acks can block each other.
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 
-	clientSide, serverSide := net.Pipe()
-	go func() { _ = srv.EstablishConnection("pipe", serverSide) }()
+	conn, err := net.Dial("tcp", l.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := make(chan string, 16)
 	c := paho.NewClient(paho.ClientConfig{
-		Conn: clientSide,
+		Conn: pahopackets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(p paho.PublishReceived) (bool, error) {
 			got <- p.Packet.Topic
 			return true, nil
