@@ -133,12 +133,7 @@ func (a *App) build(secret []byte) error {
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
 	// Delivered (PUBACK of an inbox message) and read cursor moves, applied
 	// and announced every flush interval.
-	// Group members come from the chat service built next; the Coalescer
-	// asks only when flushing moves, which start after Start.
-	members := receipts.MembersFunc(func(ctx context.Context, chatID string) ([]string, error) {
-		return a.chat.Members(ctx, chatID)
-	})
-	a.receipts = receipts.New(a.store, members, outbox, receipts.Options{
+	a.receipts = receipts.New(a.store, receipts.StoreMembers(a.store), outbox, receipts.Options{
 		Logger: a.log.With("component", "receipts"),
 	})
 	a.chat = chat.New(a.store, outbox, gen, chat.Options{

@@ -1,6 +1,11 @@
 package chat
 
-import "strings"
+import (
+	"context"
+	"strings"
+
+	"github.com/mqchat/mqchat/store"
+)
 
 // DirectChatID is the id of the 1:1 chat between a and b: d:{min}:{max}, the
 // same whoever sends first.
@@ -37,4 +42,34 @@ func GroupChatID(gid string) string { return "g:" + gid }
 func GroupID(chat string) (string, bool) {
 	gid, ok := strings.CutPrefix(chat, "g:")
 	return gid, ok && gid != "" && !strings.Contains(gid, ":")
+}
+
+// GroupLister lists a group's members.
+type GroupLister interface {
+	Members(ctx context.Context, groupID string) ([]store.Member, error)
+}
+
+// Participants lists who takes part in chat: both users of a 1:1 chat (one
+// for a notes-to-self chat), the current members of a group (none for an
+// unknown group). ok is false when chat is not a chat id.
+func Participants(ctx context.Context, gl GroupLister, chat string) (uids []string, ok bool, err error) {
+	if a, b, direct := DirectMembers(chat); direct {
+		if a == b {
+			return []string{a}, true, nil
+		}
+		return []string{a, b}, true, nil
+	}
+	gid, isGroup := GroupID(chat)
+	if !isGroup {
+		return nil, false, nil
+	}
+	ms, err := gl.Members(ctx, gid)
+	if err != nil {
+		return nil, true, err
+	}
+	uids = make([]string, len(ms))
+	for i, m := range ms {
+		uids[i] = m.UserID
+	}
+	return uids, true, nil
 }

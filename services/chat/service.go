@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -243,23 +244,17 @@ func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope
 	return s.submit(ctx, m, recipients)
 }
 
-// groupRecipients returns the members of gid if uid is one of them.
+// groupRecipients returns the members of gid if uid is one of them; the
+// member list answers both questions with one read.
 func (s *Service) groupRecipients(ctx context.Context, gid, uid string) ([]string, error) {
-	if _, err := s.st.Member(ctx, gid, uid); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, newError(CodeNotAuthorized, "not a member of group "+gid, nil)
-		}
-		return nil, s.storeError(ctx, "group member", err)
-	}
-	members, err := s.st.Members(ctx, gid)
+	members, _, err := Participants(ctx, s.st, GroupChatID(gid))
 	if err != nil {
 		return nil, s.storeError(ctx, "group members", err)
 	}
-	out := make([]string, len(members))
-	for i, m := range members {
-		out[i] = m.UserID
+	if !slices.Contains(members, uid) {
+		return nil, newError(CodeNotAuthorized, "not a member of group "+gid, nil)
 	}
-	return out, nil
+	return members, nil
 }
 
 func (s *Service) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
@@ -364,25 +359,14 @@ func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
 // for a notes-to-self chat) or a group's current members. It checks no
 // access: callers pair it with CanRead.
 func (s *Service) Members(ctx context.Context, chat string) ([]string, error) {
-	if a, b, ok := DirectMembers(chat); ok {
-		if a == b {
-			return []string{a}, nil
-		}
-		return []string{a, b}, nil
-	}
-	gid, ok := GroupID(chat)
+	uids, ok, err := Participants(ctx, s.st, chat)
 	if !ok {
 		return nil, newError(CodeInvalid, "not a chat id: "+chat, nil)
 	}
-	ms, err := s.st.Members(ctx, gid)
 	if err != nil {
 		return nil, s.storeError(ctx, "members", err)
 	}
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.UserID
-	}
-	return out, nil
+	return uids, nil
 }
 
 // SharesChat reports whether b may see a's presence and a b's: they are the

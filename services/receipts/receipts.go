@@ -353,41 +353,16 @@ func (c *Coalescer) publish(chatID string, changes []change, budget *int) int {
 	return skipped
 }
 
-// MembersFunc adapts a function to Members, e.g. to reach a service
-// built after the Coalescer.
-type MembersFunc func(ctx context.Context, chat string) ([]string, error)
-
-func (f MembersFunc) Members(ctx context.Context, chat string) ([]string, error) { return f(ctx, chat) }
-
 // GroupStore lists a group's members.
-type GroupStore interface {
-	Members(ctx context.Context, groupID string) ([]store.Member, error)
-}
+type GroupStore = chat.GroupLister
 
 // StoreMembers answers Members from the store: both users of a 1:1 chat,
-// the current members of a group.
+// the current members of a group, nobody for anything else.
 func StoreMembers(st GroupStore) Members { return storeMembers{st} }
 
 type storeMembers struct{ st GroupStore }
 
 func (s storeMembers) Members(ctx context.Context, chatID string) ([]string, error) {
-	if a, b, ok := chat.DirectMembers(chatID); ok {
-		if a == b {
-			return []string{a}, nil
-		}
-		return []string{a, b}, nil
-	}
-	gid, ok := chat.GroupID(chatID)
-	if !ok {
-		return nil, nil
-	}
-	ms, err := s.st.Members(ctx, gid)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = m.UserID
-	}
-	return out, nil
+	uids, _, err := chat.Participants(ctx, s.st, chatID)
+	return uids, err
 }
