@@ -195,3 +195,40 @@ type Cursors interface {
 	// ordered by chat id.
 	ChatStates(ctx context.Context, uid string) ([]ChatState, error)
 }
+
+// Platform is the kind of app a device runs; it picks the push payload shape.
+type Platform string
+
+const (
+	PlatformAndroid Platform = "android"
+	PlatformIOS     Platform = "ios"
+	PlatformWeb     Platform = "web"
+)
+
+// Device is one of a user's devices with its push token. DeviceID is the one
+// in the device's MQTT client id ("{uid}:{device_id}").
+type Device struct {
+	UserID    string
+	DeviceID  string
+	Platform  Platform
+	PushToken string
+	UpdatedAt time.Time
+}
+
+// Devices is the per-user device and push-token aggregate.
+type Devices interface {
+	// PutDevice registers or replaces (d.UserID, d.DeviceID). A push token
+	// belongs to one device only: registering it again under another user or
+	// device removes it from the previous one in the same atomic write, so a
+	// phone that changes account never receives the old account's pushes.
+	PutDevice(ctx context.Context, d Device) error
+	// DeleteDevice removes one device; ErrNotFound when it is not registered.
+	DeleteDevice(ctx context.Context, uid, deviceID string) error
+	// Devices lists uid's devices ordered by device id.
+	Devices(ctx context.Context, uid string) ([]Device, error)
+	// DeletePushToken removes uid's device deviceID only while it still
+	// carries token (the push provider reported that token dead; a device
+	// that re-registered meanwhile keeps its new token). It reports whether
+	// a device was removed.
+	DeletePushToken(ctx context.Context, uid, deviceID, token string) (bool, error)
+}
