@@ -1,0 +1,207 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// messageColumns are the per-column arrays of one batch: a whole
+// AppendMessages is two statements in one transaction, whatever its size.
+type messageColumns struct {
+	chats, senders, types []string
+	seqs, ids, replies    []int64
+	cmids, bodies         [][]byte
+	sent                  []time.Time
+}
+
+func toColumns(msgs []store.Message) (messageColumns, error) {
+	n := len(msgs)
+	c := messageColumns{
+		chats: make([]string, n), senders: make([]string, n), types: make([]string, n),
+		seqs: make([]int64, n), ids: make([]int64, n), replies: make([]int64, n),
+		cmids: make([][]byte, n), bodies: make([][]byte, n), sent: make([]time.Time, n),
+	}
+	for i, m := range msgs {
+		seq, err := seqArg(m.Seq)
+		if err != nil {
+			return c, err
+		}
+		reply, err := seqArg(m.ReplyTo)
+		if err != nil {
+			return c, err
+		}
+		c.chats[i], c.senders[i], c.types[i] = m.Chat, m.From, m.Type
+		c.seqs[i], c.ids[i], c.replies[i] = seq, int64(m.ID), reply // ids keep their bits
+		c.cmids[i], c.bodies[i], c.sent[i] = []byte(m.CMID), nonNil(m.Body), ms(m.SentAt)
+	}
+	return c, nil
+}
+
+const insertMessages = `
+INSERT INTO messages (chat_id, seq, id, sender, cmid, type, body, reply_to, sent_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[],
+                     $6::text[], $7::bytea[], $8::bigint[], $9::timestamptz[])`
+
+// insertDedupe keeps the first message of the batch for each (sender, cmid)
+// (DISTINCT ON over the batch order) and an existing record unless it has
+// left the window ($7), as store.Dedupe promises. Messages without a cmid
+// or already outside the window get no record.
+const insertDedupe = `
+INSERT INTO dedupe (sender, cmid, chat_id, seq, id, sent_at)
+SELECT DISTINCT ON (sender, cmid) sender, cmid, chat_id, seq, id, sent_at
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[], $6::timestamptz[])
+     WITH ORDINALITY AS b (chat_id, seq, id, sender, cmid, sent_at, n)
+WHERE cmid <> '' AND sent_at >= $7
+ORDER BY sender, cmid, n
+ON CONFLICT (sender, cmid) DO UPDATE
+SET chat_id = excluded.chat_id, seq = excluded.seq, id = excluded.id, sent_at = excluded.sent_at
+WHERE dedupe.sent_at < $7`
+
+// AppendMessages commits messages and dedupe records in one transaction;
+// with PostgreSQL's default synchronous_commit the commit returns once the
+// WAL is flushed, so a nil return means the batch survives a crash.
+func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	c, err := toColumns(msgs)
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", err)
+	}
+	cutoff := s.now().Add(-store.DedupeWindow)
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(insertMessages, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.types, c.bodies, c.replies, c.sent)
+		b.Queue(insertDedupe, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.sent, cutoff)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: append: %w", mapErr(ctx, err))
+	}
+	return nil
+}
+
+// LastSeq is a backward scan of the chat's primary-key range.
+func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
+	var last int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM messages WHERE chat_id = $1`, chat).Scan(&last)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: last seq of %q: %w", chat, mapErr(ctx, err))
+	}
+	return uint64(last), nil
+}
+
+const messageSelect = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at FROM messages `
+
+// History reads one page of the primary key: forward from After, or
+// backward from Before (or the end) and then reversed.
+func (s *Store) History(ctx context.Context, chat string, q store.HistoryQuery) ([]store.Message, error) {
+	if q.Limit <= 0 {
+		return nil, fmt.Errorf("postgres: history of %q: limit %d, want > 0", chat, q.Limit)
+	}
+	upper := int64(math.MaxInt64) // exclusive
+	if q.Before > 0 {
+		upper = clampSeq(q.Before)
+	}
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if q.After > 0 {
+		if q.After >= math.MaxInt64 {
+			return []store.Message{}, ctx.Err()
+		}
+		rows, err = s.pool.Query(ctx, messageSelect+
+			`WHERE chat_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4`, chat, int64(q.After), upper, q.Limit)
+	} else {
+		rows, err = s.pool.Query(ctx, messageSelect+
+			`WHERE chat_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`, chat, upper, q.Limit)
+	}
+	var out []store.Message
+	if err == nil {
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
+			m := store.Message{Chat: chat}
+			var seq, id, reply int64
+			var cmid []byte
+			err := row.Scan(&seq, &id, &m.From, &cmid, &m.Type, &m.Body, &reply, &m.SentAt)
+			m.Seq, m.ID, m.ReplyTo, m.CMID = uint64(seq), uint64(id), uint64(reply), string(cmid)
+			return m, err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: history of %q: %w", chat, mapErr(ctx, err))
+	}
+	if out == nil {
+		out = []store.Message{}
+	}
+	if q.After == 0 {
+		slices.Reverse(out)
+	}
+	return out, nil
+}
+
+// LookupDedupe ignores records outside the window whether or not the
+// sweeper has deleted them yet.
+func (s *Store) LookupDedupe(ctx context.Context, sender, cmid string) (store.MessageRef, error) {
+	var (
+		ref     store.MessageRef
+		seq, id int64
+	)
+	err := s.pool.QueryRow(ctx, `SELECT chat_id, seq, id, sent_at FROM dedupe
+		WHERE sender = $1 AND cmid = $2 AND sent_at >= $3`,
+		sender, []byte(cmid), s.now().Add(-store.DedupeWindow)).Scan(&ref.Chat, &seq, &id, &ref.SentAt)
+	if err != nil {
+		return store.MessageRef{}, fmt.Errorf("postgres: lookup dedupe: %w", mapErr(ctx, err))
+	}
+	ref.Seq, ref.ID = uint64(seq), uint64(id)
+	return ref, nil
+}
+
+// sweepBatch bounds one DELETE so the sweeper never holds many row locks.
+const sweepBatch = 5000
+
+// SweepExpired deletes dedupe records outside the window and returns how
+// many it deleted.
+func (s *Store) SweepExpired(ctx context.Context) (int, error) {
+	cutoff := s.now().Add(-store.DedupeWindow)
+	total := 0
+	for {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM dedupe WHERE ctid = ANY(ARRAY(
+			SELECT ctid FROM dedupe WHERE sent_at < $1 LIMIT $2))`, cutoff, sweepBatch)
+		if err != nil {
+			return total, fmt.Errorf("postgres: sweep dedupe: %w", mapErr(ctx, err))
+		}
+		total += int(tag.RowsAffected())
+		if tag.RowsAffected() < sweepBatch {
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
+	defer close(s.sweepDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.SweepExpired(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("dedupe sweep failed", "deleted", n, "err", err)
+		} else if n > 0 {
+			s.log.Debug("dedupe sweep", "deleted", n)
+		}
+	}
+}
