@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -81,6 +82,7 @@ func New(opts Options) http.Handler {
 	}
 
 	v1 := r.Group("/v1")
+	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
 	authRoutes := v1.Group("/auth", a.limitAuth)
 	authRoutes.POST("/register", a.register)
 	authRoutes.POST("/login", a.login)
@@ -96,6 +98,11 @@ func New(opts Options) http.Handler {
 	a.routePresence(authed)
 	return r
 }
+
+// openAPI describes every route below; a test keeps the two in step.
+//
+//go:embed openapi.yaml
+var openAPI []byte
 
 type api struct{ opts Options }
 
