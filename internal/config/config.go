@@ -17,6 +17,7 @@ type Config struct {
 	Auth     AuthConfig     `koanf:"auth"`
 	Limits   Limits         `koanf:"limits"`
 	Presence PresenceConfig `koanf:"presence"`
+	Store    StoreConfig    `koanf:"store"`
 }
 
 type LogConfig struct {
@@ -78,6 +79,32 @@ type Limits struct {
 	AuthBurst int `koanf:"auth_burst"`
 }
 
+// StoreConfig picks the storage backends (see docs/storage.md).
+type StoreConfig struct {
+	// Relational holds users, groups and devices: pebble | postgres.
+	Relational string `koanf:"relational"`
+	// Messages holds the message log, dedupe records and chat lists with
+	// cursors: pebble | postgres | cassandra.
+	Messages string `koanf:"messages"`
+	// MigrateOnStart applies pending schema migrations at start-up.
+	MigrateOnStart bool            `koanf:"migrate_on_start"`
+	Postgres       PostgresConfig  `koanf:"postgres"`
+	Cassandra      CassandraConfig `koanf:"cassandra"`
+}
+
+type PostgresConfig struct {
+	DSN string `koanf:"dsn"` // postgres:// URL or key=value string; may carry a password
+}
+
+type CassandraConfig struct {
+	Hosts       []string `koanf:"hosts"`
+	Keyspace    string   `koanf:"keyspace"`
+	Consistency string   `koanf:"consistency"`
+	LocalDC     string   `koanf:"local_dc"` // empty = no data-centre preference
+	Username    string   `koanf:"username"`
+	Password    string   `koanf:"password"`
+}
+
 // Default returns the configuration used when nothing overrides it.
 func Default() Config {
 	return Config{
@@ -110,5 +137,15 @@ func Default() Config {
 			AuthBurst:       20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second},
+		Store: StoreConfig{
+			Relational:     "pebble",
+			Messages:       "pebble",
+			MigrateOnStart: true,
+			Cassandra: CassandraConfig{
+				Hosts:       []string{},
+				Keyspace:    "mqchat",
+				Consistency: "LOCAL_QUORUM",
+			},
+		},
 	}
 }

@@ -117,7 +117,13 @@ func Keys() []string {
 }
 
 // secret reports whether a key's value must never reach a log.
-func secret(key string) bool { return key == "auth.jwt_secret" }
+func secret(key string) bool {
+	switch key {
+	case "auth.jwt_secret", "store.postgres.dsn", "store.cassandra.password":
+		return true
+	}
+	return false
+}
 
 // usage is the one-line help for a key, shown by --help. The same wording
 // appears in configs/chatd.yaml and docs/configuration.md.
@@ -181,6 +187,26 @@ func usage(key string) string {
 		return "/v1/auth requests one client IP may make at once above auth_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
+	case "store.relational":
+		return "backend for users, groups and devices: pebble or postgres"
+	case "store.messages":
+		return "backend for messages, dedupe records and chat lists: pebble, postgres or cassandra"
+	case "store.migrate_on_start":
+		return "apply pending PostgreSQL/Cassandra schema migrations at start-up"
+	case "store.postgres.dsn":
+		return "PostgreSQL connection string (postgres:// URL or key=value); required when a backend is postgres"
+	case "store.cassandra.hosts":
+		return "Cassandra contact points (host or host:port); required when store.messages is cassandra"
+	case "store.cassandra.keyspace":
+		return "Cassandra keyspace holding chatd's tables"
+	case "store.cassandra.consistency":
+		return "Cassandra consistency level for reads and writes, e.g. LOCAL_QUORUM, QUORUM, ONE"
+	case "store.cassandra.local_dc":
+		return "Cassandra data centre to prefer; empty = no preference"
+	case "store.cassandra.username":
+		return "Cassandra user name; empty = no authentication"
+	case "store.cassandra.password":
+		return "Cassandra password (with username)"
 	}
 	return ""
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -123,7 +125,50 @@ func (c Config) Validate() error {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
 	}
 
+	validateStore(c.Store, bad)
 	return errors.Join(errs...)
+}
+
+var (
+	cassandraConsistencies = []string{"ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL",
+		"LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+	// CQL keyspace names: letters, digits and underscores, at most 48.
+	keyspaceName = regexp.MustCompile(`^[A-Za-z0-9_]{1,48}$`)
+)
+
+func validateStore(s StoreConfig, bad func(key, format string, args ...any)) {
+	switch s.Relational {
+	case "pebble", "postgres":
+	default:
+		bad("store.relational", "must be pebble or postgres, got %q", s.Relational)
+	}
+	switch s.Messages {
+	case "pebble", "postgres", "cassandra":
+	default:
+		bad("store.messages", "must be pebble, postgres or cassandra, got %q", s.Messages)
+	}
+	if (s.Relational == "postgres" || s.Messages == "postgres") && strings.TrimSpace(s.Postgres.DSN) == "" {
+		bad("store.postgres.dsn", "required when store.relational or store.messages is postgres")
+	}
+	cs := s.Cassandra
+	if s.Messages == "cassandra" && len(cs.Hosts) == 0 {
+		bad("store.cassandra.hosts", "required when store.messages is cassandra")
+	}
+	for _, h := range cs.Hosts {
+		if strings.TrimSpace(h) == "" {
+			bad("store.cassandra.hosts", "must not contain empty entries")
+			break
+		}
+	}
+	if !keyspaceName.MatchString(cs.Keyspace) {
+		bad("store.cassandra.keyspace", "must be 1-48 letters, digits or underscores, got %q", cs.Keyspace)
+	}
+	if !slices.Contains(cassandraConsistencies, strings.ToUpper(cs.Consistency)) {
+		bad("store.cassandra.consistency", "must be one of %s, got %q", strings.Join(cassandraConsistencies, ", "), cs.Consistency)
+	}
+	if (cs.Username == "") != (cs.Password == "") {
+		bad("store.cassandra.username", "store.cassandra.username and store.cassandra.password go together")
+	}
 }
 
 // checkHostPort accepts what net.Listen would, minus service names: an
