@@ -25,6 +25,7 @@ import (
 
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/pgtest"
 )
 
 // waitTimeout bounds every wait; it is only reached when something is wrong,
@@ -33,7 +34,7 @@ const waitTimeout = 20 * time.Second
 
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m)) // stops the PostgreSQL server of TestOnPostgres
 }
 
 type server struct {
@@ -56,6 +57,7 @@ func testConfig(t *testing.T) config.Config {
 	cfg.Limits.SendRate = 0
 	cfg.Limits.AuthRate = 0
 	cfg.Log.Level = "warn"
+	useBackend(t, &cfg)
 	return cfg
 }
 

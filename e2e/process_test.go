@@ -207,7 +207,7 @@ func launchChatd(t *testing.T, bin, name, dataDir string) *chatdProc {
 		"--limits.auth_rate", "0",
 		"--log.level", "warn",
 	)
-	p.cmd.Env = childEnv()
+	p.cmd.Env = childEnv(backendEnv(t)...)
 	p.cmd.Stdout = p.stderr // serve prints nothing on stdout; keep both together
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -327,7 +327,7 @@ func runChatd(t *testing.T, env []string, args ...string) cliResult {
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv(env...)
+	cmd.Env = childEnv(append(backendEnv(t), env...)...)
 	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -47,7 +47,7 @@ func newRoot() *cobra.Command {
 		}
 		return cfg, newLogger(cfg.Log, os.Stderr), nil
 	}
-	root.AddCommand(newServe(load), newUser(load))
+	root.AddCommand(newServe(load), newUser(load), newMigrate(load))
 	return root
 }
 

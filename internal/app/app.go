@@ -28,6 +28,7 @@ import (
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/internal/metrics"
+	"github.com/mqchat/mqchat/internal/migrate"
 	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
@@ -35,7 +36,10 @@ import (
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/receipts"
 	"github.com/mqchat/mqchat/store"
+	"github.com/mqchat/mqchat/store/cassandra"
+	"github.com/mqchat/mqchat/store/compose"
 	"github.com/mqchat/mqchat/store/pebble"
+	"github.com/mqchat/mqchat/store/postgres"
 )
 
 // App is a running chatd node.
@@ -83,13 +87,78 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// openStore is where a backend is chosen; only the embedded one exists yet.
+// openStore is where backends are chosen (store.relational and
+// store.messages): one backend serving both halves is used as it is, two
+// are joined by compose. Pending migrations are applied first when
+// store.migrate_on_start is set.
 func openStore(cfg config.Config, log *slog.Logger) (store.Store, error) {
-	st, err := pebble.Open(filepath.Join(cfg.DataDir, "store"), pebble.Options{Logger: log.With("component", "store")})
-	if err != nil {
+	sc := cfg.Store
+	if sc.MigrateOnStart {
+		if err := migrate.Up(sc); err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var (
+		opened []interface{ Close() error }
+		pg     *postgres.Store
+		pb     *pebble.Store
+	)
+	fail := func(err error) (store.Store, error) {
+		for _, c := range opened {
+			err = errors.Join(err, c.Close())
+		}
 		return nil, fmt.Errorf("app: open store: %w", err)
 	}
-	return st, nil
+	storeLog := log.With("component", "store")
+	open := func(kind string) (compose.MessageLog, error) {
+		switch kind {
+		case "postgres":
+			if pg == nil {
+				s, err := postgres.Open(ctx, sc.Postgres.DSN, postgres.Options{Logger: storeLog})
+				if err != nil {
+					return nil, err
+				}
+				pg = s
+				opened = append(opened, s)
+			}
+			return pg, nil
+		case "cassandra":
+			s, err := cassandra.Open(migrate.CassandraConfig(sc.Cassandra), cassandra.Options{})
+			if err != nil {
+				return nil, err
+			}
+			opened = append(opened, s)
+			return s, nil
+		default:
+			if pb == nil {
+				s, err := pebble.Open(filepath.Join(cfg.DataDir, "store"), pebble.Options{Logger: storeLog})
+				if err != nil {
+					return nil, err
+				}
+				pb = s
+				opened = append(opened, s)
+			}
+			return pb, nil
+		}
+	}
+	rel, err := open(sc.Relational)
+	if err != nil {
+		return fail(err)
+	}
+	msgs, err := open(sc.Messages)
+	if err != nil {
+		return fail(err)
+	}
+	if both, ok := rel.(store.Store); ok && len(opened) == 1 {
+		return both, nil
+	}
+	relational, ok := rel.(compose.Relational)
+	if !ok { // config validation admits only pebble and postgres here
+		return fail(fmt.Errorf("%s cannot hold users, groups and devices", sc.Relational))
+	}
+	return compose.New(relational, msgs), nil
 }
 
 func (a *App) build(secret []byte) error {

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/pgtest"
+)
+
+// onPostgres are the end-to-end tests that also run with PostgreSQL
+// holding every aggregate (store.relational = store.messages = postgres):
+// 1:1 and group messaging, sync, receipts, dedupe, and a SIGKILL and
+// restart of the real binary. Each runs unchanged as a subtest of
+// TestOnPostgres; the harness sees the prefix in t.Name() and points the
+// node at a fresh database (backend below).
+var onPostgres = []struct {
+	name string
+	test func(*testing.T)
+}{
+	{"DirectMessaging", TestDirectMessagingAcrossVersionsAndTransports},
+	{"SendOverHTTP", TestSendOverHTTP},
+	{"GroupLifecycle", TestGroupLifecycle},
+	{"MQTTGroupOps", TestMQTTGroupOps},
+	{"OfflineCatchUp", TestOfflineDeviceCatchesUpWithChatListAndHistory},
+	{"MQTTSync", TestMQTTSync},
+	{"DirectReceipts", TestDirectReceipts},
+	{"GroupReceipts", TestGroupReceiptsCoalesced},
+	{"UnreadAcrossDevices", TestUnreadExactAcrossDevices},
+	{"RetriedSend", TestRetriedSendIsStoredAndDeliveredOnce},
+	{"Kill9Restart", TestKill9KeepsEveryAcknowledgedMessage},
+}
+
+const postgresPrefix = "TestOnPostgres/"
+
+func TestOnPostgres(t *testing.T) {
+	for _, c := range onPostgres {
+		t.Run(c.name, c.test)
+	}
+}
+
+var pgDSNs struct {
+	sync.Mutex
+	byTest map[string]string
+}
+
+// backend reports the store settings for t: nil for the embedded default,
+// else the PostgreSQL ones. Every node and CLI run of one test (restarts
+// included) shares one database, created on first use.
+func backend(t *testing.T) map[string]string {
+	name := t.Name()
+	if !strings.HasPrefix(name, postgresPrefix) {
+		return nil
+	}
+	// The case is the first path element after the prefix; its subtests
+	// share its database.
+	key, _, _ := strings.Cut(strings.TrimPrefix(name, postgresPrefix), "/")
+	pgDSNs.Lock()
+	defer pgDSNs.Unlock()
+	dsn, ok := pgDSNs.byTest[key]
+	if !ok {
+		dsn = pgtest.DSN(t)
+		if pgDSNs.byTest == nil {
+			pgDSNs.byTest = map[string]string{}
+		}
+		pgDSNs.byTest[key] = dsn
+		t.Cleanup(func() {
+			pgDSNs.Lock()
+			delete(pgDSNs.byTest, key)
+			pgDSNs.Unlock()
+		})
+	}
+	return map[string]string{
+		"store.relational":   "postgres",
+		"store.messages":     "postgres",
+		"store.postgres.dsn": dsn,
+	}
+}
+
+// useBackend applies backend(t) to an in-process node's config.
+func useBackend(t *testing.T, cfg *config.Config) {
+	b := backend(t)
+	if b == nil {
+		return
+	}
+	cfg.Store.Relational, cfg.Store.Messages = b["store.relational"], b["store.messages"]
+	cfg.Store.Postgres.DSN = b["store.postgres.dsn"]
+}
+
+// backendEnv is backend(t) as MQCHAT_* variables for a chatd process.
+func backendEnv(t *testing.T) []string {
+	var env []string
+	for k, v := range backend(t) {
+		env = append(env, "MQCHAT_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+v)
+	}
+	return env
+}
