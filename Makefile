@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: run build test vet fmt-check clean
+.PHONY: run build test test-cassandra postgresql vet fmt-check clean
 
 ## run: start chatd on embedded defaults (MQTT :1883, WebSocket :8083/mqtt, REST :8080, data in ./data)
 run:
@@ -10,9 +10,32 @@ run:
 build:
 	$(GO) build -o bin/chatd ./cmd/chatd
 
-## test: the whole suite: formatting, vet, and every test with the race detector
-test: fmt-check vet
+## test: the whole suite: formatting, vet, and every test with the race detector.
+## PostgreSQL tests start a throwaway server from the postgresql package's binaries.
+test: fmt-check vet postgresql
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## postgresql: install the Debian postgresql package when its server binaries are missing (as root)
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing postgresql: the tests run a throwaway PostgreSQL server"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq postgresql; \
+	else \
+		echo "PostgreSQL server binaries not found: install the postgresql package (apt-get install postgresql)."; \
+		echo "Without it the PostgreSQL tests skip (and fail when CI=true)."; \
+	fi
+
+## test-cassandra: the Cassandra conformance run against the compose file's Cassandra (needs Docker)
+COMPOSE ?= docker compose -f deploy/docker-compose.yml
+test-cassandra:
+	$(COMPOSE) up -d cassandra
+	@echo "waiting for Cassandra to accept CQL (first start takes a minute)..."
+	@for i in $$(seq 1 90); do \
+		$(COMPOSE) exec -T cassandra cqlsh -e 'SELECT release_version FROM system.local' >/dev/null 2>&1 && exit 0; \
+		sleep 2; \
+	done; echo "Cassandra did not come up"; exit 1
+	CASSANDRA_HOSTS=127.0.0.1 $(GO) test -count=1 -v ./store/cassandra/...
 
 vet:
 	$(GO) vet ./...
