@@ -30,6 +30,7 @@ var onPostgres = []struct {
 	{"UnreadAcrossDevices", TestUnreadExactAcrossDevices},
 	{"RetriedSend", TestRetriedSendIsStoredAndDeliveredOnce},
 	{"Kill9Restart", TestKill9KeepsEveryAcknowledgedMessage},
+	{"MigrateCLI", testMigrateCLI},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -95,4 +96,28 @@ func backendEnv(t *testing.T) []string {
 		env = append(env, "MQCHAT_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))+"="+v)
 	}
 	return env
+}
+
+// testMigrateCLI drives `chatd migrate` on the configured database (the
+// template it was cloned from is migrated already).
+func testMigrateCLI(t *testing.T) {
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate", "version"}, "postgres: version 1\n"},
+		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+		{[]string{"migrate", "down"}, "postgres: version 0\n"},
+		{[]string{"migrate", "version"}, "postgres: version 0\n"},
+		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+	}
+	for _, st := range steps {
+		r := runChatd(t, nil, st.args...)
+		if r.code != 0 || r.stdout != st.want {
+			t.Fatalf("want exit 0 and %q: %v", st.want, r)
+		}
+	}
+	// And the schema it left serves a node.
+	s := startServer(t, nil)
+	s.register(t, "after-migrations")
 }
