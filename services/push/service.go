@@ -330,10 +330,10 @@ func fill(errs []error, n int) []error {
 
 type nopMetrics struct{}
 
-func (nopMetrics) ObservePushQueued()              {}
-func (nopMetrics) ObservePushCollapsed()           {}
-func (nopMetrics) ObservePushDropped()             {}
-func (nopMetrics) ObservePushSent(int)             {}
-func (nopMetrics) ObservePushFailed(string)        {}
-func (nopMetrics) ObservePushTokenRemoved()        {}
+func (nopMetrics) ObservePushQueued()               {}
+func (nopMetrics) ObservePushCollapsed()            {}
+func (nopMetrics) ObservePushDropped()              {}
+func (nopMetrics) ObservePushSent(int)              {}
+func (nopMetrics) ObservePushFailed(string)         {}
+func (nopMetrics) ObservePushTokenRemoved()         {}
 func (nopMetrics) ObservePushLatency(time.Duration) {}

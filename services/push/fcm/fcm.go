@@ -125,7 +125,9 @@ func collapseID(chat string) string {
 // errors and network failures are worth a retry, the rest is permanent
 // (sender id mismatch, APNs credentials: configuration problems).
 func Classify(err error) *push.SendError {
-	se := func(k push.Kind, reason string) *push.SendError { return &push.SendError{Kind: k, Reason: reason, Err: err} }
+	se := func(k push.Kind, reason string) *push.SendError {
+		return &push.SendError{Kind: k, Reason: reason, Err: err}
+	}
 	switch {
 	case messaging.IsUnregistered(err):
 		return se(push.DeadToken, "unregistered")
