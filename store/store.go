@@ -100,6 +100,7 @@ type Store interface {
 	Dedupe
 	Groups
 	Cursors
+	Devices
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

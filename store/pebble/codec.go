@@ -200,6 +200,7 @@ const (
 	groupV1     = 1
 	memberV1    = 1
 	chatStateV1 = 1
+	deviceV1    = 1
 
 	// chatStateLeft is the flags bit of ChatState.Left.
 	chatStateLeft = 1 << 0
@@ -282,4 +283,28 @@ func decodeChatState(uid, chat string, v []byte) (store.ChatState, error) {
 	st.Left = flags&chatStateLeft != 0
 	st.UpdatedAt = d.time()
 	return st, d.finish()
+}
+
+// encodeDevice leaves out UserID and DeviceID: they are in the key.
+func encodeDevice(d *store.Device) []byte {
+	b := make([]byte, 0, 1+len(d.Platform)+len(d.PushToken)+16)
+	b = append(b, deviceV1)
+	b = appendString(b, string(d.Platform))
+	b = appendString(b, d.PushToken)
+	return appendTime(b, d.UpdatedAt)
+}
+
+func decodeDevice(uid, deviceID string, v []byte) (store.Device, error) {
+	d := decoder{b: v}
+	if d.byte() != deviceV1 {
+		return store.Device{}, errCorrupt
+	}
+	dev := store.Device{
+		UserID:    uid,
+		DeviceID:  deviceID,
+		Platform:  store.Platform(d.string()),
+		PushToken: d.string(),
+		UpdatedAt: d.time(),
+	}
+	return dev, d.finish()
 }

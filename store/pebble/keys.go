@@ -18,6 +18,8 @@ const (
 	prefixGroupMember = "gm/"
 	prefixUserGroup   = "ug/"
 	prefixCursor      = "c/"
+	prefixDevice      = "dv/"
+	prefixDeviceToken = "dt/"
 
 	// sep ends the variable-length part of a key; it sorts before every other
 	// byte, so a shorter chat id never interleaves with a longer one.

@@ -62,6 +62,9 @@ type Store struct {
 	// just replaced after reading the old one as expired.
 	dedupeMu sync.RWMutex
 
+	// devicesMu serialises device writes: moving a token touches two owners.
+	devicesMu sync.Mutex
+
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
 }

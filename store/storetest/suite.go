@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Dedupe", dedupeTests()},
 		{"Groups", groupTests()},
 		{"Cursors", cursorTests()},
+		{"Devices", deviceTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
 	}
