@@ -89,6 +89,7 @@ type Server struct {
 	requests []Request
 	tokens   int // access tokens issued
 	changed  chan struct{}
+	held     chan struct{} // while set, sends wait for it to close
 }
 
 // Start runs a server and writes its credentials file into dir.
@@ -151,6 +152,26 @@ func (s *Server) SetFallback(a Answer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fallback = a
+}
+
+// Hold makes sends wait (recorded, unanswered) until release is called:
+// a provider that is slow to answer.
+func (s *Server) Hold() (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.held = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.held == ch {
+				s.held = nil
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
 }
 
 // Requests returns every send received so far, in arrival order.
@@ -254,7 +275,15 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	n := len(s.requests)
+	held := s.held
 	s.mu.Unlock()
+	if held != nil {
+		select {
+		case <-held:
+		case <-r.Context().Done():
+			return
+		}
+	}
 
 	switch answer {
 	case OK:
