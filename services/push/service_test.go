@@ -23,10 +23,10 @@ const wait = 20 * time.Second
 // rig is a push service on a real Pebble store, sending through the real
 // Firebase SDK to the fcmtest stand-in.
 type rig struct {
-	fcm     *fcmtest.Server
-	st      *pebble.Store
-	svc     *push.Service
-	reg     *prometheus.Registry
+	fcm *fcmtest.Server
+	st  *pebble.Store
+	svc *push.Service
+	reg *prometheus.Registry
 }
 
 func newRig(t *testing.T, opts push.Options) *rig {
