@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -83,6 +84,7 @@ func New(opts Options) http.Handler {
 	}
 
 	v1 := r.Group("/v1")
+	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
 	authRoutes := v1.Group("/auth", a.limitAuth)
 	authRoutes.POST("/register", a.register)
 	authRoutes.POST("/login", a.login)
@@ -99,6 +101,11 @@ func New(opts Options) http.Handler {
 	a.routeDevices(authed)
 	return r
 }
+
+// openAPI describes every route below; a test keeps the two in step.
+//
+//go:embed openapi.yaml
+var openAPI []byte
 
 type api struct{ opts Options }
 

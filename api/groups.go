@@ -29,8 +29,8 @@ func (a *api) routeGroups(r *gin.RouterGroup) {
 	r.PATCH("/groups/:id", a.renameGroup)
 	r.DELETE("/groups/:id", a.deleteGroup)
 	r.POST("/groups/:id/members", a.addMembers)
-	r.PATCH("/groups/:id/members/:uid", a.setRole)
-	r.DELETE("/groups/:id/members/:uid", a.removeMember)
+	r.PATCH("/groups/:id/members/:user_id", a.setRole)
+	r.DELETE("/groups/:id/members/:user_id", a.removeMember)
 }
 
 func (a *api) createGroup(c *gin.Context) {
@@ -107,7 +107,7 @@ func (a *api) setRole(c *gin.Context) {
 	if !bindJSON(c, &in) {
 		return
 	}
-	v, err := a.opts.Groups.SetRole(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("uid"), in.Role)
+	v, err := a.opts.Groups.SetRole(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("user_id"), in.Role)
 	if err != nil {
 		a.chatError(c, err)
 		return
@@ -116,7 +116,7 @@ func (a *api) setRole(c *gin.Context) {
 }
 
 func (a *api) removeMember(c *gin.Context) {
-	if err := a.opts.Groups.RemoveMember(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("uid")); err != nil {
+	if err := a.opts.Groups.RemoveMember(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("user_id")); err != nil {
 		a.chatError(c, err)
 		return
 	}

@@ -1,0 +1,75 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mqchat/mqchat/services/presence"
+	"github.com/mqchat/mqchat/store"
+)
+
+type stubPresence struct{}
+
+func (stubPresence) View(string) presence.View { return presence.View{} }
+
+type stubDevices struct{}
+
+func (stubDevices) PutDevice(context.Context, store.Device) error           { return nil }
+func (stubDevices) DeleteDevice(context.Context, string, string) error      { return nil }
+func (stubDevices) Devices(context.Context, string) ([]store.Device, error) { return nil, nil }
+
+type stubRelations struct{}
+
+func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
+
+// TestOpenAPICoversRoutes fails when a route is added without documenting it
+// (or documented without existing), so the served document cannot drift.
+func TestOpenAPICoversRoutes(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Metrics: gin.New()}).(*gin.Engine)
+	rec := httptest.NewRecorder()
+	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {
+		t.Fatalf("GET /v1/openapi.yaml = %d %.40q", rec.Code, rec.Body.String())
+	}
+	served := map[string]bool{}
+	for _, r := range engine.Routes() {
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if name, ok := strings.CutPrefix(p, ":"); ok {
+				parts[i] = "{" + name + "}"
+			}
+		}
+		served[r.Method+" "+strings.Join(parts, "/")] = true
+	}
+	for route := range served {
+		if !documented[route] {
+			t.Errorf("route %s is served but not in openapi.yaml", route)
+		}
+	}
+	for route := range documented {
+		if !served[route] {
+			t.Errorf("openapi.yaml documents %s, which is not served", route)
+		}
+	}
+}
