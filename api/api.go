@@ -48,6 +48,8 @@ type Options struct {
 	// Presence and Relations enable /v1/presence; both or neither.
 	Presence  Presence
 	Relations Relations
+	// Devices enables /v1/devices (push tokens).
+	Devices Devices
 }
 
 // Limiter rate-limits requests per key.
@@ -96,6 +98,7 @@ func New(opts Options) http.Handler {
 	authed.POST("/chats/:chat/read", a.markRead)
 	a.routeGroups(authed)
 	a.routePresence(authed)
+	a.routeDevices(authed)
 	return r
 }
 

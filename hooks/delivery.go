@@ -298,3 +298,13 @@ func (s *jsonScan) uint() (uint64, bool) {
 	}
 	return v, true
 }
+
+// Receivers hands each acknowledgement to every receiver, in order (the
+// receipts coalescer and the push tracker).
+type Receivers []DeliveryReceiver
+
+func (rs Receivers) Delivered(uid, chat string, seq uint64) {
+	for _, r := range rs {
+		r.Delivered(uid, chat, seq)
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/services/presence"
+	"github.com/mqchat/mqchat/services/push"
 	"github.com/mqchat/mqchat/services/receipts"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/cassandra"
@@ -51,11 +52,14 @@ type App struct {
 	chat     *chat.Service
 	receipts *receipts.Coalescer
 	presence *presence.Service
-	broker   *broker.Broker
-	http     *http.Server
-	httpLn   net.Listener
-	admin    *adminServer
-	live     atomic.Bool
+	// push and pushTracker are nil with push.provider none.
+	push        *push.Service
+	pushTracker *push.Tracker
+	broker      *broker.Broker
+	http        *http.Server
+	httpLn      net.Listener
+	admin       *adminServer
+	live        atomic.Bool
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -81,6 +85,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		if a.receipts != nil {
 			a.receipts.Close()
 		}
+		a.closePush()
 		_ = st.Close()
 		return nil, err
 	}
@@ -200,12 +205,26 @@ func (a *App) build(secret []byte) error {
 	reg.MustRegister(metrics.NewBrokerCollector(srv.Info))
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
+	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
+		Grace:   cfg.Presence.Grace,
+		Logger:  a.log.With("component", "presence"),
+		Metrics: pipeline,
+	})
+	if err := a.buildPush(reg, a.presence); err != nil {
+		return err
+	}
+	var deliverer chat.Deliverer = outbox
+	if a.pushTracker != nil {
+		// The tracker sees each message before it is published, so no
+		// PUBACK can beat its wait.
+		deliverer = a.pushTracker.Wrap(outbox)
+	}
 	// Delivered (PUBACK of an inbox message) and read cursor moves, applied
 	// and announced every flush interval.
 	a.receipts = receipts.New(a.store, receipts.StoreMembers(a.store), outbox, receipts.Options{
 		Logger: a.log.With("component", "receipts"),
 	})
-	a.chat = chat.New(a.store, outbox, gen, chat.Options{
+	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
@@ -239,16 +258,15 @@ func (a *App) build(secret []byte) error {
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
 	}
-	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
-		Grace:   cfg.Presence.Grace,
-		Logger:  a.log.With("component", "presence"),
-		Metrics: pipeline,
-	})
 	metrics.RegisterPresence(reg, a.presence.Stats)
 	if err := srv.AddHook(hooks.NewPresence(a.presence), nil); err != nil {
 		return fmt.Errorf("app: add presence hook: %w", err)
 	}
-	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: a.receipts, MaxInflight: cfg.MQTT.MaxInflight})
+	delivered := hooks.Receivers{a.receipts}
+	if a.pushTracker != nil {
+		delivered = append(delivered, a.pushTracker)
+	}
+	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: delivered, MaxInflight: cfg.MQTT.MaxInflight})
 	if err := srv.AddHook(deliveryHook, nil); err != nil {
 		return fmt.Errorf("app: add delivery hook: %w", err)
 	}
@@ -262,6 +280,7 @@ func (a *App) build(secret []byte) error {
 			AuthLimiter:     limiter(cfg.Limits.AuthRate, cfg.Limits.AuthBurst),
 			Presence:        a.presence,
 			Relations:       a.chat,
+			Devices:         a.store,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -357,6 +376,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	a.chat.Close()
 	a.receipts.Close() // after every source of moves, before the store
+	a.closePush()      // after fan-out stopped queueing, before the store
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}

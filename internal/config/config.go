@@ -17,7 +17,40 @@ type Config struct {
 	Auth     AuthConfig     `koanf:"auth"`
 	Limits   Limits         `koanf:"limits"`
 	Presence PresenceConfig `koanf:"presence"`
+	Push     PushConfig     `koanf:"push"`
 	Store    StoreConfig    `koanf:"store"`
+}
+
+// PushConfig configures push notifications for messages no device of a
+// recipient received.
+type PushConfig struct {
+	// Provider is fcm, log (records what would be sent), none, or auto:
+	// fcm when fcm.credentials_file is set, else log.
+	Provider string `koanf:"provider"`
+	// AckTimeout is how long a connected device has to acknowledge an
+	// inbox delivery before its user is pushed anyway.
+	AckTimeout time.Duration `koanf:"ack_timeout"`
+	// IncludeBody puts message text in pushes; off so end-to-end
+	// encrypted bodies never leave in a push.
+	IncludeBody bool `koanf:"include_body"`
+	Workers     int  `koanf:"workers"`
+	// QueueSize bounds pushes waiting for a worker (one per user and
+	// chat); past it pushes are dropped and counted.
+	QueueSize int `koanf:"queue_size"`
+	// MaxAttempts, RetryBackoff and RetryBackoffMax shape retries of
+	// transient provider failures (doubling backoff with a cap).
+	MaxAttempts     int           `koanf:"max_attempts"`
+	RetryBackoff    time.Duration `koanf:"retry_backoff"`
+	RetryBackoffMax time.Duration `koanf:"retry_backoff_max"`
+	FCM             FCMConfig     `koanf:"fcm"`
+}
+
+// FCMConfig locates Firebase Cloud Messaging.
+type FCMConfig struct {
+	// CredentialsFile is the Firebase service-account JSON key.
+	CredentialsFile string `koanf:"credentials_file"`
+	// Endpoint replaces https://fcm.googleapis.com/v1 (emulators, tests).
+	Endpoint string `koanf:"endpoint"`
 }
 
 type LogConfig struct {
@@ -137,6 +170,15 @@ func Default() Config {
 			AuthBurst:       20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second},
+		Push: PushConfig{
+			Provider:        "auto",
+			AckTimeout:      10 * time.Second,
+			Workers:         4,
+			QueueSize:       10000,
+			MaxAttempts:     5,
+			RetryBackoff:    time.Second,
+			RetryBackoffMax: time.Minute,
+		},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",

@@ -187,6 +187,26 @@ func usage(key string) string {
 		return "/v1/auth requests one client IP may make at once above auth_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
+	case "push.provider":
+		return "push provider: fcm, log (records what would be sent), none, or auto (fcm when push.fcm.credentials_file is set, else log)"
+	case "push.ack_timeout":
+		return "how long a connected device has to acknowledge an inbox message before its user is pushed (100ms-10m)"
+	case "push.include_body":
+		return "put message text in pushes (keep off when bodies are end-to-end encrypted)"
+	case "push.workers":
+		return "goroutines sending pushes (1-1024)"
+	case "push.queue_size":
+		return "pushes waiting for a worker, one per user and chat (1-10000000); overflow is dropped and counted"
+	case "push.max_attempts":
+		return "sends of one push to one device, first included, on transient errors (1-100)"
+	case "push.retry_backoff":
+		return "delay before the first retry of a transient error, doubling after each (1ms-1h)"
+	case "push.retry_backoff_max":
+		return "longest delay between retries (at least retry_backoff, at most 24h)"
+	case "push.fcm.credentials_file":
+		return "Firebase service-account JSON key file; its project_id and token_uri are used"
+	case "push.fcm.endpoint":
+		return "base URL replacing https://fcm.googleapis.com/v1 (emulators, tests); empty = Google's"
 	case "store.relational":
 		return "backend for users, groups and devices: pebble or postgres"
 	case "store.messages":

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -123,6 +124,34 @@ func (c Config) Validate() error {
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
+	}
+
+	p := c.Push
+	switch p.Provider {
+	case "auto", "log", "none":
+	case "fcm":
+		if p.FCM.CredentialsFile == "" {
+			bad("push.fcm.credentials_file", "required when push.provider is fcm")
+		}
+	default:
+		bad("push.provider", "must be auto, fcm, log or none, got %q", p.Provider)
+	}
+	if p.AckTimeout < 100*time.Millisecond || p.AckTimeout > 10*time.Minute {
+		bad("push.ack_timeout", "must be between 100ms and 10m, got %s", p.AckTimeout)
+	}
+	between("push.workers", p.Workers, 1, 1024)
+	between("push.queue_size", p.QueueSize, 1, 10_000_000)
+	between("push.max_attempts", p.MaxAttempts, 1, 100)
+	if p.RetryBackoff < time.Millisecond || p.RetryBackoff > time.Hour {
+		bad("push.retry_backoff", "must be between 1ms and 1h, got %s", p.RetryBackoff)
+	}
+	if p.RetryBackoffMax < p.RetryBackoff || p.RetryBackoffMax > 24*time.Hour {
+		bad("push.retry_backoff_max", "must be between push.retry_backoff (%s) and 24h, got %s", p.RetryBackoff, p.RetryBackoffMax)
+	}
+	if e := p.FCM.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("push.fcm.endpoint", "must be an http(s) URL such as https://fcm.googleapis.com/v1, got %q", e)
+		}
 	}
 
 	validateStore(c.Store, bad)

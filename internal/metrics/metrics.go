@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/push"
 )
 
 // Pipeline records what the chat pipeline does. It satisfies chat.Metrics.
@@ -24,7 +25,10 @@ type Pipeline struct {
 	presence     *prometheus.CounterVec
 }
 
-var _ chat.Metrics = (*Pipeline)(nil)
+var (
+	_ chat.Metrics = (*Pipeline)(nil)
+	_ push.Metrics = (*Push)(nil)
+)
 
 // NewPipeline registers the pipeline metrics on reg.
 func NewPipeline(reg prometheus.Registerer) *Pipeline {
@@ -148,3 +152,46 @@ func (b *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d.desc, d.kind, float64(d.value(b.info)))
 	}
 }
+
+// Push records the push pipeline. It satisfies push.Metrics.
+type Push struct {
+	queued, collapsed, dropped, sent, tokensRemoved prometheus.Counter
+	failed                                          *prometheus.CounterVec
+	latency                                         prometheus.Histogram
+}
+
+// NewPush registers the push metrics on reg; depth is read at scrape time.
+func NewPush(reg prometheus.Registerer, depth func() int) *Push {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mqchat", Subsystem: "push", Name: name, Help: help})
+	}
+	p := &Push{
+		queued:        c("queued_total", "Pushes queued (one per user and chat until a worker takes it)."),
+		collapsed:     c("collapsed_total", "Messages folded into a push already queued for the same user and chat."),
+		dropped:       c("dropped_total", "Pushes dropped because the queue was full."),
+		sent:          c("sent_total", "Pushes accepted by the provider, counted per device."),
+		tokensRemoved: c("tokens_removed_total", "Device push tokens deleted because the provider reported them unregistered or invalid."),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Subsystem: "push", Name: "failed_total",
+			Help: "Pushes not delivered, per device, by reason (unregistered, invalid_argument, unavailable, quota_exceeded, internal, network, no_devices, …); transient reasons count once retries are exhausted.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "mqchat", Subsystem: "push", Name: "send_seconds",
+			Help:    "Latency of one provider call (all of a user's devices).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+	}
+	reg.MustRegister(p.queued, p.collapsed, p.dropped, p.sent, p.tokensRemoved, p.failed, p.latency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mqchat", Subsystem: "push", Name: "queue_depth", Help: "Pushes waiting for a worker.",
+		}, func() float64 { return float64(depth()) }))
+	return p
+}
+
+func (p *Push) ObservePushQueued()                 { p.queued.Inc() }
+func (p *Push) ObservePushCollapsed()              { p.collapsed.Inc() }
+func (p *Push) ObservePushDropped()                { p.dropped.Inc() }
+func (p *Push) ObservePushSent(devices int)        { p.sent.Add(float64(devices)) }
+func (p *Push) ObservePushFailed(reason string)    { p.failed.WithLabelValues(reason).Inc() }
+func (p *Push) ObservePushTokenRemoved()           { p.tokensRemoved.Inc() }
+func (p *Push) ObservePushLatency(d time.Duration) { p.latency.Observe(d.Seconds()) }

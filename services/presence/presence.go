@@ -307,3 +307,15 @@ type realClock struct{}
 func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Devices returns how many devices of uid are connected now; unlike View it
+// drops to 0 as soon as the last one leaves, grace period or not (push
+// decides by it whether an inbox delivery can reach anyone).
+func (s *Service) Devices(uid string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[uid]; u != nil {
+		return len(u.devices)
+	}
+	return 0
+}

@@ -1,0 +1,126 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// Devices is where the API keeps push tokens (store.Devices).
+type Devices interface {
+	PutDevice(ctx context.Context, d store.Device) error
+	DeleteDevice(ctx context.Context, uid, deviceID string) error
+	Devices(ctx context.Context, uid string) ([]store.Device, error)
+}
+
+const (
+	// maxDeviceID matches the device part of an MQTT client id.
+	maxDeviceID = 64
+	// maxPushToken is far above any FCM registration token (~160 bytes).
+	maxPushToken = 4096
+)
+
+// DeviceView is a registered device in REST answers.
+type DeviceView struct {
+	DeviceID  string         `json:"device_id"`
+	Platform  store.Platform `json:"platform"`
+	PushToken string         `json:"push_token"`
+	UpdatedAt string         `json:"updated_at"`
+}
+
+func deviceView(d store.Device) DeviceView {
+	return DeviceView{DeviceID: d.DeviceID, Platform: d.Platform, PushToken: d.PushToken, UpdatedAt: d.UpdatedAt.UTC().Format(time.RFC3339)}
+}
+
+func (a *api) routeDevices(r gin.IRoutes) {
+	if a.opts.Devices == nil {
+		return
+	}
+	r.GET("/devices", a.listDevices)
+	r.PUT("/devices/:device_id", a.putDevice)
+	r.DELETE("/devices/:device_id", a.deleteDevice)
+}
+
+// validDeviceID accepts what the MQTT client id accepts after "{uid}/".
+func validDeviceID(id string) bool {
+	if id == "" || len(id) > maxDeviceID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == '+' || c == '#' || c == '/' {
+			return false
+		}
+	}
+	return true
+}
+
+// putDevice answers PUT /v1/devices/{device_id}: registers or replaces the
+// device's push token. A token registered by another device or account
+// moves to this one.
+func (a *api) putDevice(c *gin.Context) {
+	id := c.Param("device_id")
+	if !validDeviceID(id) {
+		abort(c, http.StatusBadRequest, "invalid_device_id", "device id must be 1 to 64 printable ASCII characters without / + #")
+		return
+	}
+	var in struct {
+		Platform  store.Platform `json:"platform"`
+		PushToken string         `json:"push_token"`
+	}
+	if !bindJSON(c, &in) {
+		return
+	}
+	switch in.Platform {
+	case store.PlatformAndroid, store.PlatformIOS, store.PlatformWeb:
+	default:
+		abort(c, http.StatusBadRequest, "invalid_platform", `platform must be "android", "ios" or "web"`)
+		return
+	}
+	in.PushToken = strings.TrimSpace(in.PushToken)
+	if in.PushToken == "" || len(in.PushToken) > maxPushToken {
+		abort(c, http.StatusBadRequest, "invalid_push_token", "push_token must be a non-empty FCM registration token")
+		return
+	}
+	d := store.Device{
+		UserID: c.GetString(userKey), DeviceID: id, Platform: in.Platform, PushToken: in.PushToken,
+		UpdatedAt: time.Now().UTC().Truncate(time.Millisecond),
+	}
+	if err := a.opts.Devices.PutDevice(c.Request.Context(), d); err != nil {
+		a.internal(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, deviceView(d))
+}
+
+func (a *api) deleteDevice(c *gin.Context) {
+	err := a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), c.Param("device_id"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		abort(c, http.StatusNotFound, "not_found", "no such device")
+	case err != nil:
+		a.internal(c, err)
+	default:
+		c.Status(http.StatusNoContent)
+	}
+}
+
+// listDevices answers GET /v1/devices: the caller's devices, ordered by id.
+// A user has a handful of devices, so the list is one page.
+func (a *api) listDevices(c *gin.Context) {
+	ds, err := a.opts.Devices.Devices(c.Request.Context(), c.GetString(userKey))
+	if err != nil {
+		a.internal(c, err)
+		return
+	}
+	out := make([]DeviceView, len(ds))
+	for i, d := range ds {
+		out[i] = deviceView(d)
+	}
+	c.JSON(http.StatusOK, gin.H{"devices": out})
+}
