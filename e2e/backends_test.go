@@ -11,8 +11,8 @@ import (
 
 // onPostgres are the end-to-end tests that also run with PostgreSQL
 // holding every aggregate (store.relational = store.messages = postgres):
-// 1:1 and group messaging, sync, receipts, dedupe, and a SIGKILL and
-// restart of the real binary. Each runs unchanged as a subtest of
+// 1:1 and group messaging, sync, receipts, dedupe, device tokens and
+// pushes, a SIGKILL and restart of the real binary, and chatd migrate. Each runs unchanged as a subtest of
 // TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
 var onPostgres = []struct {
@@ -30,6 +30,9 @@ var onPostgres = []struct {
 	{"UnreadAcrossDevices", TestUnreadExactAcrossDevices},
 	{"RetriedSend", TestRetriedSendIsStoredAndDeliveredOnce},
 	{"Kill9Restart", TestKill9KeepsEveryAcknowledgedMessage},
+	{"DeviceTokens", TestDeviceTokensREST},
+	{"PushOffline", TestPushOfflineRecipient},
+	{"PushUnregisteredToken", TestPushUnregisteredTokenDeleted},
 	{"MigrateCLI", testMigrateCLI},
 }
 

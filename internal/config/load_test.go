@@ -330,6 +330,17 @@ func TestValidate(t *testing.T) {
 		{"", func(c *Config) { c.Auth.AccessTTL = time.Minute }},
 		{"", func(c *Config) { c.Limits.MaxMessageBytes = 16 << 20 }},
 		{"", func(c *Config) { c.NodeID = 1023 }},
+		{"", func(c *Config) { c.Store.Relational, c.Store.Postgres.DSN = "postgres", "postgres://db/chat" }},
+		{"", func(c *Config) { c.Store.Messages, c.Store.Cassandra.Hosts = "cassandra", []string{"c1", "c2:9042"} }},
+		{"", func(c *Config) { c.Store.Cassandra.Consistency = "quorum" }},
+		{"store.relational", func(c *Config) { c.Store.Relational = "cassandra" }},
+		{"store.messages", func(c *Config) { c.Store.Messages = "mysql" }},
+		{"store.postgres.dsn", func(c *Config) { c.Store.Messages = "postgres" }},
+		{"store.cassandra.hosts", func(c *Config) { c.Store.Messages = "cassandra" }},
+		{"store.cassandra.hosts", func(c *Config) { c.Store.Cassandra.Hosts = []string{" "} }},
+		{"store.cassandra.keyspace", func(c *Config) { c.Store.Cassandra.Keyspace = "chat-prod" }},
+		{"store.cassandra.consistency", func(c *Config) { c.Store.Cassandra.Consistency = "SERIAL" }},
+		{"store.cassandra.username", func(c *Config) { c.Store.Cassandra.Username = "chatd" }},
 		{"data_dir", func(c *Config) { c.DataDir = "" }},
 		{"node_id", func(c *Config) { c.NodeID = -1 }},
 		{"node_id", func(c *Config) { c.NodeID = 1024 }},
@@ -527,11 +538,15 @@ func TestRegisterFlags(t *testing.T) {
 func TestLogValueRedactsSecret(t *testing.T) {
 	c := Default()
 	c.Auth.JWTSecret = "hunter2-very-secret"
+	c.Store.Postgres.DSN = "postgres://chatd:pg-password@db/chat"
+	c.Store.Cassandra.Password = "cassandra-password"
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	out := buf.String()
-	if strings.Contains(out, c.Auth.JWTSecret) {
-		t.Fatalf("secret leaked into log: %s", out)
+	for _, secret := range []string{c.Auth.JWTSecret, "pg-password", c.Store.Cassandra.Password} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("secret %q leaked into log: %s", secret, out)
+		}
 	}
 	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080"}`, `"session_expiry":604800000000000`} {
 		if !strings.Contains(out, want) {
