@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/freeport"
 )
 
 const (
@@ -107,10 +107,11 @@ func sweepStaleBinaries() {
 }
 
 // freePort returns a loopback address that was free a moment ago.
-// startChatd retries when another process takes it in between.
+// startChatd retries when another process takes it in between. The probe
+// binds without SO_REUSEADDR (see freeport.Listen).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := freeport.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mqchat/mqchat/internal/freeport"
 	"github.com/mqchat/mqchat/internal/migrate"
 )
 
@@ -43,8 +43,9 @@ var (
 	shared *server
 	errNo  error // why there is no server
 	nextDB atomic.Int64
-	// createMu serialises CREATE DATABASE: PostgreSQL refuses to copy a
-	// template while another session copies it.
+	// createMu serialises use of the admin connection; CREATE DATABASE
+	// must be serialised anyway: PostgreSQL refuses to copy a template
+	// another session is copying.
 	createMu sync.Mutex
 )
 
@@ -77,9 +78,7 @@ func DSN(t testing.TB) string {
 	name := fmt.Sprintf("t%d", nextDB.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	createMu.Lock()
-	err := shared.exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB+" STRATEGY FILE_COPY")
-	createMu.Unlock()
+	err := shared.adminExec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+templateDB+" STRATEGY FILE_COPY")
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
@@ -87,7 +86,7 @@ func DSN(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// FORCE: a test that failed half-way may still hold connections.
-		if err := shared.exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+		if err := shared.adminExec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
 			t.Errorf("pgtest: drop database: %v", err)
 		}
 	})
@@ -99,10 +98,21 @@ type server struct {
 	port int
 	cmd  *exec.Cmd
 	done chan error // the postgres process's exit
+	// admin is one connection for every CREATE and DROP DATABASE (under
+	// createMu), rather than one connection each.
+	admin *pgx.Conn
 }
 
 func (s *server) dsn(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, db)
+}
+
+// adminExec runs sql on the shared admin connection.
+func (s *server) adminExec(ctx context.Context, sql string) error {
+	createMu.Lock()
+	defer createMu.Unlock()
+	_, err := s.admin.Exec(ctx, sql)
+	return err
 }
 
 func (s *server) exec(ctx context.Context, sql string) error {
@@ -159,15 +169,6 @@ func credential(dir string) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func start() (*server, error) {
 	bin, err := binDir()
 	if err != nil {
@@ -197,7 +198,7 @@ func startIn(bin, dir string) (*server, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
@@ -258,12 +259,21 @@ func (s *server) makeTemplate() error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(r.Up(), r.Close())
+	if err := errors.Join(r.Up(), r.Close()); err != nil {
+		return err
+	}
+	s.admin, err = pgx.Connect(ctx, s.dsn("postgres"))
+	return err
 }
 
 // stop asks for a fast shutdown and removes the directory.
 func (s *server) stop() error {
 	var err error
+	if s.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.admin.Close(ctx) // the server is going away anyway
+		cancel()
+	}
 	if s.cmd.Process != nil {
 		_ = s.cmd.Process.Signal(syscall.SIGINT)
 		select {
