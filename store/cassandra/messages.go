@@ -272,6 +272,21 @@ func (s *Store) LookupDedupe(ctx context.Context, sender, cmid string) (store.Me
 	if err != nil {
 		return store.MessageRef{}, fmt.Errorf("cassandra: lookup dedupe: %w", ctxErr(ctx, err))
 	}
+	// A hit is rare (a retry), so it can afford a second read: the record
+	// counts only while its message still holds the seq. An append that
+	// timed out may land after the writer reused its seq for a later
+	// message; that message, written with a newer client timestamp, wins the
+	// row, and the stale record must not answer the unacknowledged retry
+	// with someone else's message.
+	var stored int64
+	err = s.s.Query(`SELECT id FROM messages WHERE chat_id = ? AND bucket = ? AND seq = ?`,
+		ref.Chat, bucketOf(uint64(seq)), seq).WithContext(ctx).Scan(&stored)
+	if err == nil && stored != id {
+		err = gocql.ErrNotFound
+	}
+	if err != nil {
+		return store.MessageRef{}, fmt.Errorf("cassandra: lookup dedupe: %w", ctxErr(ctx, err))
+	}
 	ref.Seq, ref.ID = uint64(seq), uint64(id)
 	return ref, nil
 }

@@ -26,10 +26,13 @@
 // applied all or none.
 //
 // A write that times out may still be applied later; the writer then reads
-// a LastSeq that does not include it and may reuse its seq, the later write
-// replacing the row. With LOCAL_QUORUM and a healthy cluster this needs a
-// coordinator timeout at the exact moment; the sender, which got no PUBACK,
-// retries with its cmid and is answered from whichever record stands.
+// a LastSeq that does not include it and may reuse its seq. Every write
+// carries the client's timestamp (gocql's DefaultTimestamp, kept on), and
+// Cassandra keeps the cell with the newest timestamp, not the last to
+// arrive: the acknowledged later message keeps the row. The late write's
+// dedupe record still lands, so LookupDedupe only honours a record whose
+// message still holds the seq; the sender, which got no PUBACK for the lost
+// write, retries with its cmid and is stored anew.
 package cassandra
 
 import (
@@ -81,6 +84,9 @@ func NewCluster(c Config, keyspace string) (*gocql.ClusterConfig, error) {
 		fallback = gocql.DCAwareRoundRobinPolicy(c.LocalDC)
 	}
 	cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(fallback)
+	// Last-write-wins by client time is what keeps a late, timed-out append
+	// from overwriting an acknowledged message (see the package comment).
+	cl.DefaultTimestamp = true
 	if c.Username != "" {
 		cl.Authenticator = gocql.PasswordAuthenticator{Username: c.Username, Password: c.Password}
 	}
