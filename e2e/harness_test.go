@@ -490,3 +490,21 @@ func dumpGoroutines(t *testing.T) {
 	buf := make([]byte, 4<<20)
 	t.Logf("goroutines at timeout:\n%s", buf[:runtime.Stack(buf, true)])
 }
+
+// eventually retries check until it returns nil or waitTimeout passes, for
+// state the server settles asynchronously (the sender's own cursors after
+// fan-out, counters bumped after the store write they count).
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

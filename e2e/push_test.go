@@ -295,10 +295,14 @@ func TestPushUnregisteredTokenDeleted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	m := scrape(t, s)
-	if m["mqchat_push_tokens_removed_total"] != 1 || m[`mqchat_push_failed_total{reason="unregistered"}`] != 1 {
-		t.Fatalf("metrics: removed %v, failed %v", m["mqchat_push_tokens_removed_total"], m[`mqchat_push_failed_total{reason="unregistered"}`])
-	}
+	// The counters move just after the token is deleted.
+	eventually(t, "push metrics", func() error {
+		m := scrape(t, s)
+		if m["mqchat_push_tokens_removed_total"] != 1 || m[`mqchat_push_failed_total{reason="unregistered"}`] != 1 {
+			return fmt.Errorf("removed %v, failed %v", m["mqchat_push_tokens_removed_total"], m[`mqchat_push_failed_total{reason="unregistered"}`])
+		}
+		return nil
+	})
 	aPhone.send(t, bob.ID, "c2", "again")
 	pushesTo(t, fcm, "tok-tablet", 2, 2*pushAckTimeout)
 	if n := len(fcm.To("tok-old")); n != 1 {
