@@ -35,6 +35,9 @@ type Users interface {
 	CreateUser(ctx context.Context, u User) error
 	UserByID(ctx context.Context, id string) (User, error)
 	UserByUsername(ctx context.Context, username string) (User, error)
+	// UsersByID returns the users among ids, keyed by id; unknown ids are
+	// absent. One call per screen instead of one per row (chat titles).
+	UsersByID(ctx context.Context, ids []string) (map[string]User, error)
 }
 
 // Message is one stored chat message. (Chat, Seq) is its primary key; Seq
@@ -82,6 +85,10 @@ type Messages interface {
 	LastSeq(ctx context.Context, chat string) (uint64, error)
 	// History returns a page of chat's messages as described by HistoryQuery.
 	History(ctx context.Context, chat string, q HistoryQuery) ([]Message, error)
+	// LastMessages returns the newest message of each of chats, keyed by
+	// chat; chats without messages are absent. It serves a chat list in one
+	// call however many chats it shows.
+	LastMessages(ctx context.Context, chats []string) (map[string]Message, error)
 }
 
 // Dedupe holds the records that make sends idempotent. They are written by
@@ -137,6 +144,9 @@ type Groups interface {
 	// ErrConflict when a group with g.ID exists.
 	CreateGroup(ctx context.Context, g Group, members []Member) error
 	Group(ctx context.Context, id string) (Group, error)
+	// GroupsByID returns the groups among ids, keyed by id; unknown ids are
+	// absent.
+	GroupsByID(ctx context.Context, ids []string) (map[string]Group, error)
 	// RenameGroup changes the name; ErrNotFound for an unknown group.
 	RenameGroup(ctx context.Context, id, name string) error
 	// DeleteGroup removes the group and every membership in one atomic
@@ -153,6 +163,9 @@ type Groups interface {
 	// Members lists a group's members ordered by user id (empty for an
 	// unknown group).
 	Members(ctx context.Context, groupID string) ([]Member, error)
+	// MembersOfGroups is Members for several groups in one call, keyed by
+	// group id; groups without members are absent.
+	MembersOfGroups(ctx context.Context, groupIDs []string) (map[string][]Member, error)
 	// GroupsOf lists uid's memberships ordered by group id, starting after
 	// the group id `after` ("" = from the start), at most limit (> 0).
 	GroupsOf(ctx context.Context, uid, after string, limit int) ([]Member, error)

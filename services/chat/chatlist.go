@@ -16,7 +16,7 @@ import (
 type ListStore interface {
 	ChatStates(ctx context.Context, uid string) ([]store.ChatState, error)
 	AdvanceCursors(ctx context.Context, uid, chat string, delivered, read uint64, at time.Time) (store.ChatState, bool, error)
-	Group(ctx context.Context, id string) (store.Group, error)
+	GroupsByID(ctx context.Context, ids []string) (map[string]store.Group, error)
 }
 
 // ChatSummary is one entry of a user's chat list.
@@ -69,19 +69,18 @@ func (s *Service) ChatList(ctx context.Context, uid string, q ListQuery) (ChatLi
 	if err != nil {
 		return ChatList{}, s.storeError(ctx, "chat states", err)
 	}
-	out := make([]ChatSummary, 0, len(states))
+	kept := states[:0]
 	for _, st := range states {
-		if st.Left && q.ChangedSince.IsZero() {
-			continue
+		if !st.Left || !q.ChangedSince.IsZero() {
+			kept = append(kept, st)
 		}
-		sum, err := s.summarize(ctx, uid, st)
-		if err != nil {
-			return ChatList{}, err
-		}
-		if !q.ChangedSince.IsZero() && !sum.changedAt.After(q.ChangedSince) {
-			continue
-		}
-		out = append(out, sum)
+	}
+	out, err := s.summarize(ctx, uid, kept)
+	if err != nil {
+		return ChatList{}, err
+	}
+	if !q.ChangedSince.IsZero() {
+		out = slices.DeleteFunc(out, func(sum ChatSummary) bool { return !sum.changedAt.After(q.ChangedSince) })
 	}
 	slices.SortFunc(out, func(a, b ChatSummary) int {
 		if c := b.changedAt.Compare(a.changedAt); c != 0 {
@@ -128,45 +127,67 @@ func ParseSyncCursor(s string) (time.Time, error) {
 	return time.UnixMilli(v), nil
 }
 
-func (s *Service) summarize(ctx context.Context, uid string, st store.ChatState) (ChatSummary, error) {
-	sum := ChatSummary{
-		Chat: st.Chat, ReadSeq: st.ReadSeq, DeliveredSeq: st.DeliveredSeq, Left: st.Left,
-		changedAt: st.UpdatedAt.Truncate(time.Millisecond),
+// summarize builds the entries of states with three store reads in all
+// (last messages, direct chats' other users, groups), never one per chat:
+// a chat list is one screen and must cost the same for 5 chats or 500.
+func (s *Service) summarize(ctx context.Context, uid string, states []store.ChatState) ([]ChatSummary, error) {
+	chats := make([]string, 0, len(states))
+	var userIDs, groupIDs []string
+	for _, st := range states {
+		chats = append(chats, st.Chat)
+		if a, b, ok := DirectMembers(st.Chat); ok {
+			userIDs = append(userIDs, otherOf(uid, a, b))
+		} else if gid, ok := GroupID(st.Chat); ok {
+			groupIDs = append(groupIDs, gid)
+		}
 	}
-	last, err := s.st.History(ctx, st.Chat, store.HistoryQuery{Limit: 1})
+	last, err := s.st.LastMessages(ctx, chats)
 	if err != nil {
-		return sum, s.storeError(ctx, "last message", err)
+		return nil, s.storeError(ctx, "last messages", err)
 	}
-	if len(last) == 1 {
-		v := View(last[0])
-		sum.LastMessage, sum.LastSeq = &v, last[0].Seq
-		if t := last[0].SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
-			sum.changedAt = t
-		}
+	users, err := s.st.UsersByID(ctx, userIDs)
+	if err != nil {
+		return nil, s.storeError(ctx, "chat titles", err)
 	}
-	if sum.LastSeq > sum.ReadSeq {
-		sum.Unread = sum.LastSeq - sum.ReadSeq
+	groups, err := s.list.GroupsByID(ctx, groupIDs)
+	if err != nil {
+		return nil, s.storeError(ctx, "chat titles", err)
 	}
-	if a, b, ok := DirectMembers(st.Chat); ok {
-		sum.Kind = "direct"
-		other := a
-		if other == uid {
-			other = b
+	out := make([]ChatSummary, 0, len(states))
+	for _, st := range states {
+		sum := ChatSummary{
+			Chat: st.Chat, ReadSeq: st.ReadSeq, DeliveredSeq: st.DeliveredSeq, Left: st.Left,
+			changedAt: st.UpdatedAt.Truncate(time.Millisecond),
 		}
-		if u, err := s.st.UserByID(ctx, other); err == nil {
-			sum.Title = u.Username
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return sum, s.storeError(ctx, "chat title", err)
+		if m, ok := last[st.Chat]; ok {
+			v := View(m)
+			sum.LastMessage, sum.LastSeq = &v, m.Seq
+			if t := m.SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
+				sum.changedAt = t
+			}
 		}
-	} else if gid, ok := GroupID(st.Chat); ok {
-		sum.Kind = "group"
-		if g, err := s.list.Group(ctx, gid); err == nil {
-			sum.Title = g.Name
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return sum, s.storeError(ctx, "chat title", err)
+		if sum.LastSeq > sum.ReadSeq {
+			sum.Unread = sum.LastSeq - sum.ReadSeq
 		}
+		if a, b, ok := DirectMembers(st.Chat); ok {
+			sum.Kind = "direct"
+			sum.Title = users[otherOf(uid, a, b)].Username
+		} else if gid, ok := GroupID(st.Chat); ok {
+			sum.Kind = "group"
+			sum.Title = groups[gid].Name
+		}
+		out = append(out, sum)
 	}
-	return sum, nil
+	return out, nil
+}
+
+// otherOf is the member of a direct chat who is not uid (uid itself for a
+// chat with oneself).
+func otherOf(uid, a, b string) string {
+	if a == uid {
+		return b
+	}
+	return a
 }
 
 // ReadReceipts takes read cursor moves and tells the chat's members

@@ -22,6 +22,7 @@ type Store interface {
 	store.Messages
 	store.Dedupe
 	UserByID(ctx context.Context, id string) (store.User, error)
+	UsersByID(ctx context.Context, ids []string) (map[string]store.User, error)
 	Member(ctx context.Context, groupID, uid string) (store.Member, error)
 	Members(ctx context.Context, groupID string) ([]store.Member, error)
 	GroupsOf(ctx context.Context, uid, after string, limit int) ([]store.Member, error)

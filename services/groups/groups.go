@@ -437,20 +437,26 @@ func (s *Service) Mine(ctx context.Context, actor, after string, limit int) ([]V
 	if err != nil {
 		return nil, s.internal(ctx, "groups of", err)
 	}
+	// Two reads for the whole page, not two per group.
+	gids := make([]string, len(mine))
+	for i, m := range mine {
+		gids[i] = m.GroupID
+	}
+	groups, err := s.st.GroupsByID(ctx, gids)
+	if err != nil {
+		return nil, s.internal(ctx, "groups", err)
+	}
+	members, err := s.st.MembersOfGroups(ctx, gids)
+	if err != nil {
+		return nil, s.internal(ctx, "members", err)
+	}
 	out := make([]View, 0, len(mine))
-	for _, m := range mine {
-		g, err := s.st.Group(ctx, m.GroupID)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted between the two reads
+	for _, gid := range gids {
+		g, ok := groups[gid]
+		if !ok {
+			continue // deleted between the reads
 		}
-		if err != nil {
-			return nil, s.internal(ctx, "group", err)
-		}
-		ms, err := s.st.Members(ctx, m.GroupID)
-		if err != nil {
-			return nil, s.internal(ctx, "members", err)
-		}
-		out = append(out, view(g, ms))
+		out = append(out, view(g, members[gid]))
 	}
 	return out, nil
 }
