@@ -87,20 +87,9 @@ func (s *Store) readState(ctx context.Context, uid, chat string, c gocql.Consist
 	return st, true, nil
 }
 
-// touch moves UpdatedAt forward only, as the other backends do.
-func touch(st *store.ChatState, at time.Time) {
-	at = at.Truncate(time.Millisecond)
-	if st.UpdatedAt.IsZero() || at.After(st.UpdatedAt) {
-		st.UpdatedAt = at
-	}
-}
-
 func (s *Store) JoinChat(ctx context.Context, uid, chat string, at time.Time) error {
-	_, _, err := s.update(ctx, uid, chat, func(st *store.ChatState, _ bool) (bool, error) {
-		before := *st
-		st.Left = false
-		touch(st, at)
-		return *st != before, nil
+	_, _, err := s.update(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
+		return store.JoinState(st, found, at)
 	})
 	if err != nil {
 		return fmt.Errorf("cassandra: join chat %q for %q: %w", chat, uid, ctxErr(ctx, err))
@@ -110,13 +99,7 @@ func (s *Store) JoinChat(ctx context.Context, uid, chat string, at time.Time) er
 
 func (s *Store) LeaveChat(ctx context.Context, uid, chat string, at time.Time) error {
 	_, _, err := s.update(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
-		if !found {
-			return false, store.ErrNotFound
-		}
-		before := *st
-		st.Left = true
-		touch(st, at)
-		return *st != before, nil
+		return store.LeaveState(st, found, at)
 	})
 	if err != nil {
 		return fmt.Errorf("cassandra: leave chat %q for %q: %w", chat, uid, ctxErr(ctx, err))
@@ -129,20 +112,7 @@ func (s *Store) AdvanceCursors(ctx context.Context, uid, chat string, delivered,
 		return store.ChatState{}, false, fmt.Errorf("cassandra: advance cursors of %q for %q: cursor out of range", chat, uid)
 	}
 	st, changed, err := s.update(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
-		if !found {
-			return false, store.ErrNotFound
-		}
-		changed := false
-		if delivered > st.DeliveredSeq {
-			st.DeliveredSeq, changed = delivered, true
-		}
-		if read > st.ReadSeq {
-			st.ReadSeq, changed = read, true
-		}
-		if changed {
-			touch(st, at)
-		}
-		return changed, nil
+		return store.AdvanceState(st, found, delivered, read, at)
 	})
 	if err != nil {
 		return store.ChatState{}, false, fmt.Errorf("cassandra: advance cursors of %q for %q: %w", chat, uid, ctxErr(ctx, err))

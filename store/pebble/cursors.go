@@ -23,9 +23,7 @@ func (s *Store) JoinChat(ctx context.Context, uid, chat string, at time.Time) er
 	}
 	defer s.mu.RUnlock()
 	_, _, err := s.updateChatState(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
-		st.Left = false
-		touch(st, at)
-		return true, nil
+		return store.JoinState(st, found, at)
 	})
 	if err != nil {
 		return fmt.Errorf("pebble: join chat %q for %q: %w", chat, uid, err)
@@ -40,12 +38,7 @@ func (s *Store) LeaveChat(ctx context.Context, uid, chat string, at time.Time) e
 	}
 	defer s.mu.RUnlock()
 	_, _, err := s.updateChatState(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
-		if !found {
-			return false, store.ErrNotFound
-		}
-		st.Left = true
-		touch(st, at)
-		return true, nil
+		return store.LeaveState(st, found, at)
 	})
 	if err != nil {
 		return fmt.Errorf("pebble: leave chat %q for %q: %w", chat, uid, err)
@@ -60,34 +53,12 @@ func (s *Store) AdvanceCursors(ctx context.Context, uid, chat string, delivered,
 	}
 	defer s.mu.RUnlock()
 	st, changed, err := s.updateChatState(ctx, uid, chat, func(st *store.ChatState, found bool) (bool, error) {
-		if !found {
-			return false, store.ErrNotFound
-		}
-		changed := false
-		if delivered > st.DeliveredSeq {
-			st.DeliveredSeq, changed = delivered, true
-		}
-		if read > st.ReadSeq {
-			st.ReadSeq, changed = read, true
-		}
-		if changed {
-			touch(st, at)
-		}
-		return changed, nil
+		return store.AdvanceState(st, found, delivered, read, at)
 	})
 	if err != nil {
 		return store.ChatState{}, false, fmt.Errorf("pebble: advance cursors of %q for %q: %w", chat, uid, err)
 	}
 	return st, changed, nil
-}
-
-// touch sets UpdatedAt to at, but never moves it backwards: a caller whose
-// clock or request lags must not hide a change from "changed since" readers
-// that have already seen the later time.
-func touch(st *store.ChatState, at time.Time) {
-	if st.UpdatedAt.IsZero() || !at.Before(st.UpdatedAt) {
-		st.UpdatedAt = at
-	}
 }
 
 // updateChatState reads the entry (a zero state with found false when it is
