@@ -68,6 +68,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewPipeline(d)
 	d.MustRegister(metrics.NewBrokerCollector(&system.Info{}))
 	metrics.NewPush(d, func() int { return 0 })
+	metrics.NewReceipts(d)
 	metrics.RegisterPresence(d, func() (int, int) { return 0, 0 })
 
 	out := map[string]family{}

@@ -222,7 +222,8 @@ func (a *App) build(secret []byte) error {
 	// Delivered (PUBACK of an inbox message) and read cursor moves, applied
 	// and announced every flush interval.
 	a.receipts = receipts.New(a.store, receipts.StoreMembers(a.store), outbox, receipts.Options{
-		Logger: a.log.With("component", "receipts"),
+		Logger:  a.log.With("component", "receipts"),
+		Metrics: metrics.NewReceipts(reg),
 	})
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,

@@ -195,3 +195,46 @@ func (p *Push) ObservePushSent(devices int)        { p.sent.Add(float64(devices)
 func (p *Push) ObservePushFailed(reason string)    { p.failed.WithLabelValues(reason).Inc() }
 func (p *Push) ObservePushTokenRemoved()           { p.tokensRemoved.Inc() }
 func (p *Push) ObservePushLatency(d time.Duration) { p.latency.Observe(d.Seconds()) }
+
+// Receipts records the receipts coalescer. It satisfies receipts.Metrics.
+type Receipts struct {
+	flush         prometheus.Histogram
+	moves, events prometheus.Counter
+	dropped       *prometheus.CounterVec
+	storeFailures prometheus.Counter
+}
+
+// NewReceipts registers the receipt metrics on reg.
+func NewReceipts(reg prometheus.Registerer) *Receipts {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mqchat", Subsystem: "receipts", Name: name, Help: help})
+	}
+	r := &Receipts{
+		flush: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "mqchat", Subsystem: "receipts", Name: "flush_seconds",
+			Help:    "Duration of one receipts flush: storing the interval's cursor moves and publishing their events.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		moves:         c("moves_total", "Delivered and read cursor moves stored and announced."),
+		events:        c("events_total", "Receipt events published to members' devices."),
+		storeFailures: c("store_errors_total", "Cursor moves the store refused (logged; the next receipt repeats them)."),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Subsystem: "receipts", Name: "dropped_total",
+			Help: "Cursor moves (kind=move) or events (kind=event) dropped because one interval had too many; clients recover cursors from the chat list.",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(r.flush, r.moves, r.events, r.storeFailures, r.dropped)
+	return r
+}
+
+func (r *Receipts) ObserveReceiptsFlush(d time.Duration, moves, events int) {
+	r.flush.Observe(d.Seconds())
+	r.moves.Add(float64(moves))
+	r.events.Add(float64(events))
+}
+
+func (r *Receipts) ObserveReceiptsDropped(kind string, n int) {
+	r.dropped.WithLabelValues(kind).Add(float64(n))
+}
+
+func (r *Receipts) ObserveReceiptsError() { r.storeFailures.Inc() }

@@ -87,7 +87,26 @@ type Options struct {
 	Workers int
 	Logger  *slog.Logger
 	Now     func() time.Time
+	Metrics Metrics // nil = none
 }
+
+// Metrics observes the coalescer (internal/metrics.Receipts).
+type Metrics interface {
+	// ObserveReceiptsFlush records one flush: how long it took, the cursor
+	// moves it stored and the events it published.
+	ObserveReceiptsFlush(d time.Duration, moves, events int)
+	// ObserveReceiptsDropped counts what a full interval had to drop:
+	// kind "move" (a cursor move not stored) or "event" (not published).
+	ObserveReceiptsDropped(kind string, n int)
+	// ObserveReceiptsError counts a cursor move the store refused.
+	ObserveReceiptsError()
+}
+
+type noMetrics struct{}
+
+func (noMetrics) ObserveReceiptsFlush(time.Duration, int, int) {}
+func (noMetrics) ObserveReceiptsDropped(string, int)           {}
+func (noMetrics) ObserveReceiptsError()                        {}
 
 type key struct{ uid, chat string }
 
@@ -133,6 +152,9 @@ func New(st Store, members Members, events Events, opts Options) *Coalescer {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = noMetrics{}
 	}
 	c := &Coalescer{
 		st: st, members: members, events: events, opts: opts,
@@ -230,10 +252,12 @@ func (c *Coalescer) flush() {
 	c.dropped = 0
 	c.mu.Unlock()
 	if dropped > 0 {
+		c.opts.Metrics.ObserveReceiptsDropped("move", dropped)
 		c.opts.Logger.Warn("receipts: cursor moves dropped, too many pending in one interval",
 			"dropped", dropped, "max_pending", c.opts.MaxPending)
 	}
 
+	start := time.Now()
 	now := c.opts.Now()
 	keys := make([]key, 0, len(batch))
 	for k := range batch {
@@ -252,8 +276,10 @@ func (c *Coalescer) flush() {
 	}
 	wg.Wait()
 	byChat := make(map[string][]change)
+	stored := 0
 	for i, k := range keys {
 		if moved[i] {
+			stored++
 			byChat[k.chat] = append(byChat[k.chat], changes[i])
 		}
 	}
@@ -264,8 +290,10 @@ func (c *Coalescer) flush() {
 		skipped += c.publish(chatID, changes, &budget)
 	}
 	if skipped > 0 {
+		c.opts.Metrics.ObserveReceiptsDropped("event", skipped)
 		c.opts.Logger.Warn("receipts: events dropped, too many in one interval", "dropped", skipped, "max_events", c.opts.MaxEvents)
 	}
+	c.opts.Metrics.ObserveReceiptsFlush(time.Since(start), stored, c.opts.MaxEvents-budget)
 }
 
 // apply stores a delivered move and reports what moved.
@@ -289,6 +317,7 @@ func (c *Coalescer) apply(k key, m move, now time.Time) (change, bool) {
 		// Not (or no longer) in the user's list: nothing to deliver to.
 		ch.read = m.read
 	default:
+		c.opts.Metrics.ObserveReceiptsError()
 		c.opts.Logger.Error("receipts: advance delivered cursor", "user", k.uid, "chat", k.chat, "seq", m.delivered, "error", err)
 		ch.read = m.read
 	}
