@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mqchat/mqchat/internal/metrics"
 	"github.com/mqchat/mqchat/store"
 	pebblestore "github.com/mqchat/mqchat/store/pebble"
 )
@@ -426,7 +430,8 @@ func TestCloseFlushes(t *testing.T) {
 
 // TestMaxEvents: the events of one flush are capped and the excess logged.
 func TestMaxEvents(t *testing.T) {
-	f := newFixture(t, Options{MaxEvents: 3})
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, Options{MaxEvents: 3, Metrics: metrics.NewReceipts(reg)})
 	for _, u := range []string{"bob", "carol", "dave"} {
 		f.join("d:alice:"+u, "alice", u)
 		f.c.Delivered(u, "d:alice:"+u, 1)
@@ -441,6 +446,23 @@ func TestMaxEvents(t *testing.T) {
 	}
 	if logs := f.logs.String(); !strings.Contains(logs, "events dropped") || !strings.Contains(logs, "dropped=3") {
 		t.Fatalf("excess not logged: %q", logs)
+	}
+	// Three moves stored; each announces to both users of its chat, so
+	// three events went out and three were dropped.
+	want := `
+# HELP mqchat_receipts_dropped_total Cursor moves (kind=move) or events (kind=event) dropped because one interval had too many; clients recover cursors from the chat list.
+# TYPE mqchat_receipts_dropped_total counter
+mqchat_receipts_dropped_total{kind="event"} 3
+# HELP mqchat_receipts_events_total Receipt events published to members' devices.
+# TYPE mqchat_receipts_events_total counter
+mqchat_receipts_events_total 3
+# HELP mqchat_receipts_moves_total Delivered and read cursor moves stored and announced.
+# TYPE mqchat_receipts_moves_total counter
+mqchat_receipts_moves_total 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"mqchat_receipts_dropped_total", "mqchat_receipts_events_total", "mqchat_receipts_moves_total"); err != nil {
+		t.Fatal(err)
 	}
 	for _, u := range []string{"bob", "carol", "dave"} {
 		if st := f.state(u, "d:alice:"+u); st.DeliveredSeq != 1 {
