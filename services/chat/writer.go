@@ -83,20 +83,26 @@ func (w *writer) fan(d fanoutItem) {
 	}
 }
 
-func (w *writer) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
+// enqueue hands m to the writer; await then waits for its outcome. Split
+// so that a caller can queue several sends in order before waiting.
+func (w *writer) enqueue(ctx context.Context, m store.Message, recipients []string) (*request, error) {
 	r := &request{ctx: ctx, msg: m, recipients: recipients, reply: make(chan reply, 1)}
 	select {
 	case <-w.s.stop:
-		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+		return nil, newError(CodeUnavailable, "server is shutting down", nil)
 	default:
 	}
 	select {
 	case w.in <- r:
+		return r, nil
 	case <-ctx.Done():
-		return Result{}, newError(CodeUnavailable, "send queue is full", ctx.Err())
+		return nil, newError(CodeUnavailable, "send queue is full", ctx.Err())
 	case <-w.exited:
-		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+		return nil, newError(CodeUnavailable, "server is shutting down", nil)
 	}
+}
+
+func (w *writer) await(ctx context.Context, r *request) (Result, error) {
 	select {
 	case rep := <-r.reply:
 		return rep.res, rep.err
