@@ -8,7 +8,8 @@
 #   BENCH_ROUNDS [3]       rounds; every round runs every scenario on every server
 #   BENCH_PAIRS [50]  BENCH_MESSAGES [2000]   direct: pairs, messages per pair
 #   BENCH_GROUP [100] BENCH_GROUP_MESSAGES [300] group: members, messages
-#   BENCH_CONNS [10000]    idle connections (this machine's fd limit is the bound)
+#   BENCH_CONNS [10000]    idle connections (the process fd limit is the bound)
+#   BENCH_HOLD [10s]       how long they are held before the server's RSS is read
 #   BENCH_HISTORY_MESSAGES [10000000]  history store size (filled once, reused)
 #   BENCH_DIR [/var/tmp/mqchat-bench]  where history stores are kept
 #   BENCH_OUT [bench-results/<time>]   JSON results
@@ -18,9 +19,9 @@ cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hist=200000 hist_req=2000
+	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000
 else
-	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hist=10000000 hist_req=5000
+	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000
 fi
 rounds=${BENCH_ROUNDS:-3}
 pairs=${BENCH_PAIRS:-$d_pairs}
@@ -28,6 +29,7 @@ msgs=${BENCH_MESSAGES:-$d_msgs}
 group=${BENCH_GROUP:-100}
 gmsgs=${BENCH_GROUP_MESSAGES:-$g_msgs}
 conns=${BENCH_CONNS:-$conns}
+hold=${BENCH_HOLD:-$hold}
 hist=${BENCH_HISTORY_MESSAGES:-$hist}
 bench_dir=${BENCH_DIR:-/var/tmp/mqchat-bench}
 out=${BENCH_OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -93,12 +95,45 @@ CONF
 
 log "starting mosquitto, bare mochi and chatd"
 "$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!); mosq_pid=$!
+pids+=($!)
 bin/barebroker --addr "$MOCHI_MQTT" >"$work/barebroker.log" 2>&1 &
-pids+=($!); mochi_pid=$!
-start_chatd "$work/chatd" "$CHATD_MQTT" "$CHATD_HTTP"; chatd_pid=${pids[-1]}
+pids+=($!)
+start_chatd "$work/chatd" "$CHATD_MQTT" "$CHATD_HTTP"
 wait_port "$MOSQ_MQTT"
 wait_port "$MOCHI_MQTT"
+
+# Memory per connection is measured on a server of its own, started for the
+# run: a server that has served traffic before reuses memory it freed then,
+# which would hide what new connections cost.
+connections_run() { # target round
+	local t=$1 pid f
+	n=$((n + 1))
+	f="$out/$(printf %03d $n)-connections-$t.json"
+	case $t in
+	chatd)
+		MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 MQCHAT_LOG_LEVEL=warn \
+			bin/chatd serve --data_dir "$work/conn-$2" --mqtt.addr 127.0.0.1:21903 --mqtt.ws_addr= --http.addr 127.0.0.1:28100 >>"$work/chatd.log" 2>&1 &
+		pid=$!
+		;;
+	mosquitto)
+		sed 's/^listener .*/listener 21903 127.0.0.1/' "$work/mosquitto.conf" >"$work/mosquitto-conn.conf"
+		"$mosquitto_bin" -c "$work/mosquitto-conn.conf" >>"$work/mosquitto.log" 2>&1 &
+		pid=$!
+		;;
+	mochi)
+		bin/barebroker --addr 127.0.0.1:21903 >>"$work/barebroker.log" 2>&1 &
+		pid=$!
+		;;
+	esac
+	pids+=("$pid")
+	wait_port 127.0.0.1:21903
+	[[ $t != chatd ]] || wait_port 127.0.0.1:28100
+	bin/chatbench connections --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:21903 --server-pid "$pid" \
+		--conns "$conns" --hold "$hold" --json >"$f" 2>>"$out/progress.log"
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	grep '"bytes_per_conn"' "$f" | sed "s|^ *|   $t connections: |" >&2
+}
 
 n=0
 bench() { # target scenario-args...
@@ -135,13 +170,7 @@ for r in $(seq 1 "$rounds"); do
 	has direct && run_traffic "$r" direct pairs --pairs "$pairs" --messages "$msgs"
 	has group && run_traffic "$r" group group --members "$group" --messages "$gmsgs"
 	if has connections; then
-		for t in $(order "$r"); do
-			case $t in
-			chatd) bench chatd connections --conns "$conns" --server-pid "$chatd_pid" --hold 5s ;;
-			mosquitto) bench mosquitto connections --conns "$conns" --server-pid "$mosq_pid" --hold 5s ;;
-			mochi) bench mochi connections --conns "$conns" --server-pid "$mochi_pid" --hold 5s ;;
-			esac
-		done
+		for t in $(order "$r"); do connections_run "$t" "$r"; done
 	fi
 done
 

@@ -23,14 +23,9 @@ import (
 // sessions (paho's packet codec over a socket, no client goroutines) so the
 // load generator's own memory stays small at tens of thousands of them.
 func connectionsScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (report, error) {
-	pid := o.ServerPID
-	if pid == 0 {
-		_, port, _ := net.SplitHostPort(o.MQTT)
-		p, err := listenerPID(port)
-		if err != nil {
-			return report{}, fmt.Errorf("find the server process (pass --server-pid): %w", err)
-		}
-		pid = p
+	pid, err := serverPID(o)
+	if err != nil {
+		return report{}, fmt.Errorf("find the server process (pass --server-pid): %w", err)
 	}
 	var ids []identity
 	if o.HTTP != "" && o.TargetName == "chatd" {
@@ -235,4 +230,45 @@ func listenerPID(port string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no visible process owns the listener on port %s", port)
+}
+
+// readCPU returns the user+system CPU time pid has used so far.
+func readCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("server cpu: %w", err)
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15, in clock ticks of
+// 1/100 s on Linux) from a /proc/PID/stat line; the command name may hold
+// spaces, so fields are counted after its closing parenthesis.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed cpu fields in /proc stat")
+	}
+	return time.Duration(u+s) * 10 * time.Millisecond, nil
+}
+
+// serverPID is --server-pid or the process listening on addr's port.
+func serverPID(o options) (int, error) {
+	if o.ServerPID != 0 {
+		return o.ServerPID, nil
+	}
+	_, port, err := net.SplitHostPort(o.MQTT)
+	if err != nil {
+		return 0, err
+	}
+	return listenerPID(port)
 }

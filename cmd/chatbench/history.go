@@ -24,6 +24,7 @@ import (
 // historyManifest records what history-fill put into a data dir, so later
 // runs reuse it instead of filling again.
 type historyManifest struct {
+	Format   int      `json:"format"` // fillFormat that wrote it; others are refilled
 	Messages int      `json:"messages"`
 	Reader   string   `json:"reader"` // username; password historyPassword
 	Chats    []string `json:"chats"`
@@ -31,6 +32,10 @@ type historyManifest struct {
 }
 
 const (
+	// fillFormat 2: bodies are random text, which compresses like the
+	// ciphertext of end-to-end encrypted clients (format 1 compressed to
+	// almost nothing and made the store unrealistically small).
+	fillFormat      = 2
 	historyPassword = "bench password"
 	manifestName    = "bench-history.json"
 )
@@ -41,7 +46,7 @@ const (
 // least that many.
 func historyFill(ctx context.Context, o options, log *slog.Logger) error {
 	mpath := filepath.Join(o.DataDir, manifestName)
-	if m, err := readManifest(mpath); err == nil && m.Messages >= o.Messages {
+	if m, err := readManifest(mpath); err == nil && m.Messages >= o.Messages && m.Format == fillFormat {
 		log.Info("store already filled", "messages", m.Messages, "dir", o.DataDir)
 		return nil
 	}
@@ -65,7 +70,7 @@ func historyFill(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("create reader: %w", err)
 	}
-	m := historyManifest{Reader: "reader", PerChat: o.Messages / o.Chats}
+	m := historyManifest{Format: fillFormat, Reader: "reader", PerChat: o.Messages / o.Chats}
 	peers := make([]store.User, o.Chats)
 	for i := range peers {
 		if peers[i], err = as.CreateUser(ctx, fmt.Sprintf("peer%d", i), historyPassword); err != nil {
@@ -81,7 +86,16 @@ func historyFill(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	body := []byte(`"` + strings.Repeat("h", o.Body-2) + `"`)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	randomBody := func() []byte {
+		b := make([]byte, o.Body)
+		b[0], b[len(b)-1] = '"', '"'
+		for i := 1; i < len(b)-1; i++ {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return b
+	}
 	const batch = 2000
 	msgs := make([]store.Message, 0, batch)
 	start, lastLog := time.Now(), time.Now()
@@ -93,7 +107,7 @@ func historyFill(ctx context.Context, o options, log *slog.Logger) error {
 				from = reader.ID
 			}
 			msgs = append(msgs, store.Message{Chat: c, Seq: uint64(seq), ID: gen.Next(), From: from,
-				CMID: fmt.Sprintf("h%d", seq), Type: "text", Body: body, SentAt: time.Now()})
+				CMID: fmt.Sprintf("h%d", seq), Type: "text", Body: randomBody(), SentAt: time.Now()})
 			if len(msgs) == batch {
 				if err := st.AppendMessages(ctx, msgs); err != nil {
 					return err

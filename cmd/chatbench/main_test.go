@@ -178,3 +178,15 @@ func TestReportRow(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	// The command name may contain spaces and parentheses.
+	stat := "4242 (chat d) (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 9 0 100 0 0"
+	got, err := parseStatCPU(stat)
+	if err != nil || got != 3800*time.Millisecond {
+		t.Fatalf("parseStatCPU = %v, %v; want 3.8s", got, err)
+	}
+	if _, err := parseStatCPU("garbage"); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}

@@ -112,6 +112,9 @@ type report struct {
 	BaselineRSS  int64   `json:"baseline_rss,omitempty"`   // bytes, before connecting
 	RSS          int64   `json:"rss,omitempty"`            // bytes, while holding
 	BytesPerConn float64 `json:"bytes_per_conn,omitempty"` // (RSS - baseline) / connections
+
+	ServerCPUSec   float64 `json:"server_cpu_sec,omitempty"`      // user+system CPU the server used during the run
+	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"` // server CPU microseconds per delivery
 }
 
 func (r report) print(w io.Writer) {
@@ -122,12 +125,20 @@ func (r report) print(w io.Writer) {
 			float64(r.BaselineRSS)/(1<<20), float64(r.RSS)/(1<<20), r.BytesPerConn)
 		return
 	}
+	if r.Scenario == "history" {
+		fmt.Fprintf(w, "  pages        %d of %d requests, %d errors, %.0f/s over %.2fs\n", r.Received, r.Sent, r.Errors, r.Throughput, r.ElapsedSec)
+		fmt.Fprintf(w, "  latency      %v\n", r.Latency)
+		return
+	}
 	if r.Sent > 0 {
 		fmt.Fprintf(w, "  sends        %d sent, %d acked (%.0f/s)\n", r.Sent, r.Acked, r.SendsPerSec)
 	}
 	fmt.Fprintf(w, "  deliveries   %d of %d, %d duplicates, %d errors, %d reconnects\n", r.Received, r.Expected, r.Duplicates, r.Errors, r.Reconnects)
 	fmt.Fprintf(w, "  throughput   %.0f/s over %.2fs\n", r.Throughput, r.ElapsedSec)
 	fmt.Fprintf(w, "  latency      %v\n", r.Latency)
+	if r.ServerCPUSec > 0 {
+		fmt.Fprintf(w, "  server CPU   %.2fs, %.1fµs per delivery\n", r.ServerCPUSec, r.CPUPerDelivery)
+	}
 	if r.Puback != nil {
 		fmt.Fprintf(w, "  PUBACK       %v\n", *r.Puback)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 )
@@ -56,9 +57,24 @@ func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients 
 	}
 	defer closeAll(send)
 	t.senders = send
+	// The server's CPU time per delivery is a figure that other load on a
+	// shared machine disturbs far less than throughput.
+	pid, pidErr := serverPID(o)
+	var cpu0 time.Duration
+	if pidErr == nil {
+		cpu0, pidErr = readCPU(pid)
+	}
 	log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate)
 	r := t.run(ctx, stderr)
 	r.Scenario, r.Params = o.Scenario, o.params()
+	if pidErr == nil && r.Received > 0 {
+		if cpu1, err := readCPU(pid); err == nil {
+			r.ServerCPUSec = (cpu1 - cpu0).Seconds()
+			r.CPUPerDelivery = float64((cpu1-cpu0)/time.Microsecond) / float64(r.Received)
+		}
+	} else if pidErr != nil {
+		log.Warn("server CPU not measured", "error", pidErr)
+	}
 	return r, nil
 }
 

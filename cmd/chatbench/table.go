@@ -38,9 +38,9 @@ func median(xs []float64) float64 {
 }
 
 type cell struct {
-	runs                    int
-	tput, p50, p99, perConn []float64
-	errors                  int64
+	runs                         int
+	tput, p50, p99, perConn, cpu []float64
+	errors                       int64
 }
 
 type tableKey struct{ row, target string }
@@ -76,17 +76,18 @@ func printTable(w io.Writer, files []string) error {
 		c.p50 = append(c.p50, r.Latency.P50)
 		c.p99 = append(c.p99, r.Latency.P99)
 		c.perConn = append(c.perConn, r.BytesPerConn)
+		c.cpu = append(c.cpu, r.CPUPerDelivery)
 		c.errors += r.Errors
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttarget\truns\tthroughput/s\tp50 ms\tp99 ms\tbytes/conn\terrors\t")
+	fmt.Fprintln(tw, "scenario\ttarget\truns\tthroughput/s\tp50 ms\tp99 ms\tserver µs/msg\tbytes/conn\terrors\t")
 	for _, row := range rows {
 		for _, t := range targets {
 			c := cells[tableKey{row, t}]
 			if c == nil {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%d\t\n", row, t, c.runs, median(c.tput), median(c.p50), median(c.p99), median(c.perConn), c.errors)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.1f\t%.0f\t%d\t\n", row, t, c.runs, median(c.tput), median(c.p50), median(c.p99), median(c.cpu), median(c.perConn), c.errors)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -106,7 +107,7 @@ func printTable(w io.Writer, files []string) error {
 			if m := median(o.perConn); m > 0 {
 				fmt.Fprintf(w, "%-12s chatd/%-10s memory per connection %.2fx\n", row, t, median(ch.perConn)/m)
 			} else if m := median(o.tput); m > 0 {
-				fmt.Fprintf(w, "%-12s chatd/%-10s throughput %.2fx   p99 %.2fx\n", row, t, median(ch.tput)/m, safeDiv(median(ch.p99), median(o.p99)))
+				fmt.Fprintf(w, "%-12s chatd/%-10s throughput %.2fx   p99 %.2fx   server CPU per message %.2fx\n", row, t, median(ch.tput)/m, safeDiv(median(ch.p99), median(o.p99)), safeDiv(median(ch.cpu), median(o.cpu)))
 			}
 		}
 	}
