@@ -84,7 +84,15 @@ type Service struct {
 	// chats would otherwise meet on different writers and both be stored.
 	mu      sync.Mutex
 	sending map[string]chan struct{}
+
+	// known caches user ids seen to exist: accounts are never deleted, and
+	// the recipient check is otherwise a store read on every direct send.
+	knownMu sync.RWMutex
+	known   map[string]struct{}
 }
+
+// maxKnown bounds the known-users cache; past it the cache starts over.
+const maxKnown = 1 << 16
 
 // New starts the service's writers; Close stops them.
 func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
@@ -106,6 +114,7 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	s := &Service{
 		st: st, list: opts.List, deliver: d, ids: gen, opts: opts,
 		stop: make(chan struct{}), done: make(chan struct{}), sending: make(map[string]chan struct{}),
+		known: make(map[string]struct{}),
 	}
 	s.shards = make([]*writer, opts.Shards)
 	for i := range s.shards {
@@ -251,11 +260,8 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 	if !ids.ValidUserID(target) {
 		return store.Message{}, nil, newError(CodeUnknownRecipient, "no such user: "+target, nil)
 	}
-	if _, err := s.st.UserByID(ctx, target); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Message{}, nil, newError(CodeUnknownRecipient, "no such user: "+target, nil)
-		}
-		return store.Message{}, nil, s.storeError(ctx, "look up recipient", err)
+	if err := s.userExists(ctx, target); err != nil {
+		return store.Message{}, nil, err
 	}
 	m := store.Message{
 		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
@@ -266,6 +272,29 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 		recipients = append(recipients, from)
 	}
 	return m, recipients, nil
+}
+
+// userExists checks a direct send's recipient.
+func (s *Service) userExists(ctx context.Context, uid string) error {
+	s.knownMu.RLock()
+	_, ok := s.known[uid]
+	s.knownMu.RUnlock()
+	if ok {
+		return nil
+	}
+	if _, err := s.st.UserByID(ctx, uid); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return newError(CodeUnknownRecipient, "no such user: "+uid, nil)
+		}
+		return s.storeError(ctx, "look up recipient", err)
+	}
+	s.knownMu.Lock()
+	if len(s.known) >= maxKnown {
+		clear(s.known)
+	}
+	s.known[uid] = struct{}{}
+	s.knownMu.Unlock()
+	return nil
 }
 
 func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope) (store.Message, []string, error) {
