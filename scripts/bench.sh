@@ -106,29 +106,32 @@ wait_port "$MOCHI_MQTT"
 # run: a server that has served traffic before reuses memory it freed then,
 # which would hide what new connections cost.
 connections_run() { # target round
-	local t=$1 pid f
+	local t=$1 pid f port
 	n=$((n + 1))
+	# A port per run: the previous run's sockets linger in TIME_WAIT, and
+	# with the same 4-tuples they would leave no ephemeral ports to reuse.
+	port=$((21903 + n))
 	f="$out/$(printf %03d $n)-connections-$t.json"
 	case $t in
 	chatd)
 		MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 MQCHAT_LOG_LEVEL=warn \
-			bin/chatd serve --data_dir "$work/conn-$2" --mqtt.addr 127.0.0.1:21903 --mqtt.ws_addr= --http.addr 127.0.0.1:28100 >>"$work/chatd.log" 2>&1 &
+			bin/chatd serve --data_dir "$work/conn-$2" --mqtt.addr 127.0.0.1:$port --mqtt.ws_addr= --http.addr 127.0.0.1:28100 >>"$work/chatd.log" 2>&1 &
 		pid=$!
 		;;
 	mosquitto)
-		sed 's/^listener .*/listener 21903 127.0.0.1/' "$work/mosquitto.conf" >"$work/mosquitto-conn.conf"
+		sed "s/^listener .*/listener $port 127.0.0.1/" "$work/mosquitto.conf" >"$work/mosquitto-conn.conf"
 		"$mosquitto_bin" -c "$work/mosquitto-conn.conf" >>"$work/mosquitto.log" 2>&1 &
 		pid=$!
 		;;
 	mochi)
-		bin/barebroker --addr 127.0.0.1:21903 >>"$work/barebroker.log" 2>&1 &
+		bin/barebroker --addr 127.0.0.1:$port >>"$work/barebroker.log" 2>&1 &
 		pid=$!
 		;;
 	esac
 	pids+=("$pid")
-	wait_port 127.0.0.1:21903
+	wait_port 127.0.0.1:$port
 	[[ $t != chatd ]] || wait_port 127.0.0.1:28100
-	bin/chatbench connections --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:21903 --server-pid "$pid" \
+	bin/chatbench connections --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:$port --server-pid "$pid" \
 		--conns "$conns" --hold "$hold" --json >"$f" 2>>"$out/progress.log"
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
