@@ -94,7 +94,7 @@ func directScenario(ctx context.Context, o options, log *slog.Logger, stderr io.
 	}
 	t.codec = cc
 	r, err := runTraffic(ctx, o, t, chatIdentities(senders, "bench", false), chatIdentities(recipients, "bench", true), log, stderr)
-	r.Target = "chatd"
+	r.Target = o.TargetName
 	return r, err
 }
 
@@ -119,7 +119,7 @@ func groupScenario(ctx context.Context, o options, log *slog.Logger, stderr io.W
 	t := o.traffic(o.Members-1, chatCodec{to: []string{"group:" + g.GroupID}, size: o.Body})
 	t.topics = []string{"users/" + sender.ID + "/send"}
 	r, err := runTraffic(ctx, o, t, chatIdentities(users[:1], "bench", false), chatIdentities(users[1:], "bench", true), log, stderr)
-	r.Target = "chatd"
+	r.Target = o.TargetName
 	return r, err
 }
 
