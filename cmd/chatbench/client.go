@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -27,9 +28,24 @@ func newDialer(n int) *dialer {
 	return d
 }
 
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT: bind the source
+// address now but choose the port at connect, per destination. Without it a
+// bind to port 0 needs a port unused towards every destination, and a
+// handful of earlier runs' TIME_WAIT sockets exhaust the range.
+const ipBindAddressNoPort = 24
+
 func (d *dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
 	src := d.sources[d.next.Add(1)%uint64(len(d.sources))]
-	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 10 * time.Second}
+	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 10 * time.Second,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
 	conn, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s from %s: %w", addr, src, err)
