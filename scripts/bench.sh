@@ -131,7 +131,9 @@ connections_run() { # target round
 	pids+=("$pid")
 	wait_port 127.0.0.1:$port
 	[[ $t != chatd ]] || wait_port 127.0.0.1:28100
-	bin/chatbench connections --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:$port --server-pid "$pid" \
+	local plain=--plain
+	[[ $t != chatd ]] || plain=
+	bin/chatbench connections $plain --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:$port --server-pid "$pid" \
 		--conns "$conns" --hold "$hold" --json >"$f" 2>>"$out/progress.log"
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true

@@ -28,7 +28,7 @@ func connectionsScenario(ctx context.Context, o options, log *slog.Logger, stder
 		return report{}, fmt.Errorf("find the server process (pass --server-pid): %w", err)
 	}
 	var ids []identity
-	if o.HTTP != "" && o.TargetName == "chatd" {
+	if !o.Plain {
 		users, err := newREST(o.HTTP).registerMany(ctx, o.Prefix, min(o.Users, o.Conns))
 		if err != nil {
 			return report{}, err

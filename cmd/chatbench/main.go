@@ -57,6 +57,7 @@ type options struct {
 	JSON        bool
 	Prefix      string
 	Files       []string
+	Plain       bool
 }
 
 var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "table"}
@@ -83,6 +84,7 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.Body, "body", 256, "message body bytes, 32-65536")
 	fs.StringVar(&o.Shape, "shape", "pairs", "raw traffic shape: pairs or group")
 	fs.IntVar(&o.Conns, "conns", 1000, "connections to hold (connections), 1-1000000")
+	fs.BoolVar(&o.Plain, "plain", false, "connections: anonymous sessions on plain topics, for brokers other than chatd")
 	fs.IntVar(&o.Users, "users", 100, "chatd users the connections are spread over as devices (connections)")
 	fs.DurationVar(&o.Hold, "hold", 10*time.Second, "how long to hold the connections before measuring (connections), at most 4m")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "server process for /proc/PID/status (connections; default: the process listening on --mqtt's port)")
