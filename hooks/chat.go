@@ -157,7 +157,9 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // which then writes the PUBACK: the connection goes on reading and queueing
 // while earlier sends wait for their fsync, so one client's sends share
 // group commits instead of paying one fsync each. mochi's receive quota
-// still bounds how many a client has waiting (receive_maximum).
+// still bounds how many a client has waiting (receive_maximum). Only MQTT 5
+// clients are pipelined: they learn that bound from the CONNACK, while a
+// 3.1.1 client cannot, and mochi disconnects a client that exceeds it.
 func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
 	env, wait, err := h.opts.Sender.QueuePayload(ctx, uid, pk.Payload)
@@ -165,7 +167,7 @@ func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 		cancel()
 		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
 	}
-	if pk.FixedHeader.Qos != 1 {
+	if pk.FixedHeader.Qos != 1 || cl.Properties.ProtocolVersion < 5 {
 		defer cancel()
 		return h.sent(cl, uid, pk, env, wait)
 	}
