@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: run build test test-cassandra postgresql vet fmt-check clean
+.PHONY: run build test test-cassandra postgresql vet fmt-check clean bench
 
 ## run: start chatd on embedded defaults (MQTT :1883, WebSocket :8083/mqtt, REST :8080, data in ./data)
 run:
@@ -36,6 +36,10 @@ test-cassandra:
 		sleep 2; \
 	done; echo "Cassandra did not come up"; exit 1
 	CASSANDRA_HOSTS=127.0.0.1 $(GO) test -count=1 -v ./store/cassandra/...
+
+## bench: chatd vs Mosquitto vs bare mochi on loopback, alternating rounds; BENCH_QUICK=1 for a ~2 minute run (see scripts/bench.sh)
+bench:
+	./scripts/bench.sh
 
 vet:
 	$(GO) vet ./...

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // TestSessionSurvivesRestart checks that the Pebble hook restores a
@@ -43,4 +44,59 @@ func TestSessionSurvivesRestart(t *testing.T) {
 	pub, _ := connectV5(t, dialTCP(t, b2.Addrs().TCP), &paho.Connect{ClientID: "publisher", CleanStart: true})
 	pub.publish(t, "chat/room", "after restart")
 	c.expect(t, "chat/room", "after restart")
+}
+
+// TestOfflineMessageSurvivesRestart checks that QoS 1 messages queued for
+// an offline persistent session are still written to the session store
+// (sessionStore only skips sessions that end with their connection).
+func TestOfflineMessageSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	expiry := uint32(3600)
+	persistent := &paho.Connect{ClientID: "keeper", Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+
+	b1 := startBroker(t, Options{SessionDir: dir})
+	c, _ := connectV5(t, dialTCP(t, b1.Addrs().TCP), persistent)
+	c.subscribe(t, "room/1")
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := connectV5(t, dialTCP(t, b1.Addrs().TCP), &paho.Connect{ClientID: "pub", CleanStart: true})
+	pub.publish(t, "room/1", "while you were away")
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b2 := startBroker(t, Options{SessionDir: dir})
+	c, ack := connectV5(t, dialTCP(t, b2.Addrs().TCP), persistent)
+	if !ack.SessionPresent {
+		t.Fatal("session not restored")
+	}
+	c.expect(t, "room/1", "while you were away")
+}
+
+func TestEphemeral(t *testing.T) {
+	tests := []struct {
+		name    string
+		version byte
+		clean   bool
+		expiry  uint32
+		want    bool
+	}{
+		{"v5 expiry 0", 5, true, 0, true},
+		{"v5 expiry 0 without clean start", 5, false, 0, true},
+		{"v5 expiry 1h", 5, true, 3600, false},
+		{"3.1.1 clean session", 4, true, 0, true},
+		{"3.1.1 persistent session", 4, false, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cl mqtt.Client
+			cl.Properties.ProtocolVersion = tt.version
+			cl.Properties.Clean = tt.clean
+			cl.Properties.Props.SessionExpiryInterval = tt.expiry
+			if got := ephemeral(&cl); got != tt.want {
+				t.Fatalf("ephemeral = %v, want %v", got, tt.want)
+			}
+		})
+	}
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/mqchat/mqchat/services/chat"
 )
 
-// Sender is the chat pipeline as the Chat hook uses it.
+// Sender is the chat pipeline as the Chat hook uses it: a send is queued
+// in publish order and wait reports when it is durable (chat.Service).
 type Sender interface {
-	SendPayload(ctx context.Context, from string, payload []byte) (chat.Result, chat.Envelope, error)
+	QueuePayload(ctx context.Context, from string, payload []byte) (chat.Envelope, func() (chat.Result, error), error)
 }
 
 // RejectObserver counts publishes refused before they reach the pipeline.
@@ -57,8 +58,9 @@ type ChatOptions struct {
 // (or "handled", for requests). Handled and refused publishes are consumed
 // with CodeSuccessIgnore, never routed: for 3.1.1 clients, QoS 0 and
 // non-Code errors mochi would otherwise publish the original packet.
-// ErrRejectPacket is never used: it suppresses the PUBACK and leaves the
-// client waiting.
+// ErrRejectPacket, which suppresses mochi's PUBACK, is used only for
+// pipelined MQTT 5 sends, whose PUBACK the hook writes itself once the
+// message is durable (send).
 type Chat struct {
 	mqtt.HookBase
 	opts   ChatOptions
@@ -150,10 +152,53 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 // send stores a send envelope; the PUBACK follows the commit.
+//
+// A QoS 1 send is queued here, in the connection's read loop, so sends keep
+// their publish order, but its commit is awaited on a goroutine of its own
+// which then writes the PUBACK: the connection goes on reading and queueing
+// while earlier sends wait for their fsync, so one client's sends share
+// group commits instead of paying one fsync each. mochi's receive quota
+// still bounds how many a client has waiting (receive_maximum). Only MQTT 5
+// clients are pipelined: they learn that bound from the CONNACK, while a
+// 3.1.1 client cannot, and mochi disconnects a client that exceeds it.
 func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
-	defer cancel()
-	res, env, err := h.opts.Sender.SendPayload(ctx, uid, pk.Payload)
+	env, wait, err := h.opts.Sender.QueuePayload(ctx, uid, pk.Payload)
+	if err != nil {
+		cancel()
+		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+	}
+	if pk.FixedHeader.Qos != 1 || cl.Properties.ProtocolVersion < 5 {
+		defer cancel()
+		return h.sent(cl, uid, pk, env, wait)
+	}
+	cl.State.Inflight.DecreaseReceiveQuota()
+	go func() {
+		defer cancel()
+		rc := packets.CodeSuccess
+		if err := h.sent(cl, uid, pk, env, wait); err != packets.CodeSuccessIgnore {
+			var ok bool
+			if rc, ok = err.(packets.Code); !ok {
+				// Never acknowledge success for an outcome we cannot name.
+				rc = packets.ErrUnspecifiedError
+			}
+		}
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: rc.Code}
+		if rc.Code >= packets.ErrUnspecifiedError.Code {
+			ack.Properties.ReasonString = rc.Reason
+		}
+		// A closed connection loses only the PUBACK: the message is
+		// stored, and the client's retry with the same cmid is deduped.
+		_ = cl.WritePacket(ack)
+		cl.State.Inflight.IncreaseReceiveQuota()
+	}()
+	return packets.ErrRejectPacket // consumed; the PUBACK is ours to send
+}
+
+// sent waits for a queued send and answers it like OnPublish would: the
+// error is the PUBACK's reason code or CodeSuccessIgnore.
+func (h *Chat) sent(cl *mqtt.Client, uid string, pk packets.Packet, env chat.Envelope, wait func() (chat.Result, error)) error {
+	res, err := wait()
 	if err != nil {
 		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
 	}

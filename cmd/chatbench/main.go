@@ -1,12 +1,19 @@
 // Command chatbench is mqchat's load generator: real MQTT clients
-// (paho.golang) against a running chatd, reporting throughput and latency.
-// Every run is bounded in count and time and targets loopback addresses only.
+// (paho.golang) against chatd or any MQTT broker on this machine, reporting
+// throughput, send→receive latency, errors and reconnects, with a progress
+// line every second and a summary as text or --json. Every run is bounded in
+// count and time, stops by itself and targets loopback addresses only.
 //
 // Scenarios:
 //
-//	group: one sender publishes messages to a group of N members and the
-//	       tool measures the sender's PUBACK latency (= durable store) and
-//	       the time until the last member has each message.
+//	direct       N sender→recipient pairs of chatd users, M QoS 1 messages each
+//	group        one chatd user sends M messages to a group of G members
+//	raw          the same traffic on plain topics against any broker
+//	             (--shape pairs like direct, --shape group like group)
+//	connections  C idle subscribed connections; server RSS per connection
+//	history-fill fill an embedded store directly (chatd stopped), once
+//	history      pages of 50 through chatd's REST API on that store
+//	table        medians and ratios of --json result files
 package main
 
 import (
@@ -20,37 +27,139 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"time"
 )
 
 type options struct {
-	HTTP     string
-	MQTT     string
-	Members  int
-	Messages int
-	Body     int
-	Timeout  time.Duration
-	JSON     bool
-	Prefix   string
+	Scenario    string
+	HTTP        string
+	MQTT        string
+	TargetName  string
+	Pairs       int
+	Members     int
+	Messages    int
+	Window      int
+	Rate        float64
+	Body        int
+	Shape       string
+	Conns       int
+	Users       int
+	Hold        time.Duration
+	ServerPID   int
+	Sources     int
+	DataDir     string
+	Chats       int
+	Requests    int
+	Concurrency int
+	Timeout     time.Duration
+	Drain       time.Duration
+	JSON        bool
+	Prefix      string
+	Files       []string
+	Plain       bool
+}
+
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "table"}
+
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|table [flags]"
+
+// parseArgs reads the scenario and its flags and checks every bound.
+func parseArgs(args []string, errOut io.Writer) (options, error) {
+	var o options
+	if len(args) < 1 || !slices.Contains(scenarios, args[0]) {
+		return o, errors.New(usage)
+	}
+	o.Scenario = args[0]
+	fs := flag.NewFlagSet("chatbench "+o.Scenario, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	fs.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "chatd REST address (loopback only)")
+	fs.StringVar(&o.MQTT, "mqtt", "127.0.0.1:1883", "MQTT TCP address (loopback only)")
+	fs.StringVar(&o.TargetName, "target", "", "name of the server in the report (default chatd, or broker for raw)")
+	fs.IntVar(&o.Pairs, "pairs", 50, "sender→recipient pairs (direct, raw --shape pairs), 1-10000")
+	fs.IntVar(&o.Members, "members", 100, "group size, sender included (group, raw --shape group), 2-100000")
+	fs.IntVar(&o.Messages, "messages", 1000, "messages per sender, 1-1000000")
+	fs.IntVar(&o.Window, "window", 8, "unacknowledged sends in flight per sender, 1-1024")
+	fs.Float64Var(&o.Rate, "rate", 0, "fixed load: messages per second over all senders (0 = as fast as the window allows)")
+	fs.IntVar(&o.Body, "body", 256, "message body bytes, 32-65536")
+	fs.StringVar(&o.Shape, "shape", "pairs", "raw traffic shape: pairs or group")
+	fs.IntVar(&o.Conns, "conns", 1000, "connections to hold (connections), 1-1000000")
+	fs.BoolVar(&o.Plain, "plain", false, "connections: anonymous sessions on plain topics, for brokers other than chatd")
+	fs.IntVar(&o.Users, "users", 100, "chatd users the connections are spread over as devices (connections)")
+	fs.DurationVar(&o.Hold, "hold", 10*time.Second, "how long to hold the connections before measuring (connections), at most 4m")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "server process for /proc/PID/status (connections; default: the process listening on --mqtt's port)")
+	fs.IntVar(&o.Sources, "sources", 0, "127.0.0.x source addresses to spread connections over (0 = one per 25,000 connections)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "chatd data dir holding the history store (history-fill, history)")
+	fs.IntVar(&o.Chats, "chats", 1000, "chats the history messages are spread over (history-fill)")
+	fs.IntVar(&o.Requests, "requests", 5000, "history pages to request (history)")
+	fs.IntVar(&o.Concurrency, "concurrency", 4, "concurrent history requests (history)")
+	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "the whole run stops after this (history-fill: 30m)")
+	fs.DurationVar(&o.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries after the last send")
+	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
+	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().UnixNano()%1000000), "name prefix, so runs against one server do not collide")
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	o.Files = fs.Args()
+	if o.TargetName == "" {
+		o.TargetName = "chatd"
+		if o.Scenario == "raw" {
+			o.TargetName = "broker"
+		}
+	}
+	if o.Sources == 0 {
+		o.Sources = (o.Conns + 24999) / 25000
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.Scenario == "history-fill" && !set["timeout"] {
+		o.Timeout = 30 * time.Minute
+	}
+	return o, o.validate()
+}
+
+func (o options) validate() error {
+	check := func(ok bool, msg string) error {
+		if !ok {
+			return errors.New(msg)
+		}
+		return nil
+	}
+	errs := []error{
+		check(o.Pairs >= 1 && o.Pairs <= 10000, "--pairs must be 1-10000"),
+		check(o.Members >= 2 && o.Members <= 100000, "--members must be 2-100000"),
+		check(o.Messages >= 1 && o.Messages <= 1000000 || o.Scenario == "history-fill", "--messages must be 1-1000000"),
+		check(o.Messages >= 1 && o.Messages <= 100000000, "--messages must be at most 100000000"),
+		check(o.Window >= 1 && o.Window <= 1024, "--window must be 1-1024"),
+		check(o.Rate >= 0 && o.Rate <= 1e7, "--rate must be 0-10000000"),
+		check(o.Body >= 32 && o.Body <= 65536, "--body must be 32-65536"),
+		check(o.Shape == "pairs" || o.Shape == "group", "--shape must be pairs or group"),
+		check(o.Conns >= 1 && o.Conns <= 1000000, "--conns must be 1-1000000"),
+		check(o.Users >= 1, "--users must be at least 1"),
+		check(o.Hold >= 0 && o.Hold <= 4*time.Minute, "--hold must be 0-4m"),
+		check(o.Sources >= 1 && o.Sources <= 254, "--sources must be 1-254"),
+		check(o.Chats >= 1 && o.Chats <= o.Messages || o.Scenario != "history-fill", "--chats must be 1..messages"),
+		check(o.Requests >= 1 && o.Concurrency >= 1 && o.Concurrency <= 256, "--requests >= 1, --concurrency 1-256"),
+		check(o.Timeout > 0 && o.Timeout <= 2*time.Hour, "--timeout must be at most 2h"),
+		check(o.Drain > 0 && o.Drain <= 10*time.Minute, "--drain must be at most 10m"),
+		check(o.DataDir != "" || (o.Scenario != "history" && o.Scenario != "history-fill"), "--data-dir is required"),
+		check(len(o.Files) > 0 || o.Scenario != "table", "table needs result files"),
+	}
+	for _, a := range []string{o.HTTP, o.MQTT} {
+		if o.Scenario != "table" && o.Scenario != "history-fill" {
+			errs = append(errs, loopbackOnly(a))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func main() {
-	var o options
-	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "chatd REST address (loopback only)")
-	fs.StringVar(&o.MQTT, "mqtt", "127.0.0.1:1883", "chatd MQTT TCP address (loopback only)")
-	fs.IntVar(&o.Members, "members", 100, "group size, sender included (2-100000)")
-	fs.IntVar(&o.Messages, "messages", 50, "messages the sender publishes, one at a time (1-100000)")
-	fs.IntVar(&o.Body, "body", 256, "message body bytes")
-	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "the whole run stops after this")
-	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
-	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().Unix()%100000), "username prefix, so runs against one server do not collide")
-	if len(os.Args) < 2 || os.Args[1] != "group" {
-		fmt.Fprintln(os.Stderr, "usage: chatbench group [flags]")
-		fs.PrintDefaults()
-		os.Exit(2)
+	o, err := parseArgs(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
 	}
-	if err := fs.Parse(os.Args[2:]); err != nil {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
 		os.Exit(2)
 	}
 	if err := run(o, os.Stdout, os.Stderr); err != nil {
@@ -60,29 +169,44 @@ func main() {
 }
 
 func run(o options, stdout, stderr io.Writer) error {
-	if o.Members < 2 || o.Members > 100000 || o.Messages < 1 || o.Messages > 100000 || o.Body < 1 || o.Body > 1<<20 {
-		return errors.New("members 2-100000, messages 1-100000, body 1-1048576")
-	}
-	for _, a := range []string{o.HTTP, o.MQTT} {
-		if err := loopbackOnly(a); err != nil {
-			return err
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(stderr, nil))
-	res, err := groupScenario(ctx, o, log)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var res report
+	var err error
+	switch o.Scenario {
+	case "table":
+		return printTable(stdout, o.Files)
+	case "history-fill":
+		return historyFill(ctx, o, log)
+	case "direct":
+		res, err = directScenario(ctx, o, log, stderr)
+	case "group":
+		res, err = groupScenario(ctx, o, log, stderr)
+	case "raw":
+		res, err = rawScenario(ctx, o, log, stderr)
+	case "connections":
+		res, err = connectionsScenario(ctx, o, log, stderr)
+	case "history":
+		res, err = historyScenario(ctx, o, log, stderr)
+	}
 	if err != nil {
 		return err
 	}
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		res.print(stdout)
 	}
-	res.print(stdout)
+	if ctx.Err() != nil {
+		return fmt.Errorf("stopped early: %w", ctx.Err())
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,8 @@ type App struct {
 	broker      *broker.Broker
 	http        *http.Server
 	httpLn      net.Listener
+	pprof       *http.Server // nil unless http.pprof_addr is set
+	pprofLn     net.Listener
 	admin       *adminServer
 	live        atomic.Bool
 }
@@ -65,6 +68,7 @@ type App struct {
 // Addrs are the addresses the node listens on, as bound.
 type Addrs struct {
 	MQTT, TLS, WS, HTTP, AdminSocket string
+	Pprof                            string // "" when disabled
 }
 
 // New builds a node from cfg without binding any port.
@@ -288,6 +292,16 @@ func (a *App) build(secret []byte) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+	if cfg.HTTP.PprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// No WriteTimeout: a CPU profile streams for its whole duration.
+		a.pprof = &http.Server{Addr: cfg.HTTP.PprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
 	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), a.auth, a.log.With("component", "admin"))
 	return nil
 }
@@ -327,6 +341,19 @@ func (a *App) Start() error {
 			a.log.Error("http server stopped", "error", err)
 		}
 	}()
+	if a.pprof != nil {
+		pln, err := net.Listen("tcp", a.pprof.Addr)
+		if err != nil {
+			return fmt.Errorf("app: listen pprof %s: %w", a.pprof.Addr, err)
+		}
+		a.pprofLn = pln
+		go func() {
+			if err := a.pprof.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("pprof server stopped", "error", err)
+			}
+		}()
+		a.log.Warn("serving pprof profiles", "addr", pln.Addr().String())
+	}
 	if err := a.admin.start(); err != nil {
 		return err
 	}
@@ -355,6 +382,9 @@ func (a *App) Addrs() Addrs {
 	if a.httpLn != nil {
 		out.HTTP = a.httpLn.Addr().String()
 	}
+	if a.pprofLn != nil {
+		out.Pprof = a.pprofLn.Addr().String()
+	}
 	return out
 }
 
@@ -366,6 +396,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if a.pprof != nil {
+		if err := a.pprof.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("pprof: %w", err))
+		}
 	}
 	a.admin.stop(ctx)
 	// Before the broker disconnects every client: shutdown is no departure.

@@ -88,6 +88,9 @@ type PresenceConfig struct {
 
 type HTTPConfig struct {
 	Addr string `koanf:"addr"`
+	// PprofAddr serves net/http/pprof on its own listener when set; it
+	// must be a loopback address because profiles expose internals.
+	PprofAddr string `koanf:"pprof_addr"`
 }
 
 type AuthConfig struct {

@@ -163,6 +163,8 @@ func usage(key string) string {
 		return "upper bound on a client's keep-alive (at most 65535s); 0 accepts the client's value"
 	case "http.addr":
 		return "host:port of the HTTP API"
+	case "http.pprof_addr":
+		return "loopback host:port serving Go's pprof profiles; empty disables"
 	case "auth.jwt_secret":
 		return "HMAC secret for access tokens; empty = generated into data_dir/jwt.secret"
 	case "auth.access_ttl":

@@ -101,6 +101,12 @@ func (c Config) Validate() error {
 	}
 
 	addr("http.addr", c.HTTP.Addr)
+	if c.HTTP.PprofAddr != "" {
+		addr("http.pprof_addr", c.HTTP.PprofAddr)
+		if host, _, err := net.SplitHostPort(c.HTTP.PprofAddr); err == nil && !isLoopback(host) {
+			bad("http.pprof_addr", "must be a loopback address such as 127.0.0.1:6060, got %q", c.HTTP.PprofAddr)
+		}
+	}
 
 	a := c.Auth
 	if a.AccessTTL < time.Minute {
@@ -214,4 +220,14 @@ func checkHostPort(s string) error {
 		return fmt.Errorf("port %q must be a number from 0 to 65535", port)
 	}
 	return nil
+}
+
+// isLoopback accepts localhost and loopback IPs only: an empty host would
+// listen on every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

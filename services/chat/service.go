@@ -85,7 +85,15 @@ type Service struct {
 	// chats would otherwise meet on different writers and both be stored.
 	mu      sync.Mutex
 	sending map[string]chan struct{}
+
+	// known caches user ids seen to exist: accounts are never deleted, and
+	// the recipient check is otherwise a store read on every direct send.
+	knownMu sync.RWMutex
+	known   map[string]struct{}
 }
+
+// maxKnown bounds the known-users cache; past it the cache starts over.
+const maxKnown = 1 << 16
 
 // New starts the service's writers; Close stops them.
 func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
@@ -107,6 +115,7 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	s := &Service{
 		st: st, list: opts.List, deliver: d, ids: gen, opts: opts,
 		stop: make(chan struct{}), done: make(chan struct{}), sending: make(map[string]chan struct{}),
+		known: make(map[string]struct{}),
 	}
 	s.shards = make([]*writer, opts.Shards)
 	for i := range s.shards {
@@ -150,21 +159,40 @@ func (s *Service) fanoutIdle() bool {
 
 // SendPayload decodes a raw envelope (as published on MQTT) and sends it.
 func (s *Service) SendPayload(ctx context.Context, from string, payload []byte) (Result, Envelope, error) {
+	env, wait, err := s.QueuePayload(ctx, from, payload)
+	if err != nil {
+		return Result{}, env, err
+	}
+	res, err := wait()
+	return res, env, err
+}
+
+// QueuePayload is SendPayload in two steps, so that one connection can have
+// many sends in flight: it validates the envelope and queues the send on its
+// chat's writer before it returns, so sends queued one after another keep
+// their order (and get ascending seqs), and wait blocks until the send is
+// durable. ctx must stay live until wait returns; wait must be called
+// exactly once when err is nil.
+func (s *Service) QueuePayload(ctx context.Context, from string, payload []byte) (Envelope, func() (Result, error), error) {
 	if err := s.admit(from); err != nil {
-		return Result{}, Envelope{}, err
+		return Envelope{}, nil, err
 	}
 	if len(payload) > s.opts.MaxMessageBytes {
 		err := newError(CodeTooLarge, fmt.Sprintf("payload is %d bytes, the limit is %d", len(payload), s.opts.MaxMessageBytes), nil)
 		s.opts.Metrics.ObserveReject(err.Code)
-		return Result{}, Envelope{}, err
+		return Envelope{}, nil, err
 	}
 	env, err := decodeEnvelope(payload)
 	if err != nil {
 		s.opts.Metrics.ObserveReject(CodeOf(err))
-		return Result{}, env, err
+		return env, nil, err
 	}
-	res, err := s.send(ctx, from, env)
-	return res, env, err
+	wait, err := s.queue(ctx, from, env)
+	if err != nil {
+		s.opts.Metrics.ObserveReject(CodeOf(err))
+		return env, nil, err
+	}
+	return env, func() (Result, error) { return s.observe(wait()) }, nil
 }
 
 // Send validates env and sends it from the user from.
@@ -195,32 +223,46 @@ func (s *Service) admit(from string) error {
 }
 
 func (s *Service) send(ctx context.Context, from string, env Envelope) (Result, error) {
-	res, err := s.route(ctx, from, env)
+	wait, err := s.queue(ctx, from, env)
 	if err != nil {
 		s.opts.Metrics.ObserveReject(CodeOf(err))
 		return Result{}, err
 	}
-	if res.Duplicate {
+	return s.observe(wait())
+}
+
+func (s *Service) observe(res Result, err error) (Result, error) {
+	switch {
+	case err != nil:
+		s.opts.Metrics.ObserveReject(CodeOf(err))
+		return Result{}, err
+	case res.Duplicate:
 		s.opts.Metrics.ObserveSend("duplicate")
-	} else {
+	default:
 		s.opts.Metrics.ObserveSend("stored")
 	}
 	return res, nil
 }
 
-func (s *Service) route(ctx context.Context, from string, env Envelope) (Result, error) {
+// queue routes env and queues it on its writer; wait returns the outcome.
+func (s *Service) queue(ctx context.Context, from string, env Envelope) (wait func() (Result, error), err error) {
+	m, recipients, err := s.route(ctx, from, env)
+	if err != nil {
+		return nil, err
+	}
+	return s.enqueue(ctx, m, recipients)
+}
+
+func (s *Service) route(ctx context.Context, from string, env Envelope) (store.Message, []string, error) {
 	target, isUser := strings.CutPrefix(env.To, "user:")
 	if !isUser {
 		return s.routeGroup(ctx, from, strings.TrimPrefix(env.To, "group:"), env)
 	}
 	if !ids.ValidUserID(target) {
-		return Result{}, newError(CodeUnknownRecipient, "no such user: "+target, nil)
+		return store.Message{}, nil, newError(CodeUnknownRecipient, "no such user: "+target, nil)
 	}
-	if _, err := s.st.UserByID(ctx, target); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return Result{}, newError(CodeUnknownRecipient, "no such user: "+target, nil)
-		}
-		return Result{}, s.storeError(ctx, "look up recipient", err)
+	if err := s.userExists(ctx, target); err != nil {
+		return store.Message{}, nil, err
 	}
 	m := store.Message{
 		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
@@ -230,19 +272,42 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (Result,
 	if target != from {
 		recipients = append(recipients, from)
 	}
-	return s.submit(ctx, m, recipients)
+	return m, recipients, nil
 }
 
-func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope) (Result, error) {
+// userExists checks a direct send's recipient.
+func (s *Service) userExists(ctx context.Context, uid string) error {
+	s.knownMu.RLock()
+	_, ok := s.known[uid]
+	s.knownMu.RUnlock()
+	if ok {
+		return nil
+	}
+	if _, err := s.st.UserByID(ctx, uid); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return newError(CodeUnknownRecipient, "no such user: "+uid, nil)
+		}
+		return s.storeError(ctx, "look up recipient", err)
+	}
+	s.knownMu.Lock()
+	if len(s.known) >= maxKnown {
+		clear(s.known)
+	}
+	s.known[uid] = struct{}{}
+	s.knownMu.Unlock()
+	return nil
+}
+
+func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope) (store.Message, []string, error) {
 	recipients, err := s.groupRecipients(ctx, gid, from)
 	if err != nil {
-		return Result{}, err
+		return store.Message{}, nil, err
 	}
 	m := store.Message{
 		Chat: GroupChatID(gid), From: from, CMID: env.CMID, Type: env.Type,
 		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
 	}
-	return s.submit(ctx, m, recipients)
+	return m, recipients, nil
 }
 
 // groupRecipients returns the members of gid if uid is one of them; the
@@ -259,14 +324,32 @@ func (s *Service) groupRecipients(ctx context.Context, gid, uid string) ([]strin
 }
 
 func (s *Service) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
-	if m.CMID != "" {
-		release, err := s.claim(ctx, m.From+"\x00"+m.CMID)
-		if err != nil {
-			return Result{}, err
-		}
-		defer release()
+	wait, err := s.enqueue(ctx, m, recipients)
+	if err != nil {
+		return Result{}, err
 	}
-	return s.shardFor(m.Chat).submit(ctx, m, recipients)
+	return wait()
+}
+
+// enqueue claims m's (sender, cmid) and queues m on its chat's writer; wait
+// returns the writer's answer and releases the claim.
+func (s *Service) enqueue(ctx context.Context, m store.Message, recipients []string) (wait func() (Result, error), err error) {
+	release := func() {}
+	if m.CMID != "" {
+		if release, err = s.claim(ctx, m.From+"\x00"+m.CMID); err != nil {
+			return nil, err
+		}
+	}
+	w := s.shardFor(m.Chat)
+	r, err := w.enqueue(ctx, m, recipients)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return func() (Result, error) {
+		defer release()
+		return w.await(ctx, r)
+	}, nil
 }
 
 // SendSystem stores a server-made message (type "system") in a group's

@@ -63,40 +63,84 @@ func newWriter(s *Service) *writer {
 // fanout publishes stored messages until the writer closes w.out, and
 // moves each sender's own cursors past its message: what you wrote is
 // neither undelivered nor unread to you.
+//
+// It takes whatever is queued at once and moves each (sender, chat)'s
+// cursors once for all of it: a cursor write waits in the store's commit
+// pipeline behind the fsyncs of concurrent sends, so one write per message
+// would bound fan-out at one message per fsync per writer.
 func (w *writer) fanout() {
+	items := make([]fanoutItem, 0, maxBatch)
 	for d := range w.out {
-		w.fan(d)
+		items = append(items[:0], d)
+	more:
+		for len(items) < maxBatch {
+			select {
+			case d, ok := <-w.out:
+				if !ok {
+					break more
+				}
+				items = append(items, d)
+			default:
+				break more
+			}
+		}
+		for _, d := range items {
+			w.fan(d)
+		}
+		w.advanceSenders(items)
+		clear(items)
+		w.fanning.Add(-int64(len(items)))
 	}
 }
 
 func (w *writer) fan(d fanoutItem) {
-	defer w.fanning.Add(-1)
 	w.s.deliver.Deliver(d.recipients, d.msg)
+}
+
+// advanceSenders moves each sender's cursors to its last message in items
+// (a chat's messages are in seq order there).
+func (w *writer) advanceSenders(items []fanoutItem) {
 	if w.s.list == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	_, _, err := w.s.list.AdvanceCursors(ctx, d.msg.From, d.msg.Chat, d.msg.Seq, d.msg.Seq, w.s.opts.Now())
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		w.s.opts.Logger.Error("advance sender cursors", "chat", d.msg.Chat, "seq", d.msg.Seq, "error", err)
+	type key struct{ from, chat string }
+	last := make(map[key]int, len(items))
+	for i, d := range items {
+		last[key{d.msg.From, d.msg.Chat}] = i
+	}
+	for i, d := range items {
+		if last[key{d.msg.From, d.msg.Chat}] != i {
+			continue // a later message of the same sender and chat moves them further
+		}
+		_, _, err := w.s.list.AdvanceCursors(ctx, d.msg.From, d.msg.Chat, d.msg.Seq, d.msg.Seq, w.s.opts.Now())
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			w.s.opts.Logger.Error("advance sender cursors", "chat", d.msg.Chat, "seq", d.msg.Seq, "error", err)
+		}
 	}
 }
 
-func (w *writer) submit(ctx context.Context, m store.Message, recipients []string) (Result, error) {
+// enqueue hands m to the writer; await then waits for its outcome. Split
+// so that a caller can queue several sends in order before waiting.
+func (w *writer) enqueue(ctx context.Context, m store.Message, recipients []string) (*request, error) {
 	r := &request{ctx: ctx, msg: m, recipients: recipients, reply: make(chan reply, 1)}
 	select {
 	case <-w.s.stop:
-		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+		return nil, newError(CodeUnavailable, "server is shutting down", nil)
 	default:
 	}
 	select {
 	case w.in <- r:
+		return r, nil
 	case <-ctx.Done():
-		return Result{}, newError(CodeUnavailable, "send queue is full", ctx.Err())
+		return nil, newError(CodeUnavailable, "send queue is full", ctx.Err())
 	case <-w.exited:
-		return Result{}, newError(CodeUnavailable, "server is shutting down", nil)
+		return nil, newError(CodeUnavailable, "server is shutting down", nil)
 	}
+}
+
+func (w *writer) await(ctx context.Context, r *request) (Result, error) {
 	select {
 	case rep := <-r.reply:
 		return rep.res, rep.err

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// chatIdentities logs users in over MQTT with their token; subscribers get
+// their inbox.
+func chatIdentities(users []account, device string, subscribe bool) []identity {
+	ids := make([]identity, len(users))
+	for i, u := range users {
+		ids[i] = identity{ClientID: u.ID + "/" + device, Username: u.ID, Password: u.Token}
+		if subscribe {
+			ids[i].Subs = []string{"users/" + u.ID + "/inbox"}
+		}
+	}
+	return ids
+}
+
+func (o options) traffic(recipients int, c codec) *traffic {
+	return &traffic{perSender: o.Messages, window: o.Window, rate: o.Rate, recipients: recipients, codec: c, drain: o.Drain}
+}
+
+func (o options) params() map[string]any {
+	p := map[string]any{"messages": o.Messages, "window": o.Window, "rate": o.Rate, "body": o.Body}
+	switch {
+	case o.Scenario == "direct" || (o.Scenario == "raw" && o.Shape == "pairs"):
+		p["pairs"] = o.Pairs
+	default:
+		p["members"] = o.Members
+	}
+	if o.Scenario == "raw" {
+		p["shape"] = o.Shape
+	}
+	return p
+}
+
+// runTraffic connects recipients and senders, runs t and closes everything.
+func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients []identity, log *slog.Logger, stderr io.Writer) (report, error) {
+	d := newDialer(o.Sources)
+	t.init(len(senders))
+	log.Info("connecting", "recipients", len(recipients), "senders", len(senders))
+	recv, err := connectAll(ctx, d, o.MQTT, recipients, &t.c, func(int) func(*paho.Publish) { return t.receiver() })
+	if err != nil {
+		return report{}, err
+	}
+	defer closeAll(recv)
+	send, err := connectAll(ctx, d, o.MQTT, senders, &t.c, nil)
+	if err != nil {
+		return report{}, err
+	}
+	defer closeAll(send)
+	t.senders = send
+	// The server's CPU time per delivery is a figure that other load on a
+	// shared machine disturbs far less than throughput.
+	pid, pidErr := serverPID(o)
+	var cpu0 time.Duration
+	if pidErr == nil {
+		cpu0, pidErr = readCPU(pid)
+	}
+	log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate)
+	r := t.run(ctx, stderr)
+	r.Scenario, r.Params = o.Scenario, o.params()
+	if pidErr == nil && r.Received > 0 {
+		if cpu1, err := readCPU(pid); err == nil {
+			r.ServerCPUSec = (cpu1 - cpu0).Seconds()
+			r.CPUPerDelivery = float64((cpu1-cpu0)/time.Microsecond) / float64(r.Received)
+		}
+	} else if pidErr != nil {
+		log.Warn("server CPU not measured", "error", pidErr)
+	}
+	return r, nil
+}
+
+func directScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (report, error) {
+	api := newREST(o.HTTP)
+	log.Info("registering users", "count", 2*o.Pairs)
+	users, err := api.registerMany(ctx, o.Prefix, 2*o.Pairs)
+	if err != nil {
+		return report{}, err
+	}
+	senders, recipients := users[:o.Pairs], users[o.Pairs:]
+	cc := chatCodec{size: o.Body}
+	t := o.traffic(1, nil)
+	for i, s := range senders {
+		cc.to = append(cc.to, "user:"+recipients[i].ID)
+		t.topics = append(t.topics, "users/"+s.ID+"/send")
+	}
+	t.codec = cc
+	r, err := runTraffic(ctx, o, t, chatIdentities(senders, "bench", false), chatIdentities(recipients, "bench", true), log, stderr)
+	r.Target = o.TargetName
+	return r, err
+}
+
+func groupScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (report, error) {
+	api := newREST(o.HTTP)
+	log.Info("registering users", "count", o.Members)
+	users, err := api.registerMany(ctx, o.Prefix, o.Members)
+	if err != nil {
+		return report{}, err
+	}
+	sender := users[0]
+	ids := make([]string, 0, o.Members-1)
+	for _, u := range users[1:] {
+		ids = append(ids, u.ID)
+	}
+	var g struct {
+		GroupID string `json:"group_id"`
+	}
+	if err := api.do(ctx, "POST", "/v1/groups", sender.Token, map[string]any{"name": o.Prefix, "members": ids}, &g); err != nil {
+		return report{}, fmt.Errorf("create group: %w", err)
+	}
+	t := o.traffic(o.Members-1, chatCodec{to: []string{"group:" + g.GroupID}, size: o.Body})
+	t.topics = []string{"users/" + sender.ID + "/send"}
+	r, err := runTraffic(ctx, o, t, chatIdentities(users[:1], "bench", false), chatIdentities(users[1:], "bench", true), log, stderr)
+	r.Target = o.TargetName
+	return r, err
+}
+
+// rawScenario is the same traffic on plain topics, for any MQTT broker.
+func rawScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (report, error) {
+	var senders, recipients []identity
+	var t *traffic
+	base := "bench/" + o.Prefix
+	if o.Shape == "pairs" {
+		t = o.traffic(1, rawCodec{size: o.Body})
+		for i := range o.Pairs {
+			topic := fmt.Sprintf("%s/p%d", base, i)
+			senders = append(senders, identity{ClientID: fmt.Sprintf("%s-s%d", o.Prefix, i)})
+			recipients = append(recipients, identity{ClientID: fmt.Sprintf("%s-r%d", o.Prefix, i), Subs: []string{topic}})
+			t.topics = append(t.topics, topic)
+		}
+	} else {
+		t = o.traffic(o.Members-1, rawCodec{size: o.Body})
+		topic := base + "/g"
+		senders = []identity{{ClientID: o.Prefix + "-s0"}}
+		for i := 1; i < o.Members; i++ {
+			recipients = append(recipients, identity{ClientID: fmt.Sprintf("%s-r%d", o.Prefix, i), Subs: []string{topic}})
+		}
+		t.topics = []string{topic}
+	}
+	r, err := runTraffic(ctx, o, t, senders, recipients, log, stderr)
+	r.Target = o.TargetName
+	return r, err
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"text/tabwriter"
+)
+
+// row is what a report is compared as: chatd's direct chat against raw pairs
+// on the plain brokers, its group chat against raw fan-out.
+func (r report) row() string {
+	name := r.Scenario
+	if r.Scenario == "raw" {
+		name = "direct"
+		if r.Params["shape"] == "group" {
+			name = "group"
+		}
+	}
+	if rate, _ := r.Params["rate"].(float64); rate > 0 {
+		name += fmt.Sprintf("@%.0f/s", rate)
+	}
+	return name
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type cell struct {
+	runs                         int
+	tput, p50, p99, perConn, cpu []float64
+	errors                       int64
+}
+
+type tableKey struct{ row, target string }
+
+// printTable reads --json reports and prints the median of each figure per
+// (row, target) and chatd's ratios to the other targets.
+func printTable(w io.Writer, files []string) error {
+	cells := map[tableKey]*cell{}
+	var rows, targets []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var r report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		k := tableKey{r.row(), r.Target}
+		c := cells[k]
+		if c == nil {
+			c = &cell{}
+			cells[k] = c
+			if !slices.Contains(rows, k.row) {
+				rows = append(rows, k.row)
+			}
+			if !slices.Contains(targets, k.target) {
+				targets = append(targets, k.target)
+			}
+		}
+		c.runs++
+		c.tput = append(c.tput, r.Throughput)
+		c.p50 = append(c.p50, r.Latency.P50)
+		c.p99 = append(c.p99, r.Latency.P99)
+		c.perConn = append(c.perConn, r.BytesPerConn)
+		c.cpu = append(c.cpu, r.CPUPerDelivery)
+		c.errors += r.Errors
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\ttarget\truns\tthroughput/s\tp50 ms\tp99 ms\tserver µs/msg\tbytes/conn\terrors\t")
+	for _, row := range rows {
+		for _, t := range targets {
+			c := cells[tableKey{row, t}]
+			if c == nil {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.1f\t%.0f\t%d\t\n", row, t, c.runs, median(c.tput), median(c.p50), median(c.p99), median(c.cpu), median(c.perConn), c.errors)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	for _, row := range rows {
+		ch := cells[tableKey{row, "chatd"}]
+		if ch == nil {
+			continue
+		}
+		for _, t := range targets {
+			o := cells[tableKey{row, t}]
+			if t == "chatd" || o == nil {
+				continue
+			}
+			if m := median(o.perConn); m > 0 {
+				fmt.Fprintf(w, "%-12s chatd/%-10s memory per connection %.2fx\n", row, t, median(ch.perConn)/m)
+			} else if m := median(o.tput); m > 0 {
+				fmt.Fprintf(w, "%-12s chatd/%-10s throughput %.2fx   p99 %.2fx   server CPU per message %.2fx\n", row, t, median(ch.tput)/m, safeDiv(median(ch.p99), median(o.p99)), safeDiv(median(ch.cpu), median(o.cpu)))
+			}
+		}
+	}
+	return nil
+}
+
+func safeDiv(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
