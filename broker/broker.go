@@ -116,6 +116,9 @@ func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
 	}
+	if err := b.srv.AddHook(new(packetIDs), nil); err != nil {
+		return fmt.Errorf("packet id hook: %w", err)
+	}
 	for _, h := range hooks {
 		if err := b.srv.AddHook(h, nil); err != nil {
 			return fmt.Errorf("hook %s: %w", h.ID(), err)

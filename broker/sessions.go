@@ -43,14 +43,18 @@ func (h sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCod
 	}
 }
 
+// OnQosPublish and OnQosComplete leave out mochi's acknowledgements of the
+// client's own QoS 1 publishes: stored under the client's packet id they
+// would overwrite, then delete, the record of a server delivery that shares
+// the id (see packetIDs).
 func (h sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if !ephemeral(cl) {
+	if !ephemeral(cl) && !InboundAck(pk) {
 		h.Hook.OnQosPublish(cl, pk, sent, resends)
 	}
 }
 
 func (h sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if !ephemeral(cl) {
+	if !ephemeral(cl) && !InboundAck(pk) {
 		h.Hook.OnQosComplete(cl, pk)
 	}
 }

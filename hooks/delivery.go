@@ -7,6 +7,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/broker"
 )
 
 // DeliveryReceiver takes the inbox messages a device acknowledged. It is
@@ -124,6 +126,9 @@ func (h *Delivery) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 func (h *Delivery) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type != packets.Puback {
 		return // QoS 2 flows: not inbox deliveries
+	}
+	if broker.InboundAck(pk) {
+		return // the broker acknowledging the client's own publish with this id
 	}
 	sh := h.shard(cl.ID)
 	sh.mu.Lock()
