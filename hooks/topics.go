@@ -74,10 +74,14 @@ func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") 
 // store), signalled by askRelation.
 func readAccess(uid, filter string) (allowed bool, askRelation string) {
 	if uid == "" {
-		// Anonymous clients get a plain broker outside the chat namespace. A
-		// "#" filter passes here, but every delivery is checked again with the
-		// concrete topic, which keeps users/ and presence/ out of reach.
-		return !reservedNamespace(filter), ""
+		// Anonymous clients get a plain broker outside the chat namespace.
+		// A filter starting with a wildcard could match users/ or presence/,
+		// so it is refused; every delivery is checked again with its
+		// concrete topic besides. This also keeps anonymous wildcard scans
+		// off presence's retained messages, whose node mochi v2.7.9 reads
+		// without its lock (a data race with every presence update).
+		first, _, _ := strings.Cut(filter, "/")
+		return !reservedNamespace(filter) && first != "+" && first != "#", ""
 	}
 	if owner, leaf, ok := splitUserTopic(filter); ok {
 		// Wildcards inside responses/ cannot reach past the owner's subtree.

@@ -45,7 +45,11 @@ func TestReadAccess(t *testing.T) {
 		{me, "presence/" + other + "/x", false, ""},
 		{me, "chat/room", false, ""},
 		{"", "chat/room", true, ""},
-		{"", "#", true, ""},
+		{"", "#", false, ""},   // could match users/ and presence/
+		{"", "+/#", false, ""}, // likewise
+		{"", "+/x/inbox", false, ""},
+		{"", "plain/#", true, ""},
+		{"", "plain/+/x", true, ""},
 		{"", "users/" + me + "/inbox", false, ""},
 		{"", "presence/" + me, false, ""},
 		{"", "users/#", false, ""},
