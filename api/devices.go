@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +26,9 @@ const (
 	maxDeviceID = 64
 	// maxPushToken is far above any FCM registration token (~160 bytes).
 	maxPushToken = 4096
+	// maxDevices bounds one user's devices: each is a push per message, and
+	// the device list is answered as one page.
+	maxDevices = 32
 )
 
 // DeviceView is a registered device in REST answers.
@@ -87,8 +92,19 @@ func (a *api) putDevice(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_push_token", "push_token must be a non-empty FCM registration token")
 		return
 	}
+	uid := c.GetString(userKey)
+	have, err := a.opts.Devices.Devices(c.Request.Context(), uid)
+	if err != nil {
+		a.internal(c, err)
+		return
+	}
+	if len(have) >= maxDevices && !slices.ContainsFunc(have, func(d store.Device) bool { return d.DeviceID == id }) {
+		abort(c, http.StatusConflict, "too_many_devices",
+			fmt.Sprintf("at most %d devices per user: delete one (DELETE /v1/devices/{device_id}) first", maxDevices))
+		return
+	}
 	d := store.Device{
-		UserID: c.GetString(userKey), DeviceID: id, Platform: in.Platform, PushToken: in.PushToken,
+		UserID: uid, DeviceID: id, Platform: in.Platform, PushToken: in.PushToken,
 		UpdatedAt: time.Now().UTC().Truncate(time.Millisecond),
 	}
 	if err := a.opts.Devices.PutDevice(c.Request.Context(), d); err != nil {

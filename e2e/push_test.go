@@ -147,6 +147,21 @@ func TestDeviceTokensREST(t *testing.T) {
 	if st := s.call(t, "GET", "/v1/devices", "", nil, nil, nil); st != http.StatusUnauthorized {
 		t.Fatalf("GET without token: %d", st)
 	}
+
+	// Devices per user are bounded; re-registering one already there is
+	// still fine at the bound.
+	carol := s.register(t, "carol")
+	for i := range 32 {
+		s.putDevice(t, carol, fmt.Sprint("d", i), "android", fmt.Sprint("carol-tok-", i))
+	}
+	e.Error.Code = ""
+	if st := s.call(t, "PUT", "/v1/devices/one-more", carol.Token, map[string]string{"platform": "web", "push_token": "x"}, nil, &e); st != http.StatusConflict || e.Error.Code != "too_many_devices" {
+		t.Fatalf("33rd device: %d %q, want 409 too_many_devices", st, e.Error.Code)
+	}
+	s.putDevice(t, carol, "d0", "ios", "carol-tok-new")
+	if d := s.devices(t, carol).Devices; len(d) != 32 || d[0].PushToken != "carol-tok-new" {
+		t.Fatalf("carol's devices after the refusal: %d, first %+v", len(d), d[0])
+	}
 }
 
 // TestPushOfflineRecipient: a recipient with no connected device gets
