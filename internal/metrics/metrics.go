@@ -155,9 +155,9 @@ func (b *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Push records the push pipeline. It satisfies push.Metrics.
 type Push struct {
-	queued, collapsed, dropped, sent, tokensRemoved prometheus.Counter
-	failed                                          *prometheus.CounterVec
-	latency                                         prometheus.Histogram
+	queued, collapsed, dropped, sent, tokensRemoved, skipped prometheus.Counter
+	failed                                                   *prometheus.CounterVec
+	latency                                                  prometheus.Histogram
 }
 
 // NewPush registers the push metrics on reg; depth is read at scrape time.
@@ -171,6 +171,7 @@ func NewPush(reg prometheus.Registerer, depth func() int) *Push {
 		dropped:       c("dropped_total", "Pushes dropped because the queue was full."),
 		sent:          c("sent_total", "Pushes accepted by the provider, counted per device."),
 		tokensRemoved: c("tokens_removed_total", "Device push tokens deleted because the provider reported them unregistered or invalid."),
+		skipped:       c("skipped_total", "Queued pushes not sent because a device of the user received or read the message while the push waited."),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "mqchat", Subsystem: "push", Name: "failed_total",
 			Help: "Pushes not delivered, per device, by reason (unregistered, invalid_argument, unavailable, quota_exceeded, internal, network, no_devices, …); transient reasons count once retries are exhausted.",
@@ -181,7 +182,7 @@ func NewPush(reg prometheus.Registerer, depth func() int) *Push {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 	}
-	reg.MustRegister(p.queued, p.collapsed, p.dropped, p.sent, p.tokensRemoved, p.failed, p.latency,
+	reg.MustRegister(p.queued, p.collapsed, p.dropped, p.sent, p.tokensRemoved, p.skipped, p.failed, p.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "mqchat", Subsystem: "push", Name: "queue_depth", Help: "Pushes waiting for a worker.",
 		}, func() float64 { return float64(depth()) }))
@@ -195,6 +196,7 @@ func (p *Push) ObservePushSent(devices int)        { p.sent.Add(float64(devices)
 func (p *Push) ObservePushFailed(reason string)    { p.failed.WithLabelValues(reason).Inc() }
 func (p *Push) ObservePushTokenRemoved()           { p.tokensRemoved.Inc() }
 func (p *Push) ObservePushLatency(d time.Duration) { p.latency.Observe(d.Seconds()) }
+func (p *Push) ObservePushSkipped()                { p.skipped.Inc() }
 
 // Receipts records the receipts coalescer. It satisfies receipts.Metrics.
 type Receipts struct {

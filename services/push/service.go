@@ -37,6 +37,10 @@ type Metrics interface {
 	ObservePushFailed(reason string)
 	ObservePushTokenRemoved()
 	ObservePushLatency(d time.Duration)
+	// ObservePushSkipped counts a queued push not sent because, by the time
+	// a worker took it, a device of the user had received or read the
+	// message.
+	ObservePushSkipped()
 }
 
 // Options configures a Service.
@@ -197,6 +201,15 @@ func (s *Service) work() {
 // retrying transient failures per device with exponential backoff.
 func (s *Service) push(uid string, j *job) {
 	ctx := s.ctx
+	st, known := s.chatState(ctx, uid, j.msg.Chat)
+	if known && (st.DeliveredSeq >= j.msg.Seq || st.ReadSeq >= j.msg.Seq) {
+		// A device came back and acknowledged (or the user read the chat
+		// elsewhere) while the push waited in the queue: it is no longer
+		// news to anyone.
+		s.opts.Logger.Debug("push: already delivered", "user", uid, "chat", j.msg.Chat, "seq", j.msg.Seq)
+		s.opts.Metrics.ObservePushSkipped()
+		return
+	}
 	lctx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
 	devs, err := s.dev.Devices(lctx, uid)
 	cancel()
@@ -218,7 +231,7 @@ func (s *Service) push(uid string, j *job) {
 		s.opts.Metrics.ObservePushFailed("no_devices")
 		return
 	}
-	n := s.notification(ctx, uid, j)
+	n := s.notification(ctx, uid, j, st, known)
 	backoff := s.opts.Backoff
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
@@ -283,22 +296,34 @@ func (s *Service) removeToken(uid string, t Target, se *SendError) {
 	}
 }
 
-// notification renders a job. Message text goes out only with IncludeBody:
-// end-to-end encrypted bodies must never leave in a push.
-func (s *Service) notification(ctx context.Context, uid string, j *job) Notification {
-	m := j.msg
-	n := Notification{UserID: uid, Chat: m.Chat, Seq: m.Seq, From: m.From, Unread: j.count, Title: m.From}
+// chatState reads uid's cursors of chat; known is false when there is no
+// entry or no cursor store (the push then goes out as queued).
+func (s *Service) chatState(ctx context.Context, uid, chat string) (st store.ChatState, known bool) {
+	if s.opts.Cursors == nil {
+		return store.ChatState{}, false
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
 	defer cancel()
-	if s.opts.Cursors != nil {
-		st, err := s.opts.Cursors.ChatState(ctx, uid, m.Chat)
-		switch {
-		case err == nil && st.ReadSeq < m.Seq:
-			n.Unread = m.Seq - st.ReadSeq
-		case err != nil && !errors.Is(err, store.ErrNotFound):
-			s.opts.Logger.Warn("push: unread count", "user", uid, "chat", m.Chat, "error", err)
+	st, err := s.opts.Cursors.ChatState(ctx, uid, chat)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
+			s.opts.Logger.Warn("push: read cursors", "user", uid, "chat", chat, "error", err)
 		}
+		return store.ChatState{}, false
 	}
+	return st, true
+}
+
+// notification renders a job. Message text goes out only with IncludeBody:
+// end-to-end encrypted bodies must never leave in a push.
+func (s *Service) notification(ctx context.Context, uid string, j *job, st store.ChatState, known bool) Notification {
+	m := j.msg
+	n := Notification{UserID: uid, Chat: m.Chat, Seq: m.Seq, From: m.From, Unread: j.count, Title: m.From}
+	if known && st.ReadSeq < m.Seq {
+		n.Unread = m.Seq - st.ReadSeq
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
+	defer cancel()
 	if s.opts.Users != nil {
 		if u, err := s.opts.Users.UserByID(ctx, m.From); err == nil {
 			n.Title = u.Username
@@ -337,3 +362,4 @@ func (nopMetrics) ObservePushSent(int)              {}
 func (nopMetrics) ObservePushFailed(string)         {}
 func (nopMetrics) ObservePushTokenRemoved()         {}
 func (nopMetrics) ObservePushLatency(time.Duration) {}
+func (nopMetrics) ObservePushSkipped()              {}

@@ -310,3 +310,41 @@ func TestTrackerPushesOnlyUnreceived(t *testing.T) {
 type nopPublisher struct{}
 
 func (nopPublisher) PublishPresence(string, []byte) error { return nil }
+
+// TestSkipsWhatArrivedMeanwhile: a push that waited in the queue while a
+// device of the user received (or the user read) the message is dropped
+// and counted; the others still go out.
+func TestSkipsWhatArrivedMeanwhile(t *testing.T) {
+	r := newRig(t, push.Options{Workers: 1})
+	ctx := context.Background()
+	r.device(t, "busy", "phone", "tok-busy")
+	r.device(t, "bob", "phone", "tok-bob")
+	r.device(t, "carol", "phone", "tok-carol")
+	r.device(t, "dave", "phone", "tok-dave")
+	now := time.Now()
+	for _, uid := range []string{"bob", "carol", "dave"} {
+		if err := r.st.JoinChat(ctx, uid, "d:alice:"+uid, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := r.fcm.Hold()
+	r.svc.Enqueue("busy", msg("d:alice:busy", 1, "alice", "hi"))
+	r.waitRequests(t, "the worker to be busy", atLeast(1))
+	for _, uid := range []string{"bob", "carol", "dave"} {
+		r.svc.Enqueue(uid, msg("d:alice:"+uid, 2, "alice", "news"))
+	}
+	// While they wait: bob's phone acknowledges seq 2, carol reads it on
+	// another device, dave does nothing.
+	if _, _, err := r.st.AdvanceCursors(ctx, "bob", "d:alice:bob", 2, 0, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.st.AdvanceCursors(ctx, "carol", "d:alice:carol", 0, 2, now); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	r.waitRequests(t, "dave's push", func(reqs []fcmtest.Request) bool { return len(r.fcm.To("tok-dave")) == 1 })
+	r.waitCounter(t, "mqchat_push_skipped_total", "", 2)
+	if n := len(r.fcm.To("tok-bob")) + len(r.fcm.To("tok-carol")); n != 0 {
+		t.Fatalf("%d pushes for messages already delivered or read", n)
+	}
+}
