@@ -211,6 +211,14 @@ func TestPushCollapsesPerChat(t *testing.T) {
 	for i := range 5 {
 		aPhone.send(t, bob.ID, fmt.Sprint("m", i), "hello")
 	}
+	// Fan-out (which queues pushes) follows the PUBACK: wait until all five
+	// have reached the queue, folded into one job, before the worker frees.
+	eventually(t, "five messages queued as one push", func() error {
+		if v := scrape(t, s)["mqchat_push_collapsed_total"]; v != 4 {
+			return fmt.Errorf("collapsed_total = %v", v)
+		}
+		return nil
+	})
 	release()
 	got := pushesTo(t, fcm, "tok-bob", 1, 2*pushAckTimeout)[0].Message
 	if got.Data["seq"] != "5" || got.Data["unread"] != "5" || got.Notification.Body != "5 new messages" {
