@@ -112,7 +112,7 @@ func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
 		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync, Options: &pebbledb.Options{
 			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
 		}}
-		if err := b.srv.AddHook(sessionStore{new(pebble.Hook)}, cfg); err != nil {
+		if err := b.srv.AddHook(newSessionStore(), cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
 	}

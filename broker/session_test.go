@@ -100,3 +100,45 @@ func TestEphemeral(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishDuringCloseDoesNotPanic: the node goes on publishing while
+// the broker closes (a receipts flush on its timer); the session store,
+// closed with the broker, must ignore writes that come during or after its
+// close instead of racing pebble's Close (a panic: "pebble: closed").
+func TestPublishDuringCloseDoesNotPanic(t *testing.T) {
+	expiry := uint32(3600)
+	b := startBroker(t, Options{SessionDir: t.TempDir()})
+	c, _ := connectV5(t, dialTCP(t, b.Addrs().TCP), &paho.Connect{
+		ClientID: "phone-1", Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	})
+	c.subscribe(t, "chat/room")
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	// Every QoS 1 message for the offline persistent session is a write to
+	// the session store.
+	stop, done := make(chan struct{}), make(chan struct{})
+	published := make(chan struct{}, 1)
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = b.Server().Publish("chat/room", []byte("late"), false, 1)
+			select {
+			case published <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	<-published
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-published // at least one more after the close
+	close(stop)
+	<-done
+}

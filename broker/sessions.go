@@ -1,19 +1,52 @@
 package broker
 
 import (
+	"sync"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/pebble"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
 )
 
-// sessionStore is mochi's Pebble session hook minus the writes for sessions
-// that end with their connection (MQTT 5 session expiry 0, or a 3.1.1 clean
-// session): nothing of those can ever be restored, yet the hook would write
-// every QoS 1 delivery to them and delete it again on its PUBACK. Deletes
-// other than those per-delivery ones still pass, so records of an earlier
-// persistent session under the same client id are cleaned up as before.
+// sessionStore is mochi's Pebble session hook with two changes.
+//
+// It leaves out the writes for sessions that end with their connection
+// (MQTT 5 session expiry 0, or a 3.1.1 clean session): nothing of those can
+// ever be restored, yet the hook would write every QoS 1 delivery to them
+// and delete it again on its PUBACK. Deletes other than those per-delivery
+// ones still pass, so records of an earlier persistent session under the
+// same client id are cleaned up as before.
+//
+// And it stops writing once stopped: mochi goes on calling hooks while the
+// node shuts down (the receipts flushed after the broker closes still
+// publish), and pebble panics on a closed database. mu is held shared by
+// every write and exclusively by Stop.
 type sessionStore struct {
 	*pebble.Hook
+	mu      sync.RWMutex
+	stopped bool
+}
+
+func newSessionStore() *sessionStore { return &sessionStore{Hook: new(pebble.Hook)} }
+
+// write runs f unless the store has stopped.
+func (h *sessionStore) write(f func()) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.stopped {
+		f()
+	}
+}
+
+func (h *sessionStore) Stop() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return nil
+	}
+	h.stopped = true
+	return h.Hook.Stop()
 }
 
 // ephemeral mirrors mochi's own test for a session that expires on
@@ -25,21 +58,21 @@ func ephemeral(cl *mqtt.Client) bool {
 	return cl.Properties.Clean
 }
 
-func (h sessionStore) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+func (h *sessionStore) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if !ephemeral(cl) {
-		h.Hook.OnSessionEstablished(cl, pk)
+		h.write(func() { h.Hook.OnSessionEstablished(cl, pk) })
 	}
 }
 
-func (h sessionStore) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+func (h *sessionStore) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if !ephemeral(cl) {
-		h.Hook.OnWillSent(cl, pk)
+		h.write(func() { h.Hook.OnWillSent(cl, pk) })
 	}
 }
 
-func (h sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+func (h *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	if !ephemeral(cl) {
-		h.Hook.OnSubscribed(cl, pk, reasonCodes)
+		h.write(func() { h.Hook.OnSubscribed(cl, pk, reasonCodes) })
 	}
 }
 
@@ -47,20 +80,46 @@ func (h sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCod
 // client's own QoS 1 publishes: stored under the client's packet id they
 // would overwrite, then delete, the record of a server delivery that shares
 // the id (see packetIDs).
-func (h sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+func (h *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
 	if !ephemeral(cl) && !InboundAck(pk) {
-		h.Hook.OnQosPublish(cl, pk, sent, resends)
+		h.write(func() { h.Hook.OnQosPublish(cl, pk, sent, resends) })
 	}
 }
 
-func (h sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+func (h *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if !ephemeral(cl) && !InboundAck(pk) {
-		h.Hook.OnQosComplete(cl, pk)
+		h.write(func() { h.Hook.OnQosComplete(cl, pk) })
 	}
 }
 
-func (h sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+func (h *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	if !ephemeral(cl) {
-		h.Hook.OnQosDropped(cl, pk)
+		h.write(func() { h.Hook.OnQosDropped(cl, pk) })
 	}
+}
+
+// The remaining writes pass unchanged, behind the stop guard.
+
+func (h *sessionStore) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.write(func() { h.Hook.OnDisconnect(cl, err, expire) })
+}
+
+func (h *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	h.write(func() { h.Hook.OnUnsubscribed(cl, pk) })
+}
+
+func (h *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	h.write(func() { h.Hook.OnRetainMessage(cl, pk, r) })
+}
+
+func (h *sessionStore) OnSysInfoTick(sys *system.Info) {
+	h.write(func() { h.Hook.OnSysInfoTick(sys) })
+}
+
+func (h *sessionStore) OnRetainedExpired(filter string) {
+	h.write(func() { h.Hook.OnRetainedExpired(filter) })
+}
+
+func (h *sessionStore) OnClientExpired(cl *mqtt.Client) {
+	h.write(func() { h.Hook.OnClientExpired(cl) })
 }
