@@ -224,13 +224,12 @@ func presenceConfig(grace time.Duration) func(*config.Config) {
 // waitMetric waits until the sample named key reaches at least min.
 func waitMetric(t *testing.T, s *server, key string, min float64) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for scrape(t, s)[key] < min {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never reached %v", key, min)
+	eventually(t, key, func() error {
+		if v := scrape(t, s)[key]; v < min {
+			return fmt.Errorf("%v, never reached %v", v, min)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestPresenceTwoDevicesDropped: one of two devices dropping keeps the user

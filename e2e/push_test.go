@@ -307,17 +307,12 @@ func TestPushUnregisteredTokenDeleted(t *testing.T) {
 
 	aPhone.send(t, bob.ID, "c1", "hi")
 	pushesTo(t, fcm, "tok-tablet", 1, 0)
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		d := s.devices(t, bob).Devices
-		if len(d) == 1 && d[0].DeviceID == "tablet" {
-			break
+	eventually(t, "devices after UNREGISTERED", func() error {
+		if d := s.devices(t, bob).Devices; len(d) != 1 || d[0].DeviceID != "tablet" {
+			return fmt.Errorf("%+v", d)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("devices after UNREGISTERED: %+v", d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	// The counters move just after the token is deleted.
 	eventually(t, "push metrics", func() error {
 		m := scrape(t, s)
@@ -350,13 +345,12 @@ func TestPushUnavailableRetried(t *testing.T) {
 	if gap := reqs[2].At.Sub(reqs[1].At); gap <= reqs[1].At.Sub(reqs[0].At) {
 		t.Fatalf("no growing backoff: %s then %s", reqs[1].At.Sub(reqs[0].At), gap)
 	}
-	deadline := time.Now().Add(waitTimeout)
-	for scrape(t, s)["mqchat_push_sent_total"] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the retried push was not counted sent")
+	eventually(t, "the retried push counted sent", func() error {
+		if v := scrape(t, s)["mqchat_push_sent_total"]; v != 1 {
+			return fmt.Errorf("sent_total = %v", v)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestPushQueueFull: with the provider stuck and the queue full, pushes
@@ -389,17 +383,13 @@ func TestPushQueueFull(t *testing.T) {
 	// push worker is stuck.
 	aPhone.send(t, bob.ID, "live", "still flowing")
 	bPhone.box.next(t, "bob's message", func(r received) bool { return r.inbox(t).CMID == "live" })
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	eventually(t, "drops and queue depth", func() error {
 		m := scrape(t, s)
-		if m["mqchat_push_dropped_total"] == offline-1-2 && m["mqchat_push_queue_depth"] == 2 {
-			break
+		if m["mqchat_push_dropped_total"] != offline-1-2 || m["mqchat_push_queue_depth"] != 2 {
+			return fmt.Errorf("dropped %v depth %v, want %d and 2", m["mqchat_push_dropped_total"], m["mqchat_push_queue_depth"], offline-3)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dropped %v depth %v, want %d and 2", m["mqchat_push_dropped_total"], m["mqchat_push_queue_depth"], offline-3)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	release()
 	if _, ok := fcm.Wait(waitTimeout, func(r []fcmtest.Request) bool { return len(r) == 3 }); !ok {
 		t.Fatalf("%d pushes after release, want 3", len(fcm.Requests()))
