@@ -130,7 +130,7 @@ func TestSendPayloadRejects(t *testing.T) {
 			chat := DirectChatID(a, to)
 			payload := strings.NewReplacer("$B", "user:"+to, "$U", "user:"+unknown, b, to).Replace(tc.payload)
 			before := f.baseline()
-			res, _, err := f.svc.SendPayload(context.Background(), a, []byte(payload))
+			res, _, err := sendPayload(context.Background(), f.svc, a, []byte(payload))
 			expectCode(t, err, tc.want)
 			if !isZero(res) {
 				t.Errorf("Result = %+v, want zero", res)
@@ -205,7 +205,7 @@ func TestSendAccepts(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		payload string    // sent with SendPayload when set
+		payload string    // sent with sendPayload when set
 		env     *Envelope // sent with Send otherwise
 		want    want
 	}{
@@ -242,7 +242,7 @@ func TestSendAccepts(t *testing.T) {
 				res, err = f.svc.Send(context.Background(), a, *tc.env)
 			} else {
 				var env Envelope
-				res, env, err = f.svc.SendPayload(context.Background(), a, []byte(tc.payload))
+				res, env, err = sendPayload(context.Background(), f.svc, a, []byte(tc.payload))
 				if err == nil && env.Type != tc.want.typ {
 					t.Errorf("returned Envelope.Type = %q, want %q", env.Type, tc.want.typ)
 				}

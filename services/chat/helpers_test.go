@@ -389,3 +389,14 @@ func (f *fixture) sendAsync(ctx context.Context, from, to, cmid string) <-chan s
 
 // queued is how many sends wait in chat's writer queue.
 func (f *fixture) queued(chat string) int { return len(f.svc.shardFor(chat).in) }
+
+// sendPayload sends a raw envelope and waits for it, as the Chat hook does
+// for one publish.
+func sendPayload(ctx context.Context, svc *Service, from string, payload []byte) (Result, Envelope, error) {
+	env, wait, err := svc.QueuePayload(ctx, from, payload)
+	if err != nil {
+		return Result{}, env, err
+	}
+	res, err := wait()
+	return res, env, err
+}

@@ -157,21 +157,11 @@ func (s *Service) fanoutIdle() bool {
 	return true
 }
 
-// SendPayload decodes a raw envelope (as published on MQTT) and sends it.
-func (s *Service) SendPayload(ctx context.Context, from string, payload []byte) (Result, Envelope, error) {
-	env, wait, err := s.QueuePayload(ctx, from, payload)
-	if err != nil {
-		return Result{}, env, err
-	}
-	res, err := wait()
-	return res, env, err
-}
-
-// QueuePayload is SendPayload in two steps, so that one connection can have
-// many sends in flight: it validates the envelope and queues the send on its
-// chat's writer before it returns, so sends queued one after another keep
-// their order (and get ascending seqs), and wait blocks until the send is
-// durable. ctx must stay live until wait returns; wait must be called
+// QueuePayload decodes a raw envelope (as published on MQTT) and sends it,
+// in two steps so that one connection can have many sends in flight: it
+// validates the envelope and queues the send on its chat's writer before it
+// returns, so sends queued one after another keep their order (and get
+// ascending seqs), and wait blocks until the send is durable. ctx must stay live until wait returns; wait must be called
 // exactly once when err is nil.
 func (s *Service) QueuePayload(ctx context.Context, from string, payload []byte) (Envelope, func() (Result, error), error) {
 	if err := s.admit(from); err != nil {

@@ -337,19 +337,19 @@ func TestMetrics(t *testing.T) {
 	}{
 		{"stored", func() error { _, err := f.svc.Send(ctx, a, env("user:"+b, "1", `1`)); return err }, "", "stored"},
 		{"stored via payload", func() error {
-			_, _, err := f.svc.SendPayload(ctx, b, []byte(`{"to":"user:`+a+`","cmid":"1","body":2}`))
+			_, _, err := sendPayload(ctx, f.svc, b, []byte(`{"to":"user:`+a+`","cmid":"1","body":2}`))
 			return err
 		}, "", "stored"},
 		{"duplicate", func() error { _, err := f.svc.Send(ctx, a, env("user:"+b, "1", `1`)); return err }, "", "duplicate"},
 		{"invalid envelope", func() error { _, err := f.svc.Send(ctx, a, env("user:"+b, "", `1`)); return err }, CodeInvalid, ""},
-		{"invalid payload", func() error { _, _, err := f.svc.SendPayload(ctx, a, []byte(`{`)); return err }, CodeInvalid, ""},
+		{"invalid payload", func() error { _, _, err := sendPayload(ctx, f.svc, a, []byte(`{`)); return err }, CodeInvalid, ""},
 		{"group", func() error { _, err := f.svc.Send(ctx, a, env("group:g", "2", `1`)); return err }, CodeNotAuthorized, ""},
 		{"too large body", func() error {
 			_, err := f.svc.Send(ctx, a, env("user:"+b, "2", `"`+string(make([]byte, 70))+`"`))
 			return err
 		}, CodeTooLarge, ""},
 		{"too large payload", func() error {
-			_, _, err := f.svc.SendPayload(ctx, a, make([]byte, 65))
+			_, _, err := sendPayload(ctx, f.svc, a, make([]byte, 65))
 			return err
 		}, CodeTooLarge, ""},
 		{"unknown recipient", func() error { _, err := f.svc.Send(ctx, a, env("user:"+ids.NewUserID(), "2", `1`)); return err }, CodeUnknownRecipient, ""},

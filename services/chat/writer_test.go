@@ -256,7 +256,7 @@ func TestCancelledContext(t *testing.T) {
 		cancel()
 		_, err := f.svc.Send(ctx, a, Envelope{To: "user:" + b, CMID: "c", Body: []byte(`1`)})
 		expectCode(t, err, CodeUnavailable)
-		_, _, err = f.svc.SendPayload(ctx, a, []byte(`{"to":"user:`+b+`","cmid":"c","body":1}`))
+		_, _, err = sendPayload(ctx, f.svc, a, []byte(`{"to":"user:`+b+`","cmid":"c","body":1}`))
 		expectCode(t, err, CodeUnavailable)
 		if f.st.appendCalls.Load() != 0 || f.lastSeq(DirectChatID(a, b)) != 0 || f.dlv.count() != 0 {
 			t.Fatal("a cancelled send reached the store")
@@ -322,7 +322,7 @@ func TestClose(t *testing.T) {
 		before := f.st.appendCalls.Load()
 		_, err := svc.Send(context.Background(), a, Envelope{To: "user:" + b, CMID: "2", Body: []byte(`1`)})
 		expectCode(t, err, CodeUnavailable)
-		_, _, err = svc.SendPayload(context.Background(), a, []byte(`{"to":"user:`+b+`","cmid":"3","body":1}`))
+		_, _, err = sendPayload(context.Background(), svc, a, []byte(`{"to":"user:`+b+`","cmid":"3","body":1}`))
 		expectCode(t, err, CodeUnavailable)
 		if f.st.appendCalls.Load() != before || f.lastSeq(DirectChatID(a, b)) != 1 || f.dlv.count() != 1 {
 			t.Fatal("a send after Close reached the store")
