@@ -153,6 +153,11 @@ func (b *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// counter is an unlabelled mqchat_{subsystem}_{name} counter.
+func counter(subsystem, name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mqchat", Subsystem: subsystem, Name: name, Help: help})
+}
+
 // Push records the push pipeline. It satisfies push.Metrics.
 type Push struct {
 	queued, collapsed, dropped, sent, tokensRemoved, skipped prometheus.Counter
@@ -162,9 +167,7 @@ type Push struct {
 
 // NewPush registers the push metrics on reg; depth is read at scrape time.
 func NewPush(reg prometheus.Registerer, depth func() int) *Push {
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mqchat", Subsystem: "push", Name: name, Help: help})
-	}
+	c := func(name, help string) prometheus.Counter { return counter("push", name, help) }
 	p := &Push{
 		queued:        c("queued_total", "Pushes queued (one per user and chat until a worker takes it)."),
 		collapsed:     c("collapsed_total", "Messages folded into a push already queued for the same user and chat."),
@@ -208,9 +211,7 @@ type Receipts struct {
 
 // NewReceipts registers the receipt metrics on reg.
 func NewReceipts(reg prometheus.Registerer) *Receipts {
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mqchat", Subsystem: "receipts", Name: name, Help: help})
-	}
+	c := func(name, help string) prometheus.Counter { return counter("receipts", name, help) }
 	r := &Receipts{
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "mqchat", Subsystem: "receipts", Name: "flush_seconds",
