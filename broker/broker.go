@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	pebbledb "github.com/cockroachdb/pebble"
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -34,6 +35,8 @@ type Broker struct {
 	tcp listeners.Listener
 	tls listeners.Listener // nil when off
 	ws  listeners.Listener // nil when off
+
+	queued *atomic.Int64 // bytes waiting in every connection's outbound queue
 
 	mu      sync.Mutex
 	started bool
@@ -77,9 +80,10 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 			Logger:       log,
 			InlineClient: true, // the chat services publish through the broker
 		}),
-		log: log,
-		tcp: guard(listeners.NewTCP(listeners.Config{ID: listenerTCP, Address: opts.TCPAddr})),
-		tls: tlsListener,
+		log:    log,
+		queued: new(atomic.Int64),
+		tcp:    guard(listeners.NewTCP(listeners.Config{ID: listenerTCP, Address: opts.TCPAddr})),
+		tls:    tlsListener,
 	}
 	if opts.WSAddr != "" {
 		path := opts.WSPath
@@ -89,13 +93,19 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
 	}
 
+	outbound := opts.outboundLimits()
+	cutOff := b.cutOffLogger(opts.OutboundMetrics)
 	for _, l := range []listeners.Listener{b.tcp, b.tls, b.ws} {
 		if g, ok := l.(*guardedListener); ok {
 			g.disconnect = disconnectClients(b.srv)
+			g.outbound = outbound
+			g.cutOff = cutOff
+			g.queued = b.queued
 		}
 	}
 
-	if err := b.setup(opts.SessionDir, hooks); err != nil {
+	gate := &outboundGate{metrics: opts.OutboundMetrics}
+	if err := b.setup(opts.SessionDir, append([]mqtt.Hook{gate}, hooks...)); err != nil {
 		// Release whatever was opened or bound before the failure.
 		_ = b.Close()
 		return nil, fmt.Errorf("broker: %w", err)
@@ -139,6 +149,26 @@ func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
 	}
 	return nil
 }
+
+// cutOffLogger reports a client the outbound queue disconnected. It runs on
+// the connection's own goroutines or a goroutine of its own.
+func (b *Broker) cutOffLogger(m OutboundMetrics) cutOffFunc {
+	return func(c *outConn, reason string) {
+		id := ""
+		if p := c.clientID.Load(); p != nil {
+			id = *p
+		}
+		b.log.Info("client disconnected: not reading what it is sent",
+			"client", id, "remote", c.RemoteAddr().String(), "reason", reason)
+		if m != nil {
+			m.ClientCutOff(reason)
+		}
+	}
+}
+
+// OutboundQueued reports the bytes waiting in every connection's outbound
+// queue.
+func (b *Broker) OutboundQueued() int64 { return b.queued.Load() }
 
 // Server exposes the mochi server, e.g. for inline publishing.
 func (b *Broker) Server() *mqtt.Server { return b.srv }

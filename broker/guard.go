@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -34,6 +35,12 @@ type guardedListener struct {
 	// keeps the closer mochi passes.
 	disconnect listeners.CloseFn
 
+	// outbound bounds every connection's queue (see outConn); cutOff
+	// reports a connection the queue closed.
+	outbound OutboundLimits
+	cutOff   cutOffFunc
+	queued   *atomic.Int64 // shared by the broker's listeners
+
 	mu      sync.Mutex
 	closing bool
 	conns   map[net.Conn]struct{}
@@ -44,6 +51,8 @@ func guard(l listeners.Listener) *guardedListener {
 	return &guardedListener{
 		Listener:       l,
 		connectTimeout: connectTimeout,
+		outbound:       DefaultOutboundLimits,
+		queued:         new(atomic.Int64),
 		conns:          make(map[net.Conn]struct{}),
 	}
 }
@@ -54,12 +63,16 @@ func (g *guardedListener) Init(log *slog.Logger) error {
 }
 
 func (g *guardedListener) Serve(establish listeners.EstablishFn) {
-	g.Listener.Serve(func(id string, c net.Conn) error {
+	g.Listener.Serve(func(id string, raw net.Conn) error {
+		c := newOutConn(raw, g.outbound, g.cutOff, g.queued)
 		if !g.track(c) {
-			_ = c.Close()
+			_ = raw.Close()
 			return errListenerClosed
 		}
 		defer g.untrack(c)
+		// mochi closes the connection it stops; this covers the paths where
+		// establish returns without, so the socket never outlives it.
+		defer c.Close()
 		_ = c.SetReadDeadline(time.Now().Add(g.connectTimeout))
 		// Disconnects and bad CONNECTs are routine, and mochi's TCP
 		// listener would log them as warnings with an empty message.

@@ -37,6 +37,12 @@ type Options struct {
 	SessionExpiry       time.Duration // Capabilities.MaximumSessionExpiryInterval, rounded up to seconds
 	MaxPacketSize       uint32        // Capabilities.MaximumPacketSize; 0 = no limit
 
+	// Outbound bounds each connection's outgoing queue in bytes and how
+	// long it may stay stalled; zero fields take DefaultOutboundLimits.
+	// The packet bound is ClientWritesPending.
+	Outbound        OutboundLimits
+	OutboundMetrics OutboundMetrics // nil records nothing
+
 	Logger *slog.Logger // nil means slog.Default()
 }
 
@@ -56,6 +62,17 @@ func (o *Options) validate() error {
 		return fmt.Errorf("WSPath %q must start with /", o.WSPath)
 	}
 	return nil
+}
+
+func (o *Options) outboundLimits() OutboundLimits {
+	lim := o.Outbound
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = DefaultOutboundLimits.MaxBytes
+	}
+	if lim.StallTimeout <= 0 {
+		lim.StallTimeout = DefaultOutboundLimits.StallTimeout
+	}
+	return lim
 }
 
 // capabilities starts from mochi's defaults so that anything we do not set

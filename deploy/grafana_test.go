@@ -70,6 +70,8 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewPush(d, func() int { return 0 })
 	metrics.NewReceipts(d)
 	metrics.RegisterPresence(d, func() (int, int) { return 0, 0 })
+	metrics.NewOutbound(d)
+	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := map[string]family{}
 	for _, desc := range d.descs {

@@ -199,14 +199,17 @@ func (a *App) build(secret []byte) error {
 		SessionExpiry:       cfg.MQTT.SessionExpiry,
 		// Larger than any valid send so an oversized one is refused by the
 		// chat hook with 0x95 and an error event instead of a disconnect.
-		MaxPacketSize: uint32(4*cfg.Limits.MaxMessageBytes + 64<<10),
-		Logger:        a.log.With("component", "broker"),
+		MaxPacketSize:   uint32(4*cfg.Limits.MaxMessageBytes + 64<<10),
+		Outbound:        broker.OutboundLimits{MaxBytes: cfg.MQTT.OutboundQueueBytes, StallTimeout: cfg.MQTT.StallTimeout},
+		OutboundMetrics: metrics.NewOutbound(reg),
+		Logger:          a.log.With("component", "broker"),
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
 	srv := a.broker.Server()
 	reg.MustRegister(metrics.NewBrokerCollector(srv.Info))
+	metrics.RegisterOutboundQueued(reg, a.broker.OutboundQueued)
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{

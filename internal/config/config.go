@@ -77,6 +77,13 @@ type MQTTConfig struct {
 	ReceiveMaximum int           `koanf:"receive_maximum"`
 	SessionExpiry  time.Duration `koanf:"session_expiry"` // upper bound on MQTT session expiry
 	KeepAliveMax   time.Duration `koanf:"keepalive_max"`  // 0 = accept the client's keep-alive
+	// OutboundQueueBytes bounds the encoded bytes waiting for one
+	// connection's socket; ClientWritesPending bounds the same queue in
+	// packets.
+	OutboundQueueBytes int `koanf:"outbound_queue_bytes"`
+	// StallTimeout is how long a connection's outbound queue may stay full,
+	// or its socket take no bytes, before the client is disconnected.
+	StallTimeout time.Duration `koanf:"stall_timeout"`
 }
 
 // PresenceConfig tunes the presence/{uid} aggregate.
@@ -157,6 +164,8 @@ func Default() Config {
 			ReceiveMaximum:      256,
 			SessionExpiry:       7 * 24 * time.Hour,
 			KeepAliveMax:        5 * time.Minute,
+			OutboundQueueBytes:  1 << 20,
+			StallTimeout:        10 * time.Second,
 		},
 		HTTP: HTTPConfig{Addr: ":8080"},
 		Auth: AuthConfig{

@@ -161,6 +161,10 @@ func usage(key string) string {
 		return "longest an offline persistent session is kept (at most 4294967295s)"
 	case "mqtt.keepalive_max":
 		return "upper bound on a client's keep-alive (at most 65535s); 0 accepts the client's value"
+	case "mqtt.outbound_queue_bytes":
+		return "encoded bytes that may wait for one connection's socket (64KiB-1GiB)"
+	case "mqtt.stall_timeout":
+		return "how long a connection's outbound queue may stay full before the client is disconnected (100ms-10m)"
 	case "http.addr":
 		return "host:port of the HTTP API"
 	case "http.pprof_addr":

@@ -99,6 +99,10 @@ func (c Config) Validate() error {
 	if m.KeepAliveMax < 0 || m.KeepAliveMax > maxKeepAlive {
 		bad("mqtt.keepalive_max", "must be between 0s and %s, got %s", maxKeepAlive, m.KeepAliveMax)
 	}
+	between("mqtt.outbound_queue_bytes", m.OutboundQueueBytes, 64<<10, 1<<30)
+	if m.StallTimeout < 100*time.Millisecond || m.StallTimeout > 10*time.Minute {
+		bad("mqtt.stall_timeout", "must be between 100ms and 10m, got %s", m.StallTimeout)
+	}
 
 	addr("http.addr", c.HTTP.Addr)
 	if c.HTTP.PprofAddr != "" {

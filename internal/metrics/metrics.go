@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/system"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mqchat/mqchat/broker"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/push"
 )
@@ -241,3 +242,37 @@ func (r *Receipts) ObserveReceiptsDropped(kind string, n int) {
 }
 
 func (r *Receipts) ObserveReceiptsError() { r.storeFailures.Inc() }
+
+// Outbound records the per-connection outbound queues. It satisfies
+// broker.OutboundMetrics.
+type Outbound struct {
+	cutOff  *prometheus.CounterVec
+	dropped prometheus.Counter
+}
+
+var _ broker.OutboundMetrics = (*Outbound)(nil)
+
+// NewOutbound registers the outbound queue metrics on reg.
+func NewOutbound(reg prometheus.Registerer) *Outbound {
+	o := &Outbound{
+		cutOff: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Subsystem: "outbound", Name: "disconnects_total",
+			Help: "Clients disconnected for not reading what they are sent, by reason: stalled (queue full or socket taking no bytes for mqtt.stall_timeout) or overflow (a packet had to be dropped).",
+		}, []string{"reason"}),
+		dropped: counter("outbound", "dropped_total", "Packets not queued for a client because its outbound queue was full (the client is then disconnected; the messages stay stored for sync)."),
+	}
+	reg.MustRegister(o.cutOff, o.dropped)
+	return o
+}
+
+func (o *Outbound) ClientCutOff(reason string) { o.cutOff.WithLabelValues(reason).Inc() }
+func (o *Outbound) PublishDropped()            { o.dropped.Inc() }
+
+// RegisterOutboundQueued registers the gauge of bytes waiting in every
+// connection's outbound queue, read from queued at scrape time.
+func RegisterOutboundQueued(reg prometheus.Registerer, queued func() int64) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "mqchat", Subsystem: "outbound", Name: "queued_bytes",
+		Help: "Encoded bytes waiting for clients' sockets, over every connection.",
+	}, func() float64 { return float64(queued()) }))
+}
