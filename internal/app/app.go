@@ -175,6 +175,7 @@ func (a *App) build(secret []byte) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pipeline := metrics.NewPipeline(reg)
+	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps)...)
 
 	var err error
 	a.auth, err = auth.New(a.store, auth.Options{
@@ -201,6 +202,13 @@ func (a *App) build(secret []byte) error {
 		// chat hook with 0x95 and an error event instead of a disconnect.
 		MaxPacketSize: uint32(4*cfg.Limits.MaxMessageBytes + 64<<10),
 		Logger:        a.log.With("component", "broker"),
+		// Restored sessions are held to the limits the Limits hook holds
+		// live ones to.
+		TopicAliasMaximum: cfg.MQTT.TopicAliasMaximum,
+		MaxSubscriptions:  cfg.MQTT.MaxSubscriptions,
+		MaxFilterBytes:    cfg.MQTT.MaxTopicBytes,
+		KeepFirst:         hooks.OwnFilter,
+		Limits:            limitMetrics,
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
@@ -240,6 +248,20 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Logger:     a.log.With("component", "groups"),
+		OpRate:     cfg.Limits.GroupOpRate,
+		OpBurst:    cfg.Limits.GroupOpBurst,
+		Metrics:    limitMetrics,
+	})
+	limitsHook := hooks.NewLimits(hooks.LimitOptions{
+		Server:                 srv,
+		Events:                 outbox,
+		Logger:                 a.log.With("component", "mqtt-limits"),
+		Metrics:                limitMetrics,
+		MaxTopicBytes:          cfg.MQTT.MaxTopicBytes,
+		MaxSubscriptions:       cfg.MQTT.MaxSubscriptions,
+		MaxFiltersPerSubscribe: cfg.MQTT.MaxFiltersPerSubscribe,
+		MaxConnectionsPerUser:  cfg.Limits.MaxConnectionsPerUser,
+		DeviceConnects:         deviceConnects(cfg.Limits.DeviceConnects, cfg.Limits.DeviceConnectsWindow),
 	})
 	authHook := hooks.NewAuth(hooks.AuthOptions{
 		Authenticator:  a.auth,
@@ -252,6 +274,7 @@ func (a *App) build(secret []byte) error {
 		IsBadCredentials: func(err error) bool {
 			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
 		},
+		Limits: limitsHook,
 	})
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
@@ -262,6 +285,9 @@ func (a *App) build(secret []byte) error {
 	}
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
+	}
+	if err := srv.AddHook(limitsHook, nil); err != nil {
+		return fmt.Errorf("app: add limits hook: %w", err)
 	}
 	metrics.RegisterPresence(reg, a.presence.Stats)
 	if err := srv.AddHook(hooks.NewPresence(a.presence), nil); err != nil {
@@ -313,6 +339,15 @@ func limiter(perSecond, burst int) interface{ Allow(string) bool } {
 		return k
 	}
 	return nil
+}
+
+// deviceConnects allows n CONNECTs per client id every window: a bucket of
+// n refilled one token every window/n. nil when n is 0 (unlimited).
+func deviceConnects(n int, window time.Duration) hooks.Limiter {
+	if n <= 0 {
+		return nil
+	}
+	return ratelimit.NewEvery(window/time.Duration(n), n)
 }
 
 func (a *App) ready(ctx context.Context) error {

@@ -241,3 +241,29 @@ func (r *Receipts) ObserveReceiptsDropped(kind string, n int) {
 }
 
 func (r *Receipts) ObserveReceiptsError() { r.storeFailures.Inc() }
+
+// Limits counts refusals by the per-client or per-user limit that caused
+// them (mqchat_limit_refusals_total{limit}). It satisfies
+// hooks.LimitObserver, broker.LimitObserver and groups.LimitObserver.
+type Limits struct {
+	refusals *prometheus.CounterVec
+}
+
+// NewLimits registers the limit refusal counter on reg, with every limit
+// in limits present at 0 so dashboards and alerts see it before the first
+// refusal.
+func NewLimits(reg prometheus.Registerer, limits ...string) *Limits {
+	l := &Limits{refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mqchat", Name: "limit_refusals_total",
+		Help: "Requests refused (or, for restored_subscriptions, session subscriptions dropped at start-up) because a per-client or per-user limit was reached, by limit.",
+	}, []string{"limit"})}
+	for _, name := range limits {
+		l.refusals.WithLabelValues(name)
+	}
+	reg.MustRegister(l.refusals)
+	return l
+}
+
+func (l *Limits) ObserveLimitRefusals(limit string, n int) {
+	l.refusals.WithLabelValues(limit).Add(float64(n))
+}
