@@ -468,10 +468,13 @@ func TestDeviceConnectRate(t *testing.T) {
 		t.Fatalf("3.1.1 CONNACK 0x%02x (%v), want 0x03", rc, err)
 	}
 	waitMetric(t, s, `mqchat_limit_refusals_total{limit="device_connect_rate"}`, before+2)
-	// Someone else cannot spend alice's allowance: a wrong token is refused
-	// for the token, before the rate is looked at.
-	if rc, _ := connectV5Code(t, s.addrs.MQTT, alice.ID, bob.Token, alice.ID+"/laptop", nil); rc != 0x86 {
-		t.Fatalf("a stranger's CONNECT got 0x%02x, want 0x86", rc)
+	// Someone else cannot spend alice's allowance: a CONNECT with another
+	// user's token is refused for the token before the rate is looked at,
+	// so alice/laptop still has all of its own below.
+	for i := 0; i < n; i++ {
+		if rc, _ := connectV5Code(t, s.addrs.MQTT, alice.ID, bob.Token, alice.ID+"/laptop", nil); rc != 0x86 {
+			t.Fatalf("a stranger's CONNECT got 0x%02x, want 0x86", rc)
+		}
 	}
 	for _, a := range []account{alice, bob} {
 		if rc, err := connectV5Code(t, s.addrs.MQTT, a.ID, a.Token, a.ID+"/laptop", nil); rc != 0 {
