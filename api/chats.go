@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -156,10 +157,16 @@ func (a *api) chatError(c *gin.Context, err error) {
 		chat.CodeQuota:            http.StatusTooManyRequests,
 		chat.CodeConflict:         http.StatusConflict,
 		chat.CodeUnavailable:      http.StatusServiceUnavailable,
+		chat.CodeRateLimited:      http.StatusTooManyRequests,
 	}[code]
 	if status == 0 {
 		a.internal(c, err)
 		return
+	}
+	var ce *chat.Error
+	if errors.As(err, &ce) && ce.RetryAfter > 0 {
+		// Whole seconds, rounded up: retrying early would only be refused again.
+		c.Header("Retry-After", strconv.FormatInt(int64((ce.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 	abort(c, status, string(code), chat.MessageOf(err))
 }

@@ -105,7 +105,11 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 	}
 
 	gate := &outboundGate{metrics: opts.OutboundMetrics}
-	if err := b.setup(opts.SessionDir, append([]mqtt.Hook{gate}, hooks...)); err != nil {
+	limits := restoreLimits{
+		maxSubs: opts.MaxSubscriptions, maxFilterBytes: opts.MaxFilterBytes,
+		keepFirst: opts.KeepFirst, observer: opts.Limits, log: log.With("component", "sessions"),
+	}
+	if err := b.setup(opts.SessionDir, limits, append([]mqtt.Hook{gate}, hooks...)); err != nil {
 		// Release whatever was opened or bound before the failure.
 		_ = b.Close()
 		return nil, fmt.Errorf("broker: %w", err)
@@ -115,14 +119,14 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 
 // setup adds the hooks and then the listeners, so no client can arrive
 // before authentication and storage are in place.
-func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
+func (b *Broker) setup(sessionDir string, limits restoreLimits, hooks []mqtt.Hook) error {
 	if sessionDir != "" {
 		// First, so that later hooks see clients already restored.
 		plog := b.log.With("component", "sessions")
 		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync, Options: &pebbledb.Options{
 			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
 		}}
-		if err := b.srv.AddHook(newSessionStore(), cfg); err != nil {
+		if err := b.srv.AddHook(newSessionStore(limits), cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
 	}

@@ -32,6 +32,17 @@
 //   - MaximumMessageExpiryInterval is left at mochi's default (one day); the
 //     chat store, not retained or queued MQTT messages, holds history.
 //
+//   - TopicAliasMaximum bounds the topic aliases one connection registers;
+//     mochi keeps each with its topic for the life of the connection, and
+//     its default of 65535 lets one client hold gigabytes of topic names.
+//     (mochi does not announce it in CONNACK; the hooks package does.)
+//
+//   - Restored sessions are held to the subscription limits live ones are
+//     held to by the hooks package (MaxSubscriptions, MaxFilterBytes): see
+//     restore.go. Sessions persist for days and are restored on every
+//     start, so whatever a session was allowed to store once would
+//     otherwise cost memory and start-up time on every start after.
+//
 // Sessions are persisted with mochi's Pebble storage hook rather than the
 // bolt or redis hooks because those do not store an inflight message's
 // packet id, so inflight messages restored after a restart all collide on

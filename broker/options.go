@@ -36,6 +36,18 @@ type Options struct {
 	ReceiveMaximum      int           // Capabilities.ReceiveMaximum
 	SessionExpiry       time.Duration // Capabilities.MaximumSessionExpiryInterval, rounded up to seconds
 	MaxPacketSize       uint32        // Capabilities.MaximumPacketSize; 0 = no limit
+	TopicAliasMaximum   int           // Capabilities.TopicAliasMaximum; 0 = mochi's default (65535)
+
+	// Restored sessions are held to the limits live ones are (see
+	// sessionStore.StoredSubscriptions): at most MaxSubscriptions filters
+	// per session, none longer than MaxFilterBytes. 0 = no limit.
+	MaxSubscriptions int
+	MaxFilterBytes   int
+	// KeepFirst picks the filters a session over the limit keeps first (a
+	// user's own topics before others'); nil keeps the store's order.
+	KeepFirst func(clientID, filter string) bool
+	// Limits counts the filters dropped from restored sessions; nil = not counted.
+	Limits LimitObserver
 
 	// Outbound bounds each connection's outgoing queue in bytes and how
 	// long it may stay stalled; zero fields take DefaultOutboundLimits.
@@ -60,6 +72,9 @@ func (o *Options) validate() error {
 	}
 	if o.WSAddr != "" && o.WSPath != "" && !strings.HasPrefix(o.WSPath, "/") {
 		return fmt.Errorf("WSPath %q must start with /", o.WSPath)
+	}
+	if o.MaxSubscriptions < 0 || o.MaxFilterBytes < 0 {
+		return fmt.Errorf("MaxSubscriptions %d and MaxFilterBytes %d must not be negative", o.MaxSubscriptions, o.MaxFilterBytes)
 	}
 	return nil
 }
@@ -118,6 +133,13 @@ func (o *Options) capabilities() (*mqtt.Capabilities, error) {
 			return nil, fmt.Errorf("SessionExpiry %v exceeds %d seconds", o.SessionExpiry, uint32(math.MaxUint32))
 		}
 		caps.MaximumSessionExpiryInterval = uint32(secs)
+	}
+
+	switch {
+	case o.TopicAliasMaximum < 0 || o.TopicAliasMaximum > math.MaxUint16:
+		return nil, fmt.Errorf("TopicAliasMaximum %d out of range 0..%d", o.TopicAliasMaximum, math.MaxUint16)
+	case o.TopicAliasMaximum > 0:
+		caps.TopicAliasMaximum = uint16(o.TopicAliasMaximum)
 	}
 
 	caps.MaximumPacketSize = o.MaxPacketSize

@@ -26,9 +26,12 @@ type sessionStore struct {
 	*pebble.Hook
 	mu      sync.RWMutex
 	stopped bool
+	restore restoreLimits
 }
 
-func newSessionStore() *sessionStore { return &sessionStore{Hook: new(pebble.Hook)} }
+func newSessionStore(limits restoreLimits) *sessionStore {
+	return &sessionStore{Hook: new(pebble.Hook), restore: limits}
+}
 
 // write runs f unless the store has stopped.
 func (h *sessionStore) write(f func()) {
@@ -70,9 +73,24 @@ func (h *sessionStore) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
+// OnSubscribed stores only the filters granted. mochi's hook stores every
+// filter of the SUBSCRIBE with its reason code as the QoS, refused ones
+// too, and restores them all as subscriptions: without this a client could
+// fill its persisted session with filters it was never given.
 func (h *sessionStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
-	if !ephemeral(cl) {
-		h.write(func() { h.Hook.OnSubscribed(cl, pk, reasonCodes) })
+	if ephemeral(cl) {
+		return
+	}
+	granted := pk
+	granted.Filters = nil
+	var codes []byte
+	for i, rc := range reasonCodes {
+		if rc < packets.ErrUnspecifiedError.Code {
+			granted.Filters, codes = append(granted.Filters, pk.Filters[i]), append(codes, rc)
+		}
+	}
+	if len(granted.Filters) > 0 {
+		h.write(func() { h.Hook.OnSubscribed(cl, granted, codes) })
 	}
 }
 

@@ -56,6 +56,8 @@ func testConfig(t *testing.T) config.Config {
 	// fast tests depend on timing.
 	cfg.Limits.SendRate = 0
 	cfg.Limits.AuthRate = 0
+	cfg.Limits.DeviceConnects = 0
+	cfg.Limits.GroupOpRate = 0
 	cfg.Log.Level = "warn"
 	useBackend(t, &cfg)
 	return cfg
@@ -203,6 +205,7 @@ type event struct {
 	Chat       string `json:"chat"`
 	Seq        uint64 `json:"seq"`
 	Duplicate  bool   `json:"duplicate"`
+	Topic      string `json:"topic"`
 }
 
 type received struct {

@@ -28,6 +28,12 @@ type Relations interface {
 // ConnectObserver counts connection outcomes.
 type ConnectObserver interface{ ObserveConnect(outcome string) }
 
+// ConnectLimiter admits an authenticated user's connection, or names the
+// limit it is over (Limits.AdmitConnect).
+type ConnectLimiter interface {
+	AdmitConnect(cl *mqtt.Client, uid string) (ConnectRefusal, bool)
+}
+
 // AuthOptions configures the Auth hook.
 type AuthOptions struct {
 	Authenticator  Authenticator
@@ -42,6 +48,8 @@ type AuthOptions struct {
 	Metrics      ConnectObserver
 	// IsBadCredentials tells token and user failures (0x86) from outages (0x88).
 	IsBadCredentials func(error) bool
+	// Limits admits connections past authentication; nil = no limits.
+	Limits ConnectLimiter
 }
 
 // Auth authenticates CONNECTs and answers mochi's ACL checks.
@@ -143,6 +151,13 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 	// topic is vetted here: only the client's own presence topic.
 	if pk.Connect.WillFlag && pk.Connect.WillTopic != PresenceTopic(uid) {
 		return refuseNotAuthorized, false
+	}
+	// Limits come last: only the user itself can spend its own devices'
+	// connect rate and connection places, never a stranger using its id.
+	if h.opts.Limits != nil {
+		if r, ok := h.opts.Limits.AdmitConnect(cl, uid); !ok {
+			return refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
+		}
 	}
 	return refusal{}, true
 }

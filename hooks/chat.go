@@ -254,6 +254,8 @@ func reasonCode(code chat.Code) packets.Code {
 		return packets.ErrNotAuthorized
 	case chat.CodeQuota:
 		return packets.ErrQuotaExceeded
+	case chat.CodeRateLimited:
+		return packets.ErrMessageRateTooHigh
 	case chat.CodeConflict: // groups: valid, but the group's state forbids it
 		return packets.ErrImplementationSpecificError
 	case chat.CodeUnavailable:

@@ -72,6 +72,9 @@ type Addrs struct {
 }
 
 // New builds a node from cfg without binding any port.
+
+var _ broker.OutboundMetrics = (*metrics.Outbound)(nil)
+
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("app: data dir: %w", err)
@@ -175,6 +178,7 @@ func (a *App) build(secret []byte) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pipeline := metrics.NewPipeline(reg)
+	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps)...)
 
 	var err error
 	a.auth, err = auth.New(a.store, auth.Options{
@@ -203,6 +207,13 @@ func (a *App) build(secret []byte) error {
 		Outbound:        broker.OutboundLimits{MaxBytes: cfg.MQTT.OutboundQueueBytes, StallTimeout: cfg.MQTT.StallTimeout},
 		OutboundMetrics: metrics.NewOutbound(reg),
 		Logger:          a.log.With("component", "broker"),
+		// Restored sessions are held to the limits the Limits hook holds
+		// live ones to.
+		TopicAliasMaximum: cfg.MQTT.TopicAliasMaximum,
+		MaxSubscriptions:  cfg.MQTT.MaxSubscriptions,
+		MaxFilterBytes:    cfg.MQTT.MaxTopicBytes,
+		KeepFirst:         hooks.OwnFilter,
+		Limits:            limitMetrics,
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
@@ -243,6 +254,20 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Logger:     a.log.With("component", "groups"),
+		OpRate:     cfg.Limits.GroupOpRate,
+		OpBurst:    cfg.Limits.GroupOpBurst,
+		Metrics:    limitMetrics,
+	})
+	limitsHook := hooks.NewLimits(hooks.LimitOptions{
+		Server:                 srv,
+		Events:                 outbox,
+		Logger:                 a.log.With("component", "mqtt-limits"),
+		Metrics:                limitMetrics,
+		MaxTopicBytes:          cfg.MQTT.MaxTopicBytes,
+		MaxSubscriptions:       cfg.MQTT.MaxSubscriptions,
+		MaxFiltersPerSubscribe: cfg.MQTT.MaxFiltersPerSubscribe,
+		MaxConnectionsPerUser:  cfg.Limits.MaxConnectionsPerUser,
+		DeviceConnects:         deviceConnects(cfg.Limits.DeviceConnects, cfg.Limits.DeviceConnectsWindow),
 	})
 	authHook := hooks.NewAuth(hooks.AuthOptions{
 		Authenticator:  a.auth,
@@ -255,6 +280,7 @@ func (a *App) build(secret []byte) error {
 		IsBadCredentials: func(err error) bool {
 			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
 		},
+		Limits: limitsHook,
 	})
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
@@ -265,6 +291,9 @@ func (a *App) build(secret []byte) error {
 	}
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
+	}
+	if err := srv.AddHook(limitsHook, nil); err != nil {
+		return fmt.Errorf("app: add limits hook: %w", err)
 	}
 	metrics.RegisterPresence(reg, a.presence.Stats)
 	if err := srv.AddHook(hooks.NewPresence(a.presence), nil); err != nil {
@@ -316,6 +345,15 @@ func limiter(perSecond, burst int) interface{ Allow(string) bool } {
 		return k
 	}
 	return nil
+}
+
+// deviceConnects allows n CONNECTs per client id every window: a bucket of
+// n refilled one token every window/n. nil when n is 0 (unlimited).
+func deviceConnects(n int, window time.Duration) hooks.Limiter {
+	if n <= 0 {
+		return nil
+	}
+	return ratelimit.NewEvery(window/time.Duration(n), n)
 }
 
 func (a *App) ready(ctx context.Context) error {

@@ -84,6 +84,18 @@ type MQTTConfig struct {
 	// StallTimeout is how long a connection's outbound queue may stay full,
 	// or its socket take no bytes, before the client is disconnected.
 	StallTimeout time.Duration `koanf:"stall_timeout"`
+	// TopicAliasMaximum is the MQTT 5 Topic Alias Maximum the server
+	// announces: how many topic aliases one connection may register.
+	TopicAliasMaximum int `koanf:"topic_alias_maximum"`
+	// MaxTopicBytes bounds the topic names a client may register as aliases
+	// and the filters it may subscribe to, so aliases and subscriptions cost
+	// a bounded amount of memory per connection and per session.
+	MaxTopicBytes int `koanf:"max_topic_bytes"`
+	// MaxSubscriptions caps the filters one session holds, restored
+	// sessions included.
+	MaxSubscriptions int `koanf:"max_subscriptions"`
+	// MaxFiltersPerSubscribe caps the filters granted from one SUBSCRIBE.
+	MaxFiltersPerSubscribe int `koanf:"max_filters_per_subscribe"`
 }
 
 // PresenceConfig tunes the presence/{uid} aggregate.
@@ -120,6 +132,19 @@ type Limits struct {
 	// against password guessing; 0 turns the limit off.
 	AuthRate  int `koanf:"auth_rate"`
 	AuthBurst int `koanf:"auth_burst"`
+	// MaxConnectionsPerUser caps one user's simultaneous MQTT connections; a
+	// device reconnecting with its client id replaces its old connection
+	// and does not count twice.
+	MaxConnectionsPerUser int `koanf:"max_connections_per_user"`
+	// DeviceConnects CONNECTs are allowed per device (client id) every
+	// DeviceConnectsWindow, against reconnect storms; 0 turns it off.
+	DeviceConnects       int           `koanf:"device_connects"`
+	DeviceConnectsWindow time.Duration `koanf:"device_connects_window"`
+	// GroupOpRate and GroupOpBurst bound each user's group changes
+	// (create, rename, delete, members, roles; MQTT and REST together)
+	// with a token bucket; 0 turns the limit off.
+	GroupOpRate  int `koanf:"group_op_rate"`
+	GroupOpBurst int `koanf:"group_op_burst"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -166,6 +191,11 @@ func Default() Config {
 			KeepAliveMax:        5 * time.Minute,
 			OutboundQueueBytes:  1 << 20,
 			StallTimeout:        10 * time.Second,
+			// Per-client limits.
+			TopicAliasMaximum:      32,
+			MaxTopicBytes:          512,
+			MaxSubscriptions:       100,
+			MaxFiltersPerSubscribe: 32,
 		},
 		HTTP: HTTPConfig{Addr: ":8080"},
 		Auth: AuthConfig{
@@ -180,6 +210,12 @@ func Default() Config {
 			SendBurst:       200,
 			AuthRate:        5,
 			AuthBurst:       20,
+			// Per-user limits on connections and group changes.
+			MaxConnectionsPerUser: 16,
+			DeviceConnects:        10,
+			DeviceConnectsWindow:  10 * time.Second,
+			GroupOpRate:           2,
+			GroupOpBurst:          20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second},
 		Push: PushConfig{

@@ -165,6 +165,14 @@ func usage(key string) string {
 		return "encoded bytes that may wait for one connection's socket (64KiB-1GiB)"
 	case "mqtt.stall_timeout":
 		return "how long a connection's outbound queue may stay full before the client is disconnected (100ms-10m)"
+	case "mqtt.topic_alias_maximum":
+		return "topic aliases one MQTT 5 connection may register (1-65535); a higher alias is refused with DISCONNECT 0x94"
+	case "mqtt.max_topic_bytes":
+		return "longest topic a client may register as an alias or subscribe to, in bytes (64-65535)"
+	case "mqtt.max_subscriptions":
+		return "filters one session may hold (1-100000), restored sessions included; past it SUBACK 0x97 (0x80 for 3.1.1)"
+	case "mqtt.max_filters_per_subscribe":
+		return "filters granted from one SUBSCRIBE (1 to max_subscriptions); the rest get SUBACK 0x97 (0x80 for 3.1.1)"
 	case "http.addr":
 		return "host:port of the HTTP API"
 	case "http.pprof_addr":
@@ -191,6 +199,16 @@ func usage(key string) string {
 		return "/v1/auth requests per second allowed from one client IP (0 = unlimited)"
 	case "limits.auth_burst":
 		return "/v1/auth requests one client IP may make at once above auth_rate"
+	case "limits.max_connections_per_user":
+		return "simultaneous MQTT connections of one user (1-100000); past it CONNACK 0x97 (0x03 for 3.1.1)"
+	case "limits.device_connects":
+		return "CONNECTs allowed per device id every device_connects_window; past it CONNACK 0x9F (0x03 for 3.1.1); 0 = unlimited"
+	case "limits.device_connects_window":
+		return "window of device_connects (1s-1h)"
+	case "limits.group_op_rate":
+		return "group changes per second allowed to each user, MQTT and REST together (0 = unlimited)"
+	case "limits.group_op_burst":
+		return "group changes a user may make at once above group_op_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
 	case "push.provider":

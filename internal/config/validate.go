@@ -103,6 +103,11 @@ func (c Config) Validate() error {
 	if m.StallTimeout < 100*time.Millisecond || m.StallTimeout > 10*time.Minute {
 		bad("mqtt.stall_timeout", "must be between 100ms and 10m, got %s", m.StallTimeout)
 	}
+	between("mqtt.topic_alias_maximum", m.TopicAliasMaximum, 1, math.MaxUint16)
+	// A topic is a length-prefixed string of at most 65535 bytes.
+	between("mqtt.max_topic_bytes", m.MaxTopicBytes, 64, math.MaxUint16)
+	between("mqtt.max_subscriptions", m.MaxSubscriptions, 1, 100_000)
+	between("mqtt.max_filters_per_subscribe", m.MaxFiltersPerSubscribe, 1, m.MaxSubscriptions)
 
 	addr("http.addr", c.HTTP.Addr)
 	if c.HTTP.PprofAddr != "" {
@@ -130,6 +135,17 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.AuthRate > 0 {
 		between("limits.auth_burst", c.Limits.AuthBurst, 1, 1_000_000)
+	}
+	between("limits.max_connections_per_user", c.Limits.MaxConnectionsPerUser, 1, 100_000)
+	between("limits.device_connects", c.Limits.DeviceConnects, 0, 1_000_000)
+	if c.Limits.DeviceConnects > 0 {
+		if w := c.Limits.DeviceConnectsWindow; w < time.Second || w > time.Hour {
+			bad("limits.device_connects_window", "must be between 1s and 1h, got %s", w)
+		}
+	}
+	between("limits.group_op_rate", c.Limits.GroupOpRate, 0, 1_000_000)
+	if c.Limits.GroupOpRate > 0 {
+		between("limits.group_op_burst", c.Limits.GroupOpBurst, 1, 1_000_000)
 	}
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {

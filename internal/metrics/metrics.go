@@ -9,7 +9,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/system"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/mqchat/mqchat/broker"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/push"
 )
@@ -244,13 +243,12 @@ func (r *Receipts) ObserveReceiptsDropped(kind string, n int) {
 func (r *Receipts) ObserveReceiptsError() { r.storeFailures.Inc() }
 
 // Outbound records the per-connection outbound queues. It satisfies
-// broker.OutboundMetrics.
+// broker.OutboundMetrics (checked in internal/app: broker's tests import
+// this package).
 type Outbound struct {
 	cutOff  *prometheus.CounterVec
 	dropped prometheus.Counter
 }
-
-var _ broker.OutboundMetrics = (*Outbound)(nil)
 
 // NewOutbound registers the outbound queue metrics on reg.
 func NewOutbound(reg prometheus.Registerer) *Outbound {
@@ -275,4 +273,30 @@ func RegisterOutboundQueued(reg prometheus.Registerer, queued func() int64) {
 		Namespace: "mqchat", Subsystem: "outbound", Name: "queued_bytes",
 		Help: "Encoded bytes waiting for clients' sockets, over every connection.",
 	}, func() float64 { return float64(queued()) }))
+}
+
+// Limits counts refusals by the per-client or per-user limit that caused
+// them (mqchat_limit_refusals_total{limit}). It satisfies
+// hooks.LimitObserver, broker.LimitObserver and groups.LimitObserver.
+type Limits struct {
+	refusals *prometheus.CounterVec
+}
+
+// NewLimits registers the limit refusal counter on reg, with every limit
+// in limits present at 0 so dashboards and alerts see it before the first
+// refusal.
+func NewLimits(reg prometheus.Registerer, limits ...string) *Limits {
+	l := &Limits{refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mqchat", Name: "limit_refusals_total",
+		Help: "Requests refused (or, for restored_subscriptions, session subscriptions dropped at start-up) because a per-client or per-user limit was reached, by limit.",
+	}, []string{"limit"})}
+	for _, name := range limits {
+		l.refusals.WithLabelValues(name)
+	}
+	reg.MustRegister(l.refusals)
+	return l
+}
+
+func (l *Limits) ObserveLimitRefusals(limit string, n int) {
+	l.refusals.WithLabelValues(limit).Add(float64(n))
 }

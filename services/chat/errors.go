@@ -1,6 +1,9 @@
 package chat
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Code classifies why a send or a read was refused. Transports map it to
 // their own vocabulary (MQTT reason codes, HTTP statuses).
@@ -16,6 +19,9 @@ const (
 	CodeConflict         Code = "conflict"
 	CodeUnavailable      Code = "unavailable"
 	CodeInternal         Code = "internal"
+	// CodeRateLimited: the caller is going faster than its rate limit
+	// allows; the error's RetryAfter says when one more request fits.
+	CodeRateLimited Code = "rate_limited"
 )
 
 // Error is a refusal with a code and a message meant for the client.
@@ -23,6 +29,9 @@ type Error struct {
 	Code    Code
 	Message string
 	Err     error // cause, for logs; never shown to clients
+	// RetryAfter is how long a rate-limited caller should wait before
+	// retrying; 0 when the refusal says nothing about time.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -44,11 +45,23 @@ type Events interface {
 	Event(uid string, v any)
 }
 
+// LimitObserver counts refused group changes.
+type LimitObserver interface{ ObserveLimitRefusals(limit string, n int) }
+
+// LimitGroupOps names the group change rate in LimitObserver.
+const LimitGroupOps = "group_op_rate"
+
 // Options configures the service.
 type Options struct {
 	MaxMembers int // including the owner
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// OpRate and OpBurst bound each user's changes (create, rename,
+	// delete, membership, roles) per second, whichever transport they come
+	// from; every change writes a system message to all members. OpRate 0
+	// means unlimited.
+	OpRate, OpBurst int
+	Metrics         LimitObserver // nil = not counted
 }
 
 // Service implements group management.
@@ -60,6 +73,7 @@ type Service struct {
 	// creating serialises CreateWithID per group id (striped), so a retry
 	// racing its first attempt sees the group either absent or complete.
 	creating [32]sync.Mutex
+	ops      *ratelimit.Keyed // per acting user; nil = unlimited
 }
 
 // New returns the service.
@@ -73,7 +87,23 @@ func New(st Store, chats Chats, events Events, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Service{st: st, chats: chats, events: events, opts: opts}
+	return &Service{st: st, chats: chats, events: events, opts: opts, ops: ratelimit.New(opts.OpRate, opts.OpBurst)}
+}
+
+// admit takes one of actor's change tokens. The buckets refill whole
+// tokens per second, so the next one is never more than a second away.
+func (s *Service) admit(actor string) error {
+	if s.ops.Allow(actor) {
+		return nil
+	}
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.ObserveLimitRefusals(LimitGroupOps, 1)
+	}
+	return &chat.Error{
+		Code:       chat.CodeRateLimited,
+		Message:    fmt.Sprintf("group changes come too fast: at most %d a second (%d at once); retry later", s.opts.OpRate, s.opts.OpBurst),
+		RetryAfter: time.Second,
+	}
 }
 
 // View is a group as its members see it.
@@ -142,6 +172,9 @@ func cleanName(name string) (string, error) {
 
 // Create makes a group owned by actor with the given other members.
 func (s *Service) Create(ctx context.Context, actor, name string, members []string) (View, error) {
+	if err := s.admit(actor); err != nil {
+		return View{}, err
+	}
 	return s.create(ctx, actor, ids.NewUserID(), name, members)
 }
 
@@ -164,6 +197,9 @@ func DeriveID(actor, opID string) string {
 //     never made again, so a late retry cannot reopen deleted history to
 //     the members it names.
 func (s *Service) CreateWithID(ctx context.Context, actor, gid, name string, members []string) (View, error) {
+	if err := s.admit(actor); err != nil {
+		return View{}, err
+	}
 	if !ids.ValidUserID(gid) {
 		return View{}, invalid("group id must be 20 characters of 0-9 a-v")
 	}
@@ -267,6 +303,9 @@ func (s *Service) Get(ctx context.Context, actor, gid string) (View, error) {
 
 // Rename changes the name (owner or admin).
 func (s *Service) Rename(ctx context.Context, actor, gid, name string) (View, error) {
+	if err := s.admit(actor); err != nil {
+		return View{}, err
+	}
 	name, err := cleanName(name)
 	if err != nil {
 		return View{}, err
@@ -291,6 +330,9 @@ func (s *Service) Rename(ctx context.Context, actor, gid, name string) (View, er
 // Delete removes the group (owner only). Its history stays readable to
 // nobody: members lose access with their membership.
 func (s *Service) Delete(ctx context.Context, actor, gid string) error {
+	if err := s.admit(actor); err != nil {
+		return err
+	}
 	_, ms, me, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return err
@@ -312,6 +354,9 @@ func (s *Service) Delete(ctx context.Context, actor, gid string) error {
 // AddMembers adds users (owner or admin). Users already in the group are
 // left as they are, so retries are harmless.
 func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []string) (View, error) {
+	if err := s.admit(actor); err != nil {
+		return View{}, err
+	}
 	g, ms, me, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return View{}, err
@@ -358,6 +403,9 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 // RemoveMember removes uid: the owner may remove anyone else, an admin may
 // remove members, and anyone but the owner may remove themselves (leave).
 func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) error {
+	if err := s.admit(actor); err != nil {
+		return err
+	}
 	_, ms, me, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return err
@@ -391,6 +439,9 @@ func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) erro
 // SetRole changes a member's role (owner only). Making someone owner hands
 // the group over: the previous owner becomes an admin.
 func (s *Service) SetRole(ctx context.Context, actor, gid, uid string, role store.Role) (View, error) {
+	if err := s.admit(actor); err != nil {
+		return View{}, err
+	}
 	if role != store.RoleOwner && role != store.RoleAdmin && role != store.RoleMember {
 		return View{}, invalid(`role must be "owner", "admin" or "member"`)
 	}
