@@ -71,6 +71,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewReceipts(d)
 	metrics.RegisterPresence(d, func() (int, int) { return 0, 0 })
 	metrics.NewOutbound(d)
+	metrics.NewLimits(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := map[string]family{}
