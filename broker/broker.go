@@ -35,6 +35,12 @@ type Broker struct {
 	tls listeners.Listener // nil when off
 	ws  listeners.Listener // nil when off
 
+	// gate serialises mochi's retained writes against its wildcard scans
+	// (retaingate.go); sys publishes $SYS through it in mochi's place.
+	gate       *retainGate
+	sys        *sysTopics
+	sysRunning bool
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -76,6 +82,8 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 			Capabilities: caps,
 			Logger:       log,
 			InlineClient: true, // the chat services publish through the broker
+			// sysTopics publishes $SYS instead, through the retain gate.
+			SysTopicResendInterval: parkedSysInterval,
 		}),
 		log: log,
 		tcp: guard(listeners.NewTCP(listeners.Config{ID: listenerTCP, Address: opts.TCPAddr})),
@@ -88,6 +96,8 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		}
 		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
 	}
+
+	b.gate = newRetainGate(b.srv, log)
 
 	for _, l := range []listeners.Listener{b.tcp, b.tls, b.ws} {
 		if g, ok := l.(*guardedListener); ok {
@@ -112,9 +122,14 @@ func (b *Broker) setup(sessionDir string, hooks []mqtt.Hook) error {
 		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync, Options: &pebbledb.Options{
 			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
 		}}
-		if err := b.srv.AddHook(newSessionStore(), cfg); err != nil {
+		store := newSessionStore()
+		if err := b.srv.AddHook(store, cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
+		b.gate.retained = store.OnRetainMessage
+		b.sys = newSysTopics(b.srv, b.log, store.OnSysInfoTick)
+	} else {
+		b.sys = newSysTopics(b.srv, b.log, nil)
 	}
 	if err := b.srv.AddHook(new(packetIDs), nil); err != nil {
 		return fmt.Errorf("packet id hook: %w", err)
@@ -155,10 +170,30 @@ func (b *Broker) Start() error {
 		return errors.New("broker: already started")
 	}
 	b.started = true
-	if err := b.srv.Serve(); err != nil {
+	// Last, after the hooks the caller added since New: the gate's
+	// OnPublish must see only publishes every other hook let through.
+	if err := b.srv.AddHook(b.gate, nil); err != nil {
+		return fmt.Errorf("broker: retain gate: %w", err)
+	}
+	// Serve restores retained messages and publishes $SYS once by itself,
+	// while its listeners already accept clients.
+	var err error
+	b.gate.exclusive(func() { err = b.srv.Serve() })
+	if err != nil {
 		return fmt.Errorf("broker: start: %w", err)
 	}
+	go b.sys.run(sysInterval)
+	b.sysRunning = true
 	return nil
+}
+
+// RetainedMessages returns the retained messages matching filter, read as
+// a wildcard SUBSCRIBE reads them but safe against concurrent retained
+// writes (use it instead of Server().Topics.Messages).
+func (b *Broker) RetainedMessages(filter string) []packets.Packet {
+	var out []packets.Packet
+	b.gate.shared(func() { out = b.srv.Topics.Messages(filter) })
+	return out
 }
 
 // Addrs returns the bound listener addresses.
@@ -183,6 +218,9 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.sysRunning {
+		b.sys.close()
+	}
 	if err := b.srv.Close(); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}
