@@ -176,7 +176,8 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("broker: retain gate: %w", err)
 	}
 	// Serve restores retained messages and publishes $SYS once by itself,
-	// while its listeners already accept clients.
+	// while its listeners already accept clients. (So no OnStarted hook,
+	// which Serve calls last, may publish a retained message.)
 	var err error
 	b.gate.exclusive(func() { err = b.srv.Serve() })
 	if err != nil {

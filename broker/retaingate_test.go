@@ -155,6 +155,27 @@ func TestRetainGateRace(t *testing.T) {
 	})
 }
 
+func TestScans(t *testing.T) {
+	tests := []struct {
+		sub  packets.Subscription
+		want bool
+	}{
+		{packets.Subscription{Filter: "#"}, true},
+		{packets.Subscription{Filter: "+/x"}, true},
+		{packets.Subscription{Filter: "a/+/b"}, true},
+		{packets.Subscription{Filter: "$SYS/#"}, true},
+		{packets.Subscription{Filter: "a/b"}, false},                   // a map lookup under its lock
+		{packets.Subscription{Filter: "$share/g/#"}, false},            // no retained messages for shared subscriptions
+		{packets.Subscription{Filter: "#", RetainHandling: 2}, false},  // none asked for
+		{packets.Subscription{Filter: "a/#", RetainHandling: 1}, true}, // unless it existed, which only mochi knows
+	}
+	for _, tc := range tests {
+		if got := scans(tc.sub); got != tc.want {
+			t.Errorf("scans(%+v) = %v, want %v", tc.sub, got, tc.want)
+		}
+	}
+}
+
 // ignoreTopic consumes every publish on one topic, as the chat hook
 // consumes the requests it handles.
 type ignoreTopic struct {
