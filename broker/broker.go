@@ -37,6 +37,11 @@ type Broker struct {
 	ws  listeners.Listener // nil when off
 
 	queued *atomic.Int64 // bytes waiting in every connection's outbound queue
+	// gate serialises mochi's retained writes against its wildcard scans
+	// (retaingate.go); sys publishes $SYS through it in mochi's place.
+	gate       *retainGate
+	sys        *sysTopics
+	sysRunning bool
 
 	mu      sync.Mutex
 	started bool
@@ -79,6 +84,8 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 			Capabilities: caps,
 			Logger:       log,
 			InlineClient: true, // the chat services publish through the broker
+			// sysTopics publishes $SYS instead, through the retain gate.
+			SysTopicResendInterval: parkedSysInterval,
 		}),
 		log:    log,
 		queued: new(atomic.Int64),
@@ -93,6 +100,8 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
 	}
 
+	b.gate = newRetainGate(b.srv, log)
+
 	outbound := opts.outboundLimits()
 	cutOff := b.cutOffLogger(opts.OutboundMetrics)
 	for _, l := range []listeners.Listener{b.tcp, b.tls, b.ws} {
@@ -104,12 +113,12 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		}
 	}
 
-	gate := &outboundGate{metrics: opts.OutboundMetrics}
+	outGate := &outboundGate{metrics: opts.OutboundMetrics}
 	limits := restoreLimits{
 		maxSubs: opts.MaxSubscriptions, maxFilterBytes: opts.MaxFilterBytes,
 		keepFirst: opts.KeepFirst, observer: opts.Limits, log: log.With("component", "sessions"),
 	}
-	if err := b.setup(opts.SessionDir, limits, append([]mqtt.Hook{gate}, hooks...)); err != nil {
+	if err := b.setup(opts.SessionDir, limits, append([]mqtt.Hook{outGate}, hooks...)); err != nil {
 		// Release whatever was opened or bound before the failure.
 		_ = b.Close()
 		return nil, fmt.Errorf("broker: %w", err)
@@ -126,9 +135,14 @@ func (b *Broker) setup(sessionDir string, limits restoreLimits, hooks []mqtt.Hoo
 		cfg := &pebble.Options{Path: sessionDir, Mode: pebble.NoSync, Options: &pebbledb.Options{
 			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
 		}}
-		if err := b.srv.AddHook(newSessionStore(limits), cfg); err != nil {
+		store := newSessionStore(limits)
+		if err := b.srv.AddHook(store, cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
+		b.gate.retained = store.OnRetainMessage
+		b.sys = newSysTopics(b.srv, b.log, store.OnSysInfoTick)
+	} else {
+		b.sys = newSysTopics(b.srv, b.log, nil)
 	}
 	if err := b.srv.AddHook(new(packetIDs), nil); err != nil {
 		return fmt.Errorf("packet id hook: %w", err)
@@ -189,10 +203,31 @@ func (b *Broker) Start() error {
 		return errors.New("broker: already started")
 	}
 	b.started = true
-	if err := b.srv.Serve(); err != nil {
+	// Last, after the hooks the caller added since New: the gate's
+	// OnPublish must see only publishes every other hook let through.
+	if err := b.srv.AddHook(b.gate, nil); err != nil {
+		return fmt.Errorf("broker: retain gate: %w", err)
+	}
+	// Serve restores retained messages and publishes $SYS once by itself,
+	// while its listeners already accept clients. (So no OnStarted hook,
+	// which Serve calls last, may publish a retained message.)
+	var err error
+	b.gate.exclusive(func() { err = b.srv.Serve() })
+	if err != nil {
 		return fmt.Errorf("broker: start: %w", err)
 	}
+	go b.sys.run(sysInterval)
+	b.sysRunning = true
 	return nil
+}
+
+// RetainedMessages returns the retained messages matching filter, read as
+// a wildcard SUBSCRIBE reads them but safe against concurrent retained
+// writes (use it instead of Server().Topics.Messages).
+func (b *Broker) RetainedMessages(filter string) []packets.Packet {
+	var out []packets.Packet
+	b.gate.shared(func() { out = b.srv.Topics.Messages(filter) })
+	return out
 }
 
 // Addrs returns the bound listener addresses.
@@ -217,6 +252,9 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.sysRunning {
+		b.sys.close()
+	}
 	if err := b.srv.Close(); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}

@@ -54,6 +54,12 @@
 // that do not speak the mqtt subprotocol, so the broker uses its own
 // listener (see websocket.go) that checks all three before upgrading.
 //
+// mochi v2.7.9 reads a topic node's retained path without its lock while
+// scanning for a wildcard SUBSCRIBE's retained messages; the retain gate
+// (retaingate.go) serialises those scans against every retained write, and
+// the broker publishes $SYS itself (systopics.go) because mochi's own
+// ticker writes retained messages with no hook around it.
+//
 // Every listener is wrapped (see guard.go) because mochi sets no deadline
 // on a connection until its CONNECT has been read and its Close ignores
 // such connections: a silent client would hold goroutines forever and

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -127,6 +128,11 @@ func (h *sessionStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	// $SYS values are published afresh every second (sysTopics) and mochi
+	// never stored them when it published them itself.
+	if strings.HasPrefix(pk.TopicName, mqtt.SysPrefix+"/") {
+		return
+	}
 	h.write(func() { h.Hook.OnRetainMessage(cl, pk, r) })
 }
 

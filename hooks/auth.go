@@ -34,6 +34,9 @@ type ConnectLimiter interface {
 	AdmitConnect(cl *mqtt.Client, uid string) (ConnectRefusal, bool)
 }
 
+// ACLObserver counts subscriptions and deliveries the ACL refused.
+type ACLObserver interface{ ObserveACLDenied(anonymous bool) }
+
 // AuthOptions configures the Auth hook.
 type AuthOptions struct {
 	Authenticator  Authenticator
@@ -49,7 +52,8 @@ type AuthOptions struct {
 	// IsBadCredentials tells token and user failures (0x86) from outages (0x88).
 	IsBadCredentials func(error) bool
 	// Limits admits connections past authentication; nil = no limits.
-	Limits ConnectLimiter
+	Limits     ConnectLimiter
+	ACLMetrics ACLObserver // nil = not counted
 }
 
 // Auth authenticates CONNECTs and answers mochi's ACL checks.
@@ -176,11 +180,18 @@ func (h *Auth) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return
 // the Chat hook instead: mochi disconnects a 3.1.1 client refused here, while
 // the Chat hook can refuse with a reason code and an error event and keep the
 // connection.
-func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) (allowed bool) {
 	if write {
 		return true
 	}
 	uid := string(cl.Properties.Username)
+	if h.opts.ACLMetrics != nil {
+		defer func() {
+			if !allowed {
+				h.opts.ACLMetrics.ObserveACLDenied(uid == "")
+			}
+		}()
+	}
 	allowed, other := readAccess(uid, topic)
 	if allowed || other == "" || h.opts.Relations == nil {
 		return allowed

@@ -63,6 +63,17 @@ func reservedNamespace(topic string) bool {
 		topic == "users" || topic == "presence"
 }
 
+// sharedTopicFilter returns the topic filter of a shared subscription
+// ($share/{group}/{filter}), or filter itself when it is not one.
+func sharedTopicFilter(filter string) string {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
+		return filter
+	}
+	_, topic, _ := strings.Cut(rest, "/")
+	return topic
+}
+
 // hasWildcard reports whether a filter contains MQTT wildcards.
 func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
 
@@ -74,14 +85,12 @@ func hasWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") 
 // store), signalled by askRelation.
 func readAccess(uid, filter string) (allowed bool, askRelation string) {
 	if uid == "" {
-		// Anonymous clients get a plain broker outside the chat namespace.
-		// A filter starting with a wildcard could match users/ or presence/,
-		// so it is refused; every delivery is checked again with its
-		// concrete topic besides. This also keeps anonymous wildcard scans
-		// off presence's retained messages, whose node mochi v2.7.9 reads
-		// without its lock (a data race with every presence update).
-		first, _, _ := strings.Cut(filter, "/")
-		return !reservedNamespace(filter) && first != "+" && first != "#", ""
+		// Anonymous clients get a plain broker outside the chat namespace:
+		// any filter, `#` and `+/…` included, except one that can only
+		// match users/ or presence/. What keeps `#` out of the chat
+		// namespace is that mochi asks again with the concrete topic before
+		// every delivery, live or retained at SUBSCRIBE.
+		return !reservedNamespace(sharedTopicFilter(filter)), ""
 	}
 	if owner, leaf, ok := splitUserTopic(filter); ok {
 		// Wildcards inside responses/ cannot reach past the owner's subtree.

@@ -45,14 +45,31 @@ func TestReadAccess(t *testing.T) {
 		{me, "presence/" + other + "/x", false, ""},
 		{me, "chat/room", false, ""},
 		{"", "chat/room", true, ""},
-		{"", "#", false, ""},   // could match users/ and presence/
-		{"", "+/#", false, ""}, // likewise
-		{"", "+/x/inbox", false, ""},
+		// Anonymous filters may start with wildcards; each delivery is
+		// checked again with its concrete topic.
+		{"", "#", true, ""},
+		{"", "+/#", true, ""},
+		{"", "+/+", true, ""},
+		{"", "+/x/inbox", true, ""},
+		{"", "+", true, ""},
+		{"", "$SYS/#", true, ""},
+		{"", "$share/g/#", true, ""},
+		{"", "$share/g/plain/+", true, ""},
 		{"", "plain/#", true, ""},
 		{"", "plain/+/x", true, ""},
+		{"", "usersx/1", true, ""},
+		{"", "presences", true, ""},
+		// Filters (and so topics) only the chat namespace can match.
 		{"", "users/" + me + "/inbox", false, ""},
 		{"", "presence/" + me, false, ""},
 		{"", "users/#", false, ""},
+		{"", "users/+/inbox", false, ""},
+		{"", "users", false, ""},
+		{"", "presence", false, ""},
+		{"", "presence/+", false, ""},
+		{"", "presence/#", false, ""},
+		{"", "$share/g/users/#", false, ""},
+		{"", "$share/g/presence/+", false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.uid+"|"+tc.filter, func(t *testing.T) {

@@ -277,6 +277,7 @@ func (a *App) build(secret []byte) error {
 		Server:         srv,
 		Logger:         a.log.With("component", "mqtt-auth"),
 		Metrics:        pipeline,
+		ACLMetrics:     metrics.NewACL(reg),
 		IsBadCredentials: func(err error) bool {
 			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
 		},
@@ -408,7 +409,7 @@ func (a *App) Start() error {
 // store brought back to the presence service, which gives every user shown
 // online a grace period to reconnect.
 func (a *App) restorePresence() {
-	for _, pk := range a.broker.Server().Topics.Messages(hooks.PresenceTopic("+")) {
+	for _, pk := range a.broker.RetainedMessages(hooks.PresenceTopic("+")) {
 		uid := strings.TrimPrefix(pk.TopicName, hooks.PresenceTopic(""))
 		if uid != "" && !strings.Contains(uid, "/") {
 			a.presence.Restore(uid, pk.Payload)

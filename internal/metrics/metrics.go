@@ -300,3 +300,25 @@ func NewLimits(reg prometheus.Registerer, limits ...string) *Limits {
 func (l *Limits) ObserveLimitRefusals(limit string, n int) {
 	l.refusals.WithLabelValues(limit).Add(float64(n))
 }
+
+// ACL counts what the MQTT ACL refuses to read. It satisfies
+// hooks.ACLObserver.
+type ACL struct{ denied *prometheus.CounterVec }
+
+// NewACL registers the ACL metrics on reg.
+func NewACL(reg prometheus.Registerer) *ACL {
+	a := &ACL{denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mqchat", Subsystem: "mqtt", Name: "acl_denied_total",
+		Help: "SUBSCRIBE filters and deliveries the ACL refused (mochi asks the same question for both), by client: user, or anonymous (e.g. a # subscriber kept out of users/ and presence/).",
+	}, []string{"client"})}
+	reg.MustRegister(a.denied)
+	return a
+}
+
+func (a *ACL) ObserveACLDenied(anonymous bool) {
+	client := "user"
+	if anonymous {
+		client = "anonymous"
+	}
+	a.denied.WithLabelValues(client).Inc()
+}
