@@ -72,6 +72,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.RegisterPresence(d, func() (int, int) { return 0, 0 })
 	metrics.NewOutbound(d)
 	metrics.NewLimits(d)
+	metrics.NewACL(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := map[string]family{}
