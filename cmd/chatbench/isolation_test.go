@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,8 +50,10 @@ func TestTimeline(t *testing.T) {
 	if len(per) != 4 || per[0].Count != 11 || per[1].P99 != 4000 || per[2].Count != 0 || per[3].Count != 9 {
 		t.Fatalf("perSecond = %+v", per)
 	}
-	if first, s := tl.worst(2, 4); first != 0 || s.P99 != 4000 || s.Count != 12 {
-		t.Fatalf("worst(2) = %d %+v, want the window starting at 0 with the slow message", first, s)
+	// [0s, 2s) and [1s, 3s) share the slow message as their p99; the
+	// window with nothing else in it is the worse one.
+	if first, s := tl.worst(2, 4); first != 1 || s.P99 != 4000 || s.Count != 1 {
+		t.Fatalf("worst(2) = %d %+v, want the window starting at 1", first, s)
 	}
 	if first, s := tl.worst(1, 4); first != 1 || s.Count != 1 {
 		t.Fatalf("worst(1) = %d %+v, want second 1", first, s)
@@ -58,6 +64,23 @@ func TestTimeline(t *testing.T) {
 	if first, s := tl.worst(2, 2); first != 0 || s.Count != 12 {
 		t.Fatalf("worst within the first 2 seconds = %d %+v", first, s)
 	}
+	// A stall in seconds 3-4: every window of 2 touching second 3 has its
+	// slowest message as p99, and the one holding both stalled seconds is
+	// the worst.
+	var stall timeline
+	for sec := range 8 {
+		for i := range 10 {
+			lat := ms(1)
+			if sec >= 3 && sec <= 4 {
+				lat = ms(2000 - (sec-3)*1000 - i*10) // sent later, waited less
+			}
+			stall.add(time.Duration(sec)*time.Second+ms(i*100), lat)
+		}
+	}
+	if first, _ := stall.worst(2, 8); first != 3 {
+		t.Fatalf("worst(2) = %d, want the window of both stalled seconds", first)
+	}
+
 	var empty timeline
 	if _, s := empty.worst(10, 100); s.Count != 0 {
 		t.Fatalf("empty worst = %+v", s)
@@ -156,5 +179,32 @@ func TestAttackNames(t *testing.T) {
 	}
 	if err := checkAttacks(nil); err == nil {
 		t.Fatal("no attackers accepted")
+	}
+}
+
+func TestTableSkipsIsolationAndAbuse(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r report) string {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	files := []string{
+		write("a.json", report{Scenario: "direct", Target: "chatd", Params: map[string]any{"rate": 0.0}, Throughput: 100}),
+		write("b.json", report{Scenario: "isolation", Target: "chatd", Isolation: &isolationResult{Ratio: 3}}),
+		write("c.json", report{Scenario: "abuse", Target: "chatd", Abuse: &abuseResult{}}),
+	}
+	var out strings.Builder
+	if err := printTable(&out, files); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "direct") || strings.Contains(out.String(), "isolation") || strings.Contains(out.String(), "abuse") {
+		t.Fatalf("table:\n%s", out.String())
 	}
 }

@@ -96,12 +96,15 @@ func (s *staller) run(ctx context.Context, tag string) stallOutcome {
 	s.runs.Add(1)
 	uid := s.user.ID
 	cn, err := rawSession(ctx, s.d, s.mqtt, identity{ClientID: uid + "/stall-" + tag, Username: uid, Password: s.user.Token, Subs: []string{"users/" + uid + "/inbox"}})
-	if err != nil {
-		if isRefused(err) {
-			out.Refused++
-		} else {
-			out.Errors++
-		}
+	switch {
+	case err == nil:
+	case isRefused(err):
+		out.Refused++
+		return out
+	case ctx.Err() == nil:
+		out.Errors++
+		return out
+	default:
 		return out
 	}
 	defer cn.Close()

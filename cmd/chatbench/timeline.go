@@ -61,7 +61,10 @@ func (t *timeline) perSecond() []stats {
 }
 
 // worst finds the window of width whole seconds (within the first n
-// seconds) with the highest p99; a run shorter than width is one window.
+// seconds) with the highest p99, then p90, then p50: windows overlapping
+// one stall often share their p99 (its slowest messages), and the tie goes
+// to the one more of which is stalled. A run shorter than width is one
+// window.
 func (t *timeline) worst(width, n int) (first int, s stats) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -72,7 +75,7 @@ func (t *timeline) worst(width, n int) (first int, s stats) {
 		for i := start; i < min(start+width, n); i++ {
 			d = append(d, lats(t.bins[i])...)
 		}
-		if w := summarize(d); start == 0 || w.P99 > s.P99 {
+		if w := summarize(d); start == 0 || worse(w, s) {
 			first, s = start, w
 		}
 	}
@@ -85,4 +88,14 @@ func lats(b []sample) []time.Duration {
 		d[i] = s.lat
 	}
 	return d
+}
+
+func worse(a, b stats) bool {
+	if a.P99 != b.P99 {
+		return a.P99 > b.P99
+	}
+	if a.P90 != b.P90 {
+		return a.P90 > b.P90
+	}
+	return a.P50 > b.P50
 }
