@@ -71,9 +71,12 @@ func checkAttacks(names []string) error {
 	if len(names) == 0 {
 		return errors.New("--attacks must name at least one attacker")
 	}
-	for _, n := range names {
+	for i, n := range names {
 		if !slices.Contains(attackNames(), n) {
 			return fmt.Errorf("--attacks: unknown attacker %q (known: %s)", n, strings.Join(attackNames(), ", "))
+		}
+		if slices.Contains(names[:i], n) {
+			return fmt.Errorf("--attacks: %q named twice", n) // each attacker has one user
 		}
 	}
 	return nil

@@ -180,6 +180,9 @@ func TestAttackNames(t *testing.T) {
 	if err := checkAttacks(nil); err == nil {
 		t.Fatal("no attackers accepted")
 	}
+	if err := checkAttacks([]string{"stall", "alias", "stall"}); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("a repeated attacker: %v", err)
+	}
 }
 
 func TestTableSkipsIsolationAndAbuse(t *testing.T) {
