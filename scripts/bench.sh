@@ -13,15 +13,17 @@
 #   BENCH_HISTORY_MESSAGES [10000000]  history store size (filled once, reused)
 #   BENCH_DIR [/var/tmp/mqchat-bench]  where history stores are kept
 #   BENCH_OUT [bench-results/<time>]   JSON results
-#   BENCH_SCENARIOS ["direct group rate connections history"]
+#   BENCH_SCENARIOS ["direct group rate connections history isolation"]
+#   BENCH_MAX_RATIO [2]    isolation: bound on the p99 ratio (stalled consumer / alone);
+#                          past it make bench fails once the table is printed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000
+	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000 iso_a=5s iso_b=10s
 else
-	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000
+	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s
 fi
 rounds=${BENCH_ROUNDS:-3}
 pairs=${BENCH_PAIRS:-$d_pairs}
@@ -33,7 +35,8 @@ hold=${BENCH_HOLD:-$hold}
 hist=${BENCH_HISTORY_MESSAGES:-$hist}
 bench_dir=${BENCH_DIR:-/var/tmp/mqchat-bench}
 out=${BENCH_OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
-scenarios=${BENCH_SCENARIOS:-direct group rate connections history}
+scenarios=${BENCH_SCENARIOS:-direct group rate connections history isolation}
+max_ratio=${BENCH_MAX_RATIO:-2}
 
 CHATD_MQTT=127.0.0.1:21883 CHATD_HTTP=127.0.0.1:28080
 MOCHI_MQTT=127.0.0.1:21884 MOSQ_MQTT=127.0.0.1:21885
@@ -203,7 +206,30 @@ if has history; then
 	done
 fi
 
+# Isolation: healthy latency alone and next to a stalled consumer, chatd
+# only (the plain brokers have no chat writers to stall). A violated bound
+# fails make bench, after the table.
+iso_status=0
+if has isolation; then
+	log "isolation: healthy pairs and a group, then a stalled consumer (chatd only)"
+	n=$((n + 1))
+	f="$out/$(printf %03d $n)-isolation-chatd.json"
+	bin/chatbench isolation --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --phase-a "$iso_a" --phase-b "$iso_b" \
+		--max-ratio "$max_ratio" --json >"$f" 2>>"$out/progress.log" || iso_status=$?
+	field() { sed -n "s/^ *\"$1\": *\([^,]*\),*$/\1/p" "$f" | head -1; }
+	ratio=$(field p99_ratio) drop=$(field stall_disconnect_sec)
+	if [[ -n $ratio ]]; then ratio=$(printf %.2f "$ratio"); else ratio="?"; fi
+	if [[ $drop == null || -z $drop ]]; then drop="not dropped during phase B"; else drop=$(printf 'dropped after %.2fs' "$drop"); fi
+	printf '   chatd isolation: p99 stalled/alone %sx (bound %sx), stalled client %s\n' "$ratio" "$max_ratio" "$drop" >&2
+	((iso_status == 0)) || log "isolation bound violated (exit $iso_status): see $f"
+fi
+
 echo
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench-results' || echo ' (dirty)'), $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $rounds rounds"
 bin/chatbench table "$out"/*.json
+if has isolation; then
+	echo
+	echo "isolation (chatd): p99 with a stalled consumer / alone = ${ratio}x (bound ${max_ratio}x), stalled client ${drop}"
+fi
 echo "results: $out"
+exit "$iso_status"

@@ -18,11 +18,19 @@ import (
 type dialer struct {
 	sources []net.IP
 	next    atomic.Uint64
+	// rcvBuf, when set, is the SO_RCVBUF of every socket, applied before
+	// connecting (the window scale is agreed in the handshake): a stalled
+	// consumer with a tiny buffer makes the server's writes block early.
+	rcvBuf int
 }
 
-func newDialer(n int) *dialer {
+func newDialer(n int) *dialer { return newDialerFrom(1, n) }
+
+// newDialerFrom uses 127.0.0.first onwards, so attackers' connections
+// leave the healthy clients' ports alone.
+func newDialerFrom(first, n int) *dialer {
 	d := &dialer{}
-	for i := 1; i <= max(n, 1); i++ {
+	for i := first; i < first+max(n, 1) && i <= 254; i++ {
 		d.sources = append(d.sources, net.IPv4(127, 0, 0, byte(i)))
 	}
 	return d
@@ -41,6 +49,9 @@ func (d *dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
 			var serr error
 			if err := c.Control(func(fd uintptr) {
 				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+				if serr == nil && d.rcvBuf > 0 {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, d.rcvBuf)
+				}
 			}); err != nil {
 				return err
 			}
@@ -112,8 +123,8 @@ func (cl *client) connect() error {
 	}
 	if ack, err := pc.Connect(cctx, cp); err != nil {
 		_ = conn.Close()
-		if ack != nil {
-			return fmt.Errorf("connect %s: %w (reason %d)", cl.id.ClientID, err, ack.ReasonCode)
+		if ack != nil && ack.ReasonCode >= 0x80 {
+			return fmt.Errorf("connect %s: %w", cl.id.ClientID, &refusedError{what: "connect", code: ack.ReasonCode})
 		}
 		return fmt.Errorf("connect %s: %w", cl.id.ClientID, err)
 	}
@@ -130,7 +141,7 @@ func (cl *client) connect() error {
 		for _, rc := range ack.Reasons {
 			if rc > 2 {
 				_ = pc.Disconnect(&paho.Disconnect{})
-				return fmt.Errorf("subscribe %s refused: reason %d", cl.id.ClientID, rc)
+				return fmt.Errorf("subscribe %s: %w", cl.id.ClientID, &refusedError{what: "subscribe", code: rc})
 			}
 		}
 	}
@@ -162,6 +173,21 @@ func (cl *client) lost() {
 
 var errDown = errors.New("connection down")
 
+// refusedError is the server saying no with a reason code (a PUBACK,
+// CONNACK or SUBACK of 0x80 or more), as opposed to a network failure.
+type refusedError struct {
+	what string // publish, connect, subscribe
+	code byte
+}
+
+func (e *refusedError) Error() string { return fmt.Sprintf("%s refused: reason 0x%x", e.what, e.code) }
+
+// isRefused reports whether err is the server's refusal.
+func isRefused(err error) bool {
+	var r *refusedError
+	return errors.As(err, &r)
+}
+
 // publish sends one QoS 1 message and waits for its PUBACK.
 func (cl *client) publish(ctx context.Context, topic string, payload []byte) error {
 	cl.mu.Lock()
@@ -171,13 +197,12 @@ func (cl *client) publish(ctx context.Context, topic string, payload []byte) err
 		return errDown
 	}
 	resp, err := pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
-	if err != nil {
-		return err
-	}
+	// paho returns an error along with a refusing PUBACK: the reason code
+	// is what tells a refusal from a lost connection.
 	if resp != nil && resp.ReasonCode >= 0x80 {
-		return fmt.Errorf("publish refused: reason 0x%x", resp.ReasonCode)
+		return &refusedError{what: "publish", code: resp.ReasonCode}
 	}
-	return nil
+	return err
 }
 
 func (cl *client) close() {

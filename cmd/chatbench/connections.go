@@ -14,8 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/eclipse/paho.golang/packets"
 )
 
 // connectionsScenario holds C idle, subscribed connections and reports the
@@ -108,65 +106,21 @@ func connectionsScenario(ctx context.Context, o options, log *slog.Logger, stder
 
 // rawSession opens one MQTT 5 session and subscribes it, then leaves it idle.
 func rawSession(ctx context.Context, d *dialer, addr string, id identity) (net.Conn, error) {
-	cn, err := d.dial(ctx, addr)
+	cn, _, err := rawConnect(ctx, d, addr, id, nil)
 	if err != nil {
 		return nil, err
 	}
-	_ = cn.SetDeadline(time.Now().Add(30 * time.Second))
-	cp := packets.NewControlPacket(packets.CONNECT)
-	c := cp.Content.(*packets.Connect)
-	c.ClientID, c.CleanStart, c.KeepAlive = id.ClientID, true, 0
-	if id.Username != "" {
-		c.Username, c.UsernameFlag, c.Password, c.PasswordFlag = id.Username, true, []byte(id.Password), true
-	}
-	if err := roundTrip(cn, cp, packets.CONNACK, func(p *packets.ControlPacket) error {
-		if rc := p.Content.(*packets.Connack).ReasonCode; rc != 0 {
-			return fmt.Errorf("connack reason 0x%x", rc)
-		}
-		return nil
-	}); err != nil {
-		_ = cn.Close()
-		return nil, fmt.Errorf("%s: %w", id.ClientID, err)
-	}
 	if len(id.Subs) > 0 {
-		sp := packets.NewControlPacket(packets.SUBSCRIBE)
-		s := sp.Content.(*packets.Subscribe)
-		s.PacketID = 1
-		for _, t := range id.Subs {
-			s.Subscriptions = append(s.Subscriptions, packets.SubOptions{Topic: t, QoS: 1})
+		refused, code, err := rawSubscribe(cn, 1, id.Subs)
+		if err == nil && refused > 0 {
+			err = &refusedError{what: "subscribe", code: code}
 		}
-		if err := roundTrip(cn, sp, packets.SUBACK, func(p *packets.ControlPacket) error {
-			for _, rc := range p.Content.(*packets.Suback).Reasons {
-				if rc > 2 {
-					return fmt.Errorf("suback reason 0x%x", rc)
-				}
-			}
-			return nil
-		}); err != nil {
+		if err != nil {
 			_ = cn.Close()
 			return nil, fmt.Errorf("%s: %w", id.ClientID, err)
 		}
 	}
-	_ = cn.SetDeadline(time.Time{})
 	return cn, nil
-}
-
-func roundTrip(cn net.Conn, out *packets.ControlPacket, want byte, check func(*packets.ControlPacket) error) error {
-	if _, err := out.WriteTo(cn); err != nil {
-		return err
-	}
-	for {
-		in, err := packets.ReadPacket(cn)
-		if err != nil {
-			return err
-		}
-		if in.Type == want {
-			return check(in)
-		}
-		if in.Type == packets.DISCONNECT {
-			return errors.New("server disconnected")
-		}
-	}
 }
 
 // readRSS returns VmRSS of pid in bytes.

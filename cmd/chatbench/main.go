@@ -13,7 +13,12 @@
 //	connections  C idle subscribed connections; server RSS per connection
 //	history-fill fill an embedded store directly (chatd stopped), once
 //	history      pages of 50 through chatd's REST API on that store
+//	isolation    healthy pairs and a group, then a stalled consumer: p99 ratio
+//	abuse        healthy pairs and a group measured while attackers rotate
 //	table        medians and ratios of --json result files
+//
+// isolation and abuse exit non-zero when a bound (--max-ratio, --max-p99,
+// --max-rss, ...) is violated or a healthy delivery is lost.
 package main
 
 import (
@@ -28,7 +33,11 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/mqchat/mqchat/services/chat"
 )
 
 type options struct {
@@ -58,11 +67,28 @@ type options struct {
 	Prefix      string
 	Files       []string
 	Plain       bool
+
+	// isolation and abuse
+	PairRate      float64
+	GroupRate     float64
+	PhaseA        time.Duration
+	PhaseB        time.Duration
+	MaxRatio      float64
+	MaxDisconnect time.Duration
+	StallNotes    int
+	StallBytes    int
+	Writers       int
+	Duration      time.Duration
+	Slot          time.Duration
+	Parallel      int
+	Attacks       []string
+	MaxP99        time.Duration
+	MaxRSS        int64
 }
 
-var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "table"}
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table"}
 
-const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|table [flags]"
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table [flags]"
 
 // parseArgs reads the scenario and its flags and checks every bound.
 func parseArgs(args []string, errOut io.Writer) (options, error) {
@@ -97,8 +123,28 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries after the last send")
 	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
 	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().UnixNano()%1000000), "name prefix, so runs against one server do not collide")
+	fs.Float64Var(&o.PairRate, "pair-rate", 10, "isolation, abuse: messages per second of each healthy pair")
+	fs.Float64Var(&o.GroupRate, "group-rate", 10, "isolation, abuse: messages per second into the healthy group, its members taking turns")
+	fs.DurationVar(&o.PhaseA, "phase-a", 8*time.Second, "isolation: healthy traffic alone, 1s-2m")
+	fs.DurationVar(&o.PhaseB, "phase-b", 15*time.Second, "isolation: healthy traffic with the stalled consumer, 1s-2m")
+	fs.Float64Var(&o.MaxRatio, "max-ratio", 2, "isolation: fail when a class's p99 in phase B exceeds this multiple of phase A's (0 = no bound)")
+	fs.DurationVar(&o.MaxDisconnect, "max-disconnect", 0, "isolation: fail unless the server drops the stalled client within this (0 = no bound)")
+	fs.IntVar(&o.StallNotes, "stall-notes", 100, "isolation, abuse: notes to self that fill the stalled connection, 1-10000")
+	fs.IntVar(&o.StallBytes, "stall-bytes", 60000, "isolation, abuse: body bytes of each of those notes, 32-16777216")
+	fs.IntVar(&o.Writers, "writers", chat.DefaultShards, "isolation, abuse: chatd's chat writers, each of which gets one group message from the stalled user")
+	fs.DurationVar(&o.Duration, "duration", 3*time.Minute, "abuse: length of the soak, 1s-10m")
+	fs.DurationVar(&o.Slot, "slot", 10*time.Second, "abuse: how long each turn of the attacker rotation lasts")
+	fs.IntVar(&o.Parallel, "parallel", 2, "abuse: attackers running at once, 1-"+strconv.Itoa(len(attackKinds)))
+	attacks := fs.String("attacks", strings.Join(attackNames(), ","), "abuse: attackers in rotation order, comma separated")
+	fs.DurationVar(&o.MaxP99, "max-p99", 500*time.Millisecond, "abuse: fail when the healthy p99 over the soak exceeds this (0 = no bound)")
+	maxRSS := fs.String("max-rss", "1GiB", "abuse: fail when the server's RSS exceeds this (bytes, or with KiB, MiB, GiB; 0 = no bound)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
+	}
+	o.Attacks = strings.Split(*attacks, ",")
+	var err error
+	if o.MaxRSS, err = parseSize(*maxRSS); err != nil {
+		return o, fmt.Errorf("--max-rss: %w", err)
 	}
 	o.Files = fs.Args()
 	if o.TargetName == "" {
@@ -114,6 +160,21 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.Scenario == "history-fill" && !set["timeout"] {
 		o.Timeout = 30 * time.Minute
+	}
+	if o.Scenario == "isolation" || o.Scenario == "abuse" {
+		// A handful of paced users is enough to see one client hurt the others.
+		if !set["pairs"] {
+			o.Pairs = 8
+		}
+		if !set["members"] {
+			o.Members = 20
+		}
+		if !set["drain"] {
+			o.Drain = 10 * time.Second
+		}
+		if o.Scenario == "abuse" && !set["timeout"] {
+			o.Timeout = o.Duration + 3*time.Minute // setup and drain besides
+		}
 	}
 	return o, o.validate()
 }
@@ -144,6 +205,16 @@ func (o options) validate() error {
 		check(o.Drain > 0 && o.Drain <= 10*time.Minute, "--drain must be at most 10m"),
 		check(o.DataDir != "" || (o.Scenario != "history" && o.Scenario != "history-fill"), "--data-dir is required"),
 		check(len(o.Files) > 0 || o.Scenario != "table", "table needs result files"),
+		check(o.PairRate > 0 && o.PairRate <= 1000 && o.GroupRate > 0 && o.GroupRate <= 10000, "--pair-rate must be >0-1000, --group-rate >0-10000"),
+		check(o.PhaseA >= time.Second && o.PhaseA <= 2*time.Minute && o.PhaseB >= time.Second && o.PhaseB <= 2*time.Minute, "--phase-a and --phase-b must be 1s-2m"),
+		check(o.MaxRatio >= 0 && o.MaxDisconnect >= 0 && o.MaxP99 >= 0 && o.MaxRSS >= 0, "bounds must not be negative"),
+		check(o.StallNotes >= 1 && o.StallNotes <= 10000, "--stall-notes must be 1-10000"),
+		check(o.StallBytes >= 32 && o.StallBytes <= 16<<20, "--stall-bytes must be 32-16777216"),
+		check(o.Writers >= 1 && o.Writers <= 1024, "--writers must be 1-1024"),
+		check(o.Duration >= time.Second && o.Duration <= 10*time.Minute, "--duration must be 1s-10m"),
+		check(o.Slot >= time.Second && 2*o.Slot <= o.Duration || o.Scenario != "abuse", "--slot must be at least 1s and at most half of --duration (the first slot is the baseline)"),
+		check(o.Parallel >= 1 && o.Parallel <= len(attackKinds), fmt.Sprintf("--parallel must be 1-%d", len(attackKinds))),
+		checkAttacks(o.Attacks),
 	}
 	for _, a := range []string{o.HTTP, o.MQTT} {
 		if o.Scenario != "table" && o.Scenario != "history-fill" {
@@ -191,6 +262,10 @@ func run(o options, stdout, stderr io.Writer) error {
 		res, err = connectionsScenario(ctx, o, log, stderr)
 	case "history":
 		res, err = historyScenario(ctx, o, log, stderr)
+	case "isolation":
+		res, err = isolationScenario(ctx, o, log, stderr)
+	case "abuse":
+		res, err = abuseScenario(ctx, o, log, stderr)
 	}
 	if err != nil {
 		return err
@@ -207,7 +282,30 @@ func run(o options, stdout, stderr io.Writer) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("stopped early: %w", ctx.Err())
 	}
+	if len(res.Violations) > 0 {
+		return fmt.Errorf("bounds violated: %s", strings.Join(res.Violations, "; "))
+	}
 	return nil
+}
+
+// parseSize reads a byte count: a plain number, or one with a KiB, MiB or
+// GiB suffix.
+func parseSize(size string) (int64, error) {
+	s, mult := size, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = rest, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || n < 0 || n*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("%q is not a size like 512MiB or 1GiB", size)
+	}
+	return int64(n * float64(mult)), nil
 }
 
 // loopbackOnly refuses targets off this machine: load goes to loopback only.

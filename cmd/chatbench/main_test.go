@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,25 @@ func TestParseArgs(t *testing.T) {
 		{"fill may be large with a longer default timeout", "history-fill --data-dir /tmp/x --messages 10000000", "", func(o options) bool {
 			return o.Messages == 10000000 && o.Timeout == 30*time.Minute
 		}},
+		{"isolation has small defaults", "isolation", "", func(o options) bool {
+			return o.Pairs == 8 && o.Members == 20 && o.Drain == 10*time.Second && o.MaxRatio == 2 && o.Writers == 16 &&
+				o.PhaseA == 8*time.Second && o.PhaseB == 15*time.Second && o.Timeout == 3*time.Minute
+		}},
+		{"isolation keeps explicit sizes", "isolation --pairs 3 --members 5 --max-ratio 0", "", func(o options) bool {
+			return o.Pairs == 3 && o.Members == 5 && o.MaxRatio == 0
+		}},
+		{"phases bounded", "isolation --phase-b 5m", "--phase-a and --phase-b", nil},
+		{"abuse timeout follows duration", "abuse --duration 5m", "", func(o options) bool {
+			return o.Timeout == 8*time.Minute && len(o.Attacks) == len(attackKinds) && o.MaxRSS == 1<<30
+		}},
+		{"abuse at most 10 minutes", "abuse --duration 11m", "--duration", nil},
+		{"abuse needs a baseline slot", "abuse --duration 10s --slot 6s", "--slot", nil},
+		{"abuse picks attackers", "abuse --attacks stall,oversize --parallel 1 --max-rss 512MiB --max-p99 2s", "", func(o options) bool {
+			return slices.Equal(o.Attacks, []string{"stall", "oversize"}) && o.MaxRSS == 512<<20 && o.MaxP99 == 2*time.Second
+		}},
+		{"unknown attacker", "abuse --attacks stall,teleport", "unknown attacker", nil},
+		{"bad size", "abuse --max-rss lots", "--max-rss", nil},
+		{"abuse is loopback only", "abuse --mqtt 10.1.1.1:1883", "not a loopback", nil},
 		{"table needs files", "table", "result files", nil},
 		{"table takes files", "table a.json b.json", "", func(o options) bool { return len(o.Files) == 2 }},
 	}

@@ -56,6 +56,16 @@ func (r *recorder) add(d time.Duration) {
 	r.mu.Unlock()
 }
 
+// take returns the samples so far and starts over: one second's worth for
+// a progress line.
+func (r *recorder) take() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.d
+	r.d = nil
+	return d
+}
+
 func (r *recorder) stats() stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -115,10 +125,27 @@ type report struct {
 
 	ServerCPUSec   float64 `json:"server_cpu_sec,omitempty"`      // user+system CPU the server used during the run
 	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"` // server CPU microseconds per delivery
+
+	Isolation  *isolationResult `json:"isolation,omitempty"`
+	Abuse      *abuseResult     `json:"abuse,omitempty"`
+	Violations []string         `json:"violations,omitempty"` // bounds the run broke; it exits non-zero
 }
 
 func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "scenario %s on %s %v\n", r.Scenario, r.Target, r.Params)
+	defer func() {
+		for _, v := range r.Violations {
+			fmt.Fprintf(w, "  VIOLATED     %s\n", v)
+		}
+	}()
+	if r.Isolation != nil {
+		r.Isolation.print(w)
+		return
+	}
+	if r.Abuse != nil {
+		r.Abuse.print(w)
+		return
+	}
 	if r.Connections > 0 || r.BaselineRSS > 0 {
 		fmt.Fprintf(w, "  connections  %d held, %d errors\n", r.Connections, r.Errors)
 		fmt.Fprintf(w, "  server RSS   %.1f MiB before, %.1f MiB holding: %.0f bytes per connection\n",

@@ -29,52 +29,73 @@ type restClient struct {
 
 // do sends a JSON request, retrying after 429s as the server asks.
 func (r *restClient) do(ctx context.Context, method, path, token string, in, out any) error {
-	var raw []byte
-	if in != nil {
-		var err error
-		if raw, err = json.Marshal(in); err != nil {
-			return err
-		}
-	}
 	for {
-		var rd io.Reader
-		if raw != nil {
-			rd = bytes.NewReader(raw)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
+		status, retryAfter, err := r.try(ctx, method, path, token, in, out)
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+		if status != http.StatusTooManyRequests {
+			return nil
 		}
-		resp, err := r.http.Do(req)
-		if err != nil {
-			return err
+		select {
+		case <-time.After(max(retryAfter, time.Second)):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode == http.StatusTooManyRequests {
-			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-			select {
-			case <-time.After(time.Duration(max(wait, 1)) * time.Second):
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, body)
-		}
-		if out != nil {
-			return json.Unmarshal(body, out)
-		}
-		return nil
 	}
+}
+
+// try sends a JSON request once. A 429 is returned as its status with the
+// server's Retry-After and no error (callers either wait or count it as a
+// refusal); any other status of 300 or more is an error.
+func (r *restClient) try(ctx context.Context, method, path, token string, in, out any) (status int, retryAfter time.Duration, err error) {
+	var rd io.Reader
+	if in != nil {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return 0, 0, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return resp.StatusCode, 0, err
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return resp.StatusCode, time.Duration(wait) * time.Second, nil
+	}
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, 0, &httpError{method: method, path: path, status: resp.StatusCode, body: body}
+	}
+	if out != nil {
+		return resp.StatusCode, 0, json.Unmarshal(body, out)
+	}
+	return resp.StatusCode, 0, nil
+}
+
+// httpError is a refusal or failure status from the REST API.
+type httpError struct {
+	method, path string
+	status       int
+	body         []byte
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.method, e.path, e.status, e.body)
 }
 
 func (r *restClient) registerMany(ctx context.Context, prefix string, n int) ([]account, error) {

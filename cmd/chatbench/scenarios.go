@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -28,6 +29,14 @@ func (o options) traffic(recipients int, c codec) *traffic {
 }
 
 func (o options) params() map[string]any {
+	switch o.Scenario {
+	case "isolation":
+		return map[string]any{"pairs": o.Pairs, "members": o.Members, "pair_rate": o.PairRate, "group_rate": o.GroupRate,
+			"phase_a": o.PhaseA.String(), "phase_b": o.PhaseB.String(), "stall_notes": o.StallNotes, "stall_bytes": o.StallBytes}
+	case "abuse":
+		return map[string]any{"pairs": o.Pairs, "members": o.Members, "pair_rate": o.PairRate, "group_rate": o.GroupRate,
+			"duration": o.Duration.String(), "slot": o.Slot.String(), "parallel": o.Parallel, "attacks": strings.Join(o.Attacks, ",")}
+	}
 	p := map[string]any{"messages": o.Messages, "window": o.Window, "rate": o.Rate, "body": o.Body}
 	switch {
 	case o.Scenario == "direct" || (o.Scenario == "raw" && o.Shape == "pairs"):

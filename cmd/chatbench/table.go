@@ -59,6 +59,9 @@ func printTable(w io.Writer, files []string) error {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
+		if r.Isolation != nil || r.Abuse != nil {
+			continue // no throughput to compare: they print their own figures
+		}
 		k := tableKey{r.row(), r.Target}
 		c := cells[k]
 		if c == nil {

@@ -98,7 +98,7 @@ const maxKnown = 1 << 16
 // New starts the service's writers; Close stops them.
 func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	if opts.Shards <= 0 {
-		opts.Shards = 16
+		opts.Shards = DefaultShards
 	}
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = 64 << 10
@@ -387,13 +387,23 @@ func (s *Service) storeError(ctx context.Context, what string, err error) error 
 }
 
 func (s *Service) shardFor(chat string) *writer {
+	return s.shards[ShardOf(chat, len(s.shards))]
+}
+
+// DefaultShards is how many writers a Service runs when Options.Shards is 0.
+const DefaultShards = 16
+
+// ShardOf is the writer (0 to n-1) that owns chat among n writers. It is
+// exported for load tools that must reach every writer on purpose (the
+// isolation benchmark sends one message per writer).
+func ShardOf(chat string, n int) int {
 	// FNV-1a: stable and allocation-free.
 	h := uint32(2166136261)
 	for i := 0; i < len(chat); i++ {
 		h ^= uint32(chat[i])
 		h *= 16777619
 	}
-	return s.shards[h%uint32(len(s.shards))]
+	return int(h % uint32(n))
 }
 
 // History returns a page of a chat the user belongs to.

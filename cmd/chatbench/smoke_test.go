@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/config"
+)
+
+// startChatd runs a chatd node in this process on free loopback ports,
+// with the limits that would only slow the load generator lifted.
+func startChatd(t *testing.T) app.Addrs {
+	t.Helper()
+	gin.SetMode(gin.ReleaseMode)
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTT.Addr, cfg.MQTT.WSAddr, cfg.HTTP.Addr = "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.Auth.BcryptCost = 4
+	cfg.Limits.SendRate, cfg.Limits.AuthRate = 0, 0
+	cfg.Log.Level = "error"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return a.Addrs()
+}
+
+// runJSON runs chatbench with args against addrs and decodes its report.
+// Bounds are the caller's: these are smoke tests of the tool, not
+// measurements.
+func runJSON(t *testing.T, addrs app.Addrs, args ...string) report {
+	t.Helper()
+	args = append(args, "--http", addrs.HTTP, "--mqtt", addrs.MQTT, "--json", "--timeout", "2m")
+	o, err := parseArgs(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	progress := &lockedBuffer{}
+	if err := run(o, &out, progress); err != nil {
+		t.Fatalf("chatbench %s: %v\n%s", strings.Join(args, " "), err, progress.String())
+	}
+	var r report
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("report %q: %v", out.String(), err)
+	}
+	var text bytes.Buffer
+	r.print(&text)
+	t.Logf("%s", text.String())
+	return r
+}
+
+// lockedBuffer is stderr for a test: the logger and the progress line
+// write to it from different goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestIsolationSmoke(t *testing.T) {
+	addrs := startChatd(t)
+	r := runJSON(t, addrs, "isolation", "--pairs", "2", "--members", "3", "--phase-a", "1s", "--phase-b", "2s",
+		"--stall-notes", "20", "--max-ratio", "0")
+	iso := r.Isolation
+	if r.Scenario != "isolation" || iso == nil {
+		t.Fatalf("report %+v has no isolation part", r)
+	}
+	for name, p := range map[string]phaseStats{"A": iso.PhaseA, "B": iso.PhaseB} {
+		if p.Pairs.Count == 0 || p.Group.Count == 0 || p.All.Count != p.Pairs.Count+p.Group.Count {
+			t.Errorf("phase %s: %+v", name, p)
+		}
+	}
+	if iso.PhaseA.Seconds != 1 || iso.PhaseB.Seconds != 2 {
+		t.Errorf("phases of %vs and %vs", iso.PhaseA.Seconds, iso.PhaseB.Seconds)
+	}
+	if iso.RatioPairs <= 0 || iso.RatioGroup <= 0 || iso.Ratio != max(iso.RatioPairs, iso.RatioGroup) {
+		t.Errorf("ratios %v %v %v", iso.RatioPairs, iso.RatioGroup, iso.Ratio)
+	}
+	// The server may drop the stalled client before all notes are sent,
+	// but the attack starts either way.
+	if iso.Stall.Sent == 0 || iso.Writers != 16 || iso.Notes != 20 {
+		t.Errorf("attack %+v", iso)
+	}
+	if iso.DisconnectSec != nil && (*iso.DisconnectSec <= 0 || *iso.DisconnectSec > 2) {
+		t.Errorf("dropped after %vs, outside phase B", *iso.DisconnectSec)
+	}
+	if r.Received == 0 || r.Latency.Count != int(r.Received+iso.Lost) {
+		t.Errorf("received %d, latency samples %d, lost %d", r.Received, r.Latency.Count, iso.Lost)
+	}
+}
+
+func TestAbuseSmoke(t *testing.T) {
+	addrs := startChatd(t)
+	r := runJSON(t, addrs, "abuse", "--pairs", "2", "--members", "3", "--duration", "4s", "--slot", "1s",
+		"--parallel", "4", "--stall-notes", "20", "--server-pid", strconv.Itoa(os.Getpid()),
+		"--max-p99", "0", "--max-rss", "0")
+	ab := r.Abuse
+	if r.Scenario != "abuse" || ab == nil {
+		t.Fatalf("report %+v has no abuse part", r)
+	}
+	if ab.Healthy.All.Count == 0 || ab.Baseline.All.Count == 0 || ab.Worst.stats.Count == 0 {
+		t.Errorf("healthy %+v baseline %+v worst %+v", ab.Healthy, ab.Baseline, ab.Worst)
+	}
+	if w := ab.Worst.ToSec - ab.Worst.FromSec; w < 1 || w > worstWindow {
+		t.Errorf("worst window %+v", ab.Worst)
+	}
+	if ab.RSSStart <= 0 || ab.RSSMax < ab.RSSStart {
+		t.Errorf("rss %d then at most %d", ab.RSSStart, ab.RSSMax)
+	}
+	if len(ab.Seconds) < 3 {
+		t.Errorf("%d seconds sampled", len(ab.Seconds))
+	}
+	// Three attack slots of four attackers: every attacker ran.
+	if len(ab.Attackers) != len(attackKinds) {
+		t.Fatalf("attackers %+v", ab.Attackers)
+	}
+	for _, a := range ab.Attackers {
+		if a.Runs == 0 || a.Actions == 0 {
+			t.Errorf("attacker %+v did nothing", a)
+		}
+	}
+	attacked := false
+	for _, s := range ab.Seconds {
+		attacked = attacked || len(s.Attackers) > 0
+	}
+	if !attacked {
+		t.Error("no second shows an attacker at work")
+	}
+}
