@@ -21,6 +21,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/services/chat"
 )
 
 // A stalled consumer is a client that subscribes to its inbox and then
@@ -98,17 +99,6 @@ func fillStalled(t *testing.T, s *server, ctl *v5, limit float64) int {
 	}
 	t.Fatal("the stalled client's queue never filled")
 	return 0
-}
-
-// shardOf is the chat writer a chat hashes to (FNV-1a over 16 writers, as
-// services/chat does), so the attack can reach every writer.
-func shardOf(chat string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(chat); i++ {
-		h ^= uint32(chat[i])
-		h *= 16777619
-	}
-	return h % 16
 }
 
 // latencies records send→receive times of bodies carrying their send time.
@@ -259,15 +249,15 @@ func TestStalledConsumerHurtsOnlyItself(t *testing.T) {
 
 	// Peers whose chats with the attacker land on every writer.
 	var peers []account
-	covered := map[uint32]bool{}
-	for i := 0; len(covered) < 16 && i < 400; i++ {
+	covered := map[int]bool{}
+	for i := 0; len(covered) < chat.DefaultShards && i < 400; i++ {
 		u := s.register(t, fmt.Sprintf("peer%d", i))
-		if sh := shardOf(directChat(attacker.ID, u.ID)); !covered[sh] {
+		if sh := chat.ShardOf(directChat(attacker.ID, u.ID), chat.DefaultShards); !covered[sh] {
 			covered[sh] = true
 			peers = append(peers, u)
 		}
 	}
-	if len(covered) < 16 {
+	if len(covered) < chat.DefaultShards {
 		t.Fatalf("only %d writers reachable", len(covered))
 	}
 
