@@ -13,6 +13,9 @@
 //	connections  C idle subscribed connections; server RSS per connection
 //	history-fill fill an embedded store directly (chatd stopped), once
 //	history      pages of 50 through chatd's REST API on that store
+//	presence-storm  a user in G groups reconnecting while W watchers follow
+//	             its presence; an unrelated user's connect and 1:1 delivery
+//	             latencies, before and during the storm
 //	table        medians and ratios of --json result files
 package main
 
@@ -58,11 +61,12 @@ type options struct {
 	Prefix      string
 	Files       []string
 	Plain       bool
+	Storm       stormOptions
 }
 
-var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "table"}
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "table", "presence-storm"}
 
-const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|table [flags]"
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|table|presence-storm [flags]"
 
 // parseArgs reads the scenario and its flags and checks every bound.
 func parseArgs(args []string, errOut io.Writer) (options, error) {
@@ -96,6 +100,7 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "the whole run stops after this (history-fill: 30m)")
 	fs.DurationVar(&o.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries after the last send")
 	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
+	o.Storm.flags(fs)
 	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().UnixNano()%1000000), "name prefix, so runs against one server do not collide")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
@@ -144,6 +149,7 @@ func (o options) validate() error {
 		check(o.Drain > 0 && o.Drain <= 10*time.Minute, "--drain must be at most 10m"),
 		check(o.DataDir != "" || (o.Scenario != "history" && o.Scenario != "history-fill"), "--data-dir is required"),
 		check(len(o.Files) > 0 || o.Scenario != "table", "table needs result files"),
+		o.Storm.validate(o.Scenario),
 	}
 	for _, a := range []string{o.HTTP, o.MQTT} {
 		if o.Scenario != "table" && o.Scenario != "history-fill" {
@@ -191,6 +197,8 @@ func run(o options, stdout, stderr io.Writer) error {
 		res, err = connectionsScenario(ctx, o, log, stderr)
 	case "history":
 		res, err = historyScenario(ctx, o, log, stderr)
+	case "presence-storm":
+		res, err = presenceStormScenario(ctx, o, log, stderr)
 	}
 	if err != nil {
 		return err

@@ -115,9 +115,15 @@ type report struct {
 
 	ServerCPUSec   float64 `json:"server_cpu_sec,omitempty"`      // user+system CPU the server used during the run
 	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"` // server CPU microseconds per delivery
+
+	Storm *stormReport `json:"presence_storm,omitempty"` // presence-storm scenario
 }
 
 func (r report) print(w io.Writer) {
+	if r.Storm != nil {
+		r.Storm.print(w, r)
+		return
+	}
 	fmt.Fprintf(w, "scenario %s on %s %v\n", r.Scenario, r.Target, r.Params)
 	if r.Connections > 0 || r.BaselineRSS > 0 {
 		fmt.Fprintf(w, "  connections  %d held, %d errors\n", r.Connections, r.Errors)
