@@ -67,6 +67,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	d.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.NewPipeline(d)
 	d.MustRegister(metrics.NewBrokerCollector(&system.Info{}))
+	metrics.NewPresence(d, nil, func() int { return 0 }, func() int { return 0 })
 	metrics.NewPush(d, func() int { return 0 })
 	metrics.NewReceipts(d)
 	metrics.RegisterPresence(d, func() (int, int) { return 0, 0 })

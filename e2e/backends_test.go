@@ -12,7 +12,8 @@ import (
 // onPostgres are the end-to-end tests that also run with PostgreSQL
 // holding every aggregate (store.relational = store.messages = postgres):
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
-// pushes, a SIGKILL and restart of the real binary, and chatd migrate. Each runs unchanged as a subtest of
+// pushes, presence visibility through every membership path, a SIGKILL and
+// restart of the real binary, and chatd migrate. Each runs unchanged as a subtest of
 // TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
 var onPostgres = []struct {
@@ -33,6 +34,7 @@ var onPostgres = []struct {
 	{"DeviceTokens", TestDeviceTokensREST},
 	{"PushOffline", TestPushOfflineRecipient},
 	{"PushUnregisteredToken", TestPushUnregisteredTokenDeleted},
+	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
 }
 

@@ -217,8 +217,12 @@ func forEachProto(t *testing.T, f func(t *testing.T, proto int)) {
 	}
 }
 
+// presenceConfig sets the grace period. These tests follow every change
+// of the aggregate as it happens, so one user's publishes are not spaced
+// out (presence.publish_interval is tested by TestPresenceStormIsolation
+// and the presence package).
 func presenceConfig(grace time.Duration) func(*config.Config) {
-	return func(c *config.Config) { c.Presence.Grace = grace }
+	return func(c *config.Config) { c.Presence.Grace, c.Presence.PublishInterval = grace, 0 }
 }
 
 // waitMetric waits until the sample named key reaches at least min.

@@ -15,6 +15,9 @@
 //	history      pages of 50 through chatd's REST API on that store
 //	isolation    healthy pairs and a group, then a stalled consumer: p99 ratio
 //	abuse        healthy pairs and a group measured while attackers rotate
+//	presence-storm  a user in G groups reconnecting while W watchers follow
+//	             its presence; an unrelated user's connect and 1:1 delivery
+//	             latencies, before and during the storm
 //	table        medians and ratios of --json result files
 //
 // isolation and abuse exit non-zero when a bound (--max-ratio, --max-p99,
@@ -84,11 +87,13 @@ type options struct {
 	Attacks       []string
 	MaxP99        time.Duration
 	MaxRSS        int64
+
+	Storm stormOptions
 }
 
-var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table"}
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm"}
 
-const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table [flags]"
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table|presence-storm [flags]"
 
 // parseArgs reads the scenario and its flags and checks every bound.
 func parseArgs(args []string, errOut io.Writer) (options, error) {
@@ -122,6 +127,7 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "the whole run stops after this (history-fill: 30m)")
 	fs.DurationVar(&o.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries after the last send")
 	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
+	o.Storm.flags(fs)
 	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().UnixNano()%1000000), "name prefix, so runs against one server do not collide")
 	fs.Float64Var(&o.PairRate, "pair-rate", 10, "isolation, abuse: messages per second of each healthy pair")
 	fs.Float64Var(&o.GroupRate, "group-rate", 10, "isolation, abuse: messages per second into the healthy group, its members taking turns")
@@ -215,6 +221,7 @@ func (o options) validate() error {
 		check(o.Slot >= time.Second && 2*o.Slot <= o.Duration || o.Scenario != "abuse", "--slot must be at least 1s and at most half of --duration (the first slot is the baseline)"),
 		check(o.Parallel >= 1 && o.Parallel <= len(attackKinds), fmt.Sprintf("--parallel must be 1-%d", len(attackKinds))),
 		checkAttacks(o.Attacks),
+		o.Storm.validate(o.Scenario),
 	}
 	for _, a := range []string{o.HTTP, o.MQTT} {
 		if o.Scenario != "table" && o.Scenario != "history-fill" {
@@ -266,6 +273,8 @@ func run(o options, stdout, stderr io.Writer) error {
 		res, err = isolationScenario(ctx, o, log, stderr)
 	case "abuse":
 		res, err = abuseScenario(ctx, o, log, stderr)
+	case "presence-storm":
+		res, err = presenceStormScenario(ctx, o, log, stderr)
 	}
 	if err != nil {
 		return err

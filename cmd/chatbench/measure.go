@@ -128,10 +128,15 @@ type report struct {
 
 	Isolation  *isolationResult `json:"isolation,omitempty"`
 	Abuse      *abuseResult     `json:"abuse,omitempty"`
-	Violations []string         `json:"violations,omitempty"` // bounds the run broke; it exits non-zero
+	Violations []string         `json:"violations,omitempty"`     // bounds the run broke; it exits non-zero
+	Storm      *stormReport     `json:"presence_storm,omitempty"` // presence-storm scenario
 }
 
 func (r report) print(w io.Writer) {
+	if r.Storm != nil {
+		r.Storm.print(w, r)
+		return
+	}
 	fmt.Fprintf(w, "scenario %s on %s %v\n", r.Scenario, r.Target, r.Params)
 	defer func() {
 		for _, v := range r.Violations {

@@ -37,6 +37,7 @@ import (
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
 	"github.com/mqchat/mqchat/services/receipts"
+	"github.com/mqchat/mqchat/services/visibility"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/cassandra"
 	"github.com/mqchat/mqchat/store/compose"
@@ -91,6 +92,9 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
+		}
+		if a.presence != nil {
+			a.presence.Close() // its publishing workers
 		}
 		a.closePush()
 		_ = st.Close()
@@ -223,10 +227,19 @@ func (a *App) build(secret []byte) error {
 	metrics.RegisterOutboundQueued(reg, a.broker.OutboundQueued)
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
+	// Who may see whose presence, asked before every presence delivery:
+	// answered from memory, kept exact by the groups service and the chat
+	// writers, which report every membership change and every 1:1 chat's
+	// first message.
+	var vis *visibility.Index
+	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
+	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics})
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
-		Grace:   cfg.Presence.Grace,
-		Logger:  a.log.With("component", "presence"),
-		Metrics: pipeline,
+		Grace:           cfg.Presence.Grace,
+		Workers:         cfg.Presence.PublishWorkers,
+		PublishInterval: cfg.Presence.PublishInterval,
+		Logger:          a.log.With("component", "presence"),
+		Metrics:         presenceMetrics,
 	})
 	if err := a.buildPush(reg, a.presence); err != nil {
 		return err
@@ -246,6 +259,7 @@ func (a *App) build(secret []byte) error {
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
+		Started:         vis,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -253,6 +267,7 @@ func (a *App) build(secret []byte) error {
 	})
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
+		Membership: vis,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
 		OpBurst:    cfg.Limits.GroupOpBurst,
@@ -271,7 +286,7 @@ func (a *App) build(secret []byte) error {
 	})
 	authHook := hooks.NewAuth(hooks.AuthOptions{
 		Authenticator:  a.auth,
-		Relations:      a.chat,
+		Relations:      vis,
 		AllowAnonymous: cfg.Auth.AllowAnonymous,
 		KeepAliveMax:   uint16(cfg.MQTT.KeepAliveMax / time.Second),
 		Server:         srv,
@@ -317,7 +332,7 @@ func (a *App) build(secret []byte) error {
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 			AuthLimiter:     limiter(cfg.Limits.AuthRate, cfg.Limits.AuthBurst),
 			Presence:        a.presence,
-			Relations:       a.chat,
+			Relations:       vis,
 			Devices:         a.store,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -416,6 +431,11 @@ func (a *App) restorePresence() {
 		}
 	}
 }
+
+// Store returns the node's store, for tests and tools that seed data in the
+// running process (the embedded store is locked by it). Writes made here
+// bypass the services, and so reach no in-memory cache: seed before use.
+func (a *App) Store() store.Store { return a.store }
 
 // Addrs returns the bound addresses.
 func (a *App) Addrs() Addrs {

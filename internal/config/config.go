@@ -103,6 +103,16 @@ type PresenceConfig struct {
 	// Grace is how long a user whose last device left stays online, so a
 	// quick reconnect produces no offline/online flap.
 	Grace time.Duration `koanf:"grace"`
+	// VisibilityCacheSize bounds the cached answers to "may this user see
+	// that one's presence", asked before every presence delivery.
+	VisibilityCacheSize int `koanf:"visibility_cache_size"`
+	// PublishWorkers publish presence changes, so that one user's fan-out
+	// to many watchers delays nobody else's.
+	PublishWorkers int `koanf:"publish_workers"`
+	// PublishInterval is the least time between two publishes of one
+	// user's presence; faster changes collapse into the newest, so a
+	// flapping connection costs its watchers little.
+	PublishInterval time.Duration `koanf:"publish_interval"`
 }
 
 type HTTPConfig struct {
@@ -217,7 +227,7 @@ func Default() Config {
 			GroupOpRate:           2,
 			GroupOpBurst:          20,
 		},
-		Presence: PresenceConfig{Grace: 30 * time.Second},
+		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{
 			Provider:        "auto",
 			AckTimeout:      10 * time.Second,

@@ -211,6 +211,12 @@ func usage(key string) string {
 		return "group changes a user may make at once above group_op_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
+	case "presence.visibility_cache_size":
+		return "cached answers to who may see whose presence (1-16777216), about 300 bytes each; a quarter more for denials"
+	case "presence.publish_workers":
+		return "goroutines publishing presence changes (1-256)"
+	case "presence.publish_interval":
+		return "least time between two publishes of one user's presence (0s-1m); faster changes collapse into the newest"
 	case "push.provider":
 		return "push provider: fcm, log (records what would be sent), none, or auto (fcm when push.fcm.credentials_file is set, else log)"
 	case "push.ack_timeout":

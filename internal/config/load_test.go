@@ -399,6 +399,12 @@ func TestValidate(t *testing.T) {
 		{"limits.group_op_burst", func(c *Config) { c.Limits.GroupOpBurst = 0 }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = -time.Second }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = time.Hour + time.Second }},
+		{"presence.visibility_cache_size", func(c *Config) { c.Presence.VisibilityCacheSize = 0 }},
+		{"presence.visibility_cache_size", func(c *Config) { c.Presence.VisibilityCacheSize = 16<<20 + 1 }},
+		{"presence.publish_workers", func(c *Config) { c.Presence.PublishWorkers = 0 }},
+		{"presence.publish_workers", func(c *Config) { c.Presence.PublishWorkers = 257 }},
+		{"presence.publish_interval", func(c *Config) { c.Presence.PublishInterval = -time.Millisecond }},
+		{"presence.publish_interval", func(c *Config) { c.Presence.PublishInterval = time.Minute + time.Millisecond }},
 	}
 	for _, tt := range tests {
 		c := Default()

@@ -151,6 +151,11 @@ func (c Config) Validate() error {
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
 	}
+	between("presence.visibility_cache_size", c.Presence.VisibilityCacheSize, 1, 16<<20)
+	between("presence.publish_workers", c.Presence.PublishWorkers, 1, 256)
+	if c.Presence.PublishInterval < 0 || c.Presence.PublishInterval > time.Minute {
+		bad("presence.publish_interval", "must be between 0s and 1m, got %s", c.Presence.PublishInterval)
+	}
 
 	p := c.Push
 	switch p.Provider {

@@ -10,7 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
+	"github.com/mqchat/mqchat/services/visibility"
 )
 
 // Pipeline records what the chat pipeline does. It satisfies chat.Metrics.
@@ -28,6 +30,9 @@ type Pipeline struct {
 var (
 	_ chat.Metrics = (*Pipeline)(nil)
 	_ push.Metrics = (*Push)(nil)
+
+	_ visibility.Metrics = (*Presence)(nil)
+	_ presence.Metrics   = (*Presence)(nil)
 )
 
 // NewPipeline registers the pipeline metrics on reg.
@@ -321,4 +326,62 @@ func (a *ACL) ObserveACLDenied(anonymous bool) {
 		client = "anonymous"
 	}
 	a.denied.WithLabelValues(client).Inc()
+}
+
+// Presence records the presence fan-out: the publishing queue and the
+// visibility index (who may see whose presence). It satisfies
+// presence.Metrics (transitions go to the Pipeline's counter, as before)
+// and visibility.Metrics.
+type Presence struct {
+	*Pipeline
+	coalesced     prometheus.Counter
+	checks        *prometheus.CounterVec
+	invalidations *prometheus.CounterVec
+}
+
+// NewPresence registers the presence fan-out metrics on reg; cached
+// (visibility answers held) and pending (users whose change waits to be
+// published) are read at scrape time.
+func NewPresence(reg prometheus.Registerer, p *Pipeline, cached, pending func() int) *Presence {
+	v := &Presence{
+		Pipeline: p,
+		coalesced: counter("presence", "coalesced_total",
+			"Presence changes replaced by a newer change of the same user before they were published (a user changing faster than presence.publish_interval)."),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Subsystem: "presence", Name: "visibility_checks_total",
+			Help: "Questions 'may this user see that one's presence' (subscriptions, every presence delivery, REST), by cache=hit|miss and answer=allowed|denied. A miss reads the store.",
+		}, []string{"cache", "answer"}),
+		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mqchat", Subsystem: "presence", Name: "visibility_invalidations_total",
+			Help: "Cached visibility answers made stale by membership changes: kind=user (a user joined or left a group, or a 1:1 chat began) or kind=group (a group was deleted).",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(v.coalesced, v.checks, v.invalidations,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mqchat", Subsystem: "presence", Name: "visibility_cached_answers",
+			Help: "Visibility answers held in memory (bounded by presence.visibility_cache_size plus a quarter of it for denials).",
+		}, func() float64 { return float64(cached()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mqchat", Subsystem: "presence", Name: "publish_pending",
+			Help: "Users whose newest presence change waits for a publishing worker (at most one per user).",
+		}, func() float64 { return float64(pending()) }),
+	)
+	return v
+}
+
+func (v *Presence) ObservePresenceCoalesced() { v.coalesced.Inc() }
+
+func (v *Presence) ObserveVisibility(cached, allowed bool) {
+	cache, answer := "miss", "denied"
+	if cached {
+		cache = "hit"
+	}
+	if allowed {
+		answer = "allowed"
+	}
+	v.checks.WithLabelValues(cache, answer).Inc()
+}
+
+func (v *Presence) ObserveVisibilityInvalidation(kind string, n int) {
+	v.invalidations.WithLabelValues(kind).Add(float64(n))
 }

@@ -25,7 +25,6 @@ type Store interface {
 	UsersByID(ctx context.Context, ids []string) (map[string]store.User, error)
 	Member(ctx context.Context, groupID, uid string) (store.Member, error)
 	Members(ctx context.Context, groupID string) ([]store.Member, error)
-	GroupsOf(ctx context.Context, uid, after string, limit int) ([]store.Member, error)
 	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
 }
 
@@ -42,6 +41,13 @@ type Metrics interface {
 	ObserveReject(code Code)
 }
 
+// DirectStarts is told when a 1:1 chat gets its first message, once the
+// message is stored: from then on its two users may see each other's
+// presence.
+type DirectStarts interface {
+	DirectChatStarted(a, b string)
+}
+
 // Limiter rate-limits sends per user.
 type Limiter interface {
 	Allow(key string) bool
@@ -54,6 +60,8 @@ type Options struct {
 	// moved (it publishes the receipts).
 	List     ListStore
 	Receipts ReadReceipts
+	// Started, when set, is told of every 1:1 chat's first message.
+	Started DirectStarts
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -451,70 +459,6 @@ func (s *Service) Members(ctx context.Context, chat string) ([]string, error) {
 		return nil, s.storeError(ctx, "members", err)
 	}
 	return uids, nil
-}
-
-// SharesChat reports whether b may see a's presence and a b's: they are the
-// same user, have a 1:1 chat with at least one message, or are both members
-// of a group.
-func (s *Service) SharesChat(ctx context.Context, a, b string) (bool, error) {
-	if a == b {
-		return true, nil
-	}
-	last, err := s.st.LastSeq(ctx, DirectChatID(a, b))
-	if err != nil {
-		return false, fmt.Errorf("chat: shares chat: %w", err)
-	}
-	if last > 0 {
-		return true, nil
-	}
-	ok, err := s.sharesGroup(ctx, a, b)
-	if err != nil {
-		return false, fmt.Errorf("chat: shares group: %w", err)
-	}
-	return ok, nil
-}
-
-const groupsPage = 256
-
-// sharesGroup reads both users' group lists a page at a time, in turn, until
-// one of them is complete, then checks each group of that shorter list for
-// the other user: the work is bounded by the smaller of the two lists.
-func (s *Service) sharesGroup(ctx context.Context, a, b string) (bool, error) {
-	type side struct {
-		uid, after string
-		gids       []string
-	}
-	sides := [2]*side{{uid: a}, {uid: b}}
-	for {
-		for i, sd := range sides {
-			ms, err := s.st.GroupsOf(ctx, sd.uid, sd.after, groupsPage)
-			if err != nil {
-				return false, err
-			}
-			for _, m := range ms {
-				sd.gids = append(sd.gids, m.GroupID)
-			}
-			if len(ms) > 0 {
-				sd.after = ms[len(ms)-1].GroupID
-			}
-			if len(ms) < groupsPage {
-				return s.memberOfAny(ctx, sides[1-i].uid, sd.gids)
-			}
-		}
-	}
-}
-
-func (s *Service) memberOfAny(ctx context.Context, uid string, gids []string) (bool, error) {
-	for _, gid := range gids {
-		_, err := s.st.Member(ctx, gid, uid)
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return false, err
-		}
-	}
-	return false, nil
 }
 
 type nopMetrics struct{}

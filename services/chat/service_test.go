@@ -53,13 +53,6 @@ func TestRecipients(t *testing.T) {
 	if n := f.lastSeq(DirectChatID(a, b)); n != 2 {
 		t.Fatalf("LastSeq(a,b) = %d, want 2", n)
 	}
-	if ok, err := f.svc.SharesChat(context.Background(), b, a); err != nil || !ok {
-		t.Fatalf("SharesChat(b, a) = %v, %v", ok, err)
-	}
-	c := f.user()
-	if ok, err := f.svc.SharesChat(context.Background(), a, c); err != nil || ok {
-		t.Fatalf("SharesChat(a, c) = %v, %v; want false", ok, err)
-	}
 }
 
 func sameOriginal(t *testing.T, dup, orig Result) {
@@ -469,31 +462,5 @@ func TestDedupeAcrossShards(t *testing.T) {
 	if stored != 1 {
 		t.Fatalf("(from, cmid) stored %d times: %s/%d and %s/%d", stored,
 			o1.res.Message.Chat, o1.res.Message.Seq, o2.res.Message.Chat, o2.res.Message.Seq)
-	}
-}
-
-func TestSharesChatThroughGroup(t *testing.T) {
-	f := newFixture(t, Options{})
-	ctx := context.Background()
-	a, b, c := f.user(), f.user(), f.user()
-	now := time.Now()
-	// a is in many groups (more than a page), b in one of them, c in none.
-	for i := range groupsPage + 3 {
-		gid := fmt.Sprintf("g%04d", i)
-		members := []store.Member{{GroupID: gid, UserID: a, Role: store.RoleOwner, JoinedAt: now}}
-		if i == groupsPage+1 {
-			members = append(members, store.Member{GroupID: gid, UserID: b, Role: store.RoleMember, JoinedAt: now})
-		}
-		if err := f.st.CreateGroup(ctx, store.Group{ID: gid, Name: gid, CreatedBy: a, CreatedAt: now}, members); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, tc := range []struct {
-		x, y string
-		want bool
-	}{{a, b, true}, {b, a, true}, {a, c, false}, {c, b, false}, {c, c, true}} {
-		if ok, err := f.svc.SharesChat(ctx, tc.x, tc.y); err != nil || ok != tc.want {
-			t.Errorf("SharesChat(%s, %s) = %v, %v; want %v", tc.x, tc.y, ok, err, tc.want)
-		}
 	}
 }

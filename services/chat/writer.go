@@ -258,6 +258,7 @@ func (w *writer) process(batch []*request) {
 	start := time.Now()
 	err := s.st.AppendMessages(ctx, writes)
 	s.opts.Metrics.ObserveCommit(time.Since(start), len(writes), err)
+	w.started(writes)
 	if err != nil {
 		// The counters ran ahead of the store: forget them so the next send
 		// reloads the truth and seq stays gap-free.
@@ -277,6 +278,20 @@ func (w *writer) process(batch []*request) {
 	}
 	if len(w.last) > maxCached {
 		clear(w.last) // reloading a counter costs one indexed read
+	}
+}
+
+// started tells Options.Started of the 1:1 chats that writes begin. It runs
+// even when the append failed: the write may have landed anyway, and a
+// needless notice only costs a recomputation.
+func (w *writer) started(writes []store.Message) {
+	if w.s.opts.Started == nil {
+		return
+	}
+	for _, m := range writes {
+		if a, b, ok := DirectMembers(m.Chat); ok && m.Seq == 1 && a != b {
+			w.s.opts.Started.DirectChatStarted(a, b)
+		}
 	}
 }
 

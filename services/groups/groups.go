@@ -51,9 +51,19 @@ type LimitObserver interface{ ObserveLimitRefusals(limit string, n int) }
 // LimitGroupOps names the group change rate in LimitObserver.
 const LimitGroupOps = "group_op_rate"
 
+// Membership is told of every change to who is in which group, right after
+// the store write, whether or not it reported success (a write that failed
+// may still have landed, and a needless notice only costs a recomputation).
+// It keeps in-memory relations, such as who may see whose presence, exact.
+type Membership interface {
+	MembersChanged(gid string, uids []string)
+	GroupDeleted(gid string)
+}
+
 // Options configures the service.
 type Options struct {
-	MaxMembers int // including the owner
+	MaxMembers int        // including the owner
+	Membership Membership // nil = nobody is told
 	Logger     *slog.Logger
 	Now        func() time.Time
 	// OpRate and OpBurst bound each user's changes (create, rename,
@@ -87,6 +97,9 @@ func New(st Store, chats Chats, events Events, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Membership == nil {
+		opts.Membership = nopMembership{}
+	}
 	return &Service{st: st, chats: chats, events: events, opts: opts, ops: ratelimit.New(opts.OpRate, opts.OpBurst)}
 }
 
@@ -105,6 +118,11 @@ func (s *Service) admit(actor string) error {
 		RetryAfter: time.Second,
 	}
 }
+
+type nopMembership struct{}
+
+func (nopMembership) MembersChanged(string, []string) {}
+func (nopMembership) GroupDeleted(string)             {}
 
 // View is a group as its members see it.
 type View struct {
@@ -280,10 +298,12 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 	for _, u := range uids {
 		ms = append(ms, store.Member{GroupID: g.ID, UserID: u, Role: store.RoleMember, JoinedAt: now})
 	}
-	if err := s.st.CreateGroup(ctx, g, ms); err != nil {
+	err = s.st.CreateGroup(ctx, g, ms)
+	all := userIDs(ms)
+	s.opts.Membership.MembersChanged(g.ID, all)
+	if err != nil {
 		return View{}, s.internal(ctx, "create group", err)
 	}
-	all := userIDs(ms)
 	if err := s.join(ctx, g.ID, all, now); err != nil {
 		return View{}, err
 	}
@@ -343,7 +363,9 @@ func (s *Service) Delete(ctx context.Context, actor, gid string) error {
 	all := userIDs(ms)
 	// Recorded first, while the members can still receive it.
 	seq := s.record(ctx, gid, system{Op: "deleted", By: actor}, all)
-	if err := s.st.DeleteGroup(ctx, gid); err != nil {
+	err = s.st.DeleteGroup(ctx, gid)
+	s.opts.Membership.GroupDeleted(gid)
+	if err != nil {
 		return s.storeErr(ctx, gid, "delete group", err)
 	}
 	s.leave(ctx, gid, all)
@@ -386,7 +408,9 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 	for i, u := range added {
 		newMs[i] = store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now}
 	}
-	if err := s.st.PutMembers(ctx, gid, newMs); err != nil {
+	err = s.st.PutMembers(ctx, gid, newMs)
+	s.opts.Membership.MembersChanged(gid, added)
+	if err != nil {
 		return View{}, s.storeErr(ctx, gid, "add members", err)
 	}
 	if err := s.join(ctx, gid, added, now); err != nil {
@@ -426,7 +450,9 @@ func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) erro
 		return forbidden("not allowed to remove this member")
 	}
 	all := userIDs(ms)
-	if err := s.st.RemoveMembers(ctx, gid, []string{uid}); err != nil {
+	err = s.st.RemoveMembers(ctx, gid, []string{uid})
+	s.opts.Membership.MembersChanged(gid, []string{uid})
+	if err != nil {
 		return s.storeErr(ctx, gid, "remove member", err)
 	}
 	s.leave(ctx, gid, []string{uid})

@@ -2,7 +2,9 @@
 // its devices is connected, offline once the last one left and a grace
 // period passed without a device coming back. Every change of the aggregate
 // is handed to a Publisher, which makes it the retained message on
-// presence/{uid}.
+// presence/{uid}. Publishing happens on worker goroutines, never under the
+// service's lock, so connects, disconnects and lookups of other users never
+// wait for one user's fan-out to its watchers.
 package presence
 
 import (
@@ -61,20 +63,34 @@ type Timer interface{ Stop() bool }
 // Metrics receives presence observations.
 type Metrics interface {
 	ObservePresenceTransition(cause string)
+	// ObservePresenceCoalesced counts a change replaced by a newer one of
+	// the same user before it was published.
+	ObservePresenceCoalesced()
 }
 
 // Options configures the service.
 type Options struct {
 	// Grace is how long a user stays online after its last device left.
-	Grace   time.Duration
-	Clock   Clock // nil = real time
-	Logger  *slog.Logger
-	Metrics Metrics
+	Grace time.Duration
+	// Workers publish aggregates (default 4). A user with many watchers
+	// occupies one for its fan-out; the others keep publishing.
+	Workers int
+	// PublishInterval is the least time between two publishes of one user
+	// (0 = none); changes within it collapse into the newest, published
+	// when it ends.
+	PublishInterval time.Duration
+	Clock           Clock // nil = real time
+	Logger          *slog.Logger
+	Metrics         Metrics
 }
+
+// DefaultWorkers is the number of publishing goroutines when
+// Options.Workers is 0.
+const DefaultWorkers = 4
 
 // Service owns every user's presence state. It is safe for concurrent use.
 type Service struct {
-	pub  Publisher
+	out  *queue
 	opts Options
 
 	mu      sync.Mutex
@@ -94,7 +110,7 @@ type user struct {
 	timerGen uint64 // identifies the current timer; stale ones find it changed
 }
 
-// New returns a service publishing through pub.
+// New returns a service publishing through pub; Close stops it.
 func New(pub Publisher, opts Options) *Service {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
@@ -102,7 +118,10 @@ func New(pub Publisher, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{pub: pub, opts: opts, users: make(map[string]*user)}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	return &Service{out: newQueue(pub, opts), opts: opts, users: make(map[string]*user)}
 }
 
 // Connected records that clientID, a device of uid, is connected, and
@@ -212,15 +231,18 @@ func (s *Service) Stats() (users, devices int) {
 	return s.online, s.devices
 }
 
-// Close stops every grace timer; later calls change nothing. Call it before
-// the broker closes, so the disconnects of shutdown publish nothing.
+// Close stops every grace timer, publishes the changes not yet published
+// and stops the workers; later calls change nothing. Call it before the
+// broker closes, so the disconnects of shutdown publish nothing and what
+// was pending still reaches the retained store.
 func (s *Service) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for _, u := range s.users {
 		s.stopTimer(u)
 	}
+	s.mu.Unlock()
+	s.out.close()
 }
 
 func (s *Service) user(uid string) *user {
@@ -285,8 +307,9 @@ func (s *Service) setView(u *user, v View) {
 	u.view, u.known = v, true
 }
 
-// publish hands v to the publisher unless it is what was published last.
-// It runs under s.mu, so the retained message always follows the state.
+// publish queues v for publishing unless it is what was published last. It
+// runs under s.mu, so the queue receives each user's states in order; the
+// queue publishes them in that order, newest last, outside the lock.
 func (s *Service) publish(uid string, u *user, v View) {
 	if u.known && u.view == v {
 		return
@@ -296,9 +319,7 @@ func (s *Service) publish(uid string, u *user, v View) {
 		s.opts.Logger.Error("encode presence", "user", uid, "error", err)
 		return
 	}
-	if err := s.pub.PublishPresence(uid, payload); err != nil {
-		s.opts.Logger.Error("publish presence", "user", uid, "status", v.Status, "error", err)
-	}
+	s.out.put(uid, item{payload: payload, status: v.Status})
 	s.setView(u, v)
 }
 
@@ -307,6 +328,9 @@ type realClock struct{}
 func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Pending returns how many users have a change waiting to be published.
+func (s *Service) Pending() int { return s.out.size() }
 
 // Devices returns how many devices of uid are connected now; unlike View it
 // drops to 0 as soon as the last one leaves, grace period or not (push

@@ -62,9 +62,15 @@ type published struct {
 	v   View
 }
 
+// recorder is the Publisher of the tests. A publish of a user in hold waits
+// until the test releases it, as a fan-out to many watchers would.
 type recorder struct {
-	mu  sync.Mutex
-	out []published
+	svc *Service // flushed before take
+
+	mu      sync.Mutex
+	out     []published
+	hold    map[string]chan struct{} // closed to release
+	entered chan string              // a held publish started
 }
 
 func (r *recorder) PublishPresence(uid string, payload []byte) error {
@@ -73,13 +79,40 @@ func (r *recorder) PublishPresence(uid string, payload []byte) error {
 		return err
 	}
 	r.mu.Lock()
+	gate := r.hold[uid]
+	r.mu.Unlock()
+	if gate != nil {
+		r.entered <- uid
+		<-gate
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.out = append(r.out, published{uid, v})
 	return nil
 }
 
-// take returns and forgets what was published so far.
+// holdUser makes publishes of uid wait until the returned func is called.
+func (r *recorder) holdUser(uid string) (release func()) {
+	gate := make(chan struct{})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.hold == nil {
+		r.hold = map[string]chan struct{}{}
+		r.entered = make(chan string, 64)
+	}
+	r.hold[uid] = gate
+	return func() {
+		r.mu.Lock()
+		delete(r.hold, uid)
+		r.mu.Unlock()
+		close(gate)
+	}
+}
+
+// take waits until everything queued is published, then returns and
+// forgets what was published so far.
 func (r *recorder) take() []View {
+	r.svc.out.flush()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var vs []View
@@ -93,6 +126,7 @@ func (r *recorder) take() []View {
 type counts map[string]int
 
 func (c counts) ObservePresenceTransition(cause string) { c[cause]++ }
+func (c counts) ObservePresenceCoalesced()              { c["coalesced"]++ }
 
 const grace = 30 * time.Second
 
@@ -101,7 +135,10 @@ func setup(t *testing.T) (*Service, *fakeClock, *recorder, counts) {
 	clk := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	rec := &recorder{}
 	m := counts{}
-	return New(rec, Options{Grace: grace, Clock: clk, Metrics: m}), clk, rec, m
+	s := New(rec, Options{Grace: grace, Clock: clk, Metrics: m})
+	rec.svc = s
+	t.Cleanup(s.Close)
+	return s, clk, rec, m
 }
 
 func expect(t *testing.T, got []View, want ...View) {
@@ -121,8 +158,9 @@ func online(n int) View { return View{Status: StatusOnline, Devices: n} }
 func TestTwoDevices(t *testing.T) {
 	s, clk, rec, m := setup(t)
 	g1 := s.Connected("u", "u/phone")
+	expect(t, rec.take(), online(1))
 	g2 := s.Connected("u", "u/laptop")
-	expect(t, rec.take(), online(1), online(2))
+	expect(t, rec.take(), online(2))
 
 	s.Disconnected("u", "u/phone", g1, CauseWill)
 	expect(t, rec.take(), online(1))
@@ -208,9 +246,12 @@ func TestZeroGrace(t *testing.T) {
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	rec := &recorder{}
 	s := New(rec, Options{Clock: clk})
+	rec.svc = s
+	t.Cleanup(s.Close)
 	g := s.Connected("u", "u/a")
+	expect(t, rec.take(), online(1))
 	s.Disconnected("u", "u/a", g, CauseDisconnect)
-	expect(t, rec.take(), online(1), View{Status: StatusOffline, LastSeen: time.Unix(1000, 0).UTC().Format(time.RFC3339)})
+	expect(t, rec.take(), View{Status: StatusOffline, LastSeen: time.Unix(1000, 0).UTC().Format(time.RFC3339)})
 }
 
 func TestRestore(t *testing.T) {
