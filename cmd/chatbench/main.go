@@ -138,7 +138,7 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.StallNotes, "stall-notes", 100, "isolation, abuse: notes to self that fill the stalled connection, 1-10000")
 	fs.IntVar(&o.StallBytes, "stall-bytes", 60000, "isolation, abuse: body bytes of each of those notes, 32-16777216")
 	fs.IntVar(&o.Writers, "writers", chat.DefaultShards, "isolation, abuse: chatd's chat writers, each of which gets one group message from the stalled user")
-	fs.DurationVar(&o.Duration, "duration", 3*time.Minute, "abuse: length of the soak, 1s-10m")
+	fs.DurationVar(&o.Duration, "duration", 3*time.Minute, "abuse: length of the soak, 1s-10m; presence-storm: how long the storm lasts (default 20s there)")
 	fs.DurationVar(&o.Slot, "slot", 10*time.Second, "abuse: how long each turn of the attacker rotation lasts")
 	fs.IntVar(&o.Parallel, "parallel", 2, "abuse: attackers running at once, 1-"+strconv.Itoa(len(attackKinds)))
 	attacks := fs.String("attacks", strings.Join(attackNames(), ","), "abuse: attackers in rotation order, comma separated")
@@ -166,6 +166,12 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.Scenario == "history-fill" && !set["timeout"] {
 		o.Timeout = 30 * time.Minute
+	}
+	if o.Scenario == "presence-storm" {
+		if !set["duration"] {
+			o.Duration = 20 * time.Second
+		}
+		o.Storm.Duration = o.Duration
 	}
 	if o.Scenario == "isolation" || o.Scenario == "abuse" {
 		// A handful of paced users is enough to see one client hurt the others.

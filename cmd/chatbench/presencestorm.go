@@ -20,7 +20,7 @@ type stormOptions struct {
 	Watchers int
 	Groups   int
 	Flappers int
-	Duration time.Duration
+	Duration time.Duration // the shared --duration; 20s unless given
 	Baseline time.Duration
 }
 
@@ -28,7 +28,6 @@ func (s *stormOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&s.Watchers, "watchers", 200, "users subscribed to the star's presence, each in every one of its groups (presence-storm), 1-10000")
 	fs.IntVar(&s.Groups, "groups", 1000, "groups of the star user, made over REST (presence-storm), 1-100000")
 	fs.IntVar(&s.Flappers, "flappers", 2, "devices of the star reconnecting in a loop (presence-storm), 1-64")
-	fs.DurationVar(&s.Duration, "duration", 20*time.Second, "how long the storm lasts (presence-storm), at most 10m")
 	fs.DurationVar(&s.Baseline, "baseline", 5*time.Second, "how long unrelated users are measured before the storm (presence-storm), at most 10m")
 }
 
