@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -59,22 +58,13 @@ func (a *api) presenceOne(c *gin.Context) {
 // users the caller may see, in the order asked; the others are left out.
 func (a *api) presenceMany(c *gin.Context) {
 	uid := c.GetString(userKey)
-	var ids []string
-	seen := map[string]bool{}
-	for _, v := range c.QueryArray("ids") {
-		for id := range strings.SplitSeq(v, ",") {
-			if id = strings.TrimSpace(id); id != "" && !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-	}
-	if len(ids) == 0 || len(ids) > maxPresenceIDs {
-		abort(c, http.StatusBadRequest, "invalid_query", "ids must list 1 to 100 user ids")
+	asked, err := parsePresenceIDs(c.Request.URL.Query())
+	if err != nil {
+		abortRequest(c, err)
 		return
 	}
-	out := make([]PresenceEntry, 0, len(ids))
-	for _, id := range ids {
+	out := make([]PresenceEntry, 0, len(asked))
+	for _, id := range asked {
 		ok, err := a.opts.Relations.SharesChat(c.Request.Context(), uid, id)
 		if err != nil {
 			a.internal(c, err)
