@@ -55,13 +55,20 @@ func (a *api) fail(c *gin.Context, err error) {
 	a.chatError(c, err)
 }
 
-// decodeJSON decodes a JSON request body into v, refusing unknown fields
-// and oversize bodies.
+// decodeJSON decodes a request body that is exactly one JSON value into v,
+// refusing unknown fields and oversize bodies.
 func decodeJSON(r io.Reader, v any) error {
 	dec := jsonDecoder(r)
 	err := dec.Decode(v)
 	if err == nil {
-		return nil
+		// A second value (or any other data) after the first would be
+		// dropped without a word.
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("data after the JSON value")
+		}
 	}
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
