@@ -97,7 +97,11 @@ func (a *api) putDevice(c *gin.Context) {
 }
 
 func (a *api) deleteDevice(c *gin.Context) {
-	err := a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), c.Param("device_id"))
+	id := c.Param("device_id")
+	err := store.ErrNotFound // no device has an id PUT refuses
+	if validDeviceID(id) {
+		err = a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), id)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		abort(c, http.StatusNotFound, "not_found", "no such device")

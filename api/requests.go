@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -176,7 +178,10 @@ func decodeDevice(id string, body io.Reader) (deviceBody, error) {
 		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_platform", `platform must be "android", "ios" or "web"`}
 	}
 	in.PushToken = strings.TrimSpace(in.PushToken)
-	if in.PushToken == "" || len(in.PushToken) > maxPushToken {
+	// Control characters are in no FCM token, and PostgreSQL text cannot
+	// hold NUL.
+	if in.PushToken == "" || len(in.PushToken) > maxPushToken || !utf8.ValidString(in.PushToken) ||
+		strings.IndexFunc(in.PushToken, unicode.IsControl) >= 0 {
 		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_push_token", "push_token must be a non-empty FCM registration token"}
 	}
 	return in, nil
