@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/presence"
 )
@@ -42,7 +43,13 @@ func (a *api) routePresence(r gin.IRoutes) {
 // not see that user (shares no 1:1 chat and no group with it).
 func (a *api) presenceOne(c *gin.Context) {
 	uid, other := c.GetString(userKey), c.Param("user_id")
-	ok, err := a.opts.Relations.SharesChat(c.Request.Context(), uid, other)
+	var (
+		ok  bool
+		err error
+	)
+	if ids.ValidUserID(other) { // any other string is a user nobody may see
+		ok, err = a.opts.Relations.SharesChat(c.Request.Context(), uid, other)
+	}
 	if err != nil {
 		a.internal(c, err)
 		return

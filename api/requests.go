@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -257,24 +258,33 @@ func parseGroupsQuery(q url.Values) (after string, limit int, err error) {
 	if limit, err = parseLimit(q); err != nil {
 		return "", 0, err
 	}
-	return q.Get("after"), limit, nil
+	after = q.Get("after")
+	if after != "" && !ids.ValidUserID(after) { // group ids are shaped like user ids
+		return "", 0, invalidQuery("after must be the last group id of the previous page")
+	}
+	return after, limit, nil
 }
 
 // parsePresenceIDs reads GET /v1/presence?ids=a,b,c (repeatable): 1 to 100
-// ids, duplicates and blanks ignored, in the order asked.
+// ids, duplicates and blanks ignored. It returns the ones to look up, in
+// the order asked: a string that is no user id is a user nobody may see,
+// left out like one.
 func parsePresenceIDs(q url.Values) ([]string, error) {
-	var asked []string
+	var asked, out []string
 	seen := map[string]bool{}
 	for _, v := range q["ids"] {
 		for id := range strings.SplitSeq(v, ",") {
 			if id = strings.TrimSpace(id); id != "" && !seen[id] {
 				seen[id] = true
 				asked = append(asked, id)
+				if ids.ValidUserID(id) {
+					out = append(out, id)
+				}
 			}
 		}
 	}
 	if len(asked) == 0 || len(asked) > maxPresenceIDs {
 		return nil, invalidQuery("ids must list 1 to 100 user ids")
 	}
-	return asked, nil
+	return out, nil
 }
