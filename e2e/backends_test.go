@@ -34,6 +34,7 @@ var onPostgres = []struct {
 	{"PushOffline", TestPushOfflineRecipient},
 	{"PushUnregisteredToken", TestPushUnregisteredTokenDeleted},
 	{"MigrateCLI", testMigrateCLI},
+	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 }
 
 const postgresPrefix = "TestOnPostgres/"
