@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: run build test test-cassandra postgresql vet fmt-check clean bench
+.PHONY: run build test test-cassandra postgresql vet fmt-check clean bench fuzz
 
 ## run: start chatd on embedded defaults (MQTT :1883, WebSocket :8083/mqtt, REST :8080, data in ./data)
 run:
@@ -10,10 +10,17 @@ run:
 build:
 	$(GO) build -o bin/chatd ./cmd/chatd
 
-## test: the whole suite: formatting, vet, and every test with the race detector.
+## test: the whole suite: formatting, vet, every test with the race detector,
+## then every fuzz target for TEST_FUZZTIME each.
 ## PostgreSQL tests start a throwaway server from the postgresql package's binaries.
+TEST_FUZZTIME ?= 2s
 test: fmt-check vet postgresql
 	$(GO) test -race -count=1 -timeout 15m ./...
+	GO="$(GO)" FUZZTIME=$(TEST_FUZZTIME) ./scripts/fuzz.sh
+
+## fuzz: every fuzz target for FUZZTIME each (default 10s; FUZZ=regexp picks targets; see scripts/fuzz.sh)
+fuzz:
+	GO="$(GO)" ./scripts/fuzz.sh
 
 ## postgresql: install the Debian postgresql package when its server binaries are missing (as root)
 postgresql:

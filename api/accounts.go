@@ -49,14 +49,12 @@ func (a *api) login(c *gin.Context) {
 }
 
 func (a *api) refresh(c *gin.Context) {
-	var in struct {
-		RefreshToken string `json:"refresh_token"`
-	}
+	var in refreshBody
 	if !bindJSON(c, &in) {
 		return
 	}
-	if in.RefreshToken == "" {
-		abort(c, http.StatusBadRequest, "invalid_body", "refresh_token is required")
+	if err := in.check(); err != nil {
+		abortRequest(c, err)
 		return
 	}
 	tok, err := a.opts.Accounts.Refresh(c.Request.Context(), in.RefreshToken)

@@ -169,14 +169,8 @@ func (a *api) ready(c *gin.Context) {
 // bindJSON decodes a JSON body, refusing unknown fields and oversize bodies
 // with a clear 4xx.
 func bindJSON(c *gin.Context, v any) bool {
-	dec := jsonDecoder(c.Request.Body)
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			abort(c, http.StatusRequestEntityTooLarge, "payload_too_large", "request body is too large")
-			return false
-		}
-		abort(c, http.StatusBadRequest, "invalid_body", "request body is not valid JSON for this endpoint: "+err.Error())
+	if err := decodeJSON(c.Request.Body, v); err != nil {
+		abortRequest(c, err)
 		return false
 	}
 	return true

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -15,20 +14,9 @@ import (
 const defaultPage = 50
 
 func (a *api) history(c *gin.Context) {
-	var q chat.PageQuery
-	var err error
-	if q.After, err = seqParam(c, "after"); err != nil {
-		return
-	}
-	if q.Before, err = seqParam(c, "before"); err != nil {
-		return
-	}
-	_, q.Forward = c.GetQuery("after")
-	if _, backward := c.GetQuery("before"); q.Forward && backward {
-		abort(c, http.StatusBadRequest, "invalid_query", "use either after or before, not both")
-		return
-	}
-	if q.Limit, err = limitParam(c); err != nil {
+	q, err := parseHistoryQuery(c.Request.URL.Query())
+	if err != nil {
+		a.fail(c, err)
 		return
 	}
 	page, err := a.opts.Chats.HistoryPage(c.Request.Context(), c.GetString(userKey), c.Param("chat"), q)
@@ -39,65 +27,14 @@ func (a *api) history(c *gin.Context) {
 	c.JSON(http.StatusOK, page)
 }
 
-// limitParam reads ?limit= (1-200, default 50), answering 400 itself.
-func limitParam(c *gin.Context) (int, error) {
-	s := c.Query("limit")
-	if s == "" {
-		return defaultPage, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > 200 {
-		abort(c, http.StatusBadRequest, "invalid_query", "limit must be an integer from 1 to 200")
-		return 0, errors.New("bad limit")
-	}
-	return n, nil
-}
-
-func seqParam(c *gin.Context, name string) (uint64, error) {
-	s := c.Query(name)
-	if s == "" {
-		return 0, nil
-	}
-	v, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		abort(c, http.StatusBadRequest, "invalid_query", name+" must be a non-negative integer seq")
-	}
-	return v, err
-}
-
-type sendBody struct {
-	Type    string          `json:"type"`
-	Body    json.RawMessage `json:"body"`
-	ReplyTo uint64          `json:"reply_to,omitempty"`
-}
-
 func (a *api) send(c *gin.Context) {
 	uid := c.GetString(userKey)
-	chatID := c.Param("chat")
-	cmid := c.GetHeader("Idempotency-Key")
-	if cmid == "" {
-		abort(c, http.StatusBadRequest, "invalid_payload", "the Idempotency-Key header is required (it is the message's cmid)")
+	env, err := sendEnvelope(uid, c.Param("chat"), c.GetHeader("Idempotency-Key"), c.Request.Body)
+	if err != nil {
+		abortRequest(c, err)
 		return
 	}
-	var to string
-	if x, y, ok := chat.DirectMembers(chatID); ok && (uid == x || uid == y) {
-		to = "user:" + x
-		if uid == x {
-			to = "user:" + y
-		}
-	} else if gid, ok := chat.GroupID(chatID); ok {
-		to = "group:" + gid // membership is checked by the pipeline
-	} else {
-		abort(c, http.StatusForbidden, string(chat.CodeNotAuthorized), "not a member of this chat")
-		return
-	}
-	var in sendBody
-	if !bindJSON(c, &in) {
-		return
-	}
-	res, err := a.opts.Chats.Send(c.Request.Context(), uid, chat.Envelope{
-		To: to, CMID: cmid, Type: in.Type, Body: in.Body, ReplyTo: in.ReplyTo,
-	})
+	res, err := a.opts.Chats.Send(c.Request.Context(), uid, env)
 	if err != nil {
 		a.chatError(c, err)
 		return
@@ -110,18 +47,10 @@ func (a *api) send(c *gin.Context) {
 }
 
 func (a *api) chatList(c *gin.Context) {
-	q := chat.ListQuery{After: c.Query("after")}
-	var err error
-	if q.Limit, err = limitParam(c); err != nil {
+	q, err := parseChatListQuery(c.Request.URL.Query())
+	if err != nil {
+		a.fail(c, err)
 		return
-	}
-	if s := c.Query("changed_since"); s != "" {
-		t, err := chat.ParseSyncCursor(s)
-		if err != nil {
-			a.chatError(c, err)
-			return
-		}
-		q.ChangedSince = t
 	}
 	list, err := a.opts.Chats.ChatList(c.Request.Context(), c.GetString(userKey), q)
 	if err != nil {
@@ -132,9 +61,7 @@ func (a *api) chatList(c *gin.Context) {
 }
 
 func (a *api) markRead(c *gin.Context) {
-	var in struct {
-		Seq uint64 `json:"seq"`
-	}
+	var in readBody
 	if !bindJSON(c, &in) {
 		return
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -70,26 +69,9 @@ func validDeviceID(id string) bool {
 // moves to this one.
 func (a *api) putDevice(c *gin.Context) {
 	id := c.Param("device_id")
-	if !validDeviceID(id) {
-		abort(c, http.StatusBadRequest, "invalid_device_id", "device id must be 1 to 64 printable ASCII characters without / + #")
-		return
-	}
-	var in struct {
-		Platform  store.Platform `json:"platform"`
-		PushToken string         `json:"push_token"`
-	}
-	if !bindJSON(c, &in) {
-		return
-	}
-	switch in.Platform {
-	case store.PlatformAndroid, store.PlatformIOS, store.PlatformWeb:
-	default:
-		abort(c, http.StatusBadRequest, "invalid_platform", `platform must be "android", "ios" or "web"`)
-		return
-	}
-	in.PushToken = strings.TrimSpace(in.PushToken)
-	if in.PushToken == "" || len(in.PushToken) > maxPushToken {
-		abort(c, http.StatusBadRequest, "invalid_push_token", "push_token must be a non-empty FCM registration token")
+	in, err := decodeDevice(id, c.Request.Body)
+	if err != nil {
+		abortRequest(c, err)
 		return
 	}
 	uid := c.GetString(userKey)
@@ -115,7 +97,11 @@ func (a *api) putDevice(c *gin.Context) {
 }
 
 func (a *api) deleteDevice(c *gin.Context) {
-	err := a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), c.Param("device_id"))
+	id := c.Param("device_id")
+	err := store.ErrNotFound // no device has an id PUT refuses
+	if validDeviceID(id) {
+		err = a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), id)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		abort(c, http.StatusNotFound, "not_found", "no such device")

@@ -34,10 +34,7 @@ func (a *api) routeGroups(r *gin.RouterGroup) {
 }
 
 func (a *api) createGroup(c *gin.Context) {
-	var in struct {
-		Name    string   `json:"name"`
-		Members []string `json:"members"`
-	}
+	var in groupBody
 	if !bindJSON(c, &in) {
 		return
 	}
@@ -59,9 +56,7 @@ func (a *api) getGroup(c *gin.Context) {
 }
 
 func (a *api) renameGroup(c *gin.Context) {
-	var in struct {
-		Name string `json:"name"`
-	}
+	var in renameBody
 	if !bindJSON(c, &in) {
 		return
 	}
@@ -82,14 +77,12 @@ func (a *api) deleteGroup(c *gin.Context) {
 }
 
 func (a *api) addMembers(c *gin.Context) {
-	var in struct {
-		UserIDs []string `json:"user_ids"`
-	}
+	var in membersBody
 	if !bindJSON(c, &in) {
 		return
 	}
-	if len(in.UserIDs) == 0 {
-		abort(c, http.StatusBadRequest, "invalid_body", "user_ids must list at least one user")
+	if err := in.check(); err != nil {
+		abortRequest(c, err)
 		return
 	}
 	v, err := a.opts.Groups.AddMembers(c.Request.Context(), c.GetString(userKey), c.Param("id"), in.UserIDs)
@@ -101,9 +94,7 @@ func (a *api) addMembers(c *gin.Context) {
 }
 
 func (a *api) setRole(c *gin.Context) {
-	var in struct {
-		Role store.Role `json:"role"`
-	}
+	var in roleBody
 	if !bindJSON(c, &in) {
 		return
 	}
@@ -124,11 +115,12 @@ func (a *api) removeMember(c *gin.Context) {
 }
 
 func (a *api) myGroups(c *gin.Context) {
-	limit, err := limitParam(c)
+	after, limit, err := parseGroupsQuery(c.Request.URL.Query())
 	if err != nil {
+		abortRequest(c, err)
 		return
 	}
-	vs, err := a.opts.Groups.Mine(c.Request.Context(), c.GetString(userKey), c.Query("after"), limit)
+	vs, err := a.opts.Groups.Mine(c.Request.Context(), c.GetString(userKey), after, limit)
 	if err != nil {
 		a.chatError(c, err)
 		return

@@ -3,10 +3,10 @@ package api
 import (
 	"context"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/presence"
 )
@@ -43,7 +43,13 @@ func (a *api) routePresence(r gin.IRoutes) {
 // not see that user (shares no 1:1 chat and no group with it).
 func (a *api) presenceOne(c *gin.Context) {
 	uid, other := c.GetString(userKey), c.Param("user_id")
-	ok, err := a.opts.Relations.SharesChat(c.Request.Context(), uid, other)
+	var (
+		ok  bool
+		err error
+	)
+	if ids.ValidUserID(other) { // any other string is a user nobody may see
+		ok, err = a.opts.Relations.SharesChat(c.Request.Context(), uid, other)
+	}
 	if err != nil {
 		a.internal(c, err)
 		return
@@ -59,22 +65,13 @@ func (a *api) presenceOne(c *gin.Context) {
 // users the caller may see, in the order asked; the others are left out.
 func (a *api) presenceMany(c *gin.Context) {
 	uid := c.GetString(userKey)
-	var ids []string
-	seen := map[string]bool{}
-	for _, v := range c.QueryArray("ids") {
-		for id := range strings.SplitSeq(v, ",") {
-			if id = strings.TrimSpace(id); id != "" && !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-	}
-	if len(ids) == 0 || len(ids) > maxPresenceIDs {
-		abort(c, http.StatusBadRequest, "invalid_query", "ids must list 1 to 100 user ids")
+	asked, err := parsePresenceIDs(c.Request.URL.Query())
+	if err != nil {
+		abortRequest(c, err)
 		return
 	}
-	out := make([]PresenceEntry, 0, len(ids))
-	for _, id := range ids {
+	out := make([]PresenceEntry, 0, len(asked))
+	for _, id := range asked {
 		ok, err := a.opts.Relations.SharesChat(c.Request.Context(), uid, id)
 		if err != nil {
 			a.internal(c, err)

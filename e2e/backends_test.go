@@ -36,6 +36,7 @@ var onPostgres = []struct {
 	{"PushUnregisteredToken", TestPushUnregisteredTokenDeleted},
 	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
+	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 }
 
 const postgresPrefix = "TestOnPostgres/"

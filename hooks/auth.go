@@ -134,8 +134,7 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 		}
 		return refusal{}, true
 	}
-	device, ok := strings.CutPrefix(cl.ID, uid+"/")
-	if !ok || device == "" || len(device) > maxDeviceID || hasWildcard(device) {
+	if _, ok := clientDevice(uid, cl.ID); !ok {
 		return refuseClientID, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -27,15 +27,8 @@ func (h *Chat) receipt(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	if h.opts.Receipts == nil {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, notEnabled(pk.TopicName))
 	}
-	var req receiptRequest
-	err := decodeRequest(pk.Payload, &req)
-	switch {
-	case err != nil:
-	case req.Chat == "":
-		err = invalidRequest("chat is required")
-	case req.ReadSeq == 0:
-		err = invalidRequest("read_seq must be at least 1")
-	default:
+	req, err := decodeReceipt(pk.Payload)
+	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), h.opts.RequestTimeout)
 		defer cancel()
 		_, err = h.opts.Receipts.MarkRead(ctx, uid, req.Chat, req.ReadSeq)
@@ -44,4 +37,19 @@ func (h *Chat) receipt(cl *mqtt.Client, uid string, pk packets.Packet) error {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
 	}
 	return packets.CodeSuccessIgnore
+}
+
+// decodeReceipt parses and checks a read receipt request.
+func decodeReceipt(payload []byte) (receiptRequest, error) {
+	var req receiptRequest
+	if err := decodeRequest(payload, &req); err != nil {
+		return receiptRequest{}, err
+	}
+	switch {
+	case req.Chat == "":
+		return req, invalidRequest("chat is required")
+	case req.ReadSeq == 0:
+		return req, invalidRequest("read_seq must be at least 1")
+	}
+	return req, nil
 }

@@ -66,26 +66,26 @@ func (h *Chat) answerSync(cl *mqtt.Client, uid string, pk packets.Packet) error 
 		}
 		to = replyTo{topic: rt, correlation: pk.Properties.CorrelationData}
 	}
-	var req syncRequest
-	if err := decodeRequest(pk.Payload, &req); err != nil {
-		return h.refuse(cl, uid, pk, to, ErrorEvent{RequestID: peekID(pk.Payload, "request_id")}, err)
-	}
-	if req.RequestID != "" && !validID(req.RequestID) {
-		return h.refuse(cl, uid, pk, to, ErrorEvent{}, invalidRequest("request_id must be "+idRule))
+	q, err := decodeSync(pk.Payload)
+	if err != nil {
+		return h.refuse(cl, uid, pk, to, ErrorEvent{RequestID: q.requestID}, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.RequestTimeout)
 	defer cancel()
-	var (
-		answer any
-		err    error
-	)
-	if req.Chat == "" {
-		answer, err = h.syncChats(ctx, uid, req)
+	var answer any
+	if q.chat == "" {
+		var list chat.ChatList
+		if list, err = h.opts.Sync.ChatList(ctx, uid, q.list); err == nil {
+			answer = SyncEvent{Type: "sync", RequestID: q.requestID, ChatList: list}
+		}
 	} else {
-		answer, err = h.syncHistory(ctx, uid, req)
+		var page chat.Page
+		if page, err = h.opts.Sync.HistoryPage(ctx, uid, q.chat, q.page); err == nil {
+			answer = HistoryEvent{Type: "history", RequestID: q.requestID, Chat: q.chat, Page: page}
+		}
 	}
 	if err != nil {
-		return h.refuse(cl, uid, pk, to, ErrorEvent{RequestID: req.RequestID}, err)
+		return h.refuse(cl, uid, pk, to, ErrorEvent{RequestID: q.requestID}, err)
 	}
 	h.answer(uid, to, answer)
 	return packets.CodeSuccessIgnore
@@ -111,57 +111,77 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
 }
 
-// syncChats is GET /v1/chats?changed_since=&after=&limit=.
-func (h *Chat) syncChats(ctx context.Context, uid string, req syncRequest) (any, error) {
+// syncQuery is a checked sync request: a page of the chat list (chat
+// empty, list) or of one chat's history (page).
+type syncQuery struct {
+	requestID string
+	chat      string
+	list      chat.ListQuery
+	page      chat.PageQuery
+}
+
+// decodeSync parses and checks a sync request. On error, requestID is the
+// request's id when it was valid, for the error event.
+func decodeSync(payload []byte) (syncQuery, error) {
+	var req syncRequest
+	if err := decodeRequest(payload, &req); err != nil {
+		return syncQuery{requestID: peekID(payload, "request_id")}, err
+	}
+	if req.RequestID != "" && !validID(req.RequestID) {
+		return syncQuery{}, invalidRequest("request_id must be " + idRule)
+	}
+	q := syncQuery{requestID: req.RequestID, chat: req.Chat}
+	var err error
+	if req.Chat == "" {
+		q.list, err = listQuery(req)
+	} else {
+		q.page, err = pageQuery(req)
+	}
+	return q, err
+}
+
+// listQuery is GET /v1/chats?changed_since=&after=&limit=.
+func listQuery(req syncRequest) (chat.ListQuery, error) {
 	if req.Before != nil {
-		return nil, invalidRequest("before is only used with chat (a history page)")
+		return chat.ListQuery{}, invalidRequest("before is only used with chat (a history page)")
 	}
 	q := chat.ListQuery{}
 	var err error
 	if q.Limit, err = syncLimit(req.Limit); err != nil {
-		return nil, err
+		return chat.ListQuery{}, err
 	}
 	if !isNull(req.After) && json.Unmarshal(req.After, &q.After) != nil {
-		return nil, invalidRequest("after must be the next cursor (a string) of a previous page")
+		return chat.ListQuery{}, invalidRequest("after must be the next cursor (a string) of a previous page")
 	}
 	if req.ChangedSince != "" {
 		if q.ChangedSince, err = chat.ParseSyncCursor(req.ChangedSince); err != nil {
-			return nil, err
+			return chat.ListQuery{}, err
 		}
 	}
-	list, err := h.opts.Sync.ChatList(ctx, uid, q)
-	if err != nil {
-		return nil, err
-	}
-	return SyncEvent{Type: "sync", RequestID: req.RequestID, ChatList: list}, nil
+	return q, nil
 }
 
-// syncHistory is GET /v1/chats/{chat}/messages?after=|before=&limit=, with
+// pageQuery is GET /v1/chats/{chat}/messages?after=|before=&limit=, with
 // the same paging rules (api/chats.go): after=0 is the oldest page, neither
 // is the newest page.
-func (h *Chat) syncHistory(ctx context.Context, uid string, req syncRequest) (any, error) {
+func pageQuery(req syncRequest) (chat.PageQuery, error) {
 	if req.ChangedSince != "" {
-		return nil, invalidRequest("changed_since is only used without chat (a chat-list page)")
+		return chat.PageQuery{}, invalidRequest("changed_since is only used without chat (a chat-list page)")
 	}
 	var q chat.PageQuery
 	var err error
 	if q.Limit, err = syncLimit(req.Limit); err != nil {
-		return nil, err
+		return chat.PageQuery{}, err
 	}
 	q.Forward = !isNull(req.After)
 	if q.Forward && json.Unmarshal(req.After, &q.After) != nil {
-		return nil, invalidRequest("after must be a non-negative integer seq")
+		return chat.PageQuery{}, invalidRequest("after must be a non-negative integer seq")
 	}
 	if req.Before != nil {
 		if q.Forward {
-			return nil, invalidRequest("use either after or before, not both")
+			return chat.PageQuery{}, invalidRequest("use either after or before, not both")
 		}
 		q.Before = *req.Before
 	}
-	page, err := h.opts.Sync.HistoryPage(ctx, uid, req.Chat, q)
-	if err != nil {
-		return nil, err
-	}
-	ev := HistoryEvent{Type: "history", RequestID: req.RequestID, Chat: req.Chat, Page: page}
-	return ev, nil
+	return q, nil
 }

@@ -43,12 +43,9 @@ func (h *Chat) typingNotice(cl *mqtt.Client, uid string, pk packets.Packet) erro
 	if h.opts.Typing == nil {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, notEnabled(pk.TopicName))
 	}
-	var req typingRequest
-	if err := decodeRequest(pk.Payload, &req); err != nil {
+	req, err := decodeTyping(pk.Payload)
+	if err != nil {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
-	}
-	if req.Chat == "" {
-		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, invalidRequest("chat is required"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(typingTimeout, h.opts.RequestTimeout))
 	defer cancel()
@@ -76,4 +73,16 @@ func (h *Chat) typingNotice(cl *mqtt.Client, uid string, pk packets.Packet) erro
 		}
 	}
 	return packets.CodeSuccessIgnore
+}
+
+// decodeTyping parses and checks a typing notice.
+func decodeTyping(payload []byte) (typingRequest, error) {
+	var req typingRequest
+	if err := decodeRequest(payload, &req); err != nil {
+		return typingRequest{}, err
+	}
+	if req.Chat == "" {
+		return req, invalidRequest("chat is required")
+	}
+	return req, nil
 }

@@ -59,7 +59,7 @@ type fixture struct {
 
 // newFixture opens a real pebble store in a temp dir and builds the service
 // on a controllable clock.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := pebble.Open(dir, pebble.Options{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -42,6 +43,19 @@ func GroupChatID(gid string) string { return "g:" + gid }
 func GroupID(chat string) (string, bool) {
 	gid, ok := strings.CutPrefix(chat, "g:")
 	return gid, ok && gid != "" && !strings.Contains(gid, ":")
+}
+
+// ValidChatID reports whether chat names real ids: d:{a}:{b} of two user
+// ids in order, or g:{gid} of a group id. A chat id a client names is
+// checked with it before any store read: any other string is a chat nobody
+// is in, and strings no id contains (NUL, invalid UTF-8) would fail a
+// PostgreSQL query with an internal error instead of a refusal.
+func ValidChatID(chat string) bool {
+	if a, b, ok := DirectMembers(chat); ok {
+		return ids.ValidUserID(a) && ids.ValidUserID(b)
+	}
+	gid, ok := GroupID(chat)
+	return ok && ids.ValidUserID(gid) // group ids are shaped like user ids
 }
 
 // GroupLister lists a group's members.

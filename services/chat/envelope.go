@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/store"
@@ -91,8 +93,8 @@ func validateEnvelope(env *Envelope) error {
 	if env.Type == "" {
 		env.Type = "text"
 	}
-	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") {
-		return newError(CodeInvalid, "type must be at most 32 characters without spaces", nil)
+	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") || !printable(env.Type) {
+		return newError(CodeInvalid, "type must be at most 32 characters without spaces or control characters", nil)
 	}
 	if env.Type == "system" {
 		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
@@ -101,12 +103,25 @@ func validateEnvelope(env *Envelope) error {
 	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
 		return newError(CodeInvalid, "body is required", nil)
 	}
+	// Recipients decode the body inside their inbox message and history
+	// pages: JSON must be UTF-8 (RFC 8259), and one message a strict
+	// decoder refuses would make a whole history page unreadable.
+	if !utf8.Valid(body) {
+		return newError(CodeInvalid, "body must be UTF-8 JSON", nil)
+	}
 	env.Body = body
 	if env.To == "user:" || env.To == "group:" ||
 		!strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
 		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
 	}
 	return nil
+}
+
+// printable reports whether s is UTF-8 without control characters. Text
+// columns (PostgreSQL) cannot hold NUL or invalid UTF-8, and clients show
+// these strings.
+func printable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
 }
 
 // sentAt truncates to milliseconds, the precision every backend keeps.

@@ -311,6 +311,9 @@ func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope
 // groupRecipients returns the members of gid if uid is one of them; the
 // member list answers both questions with one read.
 func (s *Service) groupRecipients(ctx context.Context, gid, uid string) ([]string, error) {
+	if !ValidChatID(GroupChatID(gid)) {
+		return nil, newError(CodeNotAuthorized, "not a member of this group", nil)
+	}
 	members, _, err := Participants(ctx, s.st, GroupChatID(gid))
 	if err != nil {
 		return nil, s.storeError(ctx, "group members", err)
@@ -432,6 +435,9 @@ func (s *Service) History(ctx context.Context, uid, chat string, q store.History
 // CanRead returns nil when uid may read chat: one of the two users of a 1:1
 // chat, or a current member of a group.
 func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
+	if !ValidChatID(chat) {
+		return newError(CodeNotAuthorized, "not a member of this chat", nil)
+	}
 	if IsDirectMember(chat, uid) {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/mqchat/mqchat/internal/ids"
@@ -180,10 +181,16 @@ func (s *Service) internal(ctx context.Context, op string, err error) error {
 	return &chat.Error{Code: chat.CodeInternal, Message: "storage failure, retry later", Err: fmt.Errorf("%s: %w", op, err)}
 }
 
+// cleanName trims a group name and checks it: 1 to maxName characters of
+// UTF-8 without control characters. Every member's app shows the name, and
+// a PostgreSQL text column cannot hold NUL or invalid UTF-8.
 func cleanName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || utf8.RuneCountInString(name) > maxName {
 		return "", invalid(fmt.Sprintf("name must be 1 to %d characters", maxName))
+	}
+	if !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return "", invalid("name must be UTF-8 text without control characters")
 	}
 	return name, nil
 }

@@ -194,15 +194,15 @@ func (s *Service) Restore(uid string, payload []byte) {
 		return
 	}
 	u := s.user(uid)
-	var v View
-	if err := json.Unmarshal(payload, &v); err != nil || (v.Status != StatusOnline && v.Status != StatusOffline) {
+	v, ok := decodeAggregate(payload)
+	if !ok {
 		// Not an aggregate (e.g. a raw will): replace it.
 		s.publish(uid, u, View{Status: StatusOffline})
 		return
 	}
 	if v.Status == StatusOffline {
 		s.setView(u, v)
-		if t, err := time.Parse(time.RFC3339, v.LastSeen); err == nil {
+		if t, err := time.Parse(time.RFC3339, v.LastSeen); v.LastSeen != "" && err == nil {
 			u.lastSeen = t
 		}
 		return
@@ -211,6 +211,30 @@ func (s *Service) Restore(uid string, payload []byte) {
 	// When the devices left is unknown; the restart is the best estimate.
 	u.lastSeen = s.opts.Clock.Now()
 	s.startGrace(uid, u)
+}
+
+// decodeAggregate reads a retained presence payload back: ok only for an
+// aggregate this service publishes (online with at least one device and
+// no last_seen; offline with no devices and last_seen RFC 3339 or absent).
+// Anything else in the retained store (a raw will, a damaged or foreign
+// payload) must not reach the users who see this presence.
+func decodeAggregate(payload []byte) (View, bool) {
+	var v View
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return View{}, false
+	}
+	switch v.Status {
+	case StatusOnline:
+		return v, v.Devices >= 1 && v.LastSeen == ""
+	case StatusOffline:
+		if v.LastSeen != "" {
+			if _, err := time.Parse(time.RFC3339, v.LastSeen); err != nil {
+				return View{}, false
+			}
+		}
+		return v, v.Devices == 0
+	}
+	return View{}, false
 }
 
 // View returns uid's current aggregate; a user never seen is offline.

@@ -1,0 +1,234 @@
+package pebble
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+// The values in a Pebble store are written by this package, but they are
+// read back from disk, where a torn write, a bad sector or an older layout
+// can leave any bytes. These targets hold every decoder to: never panic,
+// refuse with errCorrupt, and agree with its encoder.
+
+// codec is one value layout: decode bytes, re-encode what was decoded.
+type codec struct {
+	name   string
+	decode func(v []byte) (any, error)
+	encode func(x any) []byte
+	exact  bool // finish() refuses trailing bytes (the message body runs to the end instead)
+}
+
+var codecs = []codec{
+	{"message", func(v []byte) (any, error) {
+		var m store.Message
+		err := decodeMessage(v, &m)
+		return m, err
+	}, func(x any) []byte { m := x.(store.Message); return encodeMessage(nil, &m) }, false},
+	{"user", func(v []byte) (any, error) { return decodeUser(v) },
+		func(x any) []byte { u := x.(store.User); return encodeUser(&u) }, true},
+	{"ref", func(v []byte) (any, error) { return decodeRef(v) },
+		func(x any) []byte { return encodeRef(nil, x.(store.MessageRef)) }, true},
+	{"group", func(v []byte) (any, error) { return decodeGroup("g", v) },
+		func(x any) []byte { g := x.(store.Group); return encodeGroup(&g) }, true},
+	{"member", func(v []byte) (any, error) { return decodeMember("g", "u", v) },
+		func(x any) []byte { m := x.(store.Member); return encodeMember(nil, &m) }, true},
+	{"chat state", func(v []byte) (any, error) { return decodeChatState("u", "c", v) },
+		func(x any) []byte { st := x.(store.ChatState); return encodeChatState(&st) }, true},
+	{"device", func(v []byte) (any, error) { return decodeDevice("u", "d", v) },
+		func(x any) []byte { d := x.(store.Device); return encodeDevice(&d) }, true},
+}
+
+// sample values of every layout, for seeds.
+func sampleValues() [][]byte {
+	at := time.Date(2026, 5, 6, 7, 8, 9, 123_000_000, time.UTC)
+	return [][]byte{
+		encodeMessage(nil, &store.Message{ID: 1 << 40, From: "aaaaaaaaaaaaaaaaaaaa", CMID: "c-1", Type: "text", Body: []byte(`"hi"`), ReplyTo: 3, SentAt: at}),
+		encodeUser(&store.User{ID: "aaaaaaaaaaaaaaaaaaaa", Username: "alice", PasswordHash: []byte("$2a$04$hash"), CreatedAt: at}),
+		encodeRef(nil, store.MessageRef{Chat: "d:a:b", Seq: 9, ID: 77, SentAt: at}),
+		encodeGroup(&store.Group{Name: "trip", CreatedBy: "aaaaaaaaaaaaaaaaaaaa", CreatedAt: at}),
+		encodeMember(nil, &store.Member{Role: store.RoleAdmin, JoinedAt: at}),
+		encodeChatState(&store.ChatState{DeliveredSeq: 5, ReadSeq: 4, Left: true, UpdatedAt: at}),
+		encodeDevice(&store.Device{Platform: store.PlatformIOS, PushToken: "tok", UpdatedAt: at}),
+	}
+}
+
+func FuzzDecodeValue(f *testing.F) {
+	for i, v := range sampleValues() {
+		f.Add(uint8(i), v)
+		f.Add(uint8(i), v[:len(v)-1])
+		f.Add(uint8(i), append(v, 0))
+	}
+	f.Add(uint8(0), []byte{messageV1})
+	f.Add(uint8(1), []byte{userV1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Add(uint8(5), []byte{chatStateV1, 0, 0, 2, 0})
+	f.Add(uint8(2), []byte{})
+	f.Fuzz(func(t *testing.T, kind uint8, v []byte) {
+		c := codecs[int(kind)%len(codecs)]
+		x, err := c.decode(v)
+		if err != nil {
+			if !errors.Is(err, errCorrupt) {
+				t.Fatalf("%s %q: error %v, want errCorrupt", c.name, v, err)
+			}
+			return
+		}
+		// What decodes re-encodes canonically (never longer: varints come
+		// back minimal) and decodes to the same value.
+		enc := c.encode(x)
+		if len(enc) > len(v) {
+			t.Fatalf("%s %q decoded to %+v, which encodes longer: %q", c.name, v, x, enc)
+		}
+		y, err := c.decode(enc)
+		if err != nil || !reflect.DeepEqual(normalize(x), normalize(y)) {
+			t.Fatalf("%s %q: decoded %+v, re-encoded %q, decoded again %+v, %v", c.name, v, x, enc, y, err)
+		}
+	})
+}
+
+// normalize makes decoded values comparable: an empty byte slice and nil
+// mean the same.
+func normalize(x any) any {
+	switch v := x.(type) {
+	case store.User:
+		if len(v.PasswordHash) == 0 {
+			v.PasswordHash = nil
+		}
+		return v
+	case store.Message:
+		if len(v.Body) == 0 {
+			v.Body = nil
+		}
+		return v
+	}
+	return x
+}
+
+func FuzzEncodeRoundTrip(f *testing.F) {
+	f.Add("aaaaaaaaaaaaaaaaaaaa", "c-1", "text", []byte(`"hi"`), uint64(7), uint64(1<<63), int64(1_778_000_000_123), true)
+	f.Add("", "", "", []byte{}, uint64(0), uint64(0), int64(-1), false)
+	f.Add("a\x00b", "\xff", strings.Repeat("t", 300), []byte{0, 1, 2}, uint64(1<<64-1), uint64(1), int64(-1<<63), true)
+	f.Add("x", "y", "z", []byte(nil), uint64(1), uint64(2), int64(1<<63-1), false)
+	f.Fuzz(func(t *testing.T, s1, s2, s3 string, b []byte, n1, n2 uint64, ms int64, flag bool) {
+		at := time.UnixMilli(ms)
+		values := []any{
+			store.Message{ID: n1, From: s1, CMID: s2, Type: s3, Body: b, ReplyTo: n2, SentAt: at},
+			store.User{ID: s1, Username: s2, PasswordHash: b, CreatedAt: at},
+			store.MessageRef{Chat: s1, Seq: n1, ID: n2, SentAt: at},
+			store.Group{ID: "g", Name: s1, CreatedBy: s2, CreatedAt: at},
+			store.Member{GroupID: "g", UserID: "u", Role: store.Role(s1), JoinedAt: at},
+			store.ChatState{UserID: "u", Chat: "c", DeliveredSeq: n1, ReadSeq: n2, Left: flag, UpdatedAt: at},
+			store.Device{UserID: "u", DeviceID: "d", Platform: store.Platform(s1), PushToken: s2, UpdatedAt: at},
+		}
+		for i, c := range codecs {
+			enc := c.encode(values[i])
+			got, err := c.decode(enc)
+			if err != nil {
+				t.Fatalf("%s %+v: decode of its encoding: %v", c.name, values[i], err)
+			}
+			if want := utcValue(values[i]); !reflect.DeepEqual(normalize(got), normalize(want)) {
+				t.Fatalf("%s: encoded %+v, decoded %+v", c.name, want, got)
+			}
+			if !c.exact {
+				continue
+			}
+			// A torn write (any prefix) or a stray byte is corrupt.
+			for n := range len(enc) {
+				if _, err := c.decode(enc[:n]); !errors.Is(err, errCorrupt) {
+					t.Fatalf("%s: %d of %d bytes decoded (%v)", c.name, n, len(enc), err)
+				}
+			}
+			if _, err := c.decode(append(bytes.Clone(enc), 0)); !errors.Is(err, errCorrupt) {
+				t.Fatalf("%s: a trailing byte decoded (%v)", c.name, err)
+			}
+		}
+	})
+}
+
+// utcValue is v with its time as decoders return it: milliseconds, UTC.
+func utcValue(v any) any {
+	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()).UTC() }
+	switch x := v.(type) {
+	case store.Message:
+		x.SentAt = ms(x.SentAt)
+		return x
+	case store.User:
+		x.CreatedAt = ms(x.CreatedAt)
+		return x
+	case store.MessageRef:
+		x.SentAt = ms(x.SentAt)
+		return x
+	case store.Group:
+		x.CreatedAt = ms(x.CreatedAt)
+		return x
+	case store.Member:
+		x.JoinedAt = ms(x.JoinedAt)
+		return x
+	case store.ChatState:
+		x.UpdatedAt = ms(x.UpdatedAt)
+		return x
+	case store.Device:
+		x.UpdatedAt = ms(x.UpdatedAt)
+		return x
+	}
+	return v
+}
+
+// FuzzKeys covers the key layouts, whose variable parts (chat ids, user
+// ids, cmids, device ids) come from clients: each key reads back what made
+// it, and one chat's or one user's range never holds another's keys.
+func FuzzKeys(f *testing.F) {
+	f.Add("d:a:b", "d:a:bc", "aaaaaaaaaaaaaaaaaaaa", "c-1", uint64(1), int64(1_778_000_000_000))
+	f.Add("g:x", "g:x\x00", "u", "", uint64(1<<64-1), int64(-5))
+	f.Add("", "\x00", "a\x00b", "\xff", uint64(0), int64(1<<63-1))
+	f.Add("a", "a\x01", "b", "c\x00d", uint64(256), int64(0))
+	f.Fuzz(func(t *testing.T, chat, other, sender string, cmid string, seq uint64, ms int64) {
+		clean := checkKeyPart(chat) == nil && checkKeyPart(other) == nil
+		if (checkKeyPart(chat) == nil) != !strings.Contains(chat, "\x00") {
+			t.Fatalf("checkKeyPart(%q) = %v", chat, checkKeyPart(chat))
+		}
+		k := messageKey(nil, chat, seq)
+		if got, ok := seqFromKey(k); !ok || got != seq {
+			t.Fatalf("seqFromKey(messageKey(%q, %d)) = %d, %v", chat, seq, got, ok)
+		}
+		lower, upper := chatBounds(chat)
+		if !bytes.Equal(seqKey(lower, seq), k) {
+			t.Fatalf("seqKey and messageKey differ for %q %d", chat, seq)
+		}
+		if checkKeyPart(chat) == nil && (bytes.Compare(k, lower) < 0 || bytes.Compare(k, upper) >= 0) {
+			t.Fatalf("messageKey(%q, %d) outside its chat's bounds", chat, seq)
+		}
+		if ko := messageKey(nil, other, seq); clean && other != chat && bytes.Compare(ko, lower) >= 0 && bytes.Compare(ko, upper) < 0 {
+			t.Fatalf("a message of %q lies in the range of %q", other, chat)
+		}
+
+		// Pair keys: memberships and cursors.
+		pk := pairKey(prefixCursor, sender, chat)
+		if b, ok := pairSecond(pk, prefixCursor, sender); !ok || b != chat {
+			t.Fatalf("pairSecond(pairKey(%q, %q)) = %q, %v", sender, chat, b, ok)
+		}
+		plo, pup := pairBounds(prefixCursor, sender)
+		if checkKeyPart(sender) == nil && (bytes.Compare(pk, plo) < 0 || bytes.Compare(pk, pup) >= 0) {
+			t.Fatalf("pairKey(%q, %q) outside its bounds", sender, chat)
+		}
+		if checkKeyPart(sender) == nil && checkKeyPart(other) == nil && other != sender {
+			if ko := pairKey(prefixCursor, other, chat); bytes.Compare(ko, plo) >= 0 && bytes.Compare(ko, pup) < 0 {
+				t.Fatalf("a cursor of %q lies in the range of %q", other, sender)
+			}
+		}
+
+		// The expiry index leads back to its dedupe record.
+		at := time.UnixMilli(ms)
+		ek := expiryKey(at, sender, cmid)
+		if dk, ok := dedupeKeyFromExpiry(ek); !ok || !bytes.Equal(dk, dedupeKey(sender, cmid)) {
+			t.Fatalf("dedupeKeyFromExpiry(expiryKey(%q, %q)) = %q, %v", sender, cmid, dk, ok)
+		}
+		if bytes.Compare(ek, expiryUpper(at.Add(time.Millisecond))) >= 0 && ms >= 0 && ms < 1<<63-1 {
+			t.Fatalf("expiryKey at %d ms is not below the bound of the next ms", ms)
+		}
+	})
+}
