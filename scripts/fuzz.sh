@@ -17,7 +17,7 @@
 #
 # One failure is not a finding: with a duration -fuzztime, Go before 1.27
 # can end a run with a bare "context deadline exceeded" when a worker is
-# still busy at the deadline (golang/go#75804), with no failing input.
+# still busy at the deadline (a known Go toolchain issue), with no failing input.
 # Such a run is replayed on the target's seed corpus and counts as passed
 # when that replay passes.
 set -euo pipefail
