@@ -289,7 +289,7 @@ func TestStalledConsumerHurtsOnlyItself(t *testing.T) {
 	// 2x is the product's bound, measured by chatbench's isolation scenario
 	// on a quiet machine; the slack absorbs a loaded CI runner under -race.
 	// The failure this guards against was a freeze until the socket closed.
-	if limit := 2*pA + 150*time.Millisecond; pB > limit {
+	if limit := 2*pA + 750*time.Millisecond; pB > limit {
 		t.Fatalf("p99 with a stalled client %v > %v", pB, limit)
 	}
 
