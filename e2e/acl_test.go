@@ -64,14 +64,14 @@ func TestSubtreeIsolation(t *testing.T) {
 			if rc != 0x87 || err == nil {
 				t.Fatalf("v5 PUBACK for %s = 0x%02x (%v), want 0x87", topic, rc, err)
 			}
-			ev := a5.box.next(t, "error event", onTopic("users/"+alice.ID+"/events")).event(t)
+			ev := a5.box.next(t, "error event", onEvent(alice.ID, "error")).event(t)
 			if ev.Type != "error" || ev.Code != "not_authorized" || ev.ReasonCode != 0x87 {
 				t.Fatalf("error event %+v", ev)
 			}
 			// 3.1.1: the PUBACK cannot carry a code; the connection stays and
 			// the refusal arrives as an event.
 			a3.publish(t, topic, envelope(bob.ID, "forged3", "forged"))
-			ev = a5.box.next(t, "error event for 3.1.1 publish", onTopic("users/"+alice.ID+"/events")).event(t)
+			ev = a5.box.next(t, "error event for 3.1.1 publish", onEvent(alice.ID, "error")).event(t)
 			if ev.Code != "not_authorized" {
 				t.Fatalf("error event %+v", ev)
 			}

@@ -129,7 +129,7 @@ func TestRetriedSendIsStoredAndDeliveredOnce(t *testing.T) {
 	// seq. (Whether the lost-ack publish was stored before its connection
 	// was taken over is a race, so only the "once" retries are counted.)
 	for dups := 0; dups < 2; {
-		ev := events.box.next(t, "sent event", onTopic("users/"+alice.ID+"/events")).event(t)
+		ev := events.box.next(t, "sent event", onEvent(alice.ID, "sent")).event(t)
 		if ev.Type != "sent" || !ev.Duplicate {
 			t.Fatalf("unexpected event %+v", ev)
 		}

@@ -257,6 +257,17 @@ func (m mailbox) next(t *testing.T, what string, pred func(received) bool) recei
 	}
 }
 
+// onEvent matches events of one type on uid's events topic, skipping the
+// receipts and other events that share it and arrive on their own timing.
+func onEvent(uid, typ string) func(received) bool {
+	return func(r received) bool {
+		var e struct {
+			Type string `json:"type"`
+		}
+		return r.Topic == "users/"+uid+"/events" && json.Unmarshal(r.Payload, &e) == nil && e.Type == typ
+	}
+}
+
 func onTopic(topic string) func(received) bool {
 	return func(r received) bool { return r.Topic == topic }
 }

@@ -98,7 +98,7 @@ func TestHostileStringsAreRefusedNotFailed(t *testing.T) {
 			if rc != tc.reason || err == nil {
 				t.Fatalf("PUBACK 0x%02x (%v), want 0x%02x", rc, err, tc.reason)
 			}
-			ev := a5.box.next(t, "error event", onTopic("users/"+alice.ID+"/events")).event(t)
+			ev := a5.box.next(t, "error event", onEvent(alice.ID, "error")).event(t)
 			if ev.Type != "error" || ev.Code != tc.code || ev.ReasonCode != tc.reason || ev.Message == "" {
 				t.Fatalf("error event %+v, want code %s", ev, tc.code)
 			}

@@ -30,7 +30,7 @@ func TestSendRateLimit(t *testing.T) {
 	if rc != 0x97 || err == nil {
 		t.Fatalf("send over the limit: reason 0x%02x (%v), want 0x97", rc, err)
 	}
-	if ev := a.box.next(t, "error event", onTopic("users/"+alice.ID+"/events")).event(t); ev.Code != "quota_exceeded" || ev.ReasonCode != 0x97 {
+	if ev := a.box.next(t, "error event", onEvent(alice.ID, "error")).event(t); ev.Code != "quota_exceeded" || ev.ReasonCode != 0x97 {
 		t.Fatalf("error event %+v", ev)
 	}
 	chat := directChat(alice.ID, bob.ID)
@@ -55,7 +55,7 @@ func TestSendRateLimit(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("still refused after refill time: 0x%02x", rc)
 		}
-		a.box.next(t, "error event", onTopic("users/"+alice.ID+"/events"))
+		a.box.next(t, "error event", onEvent(alice.ID, "error"))
 		time.Sleep(200 * time.Millisecond) // waiting for the bucket's refill is the point here
 	}
 }

@@ -808,7 +808,7 @@ func TestRequestTopicsAreOwnerOnly(t *testing.T) {
 			if rc, _ := a.publish(t, "users/"+bob.ID+"/"+leaf, []byte(`{}`)); rc != 0x87 {
 				t.Fatalf("publish to bob's %s: 0x%02x", leaf, rc)
 			}
-			if ev := a.box.next(t, "error", onTopic("users/"+alice.ID+"/events")).event(t); ev.Code != "not_authorized" {
+			if ev := a.box.next(t, "error", onEvent(alice.ID, "error")).event(t); ev.Code != "not_authorized" {
 				t.Fatalf("error event %+v", ev)
 			}
 			if rc := a.subscribe(t, "users/"+alice.ID+"/"+leaf); leaf != "responses/x" && rc[0] != 0x87 {

@@ -22,12 +22,7 @@ func TestBadSendsAreRefusedAndLoseNothing(t *testing.T) {
 	bobDev := dialV5(t, tcpConn(t, s.addrs.MQTT), bob, "phone")
 	bobDev.subscribe(t, "users/"+bob.ID+"/inbox")
 
-	// Receipts for the valid sends share the events topic and arrive when
-	// their interval ends, so only error events are waited for.
-	onError := func(r received) bool {
-		var ev event
-		return r.Topic == "users/"+alice.ID+"/events" && json.Unmarshal(r.Payload, &ev) == nil && ev.Type == "error"
-	}
+	onError := onEvent(alice.ID, "error")
 	raw := func(v map[string]any) []byte { b, _ := json.Marshal(v); return b }
 	tests := []struct {
 		name    string
