@@ -50,6 +50,7 @@ for pkg in "${pkgs[@]}"; do
 		if ! grep -q 'Failing input written to' "$log" &&
 			[ "$(grep -c -E '^\s+context deadline exceeded$' "$log")" -eq 1 ] &&
 			! grep -q -E '^\s+\S+\.go:[0-9]+: |^panic:|fuzzing process hung' "$log"; then
+			grep -E '^fuzz: elapsed: .*execs' "$log" | tail -n1 || true
 			echo "fuzz: $t stopped with a bare deadline error (golang/go#75804); replaying its seed corpus"
 			if "$GO" test -count=1 -run="^${t}\$" "$pkg" >"$log" 2>&1; then
 				continue
