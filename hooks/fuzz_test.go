@@ -425,6 +425,11 @@ func FuzzClientID(f *testing.F) {
 		if !ok && device != "" {
 			t.Fatalf("clientDevice(%q, %q) refused but returned %q", uid, clientID, device)
 		}
+		// Anonymous clients may not use ids with '/' (Auth.check), so a
+		// user's client id is never open to them.
+		if ok && !strings.Contains(clientID, "/") {
+			t.Fatalf("client id %q of %q has no '/'", clientID, uid)
+		}
 		// The client id a device makes from its device id is accepted and
 		// gives that device id back.
 		if d, ok := clientDevice(uid, uid+"/"+clientID); ok != (clientID != "" && len(clientID) <= maxDeviceID && !hasWildcard(clientID)) || ok && d != clientID {
