@@ -227,7 +227,6 @@ func FuzzDecodeTyping(f *testing.F) {
 	c := chat.DirectChatID(ids.NewUserID(), ids.NewUserID())
 	for _, s := range append(slices.Clone(requestSeeds),
 		`{"chat":"`+c+`"}`, `{"chat":""}`, `{"chat":1}`, `{"chat":"`+c+`","typing":true}`,
-		`{"chat":"`+strings.Repeat("x", maxRequestBytes)+`"}`,
 	) {
 		f.Add([]byte(s))
 	}
@@ -242,6 +241,35 @@ func FuzzDecodeTyping(f *testing.F) {
 			t.Fatalf("%q: decoded %+v, encoding/json %+v, %v", payload, req, ref, err)
 		}
 	})
+}
+
+// TestRequestSizeLimit: every request decoder refuses a payload past
+// maxRequestBytes as too large, and takes one exactly at it. (The fuzz
+// targets keep to small inputs: mutating 64 KiB ones would slow them down
+// a hundredfold.)
+func TestRequestSizeLimit(t *testing.T) {
+	pad := func(head, tail string, n int) []byte {
+		return []byte(head + strings.Repeat("x", n-len(head)-len(tail)) + tail)
+	}
+	decoders := map[string]func([]byte) error{
+		"groups":   func(p []byte) error { _, err := decodeGroupOp(p); return err },
+		"sync":     func(p []byte) error { _, err := decodeSync(p); return err },
+		"receipts": func(p []byte) error { _, err := decodeReceipt(p); return err },
+		"typing":   func(p []byte) error { _, err := decodeTyping(p); return err },
+	}
+	atLimit := map[string][]byte{
+		"groups":   pad(`{"op_id":"o","op":"create","name":"`, `"}`, maxRequestBytes),
+		"sync":     pad(`{"chat":"`, `"}`, maxRequestBytes),
+		"receipts": pad(`{"read_seq":1,"chat":"`, `"}`, maxRequestBytes),
+		"typing":   pad(`{"chat":"`, `"}`, maxRequestBytes),
+	}
+	for name, decode := range decoders {
+		if err := decode(atLimit[name]); err != nil {
+			t.Errorf("%s: %d bytes refused: %v", name, maxRequestBytes, err)
+		}
+		over := append(atLimit[name], ' ')
+		wantRequestRefusal(t, name, decode(over), chat.CodeTooLarge)
+	}
 }
 
 // validFilter reports whether mochi takes filter in a SUBSCRIBE at all
@@ -406,6 +434,11 @@ func FuzzClientID(f *testing.F) {
 		}
 		if !ok && device != "" {
 			t.Fatalf("clientDevice(%q, %q) refused but returned %q", uid, clientID, device)
+		}
+		// Anonymous clients may not use ids with '/' (Auth.check), so a
+		// user's client id is never open to them.
+		if ok && !strings.Contains(clientID, "/") {
+			t.Fatalf("client id %q of %q has no '/'", clientID, uid)
 		}
 		// The client id a device makes from its device id is accepted and
 		// gives that device id back.
