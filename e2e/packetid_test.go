@@ -15,6 +15,9 @@ import (
 type rawV5 struct {
 	t    *testing.T
 	conn net.Conn
+	// held keeps packets read while waiting for another: the server may
+	// send an error event before or after the SUBACK it goes with.
+	held []*packets.ControlPacket
 }
 
 func rawConnectV5(t *testing.T, s *server, a account, device string, cleanStart bool) (*rawV5, *packets.Connack) {
@@ -42,9 +45,16 @@ func (r *rawV5) write(cp *packets.ControlPacket) {
 	}
 }
 
-// read returns the next packet matching want, skipping others.
+// read returns the first packet matching want, held or next to arrive,
+// holding the others for later reads.
 func (r *rawV5) read(what string, want func(*packets.ControlPacket) bool) *packets.ControlPacket {
 	r.t.Helper()
+	for i, cp := range r.held {
+		if want(cp) {
+			r.held = append(r.held[:i], r.held[i+1:]...)
+			return cp
+		}
+	}
 	if err := r.conn.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
 		r.t.Fatal(err)
 	}
@@ -55,6 +65,9 @@ func (r *rawV5) read(what string, want func(*packets.ControlPacket) bool) *packe
 		}
 		if want(cp) {
 			return cp
+		}
+		if len(r.held) < 1024 {
+			r.held = append(r.held, cp)
 		}
 	}
 }
