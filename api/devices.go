@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -21,8 +22,6 @@ type Devices interface {
 }
 
 const (
-	// maxDeviceID matches the device part of an MQTT client id.
-	maxDeviceID = 64
 	// maxPushToken is far above any FCM registration token (~160 bytes).
 	maxPushToken = 4096
 	// maxDevices bounds one user's devices: each is a push per message, and
@@ -49,19 +48,6 @@ func (a *api) routeDevices(r gin.IRoutes) {
 	r.GET("/devices", a.listDevices)
 	r.PUT("/devices/:device_id", a.putDevice)
 	r.DELETE("/devices/:device_id", a.deleteDevice)
-}
-
-// validDeviceID accepts what the MQTT client id accepts after "{uid}/".
-func validDeviceID(id string) bool {
-	if id == "" || len(id) > maxDeviceID {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f || c == '+' || c == '#' || c == '/' {
-			return false
-		}
-	}
-	return true
 }
 
 // putDevice answers PUT /v1/devices/{device_id}: registers or replaces the
@@ -99,7 +85,7 @@ func (a *api) putDevice(c *gin.Context) {
 func (a *api) deleteDevice(c *gin.Context) {
 	id := c.Param("device_id")
 	err := store.ErrNotFound // no device has an id PUT refuses
-	if validDeviceID(id) {
+	if ids.ValidDeviceID(id) {
 		err = a.opts.Devices.DeleteDevice(c.Request.Context(), c.GetString(userKey), id)
 	}
 	switch {

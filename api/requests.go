@@ -166,7 +166,7 @@ type deviceBody struct {
 // decodeDevice reads PUT /v1/devices/{device_id}; the token comes back
 // trimmed.
 func decodeDevice(id string, body io.Reader) (deviceBody, error) {
-	if !validDeviceID(id) {
+	if !ids.ValidDeviceID(id) {
 		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_device_id", "device id must be 1 to 64 printable ASCII characters without / + #"}
 	}
 	var in deviceBody

@@ -201,7 +201,7 @@ func FuzzDeviceRequest(f *testing.F) {
 		{"a/b", `{"platform":"android","push_token":"t"}`},
 		{"", `{"platform":"android","push_token":"t"}`},
 		{"é", `{"platform":"android","push_token":"t"}`},
-		{strings.Repeat("d", maxDeviceID+1), `{"platform":"android","push_token":"t"}`},
+		{strings.Repeat("d", ids.MaxDeviceID+1), `{"platform":"android","push_token":"t"}`},
 	} {
 		f.Add(s[0], []byte(s[1]))
 	}
@@ -210,12 +210,12 @@ func FuzzDeviceRequest(f *testing.F) {
 		if err != nil {
 			wantRequestError(t, "decodeDevice", err, http.StatusBadRequest, "invalid_device_id", "invalid_platform", "invalid_push_token", "invalid_body")
 			var re *requestError
-			if errors.As(err, &re); re.code == "invalid_device_id" && validDeviceID(id) {
+			if errors.As(err, &re); re.code == "invalid_device_id" && ids.ValidDeviceID(id) {
 				t.Fatalf("device id %q refused", id)
 			}
 			return
 		}
-		if !validDeviceID(id) || len(id) > maxDeviceID || strings.ContainsAny(id, "/+#") {
+		if !ids.ValidDeviceID(id) || len(id) > ids.MaxDeviceID || strings.ContainsAny(id, "/+#") {
 			t.Fatalf("device id %q accepted", id)
 		}
 		for _, c := range []byte(id) {

@@ -81,8 +81,6 @@ func (h *Auth) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
 
-const maxDeviceID = 64
-
 type refusal struct {
 	v5, v3 packets.Code
 	reason string

@@ -99,3 +99,23 @@ func ValidUserID(s string) bool {
 	}
 	return true
 }
+
+// MaxDeviceID is the longest device id, in bytes.
+const MaxDeviceID = 64
+
+// ValidDeviceID is the one rule for device ids, wherever one arrives: the
+// device part of an MQTT client id ({uid}/{device}) and the REST device
+// registry, so every device that can connect can also register for push.
+// 1 to MaxDeviceID printable ASCII characters, none of them '/' (which
+// would make client ids ambiguous) or an MQTT wildcard.
+func ValidDeviceID(id string) bool {
+	if id == "" || len(id) > MaxDeviceID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == '+' || c == '#' || c == '/' {
+			return false
+		}
+	}
+	return true
+}
