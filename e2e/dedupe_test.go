@@ -21,11 +21,19 @@ func dialRawV3(t *testing.T, addr string, a account, device string) *rawV3 {
 	t.Helper()
 	r := &rawV3{t: t, conn: tcpConn(t, addr)}
 	t.Cleanup(func() { _ = r.conn.Close() })
+	r.connect(a, device, 30)
+	return r
+}
+
+// connect sends a clean-session CONNECT for a's device and checks the
+// CONNACK.
+func (r *rawV3) connect(a account, device string, keepalive uint16) {
+	r.t.Helper()
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: 4,
 		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: keepalive,
 			ClientIdentifier: a.ID + "/" + device,
 			UsernameFlag:     true, Username: []byte(a.ID),
 			PasswordFlag: true, Password: []byte(a.Token),
@@ -33,13 +41,12 @@ func dialRawV3(t *testing.T, addr string, a account, device string) *rawV3 {
 	}
 	var buf bytes.Buffer
 	if err := pk.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 	r.write(buf.Bytes())
 	if ack := r.read(4); ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK % x", ack)
+		r.t.Fatalf("CONNACK % x", ack)
 	}
-	return r
 }
 
 func (r *rawV3) write(b []byte) {

@@ -47,25 +47,8 @@ func dialStalled(t *testing.T, s *server, a account, device string) net.Conn {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	r := &rawV3{t: t, conn: conn}
+	r.connect(a, device, 300)
 	var buf bytes.Buffer
-	connect := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 300,
-			ClientIdentifier: a.ID + "/" + device,
-			UsernameFlag:     true, Username: []byte(a.ID),
-			PasswordFlag: true, Password: []byte(a.Token),
-		},
-	}
-	if err := connect.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	r.write(buf.Bytes())
-	if ack := r.read(4); ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK % x", ack)
-	}
-	buf.Reset()
 	sub := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
 		ProtocolVersion: 4,
