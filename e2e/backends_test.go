@@ -37,6 +37,8 @@ var onPostgres = []struct {
 	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
+	{"RandomUserIDs", TestRegisteredIDsAreNotSequential},
+	{"NoExistenceOracle", TestNoSilentExistenceOracle},
 }
 
 const postgresPrefix = "TestOnPostgres/"
