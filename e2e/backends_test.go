@@ -115,6 +115,7 @@ func testMigrateCLI(t *testing.T) {
 	}{
 		{[]string{"migrate", "version"}, "postgres: version 4\n"},
 		{[]string{"migrate", "up"}, "postgres: version 4\n"},
+		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "down"}, "postgres: version 0\n"},
 		{[]string{"migrate", "version"}, "postgres: version 0\n"},
 		{[]string{"migrate", "up"}, "postgres: version 4\n"},

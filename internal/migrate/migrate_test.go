@@ -45,6 +45,10 @@ func TestPostgresDownUp(t *testing.T) {
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)
 	}
+	if err := r.Down(); err != nil { // one step: profiles
+		t.Fatal(err)
+	}
+	check(1, 7)
 	if err := r.Down(); err != nil {
 		t.Fatal(err)
 	}
