@@ -39,6 +39,9 @@ var onPostgres = []struct {
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"RandomUserIDs", TestRegisteredIDsAreNotSequential},
 	{"NoExistenceOracle", TestNoSilentExistenceOracle},
+	{"FindPeople", TestFindPeopleByUsername},
+	{"LookupRateLimited", TestUsernameLookupRateLimited},
+	{"ProfileVisibility", TestProfileVisibility},
 }
 
 const postgresPrefix = "TestOnPostgres/"
