@@ -228,7 +228,10 @@ func TestConcurrentPatchesBothLand(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Add(2)
-		go func() { defer wg.Done(); _, _ = s.Update(t.Context(), ann, Patch{DisplayName: ptr("n" + strings.Repeat("x", i%3))}) }()
+		go func() {
+			defer wg.Done()
+			_, _ = s.Update(t.Context(), ann, Patch{DisplayName: ptr("n" + strings.Repeat("x", i%3))})
+		}()
 		go func() { defer wg.Done(); _, _ = s.Update(t.Context(), ann, Patch{About: ptr("about")}) }()
 	}
 	wg.Wait()
