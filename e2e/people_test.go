@@ -98,6 +98,19 @@ func TestNoSilentExistenceOracle(t *testing.T) {
 			}
 		})
 	}
+	// The same over MQTT (users/{me}/groups): one refusal for both.
+	dev := dialDevice(t, s, "v5", alice, "phone")
+	addOverMQTT := func(opID, candidate string) reqEvent {
+		t.Helper()
+		rc := dev.request(t, "groups", map[string]any{"op_id": opID, "op": "add_members", "group_id": g.GroupID, "user_ids": []string{candidate, zero}})
+		dev.wantRC(t, rc, 0x87)
+		return dev.event(t, "group_op")
+	}
+	existingEv, missingEv := addOverMQTT("probe-1", bob.ID), addOverMQTT("probe-2", unknown)
+	if existingEv.OK || existingEv.Code != missingEv.Code || existingEv.Message != missingEv.Message || existingEv.ReasonCode != missingEv.ReasonCode {
+		t.Fatalf("MQTT add_members: existing user %+v, unknown user %+v", existingEv, missingEv)
+	}
+
 	// Nobody was added by the refused requests.
 	var after groupView
 	if st := s.call(t, "GET", "/v1/groups/"+g.GroupID, alice.Token, nil, nil, &after); st != http.StatusOK || len(after.Members) != 1 {
