@@ -66,6 +66,10 @@ func (a *api) refresh(c *gin.Context) {
 }
 
 func (a *api) me(c *gin.Context) {
+	if a.opts.People != nil {
+		a.myProfile(c)
+		return
+	}
 	u, err := a.opts.Accounts.User(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
 		a.accountError(c, err)

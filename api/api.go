@@ -50,6 +50,9 @@ type Options struct {
 	Relations Relations
 	// Devices enables /v1/devices (push tokens).
 	Devices Devices
+	// People enables /v1/users (lookup, profiles), PATCH /v1/me and the
+	// profile in GET /v1/me.
+	People People
 }
 
 // Limiter rate-limits requests per key.
@@ -99,6 +102,7 @@ func New(opts Options) http.Handler {
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)
+	a.routePeople(authed)
 	return r
 }
 

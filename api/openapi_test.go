@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/store"
 )
@@ -23,6 +24,19 @@ type stubDevices struct{}
 func (stubDevices) PutDevice(context.Context, store.Device) error           { return nil }
 func (stubDevices) DeleteDevice(context.Context, string, string) error      { return nil }
 func (stubDevices) Devices(context.Context, string) ([]store.Device, error) { return nil, nil }
+
+type stubPeople struct{}
+
+func (stubPeople) Lookup(context.Context, string, string) (people.Found, error) {
+	return people.Found{}, nil
+}
+func (stubPeople) Get(context.Context, string, string) (people.View, error) {
+	return people.View{}, nil
+}
+func (stubPeople) Mine(context.Context, string) (people.Own, error) { return people.Own{}, nil }
+func (stubPeople) Update(context.Context, string, people.Patch) (people.Own, error) {
+	return people.Own{}, nil
+}
 
 type stubRelations struct{}
 
@@ -46,7 +60,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Metrics: gin.New()}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

@@ -37,6 +37,11 @@ var onPostgres = []struct {
 	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
+	{"RandomUserIDs", TestRegisteredIDsAreNotSequential},
+	{"NoExistenceOracle", TestNoSilentExistenceOracle},
+	{"FindPeople", TestFindPeopleByUsername},
+	{"LookupRateLimited", TestUsernameLookupRateLimited},
+	{"ProfileVisibility", TestProfileVisibility},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -111,11 +116,12 @@ func testMigrateCLI(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"migrate", "version"}, "postgres: version 1\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+		{[]string{"migrate", "version"}, "postgres: version 4\n"},
+		{[]string{"migrate", "up"}, "postgres: version 4\n"},
+		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "down"}, "postgres: version 0\n"},
 		{[]string{"migrate", "version"}, "postgres: version 0\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+		{[]string{"migrate", "up"}, "postgres: version 4\n"},
 	}
 	for _, st := range steps {
 		r := runChatd(t, nil, st.args...)

@@ -34,6 +34,7 @@ import (
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
+	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
 	"github.com/mqchat/mqchat/services/receipts"
@@ -182,7 +183,7 @@ func (a *App) build(secret []byte) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pipeline := metrics.NewPipeline(reg)
-	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps)...)
+	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps, people.LimitLookup)...)
 
 	var err error
 	a.auth, err = auth.New(a.store, auth.Options{
@@ -273,6 +274,12 @@ func (a *App) build(secret []byte) error {
 		OpBurst:    cfg.Limits.GroupOpBurst,
 		Metrics:    limitMetrics,
 	})
+	peopleSvc := people.New(a.store, vis, people.Options{
+		LookupRate:  cfg.Limits.LookupRate,
+		LookupBurst: cfg.Limits.LookupBurst,
+		Metrics:     limitMetrics,
+		Logger:      a.log.With("component", "people"),
+	})
 	limitsHook := hooks.NewLimits(hooks.LimitOptions{
 		Server:                 srv,
 		Events:                 outbox,
@@ -334,6 +341,7 @@ func (a *App) build(secret []byte) error {
 			Presence:        a.presence,
 			Relations:       vis,
 			Devices:         a.store,
+			People:          peopleSvc,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -155,6 +155,11 @@ type Limits struct {
 	// with a token bucket; 0 turns the limit off.
 	GroupOpRate  int `koanf:"group_op_rate"`
 	GroupOpBurst int `koanf:"group_op_burst"`
+	// LookupRate and LookupBurst bound each user's username lookups
+	// (GET /v1/users?username=), so nobody can test a dictionary of names;
+	// 0 turns the limit off.
+	LookupRate  int `koanf:"lookup_rate"`
+	LookupBurst int `koanf:"lookup_burst"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -226,6 +231,8 @@ func Default() Config {
 			DeviceConnectsWindow:  10 * time.Second,
 			GroupOpRate:           2,
 			GroupOpBurst:          20,
+			LookupRate:            1,
+			LookupBurst:           10,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

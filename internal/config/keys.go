@@ -209,6 +209,10 @@ func usage(key string) string {
 		return "group changes per second allowed to each user, MQTT and REST together (0 = unlimited)"
 	case "limits.group_op_burst":
 		return "group changes a user may make at once above group_op_rate"
+	case "limits.lookup_rate":
+		return "username lookups per second allowed to each user (0 = unlimited)"
+	case "limits.lookup_burst":
+		return "username lookups a user may make at once above lookup_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
 	case "presence.visibility_cache_size":

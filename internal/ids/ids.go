@@ -3,12 +3,12 @@
 package ids
 
 import (
+	"crypto/rand"
+	"encoding/base32"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/rs/xid"
 )
 
 // epoch keeps 41 bits of milliseconds good until 2093.
@@ -82,9 +82,24 @@ func Parse(s string) (uint64, error) {
 	return v, nil
 }
 
-// NewUserID returns a fresh user id: 20 characters of [0-9a-v], so it never
-// contains the MQTT separators / + # nor the ':' of chat ids.
-func NewUserID() string { return xid.New().String() }
+// NewUserID returns a fresh user (or group) id: 20 characters of [0-9a-v],
+// so it never contains the MQTT separators / + # nor the ':' of chat ids.
+// All 100 bits come from crypto/rand: ids are handed to other users, and an
+// id that follows from the previous one (as time-ordered xids do) would let
+// anyone list every account. Ids made before were xids, which have the same
+// shape, so ValidUserID accepts both.
+func NewUserID() string {
+	var b [13]byte // 104 bits; the 20 base32 characters keep the first 100
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand.Read never fails on supported platforms (Go 1.24+).
+		panic("ids: crypto/rand: " + err.Error())
+	}
+	return userIDEncoding.EncodeToString(b[:])[:20]
+}
+
+// userIDEncoding is the alphabet of xids (base32hex, lower case), so new
+// ids and old ones look alike.
+var userIDEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 
 // ValidUserID reports whether s has the shape of an id made by NewUserID.
 func ValidUserID(s string) bool {

@@ -109,3 +109,52 @@ func TestUserIDs(t *testing.T) {
 		}
 	}
 }
+
+// Consecutive user ids must not follow from one another: xids shared their
+// first 16 characters (time, machine, process) and counted up in the rest.
+func TestNewUserIDRandom(t *testing.T) {
+	const n = 2000
+	seen := make(map[string]bool, n)
+	prefixes := make(map[string]int)
+	prev := NewUserID()
+	for range n {
+		id := NewUserID()
+		if !ValidUserID(id) {
+			t.Fatalf("NewUserID() = %q, not a valid user id", id)
+		}
+		if seen[id] {
+			t.Fatalf("NewUserID() repeated %q", id)
+		}
+		seen[id] = true
+		prefixes[id[:4]]++
+		if id[:8] == prev[:8] {
+			t.Fatalf("consecutive ids %q and %q share an 8-character prefix", prev, id)
+		}
+		prev = id
+	}
+	// 20 bits of prefix over 2000 ids: a repeat at all is unlikely, many
+	// repeats mean the ids are not uniformly random.
+	for p, c := range prefixes {
+		if c > 3 {
+			t.Fatalf("prefix %q occurs %d times in %d ids", p, c, n)
+		}
+	}
+}
+
+func TestValidUserIDAcceptsOldXids(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{
+		{"9m4e2mr0ui3e8a215n4g", true}, // an xid, as ids were made before
+		{"00000000000000000000", true},
+		{"9m4e2mr0ui3e8a215n4w", false}, // w is outside base32hex
+		{"9M4E2MR0UI3E8A215N4G", false},
+		{"9m4e2mr0ui3e8a215n4", false},
+		{"9m4e2mr0ui3e8a215n4g0", false},
+	} {
+		if got := ValidUserID(tc.id); got != tc.want {
+			t.Errorf("ValidUserID(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+}

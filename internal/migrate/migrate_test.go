@@ -41,10 +41,14 @@ func TestPostgresDownUp(t *testing.T) {
 			t.Fatalf("%d tables at version %d, want %d", n, wantVersion, wantTables)
 		}
 	}
-	check(1, 7)
+	check(4, 8)
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)
 	}
+	if err := r.Down(); err != nil { // one step: profiles
+		t.Fatal(err)
+	}
+	check(1, 7)
 	if err := r.Down(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,5 +56,5 @@ func TestPostgresDownUp(t *testing.T) {
 	if err := r.Up(); err != nil {
 		t.Fatal(err)
 	}
-	check(1, 7)
+	check(4, 8)
 }

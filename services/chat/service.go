@@ -246,9 +246,38 @@ func (s *Service) observe(res Result, err error) (Result, error) {
 func (s *Service) queue(ctx context.Context, from string, env Envelope) (wait func() (Result, error), err error) {
 	m, recipients, err := s.route(ctx, from, env)
 	if err != nil {
+		if res, ok, dupErr := s.earlierSend(ctx, from, env, err); ok {
+			return func() (Result, error) { return res, dupErr }, nil
+		}
 		return nil, err
 	}
 	return s.enqueue(ctx, m, recipients)
+}
+
+// duplicateOf is the answer to a send whose (sender, cmid) already stored
+// the message ref points at. Both the writer and earlierSend answer with
+// it, so a reused cmid gets one answer whoever it is addressed to.
+func duplicateOf(m store.Message, ref store.MessageRef) (Result, error) {
+	m.Chat, m.Seq, m.ID, m.SentAt = ref.Chat, ref.Seq, ref.ID, ref.SentAt
+	return Result{Message: m, Duplicate: true}, nil
+}
+
+// earlierSend answers a direct send refused for an unknown recipient whose
+// cmid the sender has used before as a send to an existing user would be:
+// with the earlier message. Otherwise a reused cmid would be a silent
+// existence test (an existing id answers "duplicate" and no message
+// reaches it, an unknown one answers unknown_recipient).
+func (s *Service) earlierSend(ctx context.Context, from string, env Envelope, refusal error) (res Result, handled bool, err error) {
+	if CodeOf(refusal) != CodeUnknownRecipient || env.CMID == "" {
+		return Result{}, false, nil
+	}
+	ref, lookupErr := s.st.LookupDedupe(ctx, from, env.CMID)
+	if lookupErr != nil {
+		return Result{}, false, nil
+	}
+	m := store.Message{From: from, CMID: env.CMID, Type: env.Type, Body: []byte(env.Body), ReplyTo: env.ReplyTo}
+	res, err = duplicateOf(m, ref)
+	return res, true, err
 }
 
 func (s *Service) route(ctx context.Context, from string, env Envelope) (store.Message, []string, error) {

@@ -467,3 +467,32 @@ func TestDedupeAcrossShards(t *testing.T) {
 			o1.res.Message.Chat, o1.res.Message.Seq, o2.res.Message.Chat, o2.res.Message.Seq)
 	}
 }
+
+// TestReusedCMIDAnswersAlikeForAnyRecipient: a cmid already used answers
+// with the earlier message whether the new recipient exists or not, so a
+// reused cmid is no test of whether an id names a user; without a used
+// cmid an unknown recipient is still refused.
+func TestReusedCMIDAnswersAlikeForAnyRecipient(t *testing.T) {
+	f := newFixture(t, Options{})
+	a, b, c := f.user(), f.user(), f.user()
+	ctx := context.Background()
+	send := func(to, cmid string) (Result, error) {
+		return f.svc.Send(ctx, a, Envelope{To: "user:" + to, CMID: cmid, Body: []byte(`"hi"`)})
+	}
+	first, err := send(b, "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{c, ids.NewUserID()} {
+		res, err := send(to, "once")
+		if err != nil || !res.Duplicate || res.Message.Chat != first.Message.Chat || res.Message.Seq != first.Message.Seq || res.Message.ID != first.Message.ID {
+			t.Fatalf("reused cmid to %s: %+v, %v; want the duplicate of %+v", to, res, err, first.Message)
+		}
+	}
+	if _, err := send(ids.NewUserID(), "fresh"); CodeOf(err) != CodeUnknownRecipient {
+		t.Fatalf("fresh cmid to an unknown user: %v, want unknown_recipient", err)
+	}
+	if n := f.dlv.count(); n != 1 {
+		t.Fatalf("%d deliveries, want only the first message's", n)
+	}
+}

@@ -226,9 +226,8 @@ func (w *writer) process(batch []*request) {
 			ref, err = s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
 		}
 		if err == nil {
-			m := r.msg
-			m.Chat, m.Seq, m.ID, m.SentAt = ref.Chat, ref.Seq, ref.ID, ref.SentAt
-			r.reply <- reply{res: Result{Message: m, Duplicate: true}}
+			res, err := duplicateOf(r.msg, ref)
+			r.reply <- reply{res: res, err: err}
 			continue
 		}
 		if !errors.Is(err, store.ErrNotFound) {

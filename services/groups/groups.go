@@ -28,7 +28,7 @@ import (
 // Store is the slice of the storage contract this service uses.
 type Store interface {
 	store.Groups
-	UserByID(ctx context.Context, id string) (store.User, error)
+	UsersByID(ctx context.Context, ids []string) (map[string]store.User, error)
 	JoinChat(ctx context.Context, uid, chat string, at time.Time) error
 	LeaveChat(ctx context.Context, uid, chat string, at time.Time) error
 	// LastSeq tells a deleted group (its chat has messages) from one that
@@ -573,26 +573,41 @@ func (s *Service) storeErr(ctx context.Context, gid, op string, err error) error
 	return s.internal(ctx, op, err)
 }
 
-// checkUsers dedupes ids, drops self, and checks each exists.
+// errUnknownUsers is the one answer for a member list naming anyone who is
+// not a user. It names nobody and comes after every id was looked up, so
+// the answer to [candidate, unknown] is the same whether or not candidate
+// exists: a request that changes nothing reveals nothing.
+var errUnknownUsers = &chat.Error{Code: chat.CodeUnknownRecipient, Message: "one or more of the user ids name no user; nobody was added"}
+
+// checkUsers dedupes ids, drops self, and checks that all exist, with one
+// store read whatever the answer.
 func (s *Service) checkUsers(ctx context.Context, users []string, self string) ([]string, error) {
 	var out []string
+	malformed := false
 	for _, u := range users {
 		if u == self || slices.Contains(out, u) {
 			continue
 		}
 		if !ids.ValidUserID(u) {
-			return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
-		}
-		if _, err := s.st.UserByID(ctx, u); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
-			}
-			return nil, s.internal(ctx, "user", err)
+			malformed = true
 		}
 		out = append(out, u)
 		if len(out) > s.opts.MaxMembers {
 			return nil, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
 		}
+	}
+	if malformed {
+		return nil, errUnknownUsers // says nothing about the well-formed ids
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	found, err := s.st.UsersByID(ctx, out)
+	if err != nil {
+		return nil, s.internal(ctx, "users", err)
+	}
+	if len(found) != len(out) {
+		return nil, errUnknownUsers
 	}
 	return out, nil
 }

@@ -17,11 +17,13 @@ import (
 	"github.com/mqchat/mqchat/store"
 )
 
-// Relational is the half that holds accounts, groups and devices.
+// Relational is the half that holds accounts (with their profiles),
+// groups and devices.
 type Relational interface {
 	store.Users
 	store.Groups
 	store.Devices
+	store.Profiles
 	Ping(ctx context.Context) error
 	Close() error
 }

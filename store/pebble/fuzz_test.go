@@ -42,6 +42,8 @@ var codecs = []codec{
 		func(x any) []byte { st := x.(store.ChatState); return encodeChatState(&st) }, true},
 	{"device", func(v []byte) (any, error) { return decodeDevice("u", "d", v) },
 		func(x any) []byte { d := x.(store.Device); return encodeDevice(&d) }, true},
+	{"profile", func(v []byte) (any, error) { return decodeProfile("u", v) },
+		func(x any) []byte { p := x.(store.Profile); return encodeProfile(&p) }, true},
 }
 
 // sample values of every layout, for seeds.
@@ -55,6 +57,7 @@ func sampleValues() [][]byte {
 		encodeMember(nil, &store.Member{Role: store.RoleAdmin, JoinedAt: at}),
 		encodeChatState(&store.ChatState{DeliveredSeq: 5, ReadSeq: 4, Left: true, UpdatedAt: at}),
 		encodeDevice(&store.Device{Platform: store.PlatformIOS, PushToken: "tok", UpdatedAt: at}),
+		encodeProfile(&store.Profile{DisplayName: "Ann", About: "hi", Avatar: "https://x/a.png", Discoverable: true, UpdatedAt: at}),
 	}
 }
 
@@ -123,6 +126,7 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			store.Member{GroupID: "g", UserID: "u", Role: store.Role(s1), JoinedAt: at},
 			store.ChatState{UserID: "u", Chat: "c", DeliveredSeq: n1, ReadSeq: n2, Left: flag, UpdatedAt: at},
 			store.Device{UserID: "u", DeviceID: "d", Platform: store.Platform(s1), PushToken: s2, UpdatedAt: at},
+			store.Profile{UserID: "u", DisplayName: s1, About: s2, Avatar: s3, Discoverable: flag, UpdatedAt: at},
 		}
 		for i, c := range codecs {
 			enc := c.encode(values[i])
@@ -172,6 +176,9 @@ func utcValue(v any) any {
 		x.UpdatedAt = ms(x.UpdatedAt)
 		return x
 	case store.Device:
+		x.UpdatedAt = ms(x.UpdatedAt)
+		return x
+	case store.Profile:
 		x.UpdatedAt = ms(x.UpdatedAt)
 		return x
 	}
