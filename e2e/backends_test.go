@@ -111,11 +111,11 @@ func testMigrateCLI(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"migrate", "version"}, "postgres: version 2\n"},
+		{[]string{"migrate", "up"}, "postgres: version 2\n"},
+		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "version"}, "postgres: version 1\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
-		{[]string{"migrate", "down"}, "postgres: version 0\n"},
-		{[]string{"migrate", "version"}, "postgres: version 0\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+		{[]string{"migrate", "up"}, "postgres: version 2\n"},
 	}
 	for _, st := range steps {
 		r := runChatd(t, nil, st.args...)

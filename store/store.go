@@ -108,6 +108,8 @@ type Store interface {
 	Groups
 	Cursors
 	Devices
+	Sessions
+	Passwords
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -41,16 +41,21 @@ func TestPostgresDownUp(t *testing.T) {
 			t.Fatalf("%d tables at version %d, want %d", n, wantVersion, wantTables)
 		}
 	}
-	check(1, 7)
+	check(2, 8)
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)
 	}
-	if err := r.Down(); err != nil {
-		t.Fatal(err)
+	for _, want := range []struct {
+		version uint
+		tables  int
+	}{{1, 7}, {0, 0}} {
+		if err := r.Down(); err != nil {
+			t.Fatal(err)
+		}
+		check(want.version, want.tables)
 	}
-	check(0, 0)
 	if err := r.Up(); err != nil {
 		t.Fatal(err)
 	}
-	check(1, 7)
+	check(2, 8)
 }
