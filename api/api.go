@@ -24,6 +24,8 @@ type Accounts interface {
 	Login(ctx context.Context, username, password string) (auth.Tokens, error)
 	Refresh(ctx context.Context, refreshToken string) (auth.Tokens, error)
 	Authenticate(ctx context.Context, accessToken string) (string, error)
+	// Identify is Authenticate naming the token's session too.
+	Identify(ctx context.Context, accessToken string) (auth.Identity, error)
 	User(ctx context.Context, uid string) (store.User, error)
 }
 
@@ -50,6 +52,8 @@ type Options struct {
 	Relations Relations
 	// Devices enables /v1/devices (push tokens).
 	Devices Devices
+	// Sessions enables logout, session lists and password change.
+	Sessions Sessions
 }
 
 // Limiter rate-limits requests per key.
@@ -99,6 +103,7 @@ func New(opts Options) http.Handler {
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)
+	a.routeSessions(authed)
 	return r
 }
 
@@ -186,12 +191,13 @@ func (a *api) authenticate(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 		return
 	}
-	uid, err := a.opts.Accounts.Authenticate(c.Request.Context(), token)
+	id, err := a.opts.Accounts.Identify(c.Request.Context(), token)
 	if err != nil {
 		a.authError(c, err)
 		return
 	}
-	c.Set(userKey, uid)
+	c.Set(userKey, id.UserID)
+	c.Set(sessionKey, id.SessionID)
 	c.Next()
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/store"
 )
@@ -23,6 +24,17 @@ type stubDevices struct{}
 func (stubDevices) PutDevice(context.Context, store.Device) error           { return nil }
 func (stubDevices) DeleteDevice(context.Context, string, string) error      { return nil }
 func (stubDevices) Devices(context.Context, string) ([]store.Device, error) { return nil, nil }
+
+type stubSessions struct{}
+
+func (stubSessions) Logout(context.Context, string, string) error { return nil }
+func (stubSessions) RevokeAll(context.Context, string) error      { return nil }
+func (stubSessions) Sessions(context.Context, string, string) ([]auth.SessionInfo, error) {
+	return nil, nil
+}
+func (stubSessions) ChangePassword(context.Context, string, string, string, string) (auth.Tokens, error) {
+	return auth.Tokens{}, nil
+}
 
 type stubRelations struct{}
 
@@ -46,7 +58,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Sessions: stubSessions{}, Metrics: gin.New()}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

@@ -54,6 +54,10 @@ type AuthOptions struct {
 	// Limits admits connections past authentication; nil = no limits.
 	Limits     ConnectLimiter
 	ACLMetrics ACLObserver // nil = not counted
+	// Sessions, when set, identifies CONNECT tokens (instead of
+	// Authenticator) and tracks accepted connections by session, to close
+	// them when it is revoked or the token expires.
+	Sessions *Sessions
 }
 
 // Auth authenticates CONNECTs and answers mochi's ACL checks.
@@ -97,7 +101,8 @@ var (
 
 // OnConnect authenticates the client and refuses it with the right code.
 func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if r, ok := h.check(cl, pk); !ok {
+	id, r, ok := h.check(cl, pk)
+	if !ok {
 		code := r.v5
 		if cl.Properties.ProtocolVersion < 5 {
 			code = r.v3
@@ -113,56 +118,68 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = true // told to v5 clients in CONNACK
 	}
+	if h.opts.Sessions != nil && id.UserID != "" {
+		h.opts.Sessions.track(cl, id)
+	}
 	h.observe("accepted")
 	return nil
 }
 
-func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
+func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (Identity, refusal, bool) {
 	uid := string(pk.Connect.Username)
 	if uid == "" {
 		if !h.opts.AllowAnonymous || len(pk.Connect.Password) > 0 {
-			return refuseNotAuthorized, false
+			return Identity{}, refuseNotAuthorized, false
 		}
 		// Every user's client id has the form {uid}/{device}; an anonymous
 		// client with such an id would take over that user's session and
 		// receive its queued messages.
 		if strings.Contains(cl.ID, "/") {
-			return refuseClientID, false
+			return Identity{}, refuseClientID, false
 		}
 		if pk.Connect.WillFlag && reservedNamespace(pk.Connect.WillTopic) {
-			return refuseNotAuthorized, false
+			return Identity{}, refuseNotAuthorized, false
 		}
-		return refusal{}, true
+		return Identity{}, refusal{}, true
 	}
 	if _, ok := clientDevice(uid, cl.ID); !ok {
-		return refuseClientID, false
+		return Identity{}, refuseClientID, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	authUID, err := h.opts.Authenticator.Authenticate(ctx, string(pk.Connect.Password))
+	id, err := h.identify(ctx, string(pk.Connect.Password))
+	authUID := id.UserID
 	if err != nil {
 		if h.opts.IsBadCredentials != nil && !h.opts.IsBadCredentials(err) {
 			h.opts.Logger.Error("mqtt connect: authentication backend failed", "client", cl.ID, "error", err)
-			return refuseUnavailable, false
+			return Identity{}, refuseUnavailable, false
 		}
-		return refuseBadCreds, false
+		return Identity{}, refuseBadCreds, false
 	}
 	if authUID != uid {
-		return refuseBadCreds, false
+		return Identity{}, refuseBadCreds, false
 	}
 	// A will is published by the broker itself, past every ACL check, so its
 	// topic is vetted here: only the client's own presence topic.
 	if pk.Connect.WillFlag && pk.Connect.WillTopic != PresenceTopic(uid) {
-		return refuseNotAuthorized, false
+		return Identity{}, refuseNotAuthorized, false
 	}
 	// Limits come last: only the user itself can spend its own devices'
 	// connect rate and connection places, never a stranger using its id.
 	if h.opts.Limits != nil {
 		if r, ok := h.opts.Limits.AdmitConnect(cl, uid); !ok {
-			return refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
+			return Identity{}, refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
 		}
 	}
-	return refusal{}, true
+	return id, refusal{}, true
+}
+
+func (h *Auth) identify(ctx context.Context, token string) (Identity, error) {
+	if h.opts.Sessions != nil {
+		return h.opts.Sessions.opts.Identifier.Identify(ctx, token)
+	}
+	uid, err := h.opts.Authenticator.Authenticate(ctx, token)
+	return Identity{UserID: uid}, err
 }
 
 func (h *Auth) observe(outcome string) {
