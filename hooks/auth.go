@@ -101,8 +101,7 @@ var (
 
 // OnConnect authenticates the client and refuses it with the right code.
 func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	id, r, ok := h.check(cl, pk)
-	if !ok {
+	if r, ok := h.check(cl, pk); !ok {
 		code := r.v5
 		if cl.Properties.ProtocolVersion < 5 {
 			code = r.v3
@@ -118,32 +117,29 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = true // told to v5 clients in CONNACK
 	}
-	if h.opts.Sessions != nil && id.UserID != "" {
-		h.opts.Sessions.track(cl, id)
-	}
 	h.observe("accepted")
 	return nil
 }
 
-func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (Identity, refusal, bool) {
+func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 	uid := string(pk.Connect.Username)
 	if uid == "" {
 		if !h.opts.AllowAnonymous || len(pk.Connect.Password) > 0 {
-			return Identity{}, refuseNotAuthorized, false
+			return refuseNotAuthorized, false
 		}
 		// Every user's client id has the form {uid}/{device}; an anonymous
 		// client with such an id would take over that user's session and
 		// receive its queued messages.
 		if strings.Contains(cl.ID, "/") {
-			return Identity{}, refuseClientID, false
+			return refuseClientID, false
 		}
 		if pk.Connect.WillFlag && reservedNamespace(pk.Connect.WillTopic) {
-			return Identity{}, refuseNotAuthorized, false
+			return refuseNotAuthorized, false
 		}
-		return Identity{}, refusal{}, true
+		return refusal{}, true
 	}
 	if _, ok := clientDevice(uid, cl.ID); !ok {
-		return Identity{}, refuseClientID, false
+		return refuseClientID, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -152,26 +148,29 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (Identity, refusal, boo
 	if err != nil {
 		if h.opts.IsBadCredentials != nil && !h.opts.IsBadCredentials(err) {
 			h.opts.Logger.Error("mqtt connect: authentication backend failed", "client", cl.ID, "error", err)
-			return Identity{}, refuseUnavailable, false
+			return refuseUnavailable, false
 		}
-		return Identity{}, refuseBadCreds, false
+		return refuseBadCreds, false
 	}
 	if authUID != uid {
-		return Identity{}, refuseBadCreds, false
+		return refuseBadCreds, false
 	}
 	// A will is published by the broker itself, past every ACL check, so its
 	// topic is vetted here: only the client's own presence topic.
 	if pk.Connect.WillFlag && pk.Connect.WillTopic != PresenceTopic(uid) {
-		return Identity{}, refuseNotAuthorized, false
+		return refuseNotAuthorized, false
 	}
 	// Limits come last: only the user itself can spend its own devices'
 	// connect rate and connection places, never a stranger using its id.
 	if h.opts.Limits != nil {
 		if r, ok := h.opts.Limits.AdmitConnect(cl, uid); !ok {
-			return Identity{}, refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
+			return refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
 		}
 	}
-	return id, refusal{}, true
+	if h.opts.Sessions != nil && !h.opts.Sessions.track(cl, id) {
+		return refuseBadCreds, false // revoked since it was read
+	}
+	return refusal{}, true
 }
 
 func (h *Auth) identify(ctx context.Context, token string) (Identity, error) {

@@ -52,7 +52,15 @@ type Sessions struct {
 	opts  SessionOptions
 	mu    sync.Mutex
 	users map[string]map[*mqtt.Client]*sessionConn
+	// revoked remembers recently revoked sessions for revokedMemory: a
+	// CONNECT that read its session just before the revocation must not
+	// be tracked (and live on) just after it.
+	revoked map[string]time.Time
 }
+
+// revokedMemory is far longer than a CONNECT's authentication takes
+// (bounded by its 5 s store timeout).
+const revokedMemory = time.Minute
 
 type sessionConn struct {
 	sid   string
@@ -64,7 +72,7 @@ func NewSessions(opts SessionOptions) *Sessions {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sessions{opts: opts, users: make(map[string]map[*mqtt.Client]*sessionConn)}
+	return &Sessions{opts: opts, users: make(map[string]map[*mqtt.Client]*sessionConn), revoked: make(map[string]time.Time)}
 }
 
 func (h *Sessions) ID() string { return "mqchat-sessions" }
@@ -74,10 +82,13 @@ func (h *Sessions) Provides(b byte) bool {
 }
 
 // track registers an accepted connection until it disconnects or its
-// token expires.
-func (h *Sessions) track(cl *mqtt.Client, id Identity) {
+// token expires; false when its session was revoked meanwhile.
+func (h *Sessions) track(cl *mqtt.Client, id Identity) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, ok := h.revoked[id.SessionID]; ok {
+		return false
+	}
 	conns := h.users[id.UserID]
 	if conns == nil {
 		conns = make(map[*mqtt.Client]*sessionConn)
@@ -90,6 +101,7 @@ func (h *Sessions) track(cl *mqtt.Client, id Identity) {
 			h.disconnect(cl, DisconnectTokenExpired)
 		}
 	})}
+	return true
 }
 
 // untrack forgets cl and reports whether it was tracked.
@@ -130,7 +142,16 @@ func (h *Sessions) CloseSessions(uid string, sessionIDs []string) {
 		revoked[sid] = true
 	}
 	var victims []*mqtt.Client
+	now := time.Now()
 	h.mu.Lock()
+	for sid, at := range h.revoked {
+		if now.Sub(at) > revokedMemory {
+			delete(h.revoked, sid)
+		}
+	}
+	for _, sid := range sessionIDs {
+		h.revoked[sid] = now
+	}
 	for cl, c := range h.users[uid] {
 		if revoked[c.sid] {
 			c.timer.Stop()

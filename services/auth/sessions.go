@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -30,8 +31,14 @@ var (
 	ErrWrongPassword = errors.New("wrong password")
 )
 
-// operatorLabel marks the sessions of tokens an operator issued.
-const operatorLabel = "operator"
+const (
+	// operatorLabel marks the sessions of tokens an operator issued.
+	operatorLabel = "operator"
+	// MaxSessions bounds one user's live sessions: every login adds one,
+	// and a script logging in forever must not grow the store forever. A
+	// login past it ends the least recently used session.
+	MaxSessions = 100
+)
 
 // Identity is who a verified access token speaks for.
 type Identity struct {
@@ -82,6 +89,9 @@ func validSessionID(id string) bool {
 // an operator issued a longer one.
 func (s *Service) startSession(ctx context.Context, uid, label string, accessTTL time.Duration) (Tokens, error) {
 	now := s.opts.Now()
+	if err := s.pruneSessions(ctx, uid, now); err != nil {
+		return Tokens{}, err
+	}
 	sess := store.Session{
 		ID: randomID(), UserID: uid, Label: label, RefreshID: randomID(),
 		CreatedAt: now.UTC(), LastUsedAt: now.UTC(), ExpiresAt: now.Add(max(s.opts.RefreshTTL, accessTTL)).UTC(),
@@ -90,6 +100,38 @@ func (s *Service) startSession(ctx context.Context, uid, label string, accessTTL
 		return Tokens{}, fmt.Errorf("auth: open session: %w", err)
 	}
 	return s.issue(uid, sess.ID, sess.RefreshID, now, accessTTL)
+}
+
+// pruneSessions deletes uid's expired sessions and, when it has
+// MaxSessions live ones, the least recently used, so that a new one fits.
+func (s *Service) pruneSessions(ctx context.Context, uid string, now time.Time) error {
+	all, err := s.users.UserSessions(ctx, uid)
+	if err != nil {
+		return fmt.Errorf("auth: prune sessions: %w", err)
+	}
+	var drop, live []store.Session
+	for _, sess := range all {
+		if sess.ExpiresAt.After(now) {
+			live = append(live, sess)
+		} else {
+			drop = append(drop, sess)
+		}
+	}
+	var evicted []string
+	if extra := len(live) - MaxSessions + 1; extra > 0 {
+		slices.SortFunc(live, func(a, b store.Session) int { return a.LastUsedAt.Compare(b.LastUsedAt) })
+		for _, sess := range live[:extra] {
+			drop = append(drop, sess)
+			evicted = append(evicted, sess.ID)
+		}
+	}
+	for _, sess := range drop {
+		if err := s.users.DeleteSession(ctx, sess.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("auth: prune sessions: %w", err)
+		}
+	}
+	s.closeSessions(uid, evicted)
+	return nil
 }
 
 func (s *Service) issue(uid, sid, refreshID string, now time.Time, accessTTL time.Duration) (Tokens, error) {

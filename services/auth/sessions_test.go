@@ -6,8 +6,10 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mqchat/mqchat/services/auth"
+	"github.com/mqchat/mqchat/store"
 )
 
 // closed records what the service asked the connection registry to close.
@@ -195,5 +197,56 @@ func TestChangePassword(t *testing.T) {
 	}
 	if _, err := f.svc.Login(ctx, "alice", newPassword); err != nil {
 		t.Fatalf("login with the new password: %v", err)
+	}
+}
+
+func TestSessionsPrunedAtLogin(t *testing.T) {
+	f := newFixture(t)
+	cl := f.withCloser()
+	ctx := context.Background()
+	first := f.register(t, "alice")
+	// An expired session is deleted by the next login.
+	f.clock.Advance(refreshTTL + time.Minute)
+	used, err := f.svc.Login(ctx, "alice", goodPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Session(ctx, first.SessionID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired session after a login: %v, want ErrNotFound", err)
+	}
+	// Past MaxSessions live ones, the least recently used goes: not the
+	// oldest login (used refreshes), the oldest use.
+	f.clock.Advance(time.Second)
+	lru, err := f.svc.Login(ctx, "alice", goodPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range auth.MaxSessions - 2 {
+		f.clock.Advance(time.Second)
+		if _, err := f.svc.Login(ctx, "alice", goodPassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used, err = f.svc.Refresh(ctx, used.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := f.store.UserSessions(ctx, first.UserID)
+	if err != nil || len(list) != auth.MaxSessions {
+		t.Fatalf("%d sessions (%v), want %d", len(list), err, auth.MaxSessions)
+	}
+	if got := cl.of(first.UserID); len(got) != 0 {
+		t.Fatalf("sessions closed before the limit: %v", got)
+	}
+	if _, err := f.svc.Login(ctx, "alice", goodPassword); err != nil {
+		t.Fatal(err)
+	}
+	if got := cl.of(first.UserID); !slices.Equal(got, []string{lru.SessionID}) {
+		t.Fatalf("closed %v, want the least recently used %s", got, lru.SessionID)
+	}
+	wantRefused(t, f, "evicted session", lru)
+	f.checkTokens(t, used, first.UserID, accessTTL)
+	if list, _ = f.store.UserSessions(ctx, first.UserID); len(list) != auth.MaxSessions {
+		t.Fatalf("%d sessions after eviction, want %d", len(list), auth.MaxSessions)
 	}
 }
