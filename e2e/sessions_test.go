@@ -167,6 +167,10 @@ func TestRefreshTokenReuseRevokesSession(t *testing.T) {
 	m5.closedWith(t, "MQTT 5 connection of the revoked session", reasonAdministrative)
 	v3Closed(t, "revoked session", m3)
 	connectRefused(t, s, alice.ID, fresh.AccessToken, "phone")
+	wantMetrics(t, s, map[string]float64{
+		`mqchat_auth_sessions_revoked_total{reason="refresh_reuse"}`:     1,
+		`mqchat_mqtt_connections_closed_total{reason="session_revoked"}`: 2,
+	})
 
 	// Another login is another session and lives on.
 	s.wantToken(t, "other session", other.AccessToken, http.StatusOK)
@@ -345,6 +349,7 @@ func TestConnectionClosedWhenTokenExpires(t *testing.T) {
 	c5.closedWith(t, "MQTT 5 connection at token expiry", reasonMaxConnectTime)
 	v3Closed(t, "token expiry", c3)
 	s.wantToken(t, "expired token", short.AccessToken, http.StatusUnauthorized)
+	wantMetrics(t, s, map[string]float64{`mqchat_mqtt_connections_closed_total{reason="token_expired"}`: 2})
 	if !long.open() {
 		t.Fatal("a connection with a valid token was closed")
 	}
@@ -354,4 +359,17 @@ func TestConnectionClosedWhenTokenExpires(t *testing.T) {
 		t.Fatalf("refresh: %d", st)
 	}
 	dialWatched(t, s, alice.ID, fresh.AccessToken, "phone")
+}
+
+func wantMetrics(t *testing.T, s *server, want map[string]float64) {
+	t.Helper()
+	eventually(t, "metrics", func() error {
+		got := scrape(t, s)
+		for name, v := range want {
+			if got[name] != v {
+				return fmt.Errorf("%s = %v, want %v", name, got[name], v)
+			}
+		}
+		return nil
+	})
 }

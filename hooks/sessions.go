@@ -36,11 +36,16 @@ var (
 	DisconnectTokenExpired = packets.Code{Code: packets.ErrMaxConnectTime.Code, Reason: "access token expired; reconnect with a fresh token"}
 )
 
+// SessionMetrics counts the connections Sessions closes, by reason
+// (session_revoked, token_expired).
+type SessionMetrics interface{ ConnectionClosed(reason string) }
+
 // SessionOptions configures the Sessions hook.
 type SessionOptions struct {
 	Identifier Identifier
 	Server     *mqtt.Server
 	Logger     *slog.Logger
+	Metrics    SessionMetrics // nil = not counted
 }
 
 // Sessions knows which session each user connection was opened with. It
@@ -98,7 +103,7 @@ func (h *Sessions) track(cl *mqtt.Client, id Identity) bool {
 	conns[cl] = &sessionConn{sid: id.SessionID, timer: time.AfterFunc(time.Until(id.ExpiresAt), func() {
 		if h.untrack(uid, cl) {
 			h.opts.Logger.Debug("closing connection: access token expired", "client", cl.ID)
-			h.disconnect(cl, DisconnectTokenExpired)
+			h.disconnect(cl, DisconnectTokenExpired, "token_expired")
 		}
 	})}
 	return true
@@ -121,9 +126,12 @@ func (h *Sessions) untrack(uid string, cl *mqtt.Client) bool {
 	return true
 }
 
-func (h *Sessions) disconnect(cl *mqtt.Client, code packets.Code) {
+func (h *Sessions) disconnect(cl *mqtt.Client, code packets.Code, reason string) {
 	if cl.Closed() {
 		return
+	}
+	if h.opts.Metrics != nil {
+		h.opts.Metrics.ConnectionClosed(reason)
 	}
 	_ = h.opts.Server.DisconnectClient(cl, code)
 }
@@ -165,6 +173,6 @@ func (h *Sessions) CloseSessions(uid string, sessionIDs []string) {
 	h.mu.Unlock()
 	for _, cl := range victims {
 		h.opts.Logger.Debug("closing connection: session revoked", "client", cl.ID)
-		h.disconnect(cl, DisconnectRevoked)
+		h.disconnect(cl, DisconnectRevoked, "session_revoked")
 	}
 }

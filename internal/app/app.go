@@ -184,10 +184,11 @@ func (a *App) build(secret []byte) error {
 	pipeline := metrics.NewPipeline(reg)
 	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps)...)
 
+	sessionMetrics := metrics.NewSessions(reg)
 	var err error
 	a.auth, err = auth.New(a.store, auth.Options{
 		Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost,
-		Logger: a.log.With("component", "auth"),
+		Logger: a.log.With("component", "auth"), Metrics: sessionMetrics,
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
@@ -289,6 +290,7 @@ func (a *App) build(secret []byte) error {
 	// their access token expires.
 	sessionsHook := hooks.NewSessions(hooks.SessionOptions{
 		Identifier: mqttIdentifier{a.auth}, Server: srv, Logger: a.log.With("component", "mqtt-sessions"),
+		Metrics: sessionMetrics,
 	})
 	a.auth.SetSessionCloser(sessionsHook)
 	authHook := hooks.NewAuth(hooks.AuthOptions{

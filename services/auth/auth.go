@@ -50,6 +50,7 @@ type Options struct {
 	BcryptCost int
 	Now        func() time.Time // nil = time.Now
 	Logger     *slog.Logger     // nil discards
+	Metrics    Metrics          // nil = not counted
 }
 
 // Service implements accounts and tokens.

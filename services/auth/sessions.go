@@ -47,6 +47,12 @@ type Identity struct {
 	ExpiresAt time.Time // of the access token
 }
 
+// Metrics counts revoked sessions by reason (logout, logout_all,
+// password_change, refresh_reuse, evicted).
+type Metrics interface {
+	SessionsRevoked(reason string, n int)
+}
+
 // SessionCloser closes the live connections of revoked sessions.
 type SessionCloser interface {
 	// CloseSessions closes uid's connections opened with an access token
@@ -130,7 +136,7 @@ func (s *Service) pruneSessions(ctx context.Context, uid string, now time.Time) 
 			return fmt.Errorf("auth: prune sessions: %w", err)
 		}
 	}
-	s.closeSessions(uid, evicted)
+	s.closeSessions(uid, "evicted", evicted)
 	return nil
 }
 
@@ -220,13 +226,17 @@ func (s *Service) reused(ctx context.Context, sess store.Session) error {
 	if err := s.users.DeleteSession(ctx, sess.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("auth: revoke reused session: %w", err)
 	}
-	s.closeSessions(sess.UserID, []string{sess.ID})
+	s.closeSessions(sess.UserID, "refresh_reuse", []string{sess.ID})
 	return ErrRefreshReused
 }
 
-func (s *Service) closeSessions(uid string, sids []string) {
+// closeSessions reports sessions just revoked for reason.
+func (s *Service) closeSessions(uid, reason string, sids []string) {
 	if len(sids) == 0 {
 		return
+	}
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.SessionsRevoked(reason, len(sids))
 	}
 	if c := s.closer.Load(); c != nil {
 		(*c).CloseSessions(uid, sids)
@@ -249,7 +259,7 @@ func (s *Service) Logout(ctx context.Context, uid, sid string) error {
 		}
 		return fmt.Errorf("auth: logout: %w", err)
 	}
-	s.closeSessions(uid, []string{sid})
+	s.closeSessions(uid, "logout", []string{sid})
 	return nil
 }
 
@@ -257,16 +267,16 @@ func (s *Service) Logout(ctx context.Context, uid, sid string) error {
 // that were opened with a session's token: logout everywhere, and what
 // disabling or deleting an account calls.
 func (s *Service) RevokeAll(ctx context.Context, uid string) error {
-	return s.revokeOthers(ctx, uid, "")
+	return s.revokeOthers(ctx, uid, "", "logout_all")
 }
 
 // revokeOthers revokes every session of uid but keep ("" = none).
-func (s *Service) revokeOthers(ctx context.Context, uid, keep string) error {
+func (s *Service) revokeOthers(ctx context.Context, uid, keep, reason string) error {
 	gone, err := s.users.DeleteUserSessions(ctx, uid, keep)
 	if err != nil {
 		return fmt.Errorf("auth: revoke sessions: %w", err)
 	}
-	s.closeSessions(uid, gone)
+	s.closeSessions(uid, reason, gone)
 	return nil
 }
 
@@ -311,7 +321,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid, sid, oldPassword, new
 	if err := s.users.SetPasswordHash(ctx, uid, hash); err != nil {
 		return Tokens{}, fmt.Errorf("auth: set password: %w", err)
 	}
-	if err := s.revokeOthers(ctx, uid, sid); err != nil {
+	if err := s.revokeOthers(ctx, uid, sid, "password_change"); err != nil {
 		return Tokens{}, err
 	}
 	// A refresh of this session racing the change may move RefreshID
