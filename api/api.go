@@ -23,8 +23,7 @@ type Accounts interface {
 	Register(ctx context.Context, username, password string) (auth.Tokens, error)
 	Login(ctx context.Context, username, password string) (auth.Tokens, error)
 	Refresh(ctx context.Context, refreshToken string) (auth.Tokens, error)
-	Authenticate(ctx context.Context, accessToken string) (string, error)
-	// Identify is Authenticate naming the token's session too.
+	// Identify verifies an access token and names its user and session.
 	Identify(ctx context.Context, accessToken string) (auth.Identity, error)
 	User(ctx context.Context, uid string) (store.User, error)
 }

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -21,7 +22,37 @@ func sessionTests() []testCase {
 		{"Delete", testSessionDelete},
 		{"DeleteUserSessions", testSessionDeleteUser},
 		{"SetPasswordHash", testSetPasswordHash},
+		{"CanceledContext", testSessionCanceledContext},
 	}
+}
+
+// A call made with a dead context fails with that context's error, so a
+// refresh during shutdown is not mistaken for a reused token.
+func testSessionCanceledContext(t *testing.T, s store.Store) {
+	sess := newSession("s-ctx", "ann")
+	mustCreateSession(t, s, sess)
+	mustCreateUser(t, s, newUser("01HZCTX", "cathy"))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	now := time.Now()
+	ops := []struct {
+		name string
+		call func() error
+	}{
+		{"CreateSession", func() error { return s.CreateSession(ctx, newSession("s-ctx2", "ann")) }},
+		{"Session", func() error { _, err := s.Session(ctx, sess.ID); return err }},
+		{"RotateSession", func() error { return s.RotateSession(ctx, sess.ID, sess.RefreshID, "r-next", now, now) }},
+		{"DeleteSession", func() error { return s.DeleteSession(ctx, sess.ID) }},
+		{"DeleteUserSessions", func() error { _, err := s.DeleteUserSessions(ctx, "ann", ""); return err }},
+		{"UserSessions", func() error { _, err := s.UserSessions(ctx, "ann"); return err }},
+		{"SetPasswordHash", func() error { return s.SetPasswordHash(ctx, "01HZCTX", []byte("x")) }},
+	}
+	for _, op := range ops {
+		if err := op.call(); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a canceled context: %v, want context.Canceled", op.name, err)
+		}
+	}
+	checkSession(t, s, sess) // nothing changed
 }
 
 func newSession(id, uid string) store.Session {
