@@ -24,7 +24,7 @@ type Identifier interface {
 }
 
 // The DISCONNECT reason codes of connections this hook ends. MQTT 3.1.1
-// has no server DISCONNECT: those clients see the connection close.
+// has no reason codes: those clients see the connection close.
 var (
 	// DisconnectRevoked ends the connections of a session that logged out,
 	// was revoked from another device, lost its refresh token to reuse
