@@ -39,6 +39,7 @@ var onPostgres = []struct {
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"RefreshReuse", TestRefreshTokenReuseRevokesSession},
+	{"ConcurrentRefresh", TestConcurrentRefreshesWithOneToken},
 	{"Logout", TestLogoutEndsOnlyThisSession},
 	{"LogoutAll", TestLogoutAllClosesEveryConnection},
 	{"PasswordChange", TestPasswordChangeRevokesOtherSessions},

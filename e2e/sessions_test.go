@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -372,4 +373,54 @@ func wantMetrics(t *testing.T, s *server, want map[string]float64) {
 		}
 		return nil
 	})
+}
+
+// Concurrent refreshes with one refresh token: at most one gets tokens,
+// and since the others presented a used-up token, the session ends.
+func TestConcurrentRefreshesWithOneToken(t *testing.T) {
+	s := startServer(t, nil)
+	alice := s.register(t, "alice")
+	const n = 8
+	type result struct {
+		tok    sessionTokens
+		status int
+	}
+	results := make(chan result, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			var tok sessionTokens
+			// Not rawHTTP: t.Fatal must not be called off the test goroutine.
+			res, err := http.Post(s.base+"/v1/auth/refresh", "application/json", strings.NewReader(fmt.Sprintf(`{"refresh_token":%q}`, alice.Refresh)))
+			if err != nil {
+				results <- result{status: -1}
+				return
+			}
+			defer res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				_ = json.NewDecoder(res.Body).Decode(&tok)
+			}
+			results <- result{tok, res.StatusCode}
+		}()
+	}
+	close(start)
+	var won []sessionTokens
+	for range n {
+		r := <-results
+		switch r.status {
+		case http.StatusOK:
+			won = append(won, r.tok)
+		case http.StatusUnauthorized:
+		default:
+			t.Fatalf("refresh: status %d", r.status)
+		}
+	}
+	if len(won) > 1 {
+		t.Fatalf("%d concurrent refreshes with one token succeeded", len(won))
+	}
+	for _, tok := range won {
+		s.wantToken(t, "winner of a refresh race", tok.AccessToken, http.StatusUnauthorized)
+	}
+	s.wantToken(t, "session after a refresh race", alice.Token, http.StatusUnauthorized)
 }
