@@ -185,7 +185,9 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 	alice := s.register(t, "alice")
 	laptop := s.login(t, "alice", "correct horse")
 	phoneConn := dialWatched(t, s, alice.ID, alice.Token, "phone")
+	phone3 := dialV3(t, "tcp://"+s.addrs.MQTT, alice, "phone-v3")
 	laptopConn := dialWatched(t, s, alice.ID, laptop.AccessToken, "laptop")
+	laptop3 := dialV3(t, "tcp://"+s.addrs.MQTT, account{ID: alice.ID, Token: laptop.AccessToken}, "laptop-v3")
 
 	var list struct {
 		Sessions []struct {
@@ -214,10 +216,11 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 		t.Fatalf("refresh after logout: %d, want 401", st)
 	}
 	phoneConn.closedWith(t, "logged-out session's connection", reasonAdministrative)
+	v3Closed(t, "logout", phone3)
 	connectRefused(t, s, alice.ID, alice.Token, "phone")
 
 	s.wantToken(t, "other session", laptop.AccessToken, http.StatusOK)
-	if !laptopConn.open() {
+	if !laptopConn.open() || !laptop3.c.IsConnectionOpen() {
 		t.Fatal("logout closed another session's connection")
 	}
 	var e errorBody
@@ -278,6 +281,8 @@ func TestPasswordChangeRevokesOtherSessions(t *testing.T) {
 	other := s.login(t, "alice", "correct horse")
 	here := dialWatched(t, s, alice.ID, alice.Token, "phone")
 	there := dialWatched(t, s, alice.ID, other.AccessToken, "laptop")
+	there3 := dialV3(t, "tcp://"+s.addrs.MQTT, account{ID: alice.ID, Token: other.AccessToken}, "laptop-v3")
+	here3 := dialV3(t, "tcp://"+s.addrs.MQTT, alice, "phone-v3")
 
 	cases := []struct {
 		name       string
@@ -303,9 +308,10 @@ func TestPasswordChangeRevokesOtherSessions(t *testing.T) {
 		t.Fatalf("password change: %d", st)
 	}
 	there.closedWith(t, "other session's connection", reasonAdministrative)
+	v3Closed(t, "password change", there3)
 	s.wantToken(t, "other session", other.AccessToken, http.StatusUnauthorized)
 	s.wantToken(t, "fresh token", fresh.AccessToken, http.StatusOK)
-	if !here.open() {
+	if !here.open() || !here3.c.IsConnectionOpen() {
 		t.Fatal("the password change closed its own session's connection")
 	}
 	if _, st := s.refresh(t, fresh.RefreshToken); st != http.StatusOK {
