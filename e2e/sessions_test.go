@@ -227,6 +227,11 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 	if st := s.call(t, "DELETE", "/v1/sessions/"+phoneSession, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "session_not_found" {
 		t.Fatalf("DELETE of a logged-out session: %d %+v, want 404 session_not_found", st, e)
 	}
+	for _, bad := range []string{"%00", "x", "%ff%fe", strings.Repeat("a", 300)} {
+		if st := s.call(t, "DELETE", "/v1/sessions/"+bad, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "session_not_found" {
+			t.Fatalf("DELETE /v1/sessions/%s: %d %+v, want 404 session_not_found", bad, st, e)
+		}
+	}
 	// Another user's session is as unknown as a missing one.
 	bob := s.register(t, "bob")
 	bobTok := s.login(t, "bob", "correct horse")

@@ -246,6 +246,9 @@ func (s *Service) closeSessions(uid, reason string, sids []string) {
 // Logout revokes one session of uid (its own, or one picked from the
 // session list); ErrSessionNotFound when uid has no session sid.
 func (s *Service) Logout(ctx context.Context, uid, sid string) error {
+	if !validSessionID(sid) {
+		return ErrSessionNotFound // no store sees ids no session can have
+	}
 	sess, err := s.users.Session(ctx, sid)
 	if errors.Is(err, store.ErrNotFound) || err == nil && sess.UserID != uid {
 		return ErrSessionNotFound
