@@ -88,7 +88,7 @@ func New(opts Options) http.Handler {
 
 	v1 := r.Group("/v1")
 	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
-	authRoutes := v1.Group("/auth", a.limitAuth)
+	authRoutes := v1.Group("/auth", a.limitAuth, a.labelSession)
 	authRoutes.POST("/register", a.register)
 	authRoutes.POST("/login", a.login)
 	authRoutes.POST("/refresh", a.refresh)

@@ -40,6 +40,15 @@ func (a *api) routeSessions(r gin.IRoutes) {
 	r.POST("/me/password", a.limitAuth, a.changePassword)
 }
 
+// labelSession names the session a login or register opens after the
+// client's User-Agent, so the session list can tell devices apart.
+func (a *api) labelSession(c *gin.Context) {
+	if ua := c.GetHeader("User-Agent"); ua != "" {
+		c.Request = c.Request.WithContext(auth.WithLabel(c.Request.Context(), ua))
+	}
+	c.Next()
+}
+
 func (a *api) logout(c *gin.Context) {
 	if err := a.opts.Sessions.Logout(c.Request.Context(), c.GetString(userKey), c.GetString(sessionKey)); err != nil {
 		a.sessionError(c, err)

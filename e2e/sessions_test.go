@@ -183,7 +183,11 @@ func TestRefreshTokenReuseRevokesSession(t *testing.T) {
 func TestLogoutEndsOnlyThisSession(t *testing.T) {
 	s := startServer(t, nil)
 	alice := s.register(t, "alice")
-	laptop := s.login(t, "alice", "correct horse")
+	var laptop sessionTokens
+	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"},
+		map[string]string{"User-Agent": "Chat/1.0 (laptop)"}, &laptop); st != http.StatusOK {
+		t.Fatalf("login: %d", st)
+	}
 	phoneConn := dialWatched(t, s, alice.ID, alice.Token, "phone")
 	phone3 := dialV3(t, "tcp://"+s.addrs.MQTT, alice, "phone-v3")
 	laptopConn := dialWatched(t, s, alice.ID, laptop.AccessToken, "laptop")
@@ -192,6 +196,7 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 	var list struct {
 		Sessions []struct {
 			ID      string `json:"id"`
+			Label   string `json:"label"`
 			Current bool   `json:"current"`
 		} `json:"sessions"`
 	}
@@ -205,6 +210,8 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 		}
 		if !ss.Current {
 			phoneSession = ss.ID
+		} else if ss.Label != "Chat/1.0 (laptop)" {
+			t.Fatalf("laptop session label = %q, want its User-Agent", ss.Label)
 		}
 	}
 

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -74,6 +76,39 @@ type SessionInfo struct {
 	Current    bool      `json:"current"`
 }
 
+type labelKey struct{}
+
+// maxLabel bounds a session label in runes.
+const maxLabel = 64
+
+// WithLabel names the client that a login, register or refresh in ctx
+// comes from (the REST API passes the User-Agent); the session opened
+// keeps it so session lists can tell devices apart. Control characters
+// and invalid UTF-8 are dropped and the label is cut to 64 characters.
+func WithLabel(ctx context.Context, label string) context.Context {
+	return context.WithValue(ctx, labelKey{}, cleanLabel(label))
+}
+
+func cleanLabel(label string) string {
+	out := make([]rune, 0, min(len(label), maxLabel))
+	for _, r := range strings.ToValidUTF8(label, "") {
+		if len(out) == maxLabel {
+			break
+		}
+		if unicode.IsPrint(r) {
+			out = append(out, r)
+		}
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func labelOf(ctx context.Context, fallback string) string {
+	if l, ok := ctx.Value(labelKey{}).(string); ok && l != "" {
+		return l
+	}
+	return fallback
+}
+
 // randomID is 128 random bits: session and refresh-token ids must not be
 // guessable.
 func randomID() string {
@@ -99,7 +134,7 @@ func (s *Service) startSession(ctx context.Context, uid, label string, accessTTL
 		return Tokens{}, err
 	}
 	sess := store.Session{
-		ID: randomID(), UserID: uid, Label: label, RefreshID: randomID(),
+		ID: randomID(), UserID: uid, Label: labelOf(ctx, label), RefreshID: randomID(),
 		CreatedAt: now.UTC(), LastUsedAt: now.UTC(), ExpiresAt: now.Add(max(s.opts.RefreshTTL, accessTTL)).UTC(),
 	}
 	if err := s.users.CreateSession(ctx, sess); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,5 +249,43 @@ func TestSessionsPrunedAtLogin(t *testing.T) {
 	f.checkTokens(t, used, first.UserID, accessTTL)
 	if list, _ = f.store.UserSessions(ctx, first.UserID); len(list) != auth.MaxSessions {
 		t.Fatalf("%d sessions after eviction, want %d", len(list), auth.MaxSessions)
+	}
+}
+
+func TestSessionLabel(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.register(t, "alice")
+	tests := []struct {
+		name, label, want string
+	}{
+		{"plain", "MyChat/2.1 (Android 14; Pixel 8)", "MyChat/2.1 (Android 14; Pixel 8)"},
+		{"none", "", ""},
+		{"control characters dropped", "evil\x00\r\nlabel\x1b[31m", "evillabel[31m"},
+		{"invalid UTF-8 dropped", "caf\xc3\xa9 \xff\xfeok", "café ok"},
+		{"cut to 64 characters", strings.Repeat("é", 100), strings.Repeat("é", 64)},
+		{"spaces trimmed", "  phone  ", "phone"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := f.svc.Login(auth.WithLabel(ctx, tc.label), "alice", goodPassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess, err := f.store.Session(ctx, tok.SessionID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sess.Label != tc.want {
+				t.Fatalf("label = %q, want %q", sess.Label, tc.want)
+			}
+		})
+	}
+	tok, err := f.svc.IssueTokens(ctx, "alice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess, _ := f.store.Session(ctx, tok.SessionID); sess.Label != "operator" {
+		t.Fatalf("operator-issued session label = %q, want operator", sess.Label)
 	}
 }
