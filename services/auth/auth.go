@@ -1,5 +1,6 @@
 // Package auth manages accounts and the tokens that open REST and MQTT
-// sessions: registration, login, refresh and verification of access tokens.
+// sessions: registration, login, refresh with rotation and reuse detection,
+// logout, password change and verification of access tokens.
 package auth
 
 import (
