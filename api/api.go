@@ -23,7 +23,8 @@ type Accounts interface {
 	Register(ctx context.Context, username, password string) (auth.Tokens, error)
 	Login(ctx context.Context, username, password string) (auth.Tokens, error)
 	Refresh(ctx context.Context, refreshToken string) (auth.Tokens, error)
-	Authenticate(ctx context.Context, accessToken string) (string, error)
+	// Identify verifies an access token and names its user and session.
+	Identify(ctx context.Context, accessToken string) (auth.Identity, error)
 	User(ctx context.Context, uid string) (store.User, error)
 }
 
@@ -53,6 +54,8 @@ type Options struct {
 	// People enables /v1/users (lookup, profiles), PATCH /v1/me and the
 	// profile in GET /v1/me.
 	People People
+	// Sessions enables logout, session lists and password change.
+	Sessions Sessions
 }
 
 // Limiter rate-limits requests per key.
@@ -88,7 +91,7 @@ func New(opts Options) http.Handler {
 
 	v1 := r.Group("/v1")
 	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
-	authRoutes := v1.Group("/auth", a.limitAuth)
+	authRoutes := v1.Group("/auth", a.limitAuth, a.labelSession)
 	authRoutes.POST("/register", a.register)
 	authRoutes.POST("/login", a.login)
 	authRoutes.POST("/refresh", a.refresh)
@@ -103,6 +106,7 @@ func New(opts Options) http.Handler {
 	a.routePresence(authed)
 	a.routeDevices(authed)
 	a.routePeople(authed)
+	a.routeSessions(authed)
 	return r
 }
 
@@ -190,12 +194,13 @@ func (a *api) authenticate(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 		return
 	}
-	uid, err := a.opts.Accounts.Authenticate(c.Request.Context(), token)
+	id, err := a.opts.Accounts.Identify(c.Request.Context(), token)
 	if err != nil {
 		a.authError(c, err)
 		return
 	}
-	c.Set(userKey, uid)
+	c.Set(userKey, id.UserID)
+	c.Set(sessionKey, id.SessionID)
 	c.Next()
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/store"
@@ -38,6 +39,17 @@ func (stubPeople) Update(context.Context, string, people.Patch) (people.Own, err
 	return people.Own{}, nil
 }
 
+type stubSessions struct{}
+
+func (stubSessions) Logout(context.Context, string, string) error { return nil }
+func (stubSessions) RevokeAll(context.Context, string) error      { return nil }
+func (stubSessions) Sessions(context.Context, string, string) ([]auth.SessionInfo, error) {
+	return nil, nil
+}
+func (stubSessions) ChangePassword(context.Context, string, string, string, string) (auth.Tokens, error) {
+	return auth.Tokens{}, nil
+}
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -60,7 +72,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Metrics: gin.New()}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

@@ -315,11 +315,19 @@ func serverSecret(t *testing.T, s *server) []byte {
 	return []byte(secret)
 }
 
-// mintToken signs a token shaped like services/auth's.
-func mintToken(t *testing.T, secret []byte, uid, typ string, exp time.Time) string {
+// mintToken signs a token shaped like services/auth's, in the session of
+// the token `of` (a token without a live session is refused).
+func mintToken(t *testing.T, secret []byte, uid, of, typ string, exp time.Time) string {
 	t.Helper()
+	var c struct {
+		Session string `json:"sid"`
+		jwt.RegisteredClaims
+	}
+	if _, _, err := jwt.NewParser().ParseUnverified(of, &c); err != nil || c.Session == "" {
+		t.Fatalf("no session in token %q: %v", of, err)
+	}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"typ": typ, "iss": "mqchat", "sub": uid,
+		"typ": typ, "iss": "mqchat", "sub": uid, "sid": c.Session, "jti": "minted",
 		"iat": exp.Add(-time.Hour).Unix(), "exp": exp.Unix(),
 	}).SignedString(secret)
 	if err != nil {
@@ -332,8 +340,8 @@ func TestExpiredTokenRESTAndMQTT(t *testing.T) {
 	s := startServer(t, nil)
 	alice := s.register(t, "alice")
 	secret := serverSecret(t, s)
-	valid := mintToken(t, secret, alice.ID, "access", time.Now().Add(time.Hour))
-	expired := mintToken(t, secret, alice.ID, "access", time.Now().Add(-time.Minute))
+	valid := mintToken(t, secret, alice.ID, alice.Token, "access", time.Now().Add(time.Hour))
+	expired := mintToken(t, secret, alice.ID, alice.Token, "access", time.Now().Add(-time.Minute))
 
 	// Control: the minted shape is accepted when not expired, so the
 	// refusals below are about expiry and nothing else.
@@ -352,7 +360,7 @@ func TestExpiredTokenRESTAndMQTT(t *testing.T) {
 		if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token"`) {
 			t.Fatalf("WWW-Authenticate = %q, want error=\"invalid_token\"", h)
 		}
-		body, _ := json.Marshal(map[string]string{"refresh_token": mintToken(t, secret, alice.ID, "refresh", time.Now().Add(-time.Minute))})
+		body, _ := json.Marshal(map[string]string{"refresh_token": mintToken(t, secret, alice.ID, alice.Token, "refresh", time.Now().Add(-time.Minute))})
 		rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "token_expired")
 	})
 	t.Run("MQTT 5", func(t *testing.T) {

@@ -13,8 +13,9 @@ import (
 // holding every aggregate (store.relational = store.messages = postgres):
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
 // pushes, presence visibility through every membership path, a SIGKILL and
-// restart of the real binary, and chatd migrate. Each runs unchanged as a subtest of
-// TestOnPostgres; the harness sees the prefix in t.Name() and points the
+// restart of the real binary, chatd migrate, and sessions (refresh-token
+// reuse, logout, logout everywhere, password change, token expiry). Each
+// runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
 var onPostgres = []struct {
 	name string
@@ -42,6 +43,12 @@ var onPostgres = []struct {
 	{"FindPeople", TestFindPeopleByUsername},
 	{"LookupRateLimited", TestUsernameLookupRateLimited},
 	{"ProfileVisibility", TestProfileVisibility},
+	{"RefreshReuse", TestRefreshTokenReuseRevokesSession},
+	{"ConcurrentRefresh", TestConcurrentRefreshesWithOneToken},
+	{"Logout", TestLogoutEndsOnlyThisSession},
+	{"LogoutAll", TestLogoutAllClosesEveryConnection},
+	{"PasswordChange", TestPasswordChangeRevokesOtherSessions},
+	{"TokenExpiryClosesConnection", TestConnectionClosedWhenTokenExpires},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -118,6 +125,7 @@ func testMigrateCLI(t *testing.T) {
 	}{
 		{[]string{"migrate", "version"}, "postgres: version 4\n"},
 		{[]string{"migrate", "up"}, "postgres: version 4\n"},
+		{[]string{"migrate", "down"}, "postgres: version 2\n"},
 		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "down"}, "postgres: version 0\n"},
 		{[]string{"migrate", "version"}, "postgres: version 0\n"},

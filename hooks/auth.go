@@ -54,6 +54,10 @@ type AuthOptions struct {
 	// Limits admits connections past authentication; nil = no limits.
 	Limits     ConnectLimiter
 	ACLMetrics ACLObserver // nil = not counted
+	// Sessions, when set, identifies CONNECT tokens (instead of
+	// Authenticator) and tracks accepted connections by session, to close
+	// them when it is revoked or the token expires.
+	Sessions *Sessions
 }
 
 // Auth authenticates CONNECTs and answers mochi's ACL checks.
@@ -137,7 +141,8 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	authUID, err := h.opts.Authenticator.Authenticate(ctx, string(pk.Connect.Password))
+	id, err := h.identify(ctx, string(pk.Connect.Password))
+	authUID := id.UserID
 	if err != nil {
 		if h.opts.IsBadCredentials != nil && !h.opts.IsBadCredentials(err) {
 			h.opts.Logger.Error("mqtt connect: authentication backend failed", "client", cl.ID, "error", err)
@@ -160,7 +165,18 @@ func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
 			return refusal{v5: r.V5, v3: r.V3, reason: r.Limit}, false
 		}
 	}
+	if h.opts.Sessions != nil && !h.opts.Sessions.track(cl, id) {
+		return refuseBadCreds, false // revoked since it was read
+	}
 	return refusal{}, true
+}
+
+func (h *Auth) identify(ctx context.Context, token string) (Identity, error) {
+	if h.opts.Sessions != nil {
+		return h.opts.Sessions.opts.Identifier.Identify(ctx, token)
+	}
+	uid, err := h.opts.Authenticator.Authenticate(ctx, token)
+	return Identity{UserID: uid}, err
 }
 
 func (h *Auth) observe(outcome string) {

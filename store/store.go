@@ -109,6 +109,8 @@ type Store interface {
 	Cursors
 	Devices
 	Profiles
+	Sessions
+	Passwords
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -185,9 +185,11 @@ func (a *App) build(secret []byte) error {
 	pipeline := metrics.NewPipeline(reg)
 	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps, people.LimitLookup)...)
 
+	sessionMetrics := metrics.NewSessions(reg)
 	var err error
 	a.auth, err = auth.New(a.store, auth.Options{
 		Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost,
+		Logger: a.log.With("component", "auth"), Metrics: sessionMetrics,
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
@@ -291,6 +293,13 @@ func (a *App) build(secret []byte) error {
 		MaxConnectionsPerUser:  cfg.Limits.MaxConnectionsPerUser,
 		DeviceConnects:         deviceConnects(cfg.Limits.DeviceConnects, cfg.Limits.DeviceConnectsWindow),
 	})
+	// Connections by session: closed when their session is revoked or
+	// their access token expires.
+	sessionsHook := hooks.NewSessions(hooks.SessionOptions{
+		Identifier: mqttIdentifier{a.auth}, Server: srv, Logger: a.log.With("component", "mqtt-sessions"),
+		Metrics: sessionMetrics,
+	})
+	a.auth.SetSessionCloser(sessionsHook)
 	authHook := hooks.NewAuth(hooks.AuthOptions{
 		Authenticator:  a.auth,
 		Relations:      vis,
@@ -303,7 +312,8 @@ func (a *App) build(secret []byte) error {
 		IsBadCredentials: func(err error) bool {
 			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
 		},
-		Limits: limitsHook,
+		Limits:   limitsHook,
+		Sessions: sessionsHook,
 	})
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
@@ -311,6 +321,9 @@ func (a *App) build(secret []byte) error {
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
+	}
+	if err := srv.AddHook(sessionsHook, nil); err != nil {
+		return fmt.Errorf("app: add sessions hook: %w", err)
 	}
 	if err := srv.AddHook(chatHook, nil); err != nil {
 		return fmt.Errorf("app: add chat hook: %w", err)
@@ -342,6 +355,7 @@ func (a *App) build(secret []byte) error {
 			Relations:       vis,
 			Devices:         a.store,
 			People:          peopleSvc,
+			Sessions:        a.auth,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

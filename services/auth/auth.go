@@ -1,12 +1,15 @@
 // Package auth manages accounts and the tokens that open REST and MQTT
-// sessions: registration, login, refresh and verification of access tokens.
+// sessions: registration, login, refresh with rotation and reuse detection,
+// logout, password change and verification of access tokens.
 package auth
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -36,6 +39,8 @@ type Users interface {
 	CreateUser(ctx context.Context, u store.User) error
 	UserByID(ctx context.Context, id string) (store.User, error)
 	UserByUsername(ctx context.Context, username string) (store.User, error)
+	store.Sessions
+	store.Passwords
 }
 
 // Options configures the service.
@@ -45,6 +50,8 @@ type Options struct {
 	RefreshTTL time.Duration
 	BcryptCost int
 	Now        func() time.Time // nil = time.Now
+	Logger     *slog.Logger     // nil discards
+	Metrics    Metrics          // nil = not counted
 }
 
 // Service implements accounts and tokens.
@@ -52,6 +59,8 @@ type Service struct {
 	users     Users
 	opts      Options
 	dummyHash []byte // compared against for unknown users so login timing does not reveal them
+	closer    atomic.Pointer[SessionCloser]
+	log       *slog.Logger
 }
 
 // Tokens is what register, login and refresh hand out.
@@ -60,6 +69,7 @@ type Tokens struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
 	ExpiresIn    int64  `json:"expires_in"` // seconds until the access token expires
+	SessionID    string `json:"session_id"`
 }
 
 const (
@@ -72,6 +82,9 @@ const (
 
 type claims struct {
 	Type string `json:"typ"`
+	// Session is the session (refresh-token family) the token belongs to;
+	// a token whose session is gone is refused.
+	Session string `json:"sid,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -90,7 +103,11 @@ func New(users Users, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: dummy hash: %w", err)
 	}
-	return &Service{users: users, opts: opts, dummyHash: dummy}, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{users: users, opts: opts, dummyHash: dummy, log: log}, nil
 }
 
 // NormalizeUsername lower-cases and validates a username: 3–32 characters of
@@ -147,7 +164,7 @@ func (s *Service) Register(ctx context.Context, username, password string) (Toke
 	if err != nil {
 		return Tokens{}, err
 	}
-	return s.issue(u.ID, s.opts.AccessTTL)
+	return s.startSession(ctx, u.ID, "", s.opts.AccessTTL)
 }
 
 // Login checks a username and password.
@@ -170,19 +187,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (Tokens,
 	if len(password) > maxPassword || bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
 		return Tokens{}, ErrInvalidCredentials
 	}
-	return s.issue(u.ID, s.opts.AccessTTL)
-}
-
-// Refresh exchanges a valid refresh token for a new pair.
-func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
-	uid, err := s.verify(refreshToken, typeRefresh)
-	if err != nil {
-		return Tokens{}, err
-	}
-	if _, err := s.User(ctx, uid); err != nil {
-		return Tokens{}, err
-	}
-	return s.issue(uid, s.opts.AccessTTL)
+	return s.startSession(ctx, u.ID, "", s.opts.AccessTTL)
 }
 
 // IssueTokens mints tokens for an existing user; accessTTL 0 means the
@@ -202,19 +207,14 @@ func (s *Service) IssueTokens(ctx context.Context, username string, accessTTL ti
 	if accessTTL <= 0 {
 		accessTTL = s.opts.AccessTTL
 	}
-	return s.issue(u.ID, accessTTL)
+	return s.startSession(ctx, u.ID, operatorLabel, accessTTL)
 }
 
-// Authenticate verifies an access token and that its user still exists.
+// Authenticate verifies an access token, that its user still exists and
+// that its session has not been revoked.
 func (s *Service) Authenticate(ctx context.Context, accessToken string) (string, error) {
-	uid, err := s.verify(accessToken, typeAccess)
-	if err != nil {
-		return "", err
-	}
-	if _, err := s.User(ctx, uid); err != nil {
-		return "", err
-	}
-	return uid, nil
+	id, err := s.Identify(ctx, accessToken)
+	return id.UserID, err
 }
 
 // User returns an account by id.
@@ -229,26 +229,13 @@ func (s *Service) User(ctx context.Context, uid string) (store.User, error) {
 	return u, nil
 }
 
-func (s *Service) issue(uid string, accessTTL time.Duration) (Tokens, error) {
-	now := s.opts.Now()
-	access, err := s.sign(uid, typeAccess, now, accessTTL)
-	if err != nil {
-		return Tokens{}, err
-	}
-	refresh, err := s.sign(uid, typeRefresh, now, s.opts.RefreshTTL)
-	if err != nil {
-		return Tokens{}, err
-	}
-	return Tokens{UserID: uid, AccessToken: access, RefreshToken: refresh, ExpiresIn: int64(accessTTL / time.Second)}, nil
-}
-
-func (s *Service) sign(uid, typ string, now time.Time, ttl time.Duration) (string, error) {
-	c := claims{Type: typ, RegisteredClaims: jwt.RegisteredClaims{
+func (s *Service) sign(uid, sid, jti, typ string, now time.Time, ttl time.Duration) (string, error) {
+	c := claims{Type: typ, Session: sid, RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    issuer,
 		Subject:   uid,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-		ID:        ids.NewUserID(), // unique per token so two refreshes in one second differ
+		ID:        jti, // unique per token so two refreshes in one second differ
 	}}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.opts.Secret)
 	if err != nil {
@@ -257,7 +244,7 @@ func (s *Service) sign(uid, typ string, now time.Time, ttl time.Duration) (strin
 	return tok, nil
 }
 
-func (s *Service) verify(token, typ string) (string, error) {
+func (s *Service) verify(token, typ string) (claims, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return s.opts.Secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -267,12 +254,13 @@ func (s *Service) verify(token, typ string) (string, error) {
 	)
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return "", ErrTokenExpired
+			return claims{}, ErrTokenExpired
 		}
-		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	if c.Type != typ || !ids.ValidUserID(c.Subject) {
-		return "", ErrInvalidToken
+	// A token without a session cannot be revoked, so none is accepted.
+	if c.Type != typ || !ids.ValidUserID(c.Subject) || !validSessionID(c.Session) || c.ID == "" {
+		return claims{}, ErrInvalidToken
 	}
-	return c.Subject, nil
+	return c, nil
 }

@@ -408,12 +408,13 @@ func TestForgedTokens(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	alice := f.register(t, "alice")
+	bob := f.register(t, "bob")
 	now := f.clock.Now()
 
 	// valid returns claims the service would accept, edited by mod.
 	valid := func(mod func(jwt.MapClaims)) jwt.MapClaims {
 		c := jwt.MapClaims{
-			"typ": "access", "iss": "mqchat", "sub": alice.UserID,
+			"typ": "access", "iss": "mqchat", "sub": alice.UserID, "sid": alice.SessionID, "jti": "forged-1",
 			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 		}
 		if mod != nil {
@@ -450,6 +451,10 @@ func TestForgedTokens(t *testing.T) {
 		{"refresh type", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["typ"] = "refresh" })), auth.ErrInvalidToken},
 		{"malformed subject", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["sub"] = "../" + alice.UserID })), auth.ErrInvalidToken},
 		{"no subject", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { delete(c, "sub") })), auth.ErrInvalidToken},
+		{"no session", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { delete(c, "sid") })), auth.ErrInvalidToken},
+		{"no token id", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { delete(c, "jti") })), auth.ErrInvalidToken},
+		{"unknown session", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["sid"] = strings.Repeat("ab", 16) })), auth.ErrInvalidToken},
+		{"another user's session", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["sid"] = bob.SessionID })), auth.ErrInvalidToken},
 		{"unknown user", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["sub"] = ids.NewUserID() })), auth.ErrUnknownUser},
 		{"expired", forge(t, jwt.SigningMethodHS256, testSecret, valid(func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Second).Unix() })), auth.ErrTokenExpired},
 		{"garbage", "garbage", auth.ErrInvalidToken},

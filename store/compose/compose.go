@@ -1,5 +1,5 @@
 // Package compose joins two backends into one store.Store: a relational
-// one for users, groups and devices, and a message one for the message
+// one for users, sessions, groups and devices, and a message one for the message
 // log, dedupe records and chat lists with cursors (Cassandra's share in
 // DESIGN.md §8).
 //
@@ -24,6 +24,8 @@ type Relational interface {
 	store.Groups
 	store.Devices
 	store.Profiles
+	store.Sessions
+	store.Passwords
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -65,6 +65,10 @@ type Store struct {
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
 
+	// sessionMu serialises session writes, which makes a rotation's
+	// compare-and-set one step.
+	sessionMu sync.Mutex
+
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
 }
