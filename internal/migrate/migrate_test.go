@@ -41,10 +41,19 @@ func TestPostgresDownUp(t *testing.T) {
 			t.Fatalf("%d tables at version %d, want %d", n, wantVersion, wantTables)
 		}
 	}
-	check(1, 7)
+	const latest = 3
+	check(latest, 7)
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)
 	}
+	// Later migrations change tables without adding any: walk them back
+	// one by one to the first.
+	for v, _, err := r.Version(); err == nil && v > 1; v, _, err = r.Version() {
+		if err := r.Down(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(1, 7)
 	if err := r.Down(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,5 +61,5 @@ func TestPostgresDownUp(t *testing.T) {
 	if err := r.Up(); err != nil {
 		t.Fatal(err)
 	}
-	check(1, 7)
+	check(latest, 7)
 }

@@ -22,6 +22,7 @@ type Relational interface {
 	store.Users
 	store.Groups
 	store.Devices
+	store.Accounts
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -73,7 +73,8 @@ func encodeUser(u *store.User) []byte {
 	b = appendString(b, u.ID)
 	b = appendString(b, u.Username)
 	b = appendBytes(b, u.PasswordHash)
-	return appendTime(b, u.CreatedAt)
+	b = appendTime(b, u.CreatedAt)
+	return appendUserState(b, u)
 }
 
 func decodeUser(v []byte) (store.User, error) {
@@ -87,7 +88,49 @@ func decodeUser(v []byte) (store.User, error) {
 		PasswordHash: d.bytes(),
 		CreatedAt:    d.time(),
 	}
+	decodeUserState(&d, &u)
 	return u, d.finish()
+}
+
+// A user's account state is an optional tail after CreatedAt, written only
+// when set, so records of active accounts (all of them before accounts could
+// be disabled or deleted) keep their layout.
+const (
+	userDisabled = 1 << 0
+	userDeleted  = 1 << 1
+)
+
+func appendUserState(b []byte, u *store.User) []byte {
+	var flags byte
+	if u.Disabled {
+		flags |= userDisabled
+	}
+	if !u.DeletedAt.IsZero() {
+		flags |= userDeleted
+	}
+	if flags == 0 {
+		return b
+	}
+	b = append(b, flags)
+	if flags&userDeleted != 0 {
+		b = appendTime(b, u.DeletedAt)
+	}
+	return b
+}
+
+func decodeUserState(d *decoder, u *store.User) {
+	if d.err != nil || len(d.b) == 0 {
+		return
+	}
+	flags := d.byte()
+	if flags&^(userDisabled|userDeleted) != 0 {
+		d.fail()
+		return
+	}
+	u.Disabled = flags&userDisabled != 0
+	if flags&userDeleted != 0 {
+		u.DeletedAt = d.time()
+	}
 }
 
 func encodeRef(buf []byte, r store.MessageRef) []byte {
