@@ -185,8 +185,13 @@ func (a *App) build(secret []byte) error {
 	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps)...)
 
 	var err error
+	accountMetrics := metrics.NewAccounts(reg)
 	a.auth, err = auth.New(a.store, auth.Options{
 		Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost,
+		Throttle: auth.NewThrottle(auth.ThrottleOptions{
+			FreeFailures: cfg.Limits.LoginFailures, MaxDelay: cfg.Limits.LoginBackoffMax,
+			OnThrottled: accountMetrics.LoginThrottled,
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
