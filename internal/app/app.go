@@ -31,6 +31,7 @@ import (
 	"github.com/mqchat/mqchat/internal/metrics"
 	"github.com/mqchat/mqchat/internal/migrate"
 	"github.com/mqchat/mqchat/internal/ratelimit"
+	"github.com/mqchat/mqchat/services/accounts"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
@@ -51,6 +52,7 @@ type App struct {
 	log      *slog.Logger
 	store    store.Store
 	auth     *auth.Service
+	accounts *accounts.Service
 	chat     *chat.Service
 	receipts *receipts.Coalescer
 	presence *presence.Service
@@ -329,6 +331,12 @@ func (a *App) build(secret []byte) error {
 		return fmt.Errorf("app: add delivery hook: %w", err)
 	}
 
+	a.accounts = accounts.New(accounts.Options{
+		Store: a.store, Passwords: a.auth, Memberships: groupsSvc, Recipients: a.chat,
+		Sessions: sessionEnder{conns: hooks.UserConnections{Server: srv}, again: 5 * time.Second},
+		Metrics:  accountMetrics,
+		Logger:   a.log.With("component", "accounts"),
+	})
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
 			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
@@ -339,6 +347,7 @@ func (a *App) build(secret []byte) error {
 			Presence:        a.presence,
 			Relations:       vis,
 			Devices:         a.store,
+			Lifecycle:       a.accounts,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -355,7 +364,7 @@ func (a *App) build(secret []byte) error {
 		// No WriteTimeout: a CPU profile streams for its whole duration.
 		a.pprof = &http.Server{Addr: cfg.HTTP.PprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
-	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), a.auth, a.log.With("component", "admin"))
+	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), nodeOperator{a.auth, a.accounts}, a.log.With("component", "admin"))
 	return nil
 }
 

@@ -583,7 +583,11 @@ func (s *Service) checkUsers(ctx context.Context, users []string, self string) (
 		if !ids.ValidUserID(u) {
 			return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
 		}
-		if _, err := s.st.UserByID(ctx, u); err != nil {
+		ux, err := s.st.UserByID(ctx, u)
+		if err == nil && ux.Deleted() {
+			err = store.ErrNotFound
+		}
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return nil, &chat.Error{Code: chat.CodeUnknownRecipient, Message: "no such user: " + u}
 			}
