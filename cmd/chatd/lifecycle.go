@@ -69,9 +69,13 @@ func newUserLifecycle(load loader) []*cobra.Command {
 		}
 	}
 	disable := change("disable", "Disable an account (username or user id): no login, refresh or CONNECT; its connections are closed at once",
-		func(ctx context.Context, op app.Operator, who string) (accounts.Status, error) { return op.SetDisabled(ctx, who, true) })
+		func(ctx context.Context, op app.Operator, who string) (accounts.Status, error) {
+			return op.SetDisabled(ctx, who, true)
+		})
 	enable := change("enable", "Enable a disabled account again",
-		func(ctx context.Context, op app.Operator, who string) (accounts.Status, error) { return op.SetDisabled(ctx, who, false) })
+		func(ctx context.Context, op app.Operator, who string) (accounts.Status, error) {
+			return op.SetDisabled(ctx, who, false)
+		})
 	var yes bool
 	del := change("delete", "Delete an account for good (needs the running server and --yes); its messages stay in their chats",
 		func(ctx context.Context, op app.Operator, who string) (accounts.Status, error) {

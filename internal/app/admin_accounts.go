@@ -98,9 +98,13 @@ func (a *adminServer) routeLifecycle(mux *http.ServeMux) {
 		answerAdmin(w, us, err)
 	})
 	for path, op := range map[string]func(ctx context.Context, who string) (accounts.Status, error){
-		"POST /users/disable": func(ctx context.Context, who string) (accounts.Status, error) { return a.ops.SetDisabled(ctx, who, true) },
-		"POST /users/enable":  func(ctx context.Context, who string) (accounts.Status, error) { return a.ops.SetDisabled(ctx, who, false) },
-		"POST /users/delete":  a.ops.DeleteUser,
+		"POST /users/disable": func(ctx context.Context, who string) (accounts.Status, error) {
+			return a.ops.SetDisabled(ctx, who, true)
+		},
+		"POST /users/enable": func(ctx context.Context, who string) (accounts.Status, error) {
+			return a.ops.SetDisabled(ctx, who, false)
+		},
+		"POST /users/delete": a.ops.DeleteUser,
 	} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			var in adminWhoReq
