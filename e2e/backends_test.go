@@ -37,6 +37,9 @@ var onPostgres = []struct {
 	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
+	{"LoginThrottledPerAccount", TestLoginThrottledPerAccount},
+	{"DeleteAccount", TestDeleteAccount},
+	{"DisableAccountCLI", TestDisableAndDeleteThroughCLI},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -111,11 +114,11 @@ func testMigrateCLI(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"migrate", "version"}, "postgres: version 3\n"},
+		{[]string{"migrate", "up"}, "postgres: version 3\n"},
+		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "version"}, "postgres: version 1\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
-		{[]string{"migrate", "down"}, "postgres: version 0\n"},
-		{[]string{"migrate", "version"}, "postgres: version 0\n"},
-		{[]string{"migrate", "up"}, "postgres: version 1\n"},
+		{[]string{"migrate", "up"}, "postgres: version 3\n"},
 	}
 	for _, st := range steps {
 		r := runChatd(t, nil, st.args...)
