@@ -24,6 +24,13 @@ func (stubDevices) PutDevice(context.Context, store.Device) error           { re
 func (stubDevices) DeleteDevice(context.Context, string, string) error      { return nil }
 func (stubDevices) Devices(context.Context, string) ([]store.Device, error) { return nil, nil }
 
+type stubLifecycle struct{}
+
+func (stubLifecycle) DeleteOwn(context.Context, string, string) error { return nil }
+func (stubLifecycle) Account(context.Context, string) (store.User, error) {
+	return store.User{}, nil
+}
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -46,7 +53,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, Lifecycle: stubLifecycle{}, Metrics: gin.New()}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {
