@@ -201,7 +201,10 @@ func (s *Service) Delete(ctx context.Context, who string) (Status, error) {
 //  1. disable it, so no new session and no new group change can start;
 //  2. close its connections;
 //  3. take it out of every group (handing over the groups it owns);
-//  4. write the tombstone, which also drops its devices and push tokens.
+//  4. write the tombstone, which also drops its devices and push tokens;
+//  5. leave groups again: someone may have added it between 3 and 4, and
+//     from 4 on nobody can; and only now forget it as a recipient, since a
+//     send before 4 could have cached it again.
 //
 // Messages stay in their chats under the account's id. If a step fails the
 // account is left disabled and the error returned; deleting it again
@@ -212,7 +215,6 @@ func (s *Service) remove(ctx context.Context, uid string) (Status, error) {
 		return Status{}, fmt.Errorf("accounts: delete: %w", err)
 	}
 	s.opts.Sessions.EndSessions(uid)
-	s.opts.Recipients.ForgetUser(uid)
 	if err := s.opts.Memberships.LeaveAll(ctx, uid); err != nil {
 		return Status{}, fmt.Errorf("accounts: delete: leave groups: %w", err)
 	}
@@ -220,6 +222,10 @@ func (s *Service) remove(ctx context.Context, uid string) (Status, error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Status{}, fmt.Errorf("accounts: delete: %w", err)
 	}
+	if err := s.opts.Memberships.LeaveAll(ctx, uid); err != nil {
+		return Status{}, fmt.Errorf("accounts: delete: leave groups: %w", err)
+	}
+	s.opts.Recipients.ForgetUser(uid)
 	u, gerr := s.opts.Store.UserByID(ctx, uid)
 	if gerr != nil {
 		if errors.Is(gerr, store.ErrNotFound) {

@@ -87,7 +87,15 @@ func NewThrottle(opts ThrottleOptions) *Throttle {
 		onThrott: opts.OnThrottled, state: make(map[string]*failures)}
 }
 
-const throttleSweepEvery = 1024
+const (
+	throttleSweepEvery = 1024
+	// maxTracked bounds the usernames tracked. Past it the ones not
+	// waiting out a delay are forgotten: a flood of made-up names cannot
+	// grow memory, and it cannot free a username under attack either, since
+	// that one is waiting (each such entry cost the attacker
+	// FreeFailures attempts).
+	maxTracked = 100_000
+)
 
 // begin admits an attempt for key or says how long to wait. An admitted
 // attempt counts as a failure at once (and sets the next delay) so that
@@ -110,6 +118,13 @@ func (t *Throttle) begin(key string) error {
 	}
 	f := t.state[key]
 	if f == nil {
+		if len(t.state) >= maxTracked {
+			for k, f := range t.state {
+				if !now.Before(f.until) {
+					delete(t.state, k)
+				}
+			}
+		}
 		f = &failures{}
 		t.state[key] = f
 	} else if now.Sub(f.last) > t.max && !now.Before(f.until) {
