@@ -369,6 +369,12 @@ func TestDisableAndDeleteThroughCLI(t *testing.T) {
 	if got := list(); got["bob"].State != "deleted" || got["bob"].DeletedAt == nil || got["alice"].State != "active" {
 		t.Fatalf("user list after delete: %+v", got)
 	}
+	m := scrape(t, s)
+	for op, want := range map[string]float64{"disabled": 1, "enabled": 1, "deleted": 1} {
+		if got := m[`mqchat_accounts_changes_total{op="`+op+`"}`]; got != want {
+			t.Errorf("mqchat_accounts_changes_total{op=%q} = %v, want %v", op, got, want)
+		}
+	}
 	for _, args := range [][]string{
 		{"user", "disable", "nobody"},
 		{"user", "enable", "bob"}, // deleted: there is nothing to enable
