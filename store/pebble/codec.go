@@ -13,6 +13,7 @@ import (
 // over its body. Bumping a version lets a later release read both layouts.
 const (
 	userV1    = 1
+	userV2    = 2 // userV1 followed by the account state (disabled, deleted)
 	messageV1 = 1
 	refV1     = 1
 )
@@ -67,47 +68,23 @@ func decodeMessage(v []byte, m *store.Message) error {
 	return nil
 }
 
+// A user whose account is active is written as userV1, the layout every
+// record had before accounts could be disabled or deleted; one with state
+// as userV2, the same fields followed by a non-zero flags byte and, for a
+// deleted account, DeletedAt. The state is never optional within a layout,
+// so a torn or padded record stays detectably corrupt.
 func encodeUser(u *store.User) []byte {
-	b := make([]byte, 0, 1+len(u.ID)+len(u.Username)+len(u.PasswordHash)+16)
-	b = append(b, userV1)
+	flags := userFlags(u)
+	b := make([]byte, 0, 1+len(u.ID)+len(u.Username)+len(u.PasswordHash)+26)
+	if flags == 0 {
+		b = append(b, userV1)
+	} else {
+		b = append(b, userV2)
+	}
 	b = appendString(b, u.ID)
 	b = appendString(b, u.Username)
 	b = appendBytes(b, u.PasswordHash)
 	b = appendTime(b, u.CreatedAt)
-	return appendUserState(b, u)
-}
-
-func decodeUser(v []byte) (store.User, error) {
-	d := decoder{b: v}
-	if d.byte() != userV1 {
-		return store.User{}, errCorrupt
-	}
-	u := store.User{
-		ID:           d.string(),
-		Username:     d.string(),
-		PasswordHash: d.bytes(),
-		CreatedAt:    d.time(),
-	}
-	decodeUserState(&d, &u)
-	return u, d.finish()
-}
-
-// A user's account state is an optional tail after CreatedAt, written only
-// when set, so records of active accounts (all of them before accounts could
-// be disabled or deleted) keep their layout.
-const (
-	userDisabled = 1 << 0
-	userDeleted  = 1 << 1
-)
-
-func appendUserState(b []byte, u *store.User) []byte {
-	var flags byte
-	if u.Disabled {
-		flags |= userDisabled
-	}
-	if !u.DeletedAt.IsZero() {
-		flags |= userDeleted
-	}
 	if flags == 0 {
 		return b
 	}
@@ -118,19 +95,45 @@ func appendUserState(b []byte, u *store.User) []byte {
 	return b
 }
 
-func decodeUserState(d *decoder, u *store.User) {
-	if d.err != nil || len(d.b) == 0 {
-		return
+func decodeUser(v []byte) (store.User, error) {
+	d := decoder{b: v}
+	version := d.byte()
+	if version != userV1 && version != userV2 {
+		return store.User{}, errCorrupt
 	}
-	flags := d.byte()
-	if flags&^(userDisabled|userDeleted) != 0 {
-		d.fail()
-		return
+	u := store.User{
+		ID:           d.string(),
+		Username:     d.string(),
+		PasswordHash: d.bytes(),
+		CreatedAt:    d.time(),
 	}
-	u.Disabled = flags&userDisabled != 0
-	if flags&userDeleted != 0 {
-		u.DeletedAt = d.time()
+	if version == userV2 {
+		flags := d.byte()
+		if flags == 0 || flags&^(userDisabled|userDeleted) != 0 {
+			d.fail()
+		}
+		u.Disabled = flags&userDisabled != 0
+		if flags&userDeleted != 0 {
+			u.DeletedAt = d.time()
+		}
 	}
+	return u, d.finish()
+}
+
+const (
+	userDisabled = 1 << 0
+	userDeleted  = 1 << 1
+)
+
+func userFlags(u *store.User) byte {
+	var flags byte
+	if u.Disabled {
+		flags |= userDisabled
+	}
+	if !u.DeletedAt.IsZero() {
+		flags |= userDeleted
+	}
+	return flags
 }
 
 func encodeRef(buf []byte, r store.MessageRef) []byte {
