@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -80,11 +82,15 @@ func (a *api) me(c *gin.Context) {
 
 func (a *api) accountError(c *gin.Context, err error) {
 	var in *auth.InputError
+	var throttled *auth.ThrottledError
 	switch {
 	case errors.As(err, &in):
 		abort(c, http.StatusBadRequest, "invalid_"+in.Field, in.Error())
 	case errors.Is(err, auth.ErrUsernameTaken):
 		abort(c, http.StatusConflict, "username_taken", "username is taken")
+	case errors.As(err, &throttled):
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		abort(c, http.StatusTooManyRequests, "rate_limited", "too many failed logins for this username, retry later")
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		abort(c, http.StatusUnauthorized, "invalid_credentials", "invalid username or password")
 	default:

@@ -56,6 +56,8 @@ type Options struct {
 	People People
 	// Sessions enables logout, session lists and password change.
 	Sessions Sessions
+	// Lifecycle enables DELETE /v1/me and GET /v1/users/{user_id}.
+	Lifecycle Lifecycle
 }
 
 // Limiter rate-limits requests per key.
@@ -107,6 +109,7 @@ func New(opts Options) http.Handler {
 	a.routeDevices(authed)
 	a.routePeople(authed)
 	a.routeSessions(authed)
+	a.routeLifecycle(authed)
 	return r
 }
 

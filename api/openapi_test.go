@@ -50,6 +50,10 @@ func (stubSessions) ChangePassword(context.Context, string, string, string, stri
 	return auth.Tokens{}, nil
 }
 
+type stubLifecycle struct{}
+
+func (stubLifecycle) DeleteOwn(context.Context, string, string) error { return nil }
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -72,7 +76,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Metrics: gin.New()}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

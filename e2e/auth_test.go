@@ -278,7 +278,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			{"POST", "/v2/auth/login", http.StatusNotFound, "not_found"},
 			{"GET", "/v1/auth/register", http.StatusMethodNotAllowed, "method_not_allowed"},
 			{"PUT", "/v1/auth/login", http.StatusMethodNotAllowed, "method_not_allowed"},
-			{"DELETE", "/v1/me", http.StatusMethodNotAllowed, "method_not_allowed"},
+			{"PUT", "/v1/me", http.StatusMethodNotAllowed, "method_not_allowed"}, // GET reads it, DELETE deletes the account
 			{"POST", "/healthz", http.StatusMethodNotAllowed, "method_not_allowed"},
 		}
 		for _, tc := range tests {

@@ -49,6 +49,9 @@ var onPostgres = []struct {
 	{"LogoutAll", TestLogoutAllClosesEveryConnection},
 	{"PasswordChange", TestPasswordChangeRevokesOtherSessions},
 	{"TokenExpiryClosesConnection", TestConnectionClosedWhenTokenExpires},
+	{"LoginThrottledPerAccount", TestLoginThrottledPerAccount},
+	{"DeleteAccount", TestDeleteAccount},
+	{"DisableAccountCLI", TestDisableAndDeleteThroughCLI},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -125,6 +128,7 @@ func testMigrateCLI(t *testing.T) {
 	}{
 		{[]string{"migrate", "version"}, "postgres: version 4\n"},
 		{[]string{"migrate", "up"}, "postgres: version 4\n"},
+		{[]string{"migrate", "down"}, "postgres: version 3\n"},
 		{[]string{"migrate", "down"}, "postgres: version 2\n"},
 		{[]string{"migrate", "down"}, "postgres: version 1\n"},
 		{[]string{"migrate", "down"}, "postgres: version 0\n"},

@@ -27,7 +27,19 @@ type User struct {
 	Username     string
 	PasswordHash []byte
 	CreatedAt    time.Time
+	// Disabled accounts cannot log in, refresh or connect (operator's
+	// choice, reversible).
+	Disabled bool
+	// DeletedAt is set on a deleted account's tombstone (see Accounts);
+	// zero for a live one.
+	DeletedAt time.Time
 }
+
+// Active reports whether the account may hold sessions.
+func (u User) Active() bool { return !u.Disabled && u.DeletedAt.IsZero() }
+
+// Deleted reports whether u is a deleted account's tombstone.
+func (u User) Deleted() bool { return !u.DeletedAt.IsZero() }
 
 // Users is the account aggregate.
 type Users interface {
@@ -111,6 +123,7 @@ type Store interface {
 	Profiles
 	Sessions
 	Passwords
+	Accounts
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

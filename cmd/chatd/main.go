@@ -95,7 +95,18 @@ func newServe(load loader) *cobra.Command {
 }
 
 func newUser(load loader) *cobra.Command {
-	user := &cobra.Command{Use: "user", Short: "Manage accounts (works while the server runs)"}
+	user := &cobra.Command{
+		Use: "user", Short: "Manage accounts (works while the server runs)",
+		// Without this a mistyped subcommand printed the help and exited 0,
+		// which scripts took for success.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for \"chatd user\" (see chatd user --help)", args[0])
+			}
+			return fmt.Errorf("missing command: chatd user create|token|list|disable|enable|delete (see chatd user --help)")
+		},
+	}
 	var password string
 	create := &cobra.Command{
 		Use:   "create USERNAME",
@@ -151,6 +162,7 @@ func newUser(load loader) *cobra.Command {
 	token.Flags().DurationVar(&ttl, "ttl", 0, "access token lifetime (default auth.access_ttl)")
 	token.Flags().StringVar(&format, "format", "json", "output: json, or shell (USER_ID=… TOKEN=… for eval)")
 	user.AddCommand(create, token)
+	user.AddCommand(newUserLifecycle(load)...)
 	return user
 }
 

@@ -29,6 +29,7 @@ const adminSocketName = "admin.sock"
 type Operator interface {
 	CreateUser(ctx context.Context, username, password string) (store.User, error)
 	IssueTokens(ctx context.Context, username string, accessTTL time.Duration) (auth.Tokens, error)
+	LifecycleOperator
 }
 
 type adminServer struct {
@@ -58,6 +59,7 @@ func newAdminServer(path string, ops Operator, log *slog.Logger) *adminServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /users", a.createUser)
 	mux.HandleFunc("POST /tokens", a.issueTokens)
+	a.routeLifecycle(mux)
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a
 }
@@ -134,6 +136,8 @@ func writeAdminErr(w http.ResponseWriter, err error) {
 		writeAdmin(w, http.StatusConflict, adminError{"taken", err.Error()})
 	case errors.Is(err, auth.ErrUnknownUser):
 		writeAdmin(w, http.StatusNotFound, adminError{"unknown", err.Error()})
+	case errors.Is(err, errInput):
+		writeAdmin(w, http.StatusBadRequest, adminError{"input", err.Error()})
 	default:
 		writeAdmin(w, http.StatusInternalServerError, adminError{"internal", err.Error()})
 	}
@@ -221,5 +225,5 @@ func OpenOperator(cfg config.Config, log *slog.Logger) (Operator, func() error, 
 		_ = st.Close()
 		return nil, nil, err
 	}
-	return svc, st.Close, nil
+	return offlineOperator{svc, st}, st.Close, nil
 }

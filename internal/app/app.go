@@ -31,6 +31,7 @@ import (
 	"github.com/mqchat/mqchat/internal/metrics"
 	"github.com/mqchat/mqchat/internal/migrate"
 	"github.com/mqchat/mqchat/internal/ratelimit"
+	"github.com/mqchat/mqchat/services/accounts"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/groups"
@@ -52,6 +53,7 @@ type App struct {
 	log      *slog.Logger
 	store    store.Store
 	auth     *auth.Service
+	accounts *accounts.Service
 	chat     *chat.Service
 	receipts *receipts.Coalescer
 	presence *presence.Service
@@ -187,9 +189,14 @@ func (a *App) build(secret []byte) error {
 
 	sessionMetrics := metrics.NewSessions(reg)
 	var err error
+	accountMetrics := metrics.NewAccounts(reg)
 	a.auth, err = auth.New(a.store, auth.Options{
 		Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost,
 		Logger: a.log.With("component", "auth"), Metrics: sessionMetrics,
+		Throttle: auth.NewThrottle(auth.ThrottleOptions{
+			FreeFailures: cfg.Limits.LoginFailures, MaxDelay: cfg.Limits.LoginBackoffMax,
+			OnThrottled: accountMetrics.LoginThrottled,
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
@@ -344,6 +351,12 @@ func (a *App) build(secret []byte) error {
 		return fmt.Errorf("app: add delivery hook: %w", err)
 	}
 
+	a.accounts = accounts.New(accounts.Options{
+		Store: a.store, Passwords: a.auth, Memberships: groupsSvc, Recipients: a.chat,
+		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts")},
+		Metrics:  accountMetrics,
+		Logger:   a.log.With("component", "accounts"),
+	})
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
 			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
@@ -356,6 +369,7 @@ func (a *App) build(secret []byte) error {
 			Devices:         a.store,
 			People:          peopleSvc,
 			Sessions:        a.auth,
+			Lifecycle:       a.accounts,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -372,7 +386,7 @@ func (a *App) build(secret []byte) error {
 		// No WriteTimeout: a CPU profile streams for its whole duration.
 		a.pprof = &http.Server{Addr: cfg.HTTP.PprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
-	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), a.auth, a.log.With("component", "admin"))
+	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), nodeOperator{a.auth, a.accounts}, a.log.With("component", "admin"))
 	return nil
 }
 

@@ -142,6 +142,11 @@ type Limits struct {
 	// against password guessing; 0 turns the limit off.
 	AuthRate  int `koanf:"auth_rate"`
 	AuthBurst int `koanf:"auth_burst"`
+	// LoginFailures consecutive failed logins of one username pass freely;
+	// after that each attempt waits a delay doubling from 1s up to
+	// LoginBackoffMax, whatever address it comes from. 0 turns it off.
+	LoginFailures   int           `koanf:"login_failures"`
+	LoginBackoffMax time.Duration `koanf:"login_backoff_max"`
 	// MaxConnectionsPerUser caps one user's simultaneous MQTT connections; a
 	// device reconnecting with its client id replaces its old connection
 	// and does not count twice.
@@ -225,6 +230,8 @@ func Default() Config {
 			SendBurst:       200,
 			AuthRate:        5,
 			AuthBurst:       20,
+			LoginFailures:   5,
+			LoginBackoffMax: 5 * time.Minute,
 			// Per-user limits on connections and group changes.
 			MaxConnectionsPerUser: 16,
 			DeviceConnects:        10,

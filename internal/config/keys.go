@@ -199,6 +199,10 @@ func usage(key string) string {
 		return "/v1/auth requests per second allowed from one client IP (0 = unlimited)"
 	case "limits.auth_burst":
 		return "/v1/auth requests one client IP may make at once above auth_rate"
+	case "limits.login_failures":
+		return "consecutive failed logins of one username before each attempt must wait (0 = no per-account limit)"
+	case "limits.login_backoff_max":
+		return "longest wait between login attempts of one username (1s-1h); the wait doubles from 1s per further failure"
 	case "limits.max_connections_per_user":
 		return "simultaneous MQTT connections of one user (1-100000); past it CONNACK 0x97 (0x03 for 3.1.1)"
 	case "limits.device_connects":

@@ -136,6 +136,10 @@ func (c Config) Validate() error {
 	if c.Limits.AuthRate > 0 {
 		between("limits.auth_burst", c.Limits.AuthBurst, 1, 1_000_000)
 	}
+	between("limits.login_failures", c.Limits.LoginFailures, 0, 1000)
+	if c.Limits.LoginFailures > 0 && (c.Limits.LoginBackoffMax < time.Second || c.Limits.LoginBackoffMax > time.Hour) {
+		bad("limits.login_backoff_max", "must be between 1s and 1h, got %s", c.Limits.LoginBackoffMax)
+	}
 	between("limits.max_connections_per_user", c.Limits.MaxConnectionsPerUser, 1, 100_000)
 	between("limits.device_connects", c.Limits.DeviceConnects, 0, 1_000_000)
 	if c.Limits.DeviceConnects > 0 {

@@ -52,6 +52,8 @@ type Options struct {
 	Now        func() time.Time // nil = time.Now
 	Logger     *slog.Logger     // nil discards
 	Metrics    Metrics          // nil = not counted
+	// Throttle limits password guesses per username; nil = no limit.
+	Throttle *Throttle
 }
 
 // Service implements accounts and tokens.
@@ -167,13 +169,24 @@ func (s *Service) Register(ctx context.Context, username, password string) (Toke
 	return s.startSession(ctx, u.ID, "", s.opts.AccessTTL)
 }
 
-// Login checks a username and password.
+// Login checks a username and password. Attempts are throttled per
+// username (see Throttle) before anything is looked up, so the answer is the
+// same whether the account exists or not.
 func (s *Service) Login(ctx context.Context, username, password string) (Tokens, error) {
 	name, nameErr := NormalizeUsername(username)
+	key := throttleKey(username, name, nameErr)
+	if err := s.opts.Throttle.begin(key); err != nil {
+		return Tokens{}, err
+	}
 	var u store.User
 	err := nameErr
 	if err == nil {
 		u, err = s.users.UserByUsername(ctx, name)
+	}
+	if err == nil && !u.Active() {
+		// A deleted account has no password and a disabled one may not log
+		// in: both answer exactly as an unknown username does.
+		err = store.ErrNotFound
 	}
 	if err != nil {
 		if nameErr == nil && !errors.Is(err, store.ErrNotFound) {
@@ -187,7 +200,22 @@ func (s *Service) Login(ctx context.Context, username, password string) (Tokens,
 	if len(password) > maxPassword || bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
 		return Tokens{}, ErrInvalidCredentials
 	}
+	s.opts.Throttle.succeed(key)
 	return s.startSession(ctx, u.ID, "", s.opts.AccessTTL)
+}
+
+// throttleKey is the username the throttle counts against: the normalised
+// one, or for a name that cannot exist its trimmed lower-cased form, capped
+// so a flood of long names cannot grow memory.
+func throttleKey(raw, name string, nameErr error) string {
+	if nameErr == nil {
+		return name
+	}
+	k := strings.ToLower(strings.TrimSpace(raw))
+	if len(k) > 64 {
+		k = k[:64]
+	}
+	return k
 }
 
 // IssueTokens mints tokens for an existing user; accessTTL 0 means the
@@ -198,6 +226,9 @@ func (s *Service) IssueTokens(ctx context.Context, username string, accessTTL ti
 		return Tokens{}, err
 	}
 	u, err := s.users.UserByUsername(ctx, name)
+	if err == nil && !u.Active() {
+		err = store.ErrNotFound
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Tokens{}, ErrUnknownUser
@@ -225,6 +256,11 @@ func (s *Service) User(ctx context.Context, uid string) (store.User, error) {
 			return store.User{}, ErrUnknownUser
 		}
 		return store.User{}, fmt.Errorf("auth: user: %w", err)
+	}
+	// Every token check (REST, refresh, MQTT CONNECT) comes through here,
+	// so disabling or deleting an account ends its sessions at once.
+	if !u.Active() {
+		return store.User{}, ErrUnknownUser
 	}
 	return u, nil
 }

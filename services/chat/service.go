@@ -310,7 +310,11 @@ func (s *Service) userExists(ctx context.Context, uid string) error {
 	if ok {
 		return nil
 	}
-	if _, err := s.st.UserByID(ctx, uid); err != nil {
+	u, err := s.st.UserByID(ctx, uid)
+	if err == nil && u.Deleted() {
+		err = store.ErrNotFound // a tombstone receives nothing
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return newError(CodeUnknownRecipient, "no such user: "+uid, nil)
 		}

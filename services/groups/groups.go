@@ -609,6 +609,11 @@ func (s *Service) checkUsers(ctx context.Context, users []string, self string) (
 	if len(found) != len(out) {
 		return nil, errUnknownUsers
 	}
+	for _, u := range found {
+		if u.Deleted() {
+			return nil, errUnknownUsers // a deleted account is answered as no account
+		}
+	}
 	return out, nil
 }
 

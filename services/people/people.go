@@ -93,10 +93,15 @@ type Found struct {
 // View is a profile as others see it.
 type View struct {
 	UserID      string `json:"user_id"`
-	Username    string `json:"username"`
-	DisplayName string `json:"display_name"`
-	About       string `json:"about"`
-	Avatar      string `json:"avatar"`
+	Username    string `json:"username,omitempty"` // absent for a deleted account
+	DisplayName string `json:"display_name,omitempty"`
+	About       string `json:"about,omitempty"`
+	Avatar      string `json:"avatar,omitempty"`
+	// Deleted marks an account that was deleted: its messages stay in
+	// their chats under its id, so anyone may learn that it is gone (and
+	// nothing else about it).
+	Deleted   bool       `json:"deleted"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 // Own is a user's own profile, with the settings only they see.
@@ -146,7 +151,9 @@ func (s *Service) Lookup(ctx context.Context, requester, username string) (Found
 		return Found{}, errNoSuchUser
 	}
 	u, err := s.st.UserByUsername(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || err == nil && !u.Active() {
+		// A deleted name stays reserved but finds nobody; a disabled
+		// account is not offered either.
 		return Found{}, errNoSuchUser
 	}
 	if err != nil {
@@ -169,6 +176,17 @@ func (s *Service) Lookup(ctx context.Context, requester, username string) (Found
 func (s *Service) Get(ctx context.Context, requester, uid string) (View, error) {
 	if !ids.ValidUserID(uid) {
 		return View{}, errNoSuchUser
+	}
+	u, err := s.st.UserByID(ctx, uid)
+	if errors.Is(err, store.ErrNotFound) {
+		return View{}, errNoSuchUser
+	}
+	if err != nil {
+		return View{}, s.internal(ctx, "user", err)
+	}
+	if u.Deleted() {
+		at := u.DeletedAt
+		return View{UserID: u.ID, Deleted: true, DeletedAt: &at}, nil
 	}
 	if uid != requester {
 		ok, err := s.rel.SharesChat(ctx, requester, uid)

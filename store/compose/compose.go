@@ -26,6 +26,7 @@ type Relational interface {
 	store.Profiles
 	store.Sessions
 	store.Passwords
+	store.Accounts
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -13,6 +13,7 @@ import (
 // over its body. Bumping a version lets a later release read both layouts.
 const (
 	userV1    = 1
+	userV2    = 2 // userV1 followed by the account state (disabled, deleted)
 	messageV1 = 1
 	refV1     = 1
 )
@@ -67,18 +68,37 @@ func decodeMessage(v []byte, m *store.Message) error {
 	return nil
 }
 
+// A user whose account is active is written as userV1, the layout every
+// record had before accounts could be disabled or deleted; one with state
+// as userV2, the same fields followed by a non-zero flags byte and, for a
+// deleted account, DeletedAt. The state is never optional within a layout,
+// so a torn or padded record stays detectably corrupt.
 func encodeUser(u *store.User) []byte {
-	b := make([]byte, 0, 1+len(u.ID)+len(u.Username)+len(u.PasswordHash)+16)
-	b = append(b, userV1)
+	flags := userFlags(u)
+	b := make([]byte, 0, 1+len(u.ID)+len(u.Username)+len(u.PasswordHash)+26)
+	if flags == 0 {
+		b = append(b, userV1)
+	} else {
+		b = append(b, userV2)
+	}
 	b = appendString(b, u.ID)
 	b = appendString(b, u.Username)
 	b = appendBytes(b, u.PasswordHash)
-	return appendTime(b, u.CreatedAt)
+	b = appendTime(b, u.CreatedAt)
+	if flags == 0 {
+		return b
+	}
+	b = append(b, flags)
+	if flags&userDeleted != 0 {
+		b = appendTime(b, u.DeletedAt)
+	}
+	return b
 }
 
 func decodeUser(v []byte) (store.User, error) {
 	d := decoder{b: v}
-	if d.byte() != userV1 {
+	version := d.byte()
+	if version != userV1 && version != userV2 {
 		return store.User{}, errCorrupt
 	}
 	u := store.User{
@@ -87,7 +107,33 @@ func decodeUser(v []byte) (store.User, error) {
 		PasswordHash: d.bytes(),
 		CreatedAt:    d.time(),
 	}
+	if version == userV2 {
+		flags := d.byte()
+		if flags == 0 || flags&^(userDisabled|userDeleted) != 0 {
+			d.fail()
+		}
+		u.Disabled = flags&userDisabled != 0
+		if flags&userDeleted != 0 {
+			u.DeletedAt = d.time()
+		}
+	}
 	return u, d.finish()
+}
+
+const (
+	userDisabled = 1 << 0
+	userDeleted  = 1 << 1
+)
+
+func userFlags(u *store.User) byte {
+	var flags byte
+	if u.Disabled {
+		flags |= userDisabled
+	}
+	if !u.DeletedAt.IsZero() {
+		flags |= userDeleted
+	}
+	return flags
 }
 
 func encodeRef(buf []byte, r store.MessageRef) []byte {

@@ -68,6 +68,9 @@ func FuzzDecodeValue(f *testing.F) {
 		f.Add(uint8(i), append(v, 0))
 	}
 	f.Add(uint8(0), []byte{messageV1})
+	tombstone := encodeUser(&store.User{ID: "aaaaaaaaaaaaaaaaaaaa", Username: "alice", CreatedAt: time.UnixMilli(1), Disabled: true, DeletedAt: time.UnixMilli(2)})
+	f.Add(uint8(1), tombstone)
+	f.Add(uint8(1), tombstone[:len(tombstone)-1])
 	f.Add(uint8(1), []byte{userV1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
 	f.Add(uint8(5), []byte{chatStateV1, 0, 0, 2, 0})
 	f.Add(uint8(2), []byte{})
@@ -120,7 +123,7 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 		at := time.UnixMilli(ms)
 		values := []any{
 			store.Message{ID: n1, From: s1, CMID: s2, Type: s3, Body: b, ReplyTo: n2, SentAt: at},
-			store.User{ID: s1, Username: s2, PasswordHash: b, CreatedAt: at},
+			store.User{ID: s1, Username: s2, PasswordHash: b, CreatedAt: at, Disabled: flag, DeletedAt: deletedAt(n1, at)},
 			store.MessageRef{Chat: s1, Seq: n1, ID: n2, SentAt: at},
 			store.Group{ID: "g", Name: s1, CreatedBy: s2, CreatedAt: at},
 			store.Member{GroupID: "g", UserID: "u", Role: store.Role(s1), JoinedAt: at},
@@ -153,6 +156,14 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 	})
 }
 
+// deletedAt makes every other fuzzed user a deleted account's tombstone.
+func deletedAt(n uint64, at time.Time) time.Time {
+	if n%2 == 1 {
+		return at
+	}
+	return time.Time{}
+}
+
 // utcValue is v with its time as decoders return it: milliseconds, UTC.
 func utcValue(v any) any {
 	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()).UTC() }
@@ -162,6 +173,9 @@ func utcValue(v any) any {
 		return x
 	case store.User:
 		x.CreatedAt = ms(x.CreatedAt)
+		if !x.DeletedAt.IsZero() {
+			x.DeletedAt = ms(x.DeletedAt)
+		}
 		return x
 	case store.MessageRef:
 		x.SentAt = ms(x.SentAt)

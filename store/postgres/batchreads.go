@@ -14,13 +14,13 @@ import (
 
 func (s *Store) UsersByID(ctx context.Context, ids []string) (map[string]store.User, error) {
 	out := make(map[string]store.User, len(ids))
-	var u store.User
+	var r userRow
 	rows, err := s.pool.Query(ctx,
-		`SELECT id, username, password_hash, created_at FROM users WHERE id = ANY($1::text[])`, ids)
+		`SELECT `+userColumns+` FROM users WHERE id = ANY($1::text[])`, ids)
 	if err == nil {
-		_, err = pgx.ForEachRow(rows, []any{&u.ID, &u.Username, &u.PasswordHash, &u.CreatedAt}, func() error {
+		_, err = pgx.ForEachRow(rows, r.dest(), func() error {
+			u := r.user()
 			out[u.ID] = u
-			u.PasswordHash = nil // the next row must not share the slice
 			return nil
 		})
 	}

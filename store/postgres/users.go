@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/mqchat/mqchat/store"
 )
@@ -20,20 +21,43 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 }
 
 func (s *Store) UserByID(ctx context.Context, id string) (store.User, error) {
-	return s.user(ctx, `SELECT id, username, password_hash, created_at FROM users WHERE id = $1`, id)
+	return s.user(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id)
 }
 
 func (s *Store) UserByUsername(ctx context.Context, username string) (store.User, error) {
-	return s.user(ctx, `SELECT id, username, password_hash, created_at FROM users WHERE username = $1`, username)
+	return s.user(ctx, `SELECT `+userColumns+` FROM users WHERE username = $1`, username)
 }
 
 func (s *Store) user(ctx context.Context, query, arg string) (store.User, error) {
-	var u store.User
-	err := s.pool.QueryRow(ctx, query, arg).Scan(&u.ID, &u.Username, &u.PasswordHash, &u.CreatedAt)
+	var r userRow
+	err := s.pool.QueryRow(ctx, query, arg).Scan(r.dest()...)
 	if err != nil {
 		return store.User{}, fmt.Errorf("postgres: user %q: %w", arg, mapErr(ctx, err))
 	}
-	return u, nil
+	return r.user(), nil
+}
+
+// userColumns is what userRow scans, in its order.
+const userColumns = `id, username, password_hash, created_at, disabled, deleted_at`
+
+type userRow struct {
+	u         store.User
+	deletedAt *time.Time
+}
+
+func (r *userRow) dest() []any {
+	return []any{&r.u.ID, &r.u.Username, &r.u.PasswordHash, &r.u.CreatedAt, &r.u.Disabled, &r.deletedAt}
+}
+
+// user returns the row's user; the next scan into r must not share its
+// slices.
+func (r *userRow) user() store.User {
+	u := r.u
+	if r.deletedAt != nil {
+		u.DeletedAt = *r.deletedAt
+	}
+	r.u.PasswordHash, r.deletedAt = nil, nil
+	return u
 }
 
 // nonNil keeps a nil slice from becoming SQL NULL in a NOT NULL column.

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Devices", deviceTests()},
 		{"Profiles", profileTests()},
 		{"Sessions", sessionTests()},
+		{"Accounts", accountTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},

@@ -1,0 +1,3 @@
+ALTER TABLE users
+    DROP COLUMN deleted_at,
+    DROP COLUMN disabled;
