@@ -74,6 +74,8 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewOutbound(d)
 	metrics.NewLimits(d)
 	metrics.NewACL(d)
+	metrics.NewSessions(d)
+	metrics.NewAccounts(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := map[string]family{}
