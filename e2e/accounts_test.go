@@ -352,15 +352,23 @@ func TestDisableAndDeleteThroughCLI(t *testing.T) {
 		t.Fatalf("user list after disable: %+v", got)
 	}
 
-	// Enabled again (by id this time): the same credentials work again.
+	// Enabled again (by id this time): the password works again, but the
+	// sessions the disabling ended stay ended.
 	if r := cli("user", "enable", alice.ID); r.code != 0 || !strings.Contains(r.stdout, `"active"`) {
 		t.Fatalf("user enable: %v", r)
 	}
-	if st := s.call(t, "GET", "/v1/me", alice.Token, nil, nil, nil); st != http.StatusOK {
-		t.Fatalf("enabled: GET /v1/me with the old token %d, want 200", st)
+	if st := s.call(t, "GET", "/v1/me", alice.Token, nil, nil, nil); st != http.StatusUnauthorized {
+		t.Fatalf("enabled: GET /v1/me with a token of an ended session %d, want 401", st)
 	}
-	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, nil); st != http.StatusOK {
+	var fresh struct {
+		AccessToken string `json:"access_token"`
+	}
+	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, &fresh); st != http.StatusOK {
 		t.Fatalf("enabled: login %d", st)
+	}
+	alice.Token = fresh.AccessToken
+	if st := s.call(t, "GET", "/v1/me", alice.Token, nil, nil, nil); st != http.StatusOK {
+		t.Fatalf("enabled: GET /v1/me with a fresh token %d, want 200", st)
 	}
 	dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "tablet")
 
