@@ -37,6 +37,7 @@ var onPostgres = []struct {
 	{"PresenceVisibility", TestPresenceVisibilityFollowsMembership},
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
+	{"GroupRaces", TestGroupLimitsHoldUnderConcurrentRequests},
 }
 
 const postgresPrefix = "TestOnPostgres/"
