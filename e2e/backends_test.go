@@ -38,6 +38,7 @@ var onPostgres = []struct {
 	{"MigrateCLI", testMigrateCLI},
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"GroupRaces", TestGroupLimitsHoldUnderConcurrentRequests},
+	{"CleanInput", TestCleanInputRefused},
 }
 
 const postgresPrefix = "TestOnPostgres/"

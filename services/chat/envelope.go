@@ -96,7 +96,9 @@ func validateEnvelope(env *Envelope) error {
 	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") || !printable(env.Type) {
 		return newError(CodeInvalid, "type must be at most 32 characters without spaces or control characters", nil)
 	}
-	if env.Type == "system" {
+	// Folded, so that "System" (or "ſystem") cannot pass for a server
+	// message in a client that compares loosely.
+	if strings.EqualFold(env.Type, "system") {
 		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
 	}
 	body := bytes.TrimSpace(env.Body)

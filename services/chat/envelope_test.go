@@ -87,6 +87,9 @@ func TestSendPayloadRejects(t *testing.T) {
 		{"cmid not a string", `{"to":"$B","cmid":7,"body":"hi"}`, CodeInvalid},
 		// type
 		{"type system reserved", `{"to":"$B","cmid":"c","type":"system","body":"hi"}`, CodeInvalid},
+		{"type System reserved whatever its case", `{"to":"$B","cmid":"c","type":"System","body":"hi"}`, CodeInvalid},
+		{"type SYSTEM reserved whatever its case", `{"to":"$B","cmid":"c","type":"SYSTEM","body":"hi"}`, CodeInvalid},
+		{"type with long s folds to system", `{"to":"$B","cmid":"c","type":"\u017Fystem","body":"hi"}`, CodeInvalid},
 		{"type 33 chars", `{"to":"$B","cmid":"c","type":"` + strings.Repeat("t", 33) + `","body":"hi"}`, CodeInvalid},
 		{"type with space", `{"to":"$B","cmid":"c","type":"a b","body":"hi"}`, CodeInvalid},
 		{"type with newline", `{"to":"$B","cmid":"c","type":"a\nb","body":"hi"}`, CodeInvalid},
