@@ -39,6 +39,7 @@ var onPostgres = []struct {
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"GroupRaces", TestGroupLimitsHoldUnderConcurrentRequests},
 	{"CleanInput", TestCleanInputRefused},
+	{"PrivateDataDir", TestDataDirIsPrivate},
 }
 
 const postgresPrefix = "TestOnPostgres/"

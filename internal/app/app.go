@@ -77,8 +77,8 @@ type Addrs struct {
 var _ broker.OutboundMetrics = (*metrics.Outbound)(nil)
 
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("app: data dir: %w", err)
+	if err := privateDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
