@@ -40,6 +40,7 @@ var onPostgres = []struct {
 	{"GroupRaces", TestGroupLimitsHoldUnderConcurrentRequests},
 	{"CleanInput", TestCleanInputRefused},
 	{"PrivateDataDir", TestDataDirIsPrivate},
+	{"MetricsListener", TestMetricsOnOwnListener},
 }
 
 const postgresPrefix = "TestOnPostgres/"
