@@ -53,6 +53,7 @@ func TestCleanInputRefused(t *testing.T) {
 		httpStatus int
 	}{
 		{"body not UTF-8", "", `"body":"` + "\xff\xfe\xc0\xaf" + `"`, "invalid_payload", 0x99, http.StatusBadRequest},
+		{"body with a lone surrogate escape", "", `"body":"\ud800 half a pair"`, "invalid_payload", 0x99, http.StatusBadRequest},
 		{"type System", "", `"type":"System","body":"x"`, "invalid_payload", 0x99, http.StatusBadRequest},
 		{"type SYSTEM", "", `"type":"SYSTEM","body":"x"`, "invalid_payload", 0x99, http.StatusBadRequest},
 		{"reply_to past the chat's last message", "", `"body":"re","reply_to":999`, "invalid_payload", 0x99, http.StatusBadRequest},
