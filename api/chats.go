@@ -83,6 +83,7 @@ func (a *api) chatError(c *gin.Context, err error) {
 		chat.CodeNotFound:         http.StatusNotFound,
 		chat.CodeQuota:            http.StatusTooManyRequests,
 		chat.CodeConflict:         http.StatusConflict,
+		chat.CodeCMIDReused:       http.StatusUnprocessableEntity,
 		chat.CodeUnavailable:      http.StatusServiceUnavailable,
 		chat.CodeRateLimited:      http.StatusTooManyRequests,
 	}[code]

@@ -333,8 +333,15 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("port %s: k8s uses %d, configs/chatd.yaml default is %d", c.name, want, d)
 		}
 	}
-	if len(ports) != 3 {
-		t.Errorf("container ports = %v, want mqtt, ws and http", ports)
+	// /metrics has a port of its own (http.metrics_addr), so that no
+	// Service in front of the API serves it.
+	if cfg.HTTP.MetricsAddr == "" {
+		t.Errorf("chatd.yaml leaves http.metrics_addr empty: /metrics would be served on the API port")
+	} else if want := portOf(t, cfg.HTTP.MetricsAddr); ports["metrics"] != want {
+		t.Errorf("container port metrics = %d, chatd.yaml serves /metrics on %s", ports["metrics"], cfg.HTTP.MetricsAddr)
+	}
+	if len(ports) != 4 {
+		t.Errorf("container ports = %v, want mqtt, ws, http and metrics", ports)
 	}
 	resolve := func(what string, p any) int {
 		switch v := p.(type) {
@@ -372,8 +379,8 @@ func TestKubernetesManifests(t *testing.T) {
 
 	ann := ss.Template.Metadata.Annotations
 	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" ||
-		ann["prometheus.io/port"] != strconv.Itoa(portOf(t, cfg.HTTP.Addr)) {
-		t.Errorf("Prometheus annotations %v do not point at /metrics on the HTTP port", ann)
+		cfg.HTTP.MetricsAddr == "" || ann["prometheus.io/port"] != strconv.Itoa(portOf(t, cfg.HTTP.MetricsAddr)) {
+		t.Errorf("Prometheus annotations %v do not point at /metrics on the metrics port (http.metrics_addr %q)", ann, cfg.HTTP.MetricsAddr)
 	}
 
 	if pod.Resources.Requests["cpu"] == "" || pod.Resources.Requests["memory"] == "" {
@@ -433,6 +440,13 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, name := range []string{"mqtt", "ws", "http"} {
 		if client[ports[name]] != ports[name] {
 			t.Errorf("Service chatd does not expose %s on port %d", name, ports[name])
+		}
+	}
+	for name, s := range m.services {
+		for _, p := range s.Ports {
+			if ports["metrics"] != 0 && resolve("Service "+name, p.TargetPort) == ports["metrics"] {
+				t.Errorf("Service %s exposes the metrics port %d: Prometheus scrapes the pod, nobody else needs it", name, ports["metrics"])
+			}
 		}
 	}
 

@@ -52,6 +52,10 @@ var onPostgres = []struct {
 	{"LoginThrottledPerAccount", TestLoginThrottledPerAccount},
 	{"DeleteAccount", TestDeleteAccount},
 	{"DisableAccountCLI", TestDisableAndDeleteThroughCLI},
+	{"GroupRaces", TestGroupLimitsHoldUnderConcurrentRequests},
+	{"CleanInput", TestCleanInputRefused},
+	{"PrivateDataDir", TestDataDirIsPrivate},
+	{"MetricsListener", TestMetricsOnOwnListener},
 }
 
 const postgresPrefix = "TestOnPostgres/"

@@ -258,6 +258,8 @@ func reasonCode(code chat.Code) packets.Code {
 		return packets.ErrMessageRateTooHigh
 	case chat.CodeConflict: // groups: valid, but the group's state forbids it
 		return packets.ErrImplementationSpecificError
+	case chat.CodeCMIDReused: // well formed, but its cmid is spent on other content
+		return packets.ErrImplementationSpecificError
 	case chat.CodeUnavailable:
 		return packets.ErrServerBusy
 	default:

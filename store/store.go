@@ -185,6 +185,27 @@ type Groups interface {
 	// GroupsOf lists uid's memberships ordered by group id, starting after
 	// the group id `after` ("" = from the start), at most limit (> 0).
 	GroupsOf(ctx context.Context, uid, after string, limit int) ([]Member, error)
+	MemberUpdater
+}
+
+// MemberChange is what one UpdateMembers writes: memberships to add or
+// replace, then user ids to remove.
+type MemberChange struct {
+	Put    []Member
+	Remove []string
+}
+
+// MemberUpdater changes a group's membership as a function of its current
+// members, so that rules over the whole group (a member limit, exactly one
+// owner) hold however many requests race, on every node.
+type MemberUpdater interface {
+	// UpdateMembers reads groupID's members (ordered by user id) and writes
+	// the change decide returns, as one isolated atomic step: no other
+	// membership write, rename or delete of the group lands between the
+	// read and the write. When decide returns an error nothing is written
+	// and that error is returned (wrapped). ErrNotFound for an unknown
+	// group. decide may run more than once; it must not have side effects.
+	UpdateMembers(ctx context.Context, groupID string, decide func(members []Member) (MemberChange, error)) error
 }
 
 // ChatState is one user's view of one chat: its place in the user's chat

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,8 +62,10 @@ type App struct {
 	broker      *broker.Broker
 	http        *http.Server
 	httpLn      net.Listener
-	pprof       *http.Server // nil unless http.pprof_addr is set
+	pprof       *http.Server // nil unless http.pprof_addr is set (and not shared with metrics)
 	pprofLn     net.Listener
+	metrics     *http.Server // nil unless http.metrics_addr is set
+	metricsLn   net.Listener
 	admin       *adminServer
 	live        atomic.Bool
 }
@@ -73,6 +74,7 @@ type App struct {
 type Addrs struct {
 	MQTT, TLS, WS, HTTP, AdminSocket string
 	Pprof                            string // "" when disabled
+	Metrics                          string // "" when /metrics is on the HTTP API
 }
 
 // New builds a node from cfg without binding any port.
@@ -80,8 +82,8 @@ type Addrs struct {
 var _ broker.OutboundMetrics = (*metrics.Outbound)(nil)
 
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("app: data dir: %w", err)
+	if err := privateDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
@@ -360,7 +362,7 @@ func (a *App) build(secret []byte) error {
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
 			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
-			Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			Metrics:         publicMetrics(cfg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 			AuthLimiter:     limiter(cfg.Limits.AuthRate, cfg.Limits.AuthBurst),
@@ -376,13 +378,10 @@ func (a *App) build(secret []byte) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	if cfg.HTTP.PprofAddr != "" {
+	a.metrics = metricsServer(cfg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if cfg.HTTP.PprofAddr != "" && cfg.HTTP.PprofAddr != cfg.HTTP.MetricsAddr {
 		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handlePprof(mux)
 		// No WriteTimeout: a CPU profile streams for its whole duration.
 		a.pprof = &http.Server{Addr: cfg.HTTP.PprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -447,6 +446,9 @@ func (a *App) Start() error {
 		}()
 		a.log.Warn("serving pprof profiles", "addr", pln.Addr().String())
 	}
+	if err := a.startMetrics(); err != nil {
+		return err
+	}
 	if err := a.admin.start(); err != nil {
 		return err
 	}
@@ -483,6 +485,12 @@ func (a *App) Addrs() Addrs {
 	if a.pprofLn != nil {
 		out.Pprof = a.pprofLn.Addr().String()
 	}
+	if a.metricsLn != nil {
+		out.Metrics = a.metricsLn.Addr().String()
+		if a.cfg.HTTP.PprofAddr == a.cfg.HTTP.MetricsAddr {
+			out.Pprof = out.Metrics
+		}
+	}
 	return out
 }
 
@@ -498,6 +506,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.pprof != nil {
 		if err := a.pprof.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("pprof: %w", err))
+		}
+	}
+	if a.metrics != nil {
+		if err := a.metrics.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("metrics: %w", err))
 		}
 	}
 	a.admin.stop(ctx)

@@ -120,6 +120,11 @@ type HTTPConfig struct {
 	// PprofAddr serves net/http/pprof on its own listener when set; it
 	// must be a loopback address because profiles expose internals.
 	PprofAddr string `koanf:"pprof_addr"`
+	// MetricsAddr moves /metrics from the API to a listener of its own
+	// when set, so that the public port says nothing about the node's
+	// load; empty keeps it on the API. It may equal PprofAddr (one
+	// loopback operator port for both).
+	MetricsAddr string `koanf:"metrics_addr"`
 }
 
 type AuthConfig struct {

@@ -177,6 +177,8 @@ func usage(key string) string {
 		return "host:port of the HTTP API"
 	case "http.pprof_addr":
 		return "loopback host:port serving Go's pprof profiles; empty disables"
+	case "http.metrics_addr":
+		return "host:port serving /metrics on a listener of its own (may equal pprof_addr); empty = on the HTTP API"
 	case "auth.jwt_secret":
 		return "HMAC secret for access tokens; empty = generated into data_dir/jwt.secret"
 	case "auth.access_ttl":

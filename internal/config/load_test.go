@@ -375,6 +375,10 @@ func TestValidate(t *testing.T) {
 		{"http.pprof_addr", func(c *Config) { c.HTTP.PprofAddr = ":6060" }},
 		{"http.pprof_addr", func(c *Config) { c.HTTP.PprofAddr = "10.0.0.1:6060" }},
 		{"http.pprof_addr", func(c *Config) { c.HTTP.PprofAddr = "6060" }},
+		{"", func(c *Config) { c.HTTP.MetricsAddr = ":9090" }},
+		{"", func(c *Config) { c.HTTP.MetricsAddr, c.HTTP.PprofAddr = "127.0.0.1:6060", "127.0.0.1:6060" }},
+		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = ":8080" }},
+		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = "9090" }},
 		{"auth.access_ttl", func(c *Config) { c.Auth.AccessTTL = 59 * time.Second }},
 		{"auth.refresh_ttl", func(c *Config) { c.Auth.RefreshTTL = c.Auth.AccessTTL }},
 		{"auth.bcrypt_cost", func(c *Config) { c.Auth.BcryptCost = 3 }},
@@ -578,7 +582,7 @@ func TestLogValueRedactsSecret(t *testing.T) {
 			t.Fatalf("secret %q leaked into log: %s", secret, out)
 		}
 	}
-	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":""}`, `"session_expiry":604800000000000`} {
+	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""}`, `"session_expiry":604800000000000`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log %s lacks %s", out, want)
 		}

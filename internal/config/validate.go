@@ -116,6 +116,13 @@ func (c Config) Validate() error {
 			bad("http.pprof_addr", "must be a loopback address such as 127.0.0.1:6060, got %q", c.HTTP.PprofAddr)
 		}
 	}
+	if c.HTTP.MetricsAddr != "" {
+		addr("http.metrics_addr", c.HTTP.MetricsAddr)
+		// Port 0 picks a free port per listener, so only fixed ports clash.
+		if _, port, err := net.SplitHostPort(c.HTTP.MetricsAddr); err == nil && port != "0" && c.HTTP.MetricsAddr == c.HTTP.Addr {
+			bad("http.metrics_addr", "must differ from http.addr (%q): leave it empty to serve /metrics on the API", c.HTTP.Addr)
+		}
+	}
 
 	a := c.Auth
 	if a.AccessTTL < time.Minute {

@@ -96,7 +96,9 @@ func validateEnvelope(env *Envelope) error {
 	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") || !printable(env.Type) {
 		return newError(CodeInvalid, "type must be at most 32 characters without spaces or control characters", nil)
 	}
-	if env.Type == "system" {
+	// Folded, so that "System" (or "ſystem") cannot pass for a server
+	// message in a client that compares loosely.
+	if strings.EqualFold(env.Type, "system") {
 		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
 	}
 	body := bytes.TrimSpace(env.Body)
@@ -108,6 +110,11 @@ func validateEnvelope(env *Envelope) error {
 	// decoder refuses would make a whole history page unreadable.
 	if !utf8.Valid(body) {
 		return newError(CodeInvalid, "body must be UTF-8 JSON", nil)
+	}
+	// An escaped lone surrogate ("\ud800") is valid UTF-8 on the wire but
+	// no character: strict decoders refuse it just the same.
+	if !pairedSurrogates(body) {
+		return newError(CodeInvalid, `body must be Unicode text: a \u escape names half a surrogate pair`, nil)
 	}
 	env.Body = body
 	if env.To == "user:" || env.To == "group:" ||
@@ -126,3 +133,58 @@ func printable(s string) bool {
 
 // sentAt truncates to milliseconds, the precision every backend keeps.
 func sentAt(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+// pairedSurrogates reports whether every \u escape of a high surrogate in
+// the JSON text b is followed by one of a low surrogate, and no low one
+// stands alone. b is valid JSON, where a backslash only occurs inside
+// strings and starts an escape, so no string tracking is needed.
+func pairedSurrogates(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(b) || b[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(b, i+1)
+		i += 4
+		switch {
+		case !ok:
+			return false
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return false
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+2 >= len(b) || b[i+1] != '\\' || b[i+2] != 'u' {
+				return false
+			}
+			lo, ok := hex4(b, i+3)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return false
+			}
+			i += 6
+		}
+	}
+	return true
+}
+
+// hex4 decodes the four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}

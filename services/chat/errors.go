@@ -22,6 +22,10 @@ const (
 	// CodeRateLimited: the caller is going faster than its rate limit
 	// allows; the error's RetryAfter says when one more request fits.
 	CodeRateLimited Code = "rate_limited"
+	// CodeCMIDReused: a cmid (REST: Idempotency-Key) that already names
+	// a stored message came with a different request. Answering with the
+	// first message would tell the client its new content was sent.
+	CodeCMIDReused Code = "cmid_reused"
 )
 
 // Error is a refusal with a code and a message meant for the client.

@@ -263,10 +263,11 @@ func duplicateOf(m store.Message, ref store.MessageRef) (Result, error) {
 }
 
 // earlierSend answers a direct send refused for an unknown recipient whose
-// cmid the sender has used before as a send to an existing user would be:
-// with the earlier message. Otherwise a reused cmid would be a silent
-// existence test (an existing id answers "duplicate" and no message
-// reaches it, an unknown one answers unknown_recipient).
+// cmid the sender has used before as a send to an existing user would be
+// (the writer's replay): a cmid that names a message of another chat is
+// refused as reused. Otherwise a reused cmid would be a silent existence
+// test (an existing id answers cmid_reused, an unknown one
+// unknown_recipient).
 func (s *Service) earlierSend(ctx context.Context, from string, env Envelope, refusal error) (res Result, handled bool, err error) {
 	if CodeOf(refusal) != CodeUnknownRecipient || env.CMID == "" {
 		return Result{}, false, nil
@@ -275,6 +276,12 @@ func (s *Service) earlierSend(ctx context.Context, from string, env Envelope, re
 	if lookupErr != nil {
 		return Result{}, false, nil
 	}
+	target, _ := strings.CutPrefix(env.To, "user:")
+	if ref.Chat != DirectChatID(from, target) {
+		return Result{}, true, cmidReused(env.CMID)
+	}
+	// The earlier message went to this very id, which has since gone (a
+	// deleted account): its retry is answered as before.
 	m := store.Message{From: from, CMID: env.CMID, Type: env.Type, Body: []byte(env.Body), ReplyTo: env.ReplyTo}
 	res, err = duplicateOf(m, ref)
 	return res, true, err

@@ -87,12 +87,20 @@ func TestDedupeSequential(t *testing.T) {
 	}{
 		{"same sender, same cmid: duplicate", a, b, "m1", &first, 0, ab},
 		{"and again", a, b, "m1", &first, 0, ab},
-		// The dedupe key is (sender, cmid), not the chat: a reused cmid
-		// points at the first message even when sent elsewhere.
-		{"same sender, same cmid, other chat", a, c, "m1", &first, 0, ab},
 		{"other sender, same cmid: independent", b, a, "m1", nil, 2, ab},
 		{"same sender, new cmid", a, b, "m2", nil, 3, ab},
 	}
+	// The dedupe key is (sender, cmid), not the chat: a reused cmid sent
+	// elsewhere is not stored, and not acknowledged as the first message
+	// either, since it is not a retry of it.
+	t.Run("same sender, same cmid, other chat: refused", func(t *testing.T) {
+		before := f.dlv.count()
+		_, err := f.svc.Send(context.Background(), a, Envelope{To: "user:" + c, CMID: "m1", Body: []byte(`"m1"`)})
+		expectCode(t, err, CodeCMIDReused)
+		if n := f.dlv.count() - before; n != 0 {
+			t.Fatalf("refused send delivered %d times", n)
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.dlv.count()
@@ -122,8 +130,8 @@ func TestDedupeSequential(t *testing.T) {
 		t.Fatalf("LastSeq(a,c) = %d, want 0", n)
 	}
 	m := f.met.snapshot()
-	if m.sends["stored"] != 3 || m.sends["duplicate"] != 3 || m.committed() != 3 {
-		t.Fatalf("metrics sends %v committed %d, want 3 stored, 3 duplicate, 3 committed", m.sends, m.committed())
+	if m.sends["stored"] != 3 || m.sends["duplicate"] != 2 || m.committed() != 3 {
+		t.Fatalf("metrics sends %v committed %d, want 3 stored, 2 duplicate, 3 committed", m.sends, m.committed())
 	}
 }
 
@@ -453,13 +461,15 @@ func TestDedupeAcrossShards(t *testing.T) {
 		o2 = recv(t, "second", second)
 	}
 	o1 := recv(t, "first", first)
-	if o1.err != nil || o2.err != nil {
-		t.Fatalf("errors: %v, %v", o1.err, o2.err)
-	}
+	// The second names another chat, so once the first is stored it is
+	// refused as a reused cmid rather than answered as a duplicate.
 	stored := 0
 	for _, o := range []sendOutcome{o1, o2} {
-		if !o.res.Duplicate {
+		switch {
+		case o.err == nil && !o.res.Duplicate:
 			stored++
+		case o.err != nil && CodeOf(o.err) != CodeCMIDReused:
+			t.Fatalf("errors: %v, %v", o1.err, o2.err)
 		}
 	}
 	if stored != 1 {
@@ -468,10 +478,10 @@ func TestDedupeAcrossShards(t *testing.T) {
 	}
 }
 
-// TestReusedCMIDAnswersAlikeForAnyRecipient: a cmid already used answers
-// with the earlier message whether the new recipient exists or not, so a
-// reused cmid is no test of whether an id names a user; without a used
-// cmid an unknown recipient is still refused.
+// TestReusedCMIDAnswersAlikeForAnyRecipient: a cmid already used for
+// another chat is refused as reused whether the new recipient exists or
+// not, so a reused cmid is no test of whether an id names a user; without a
+// used cmid an unknown recipient is still refused.
 func TestReusedCMIDAnswersAlikeForAnyRecipient(t *testing.T) {
 	f := newFixture(t, Options{})
 	a, b, c := f.user(), f.user(), f.user()
@@ -484,10 +494,12 @@ func TestReusedCMIDAnswersAlikeForAnyRecipient(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, to := range []string{c, ids.NewUserID()} {
-		res, err := send(to, "once")
-		if err != nil || !res.Duplicate || res.Message.Chat != first.Message.Chat || res.Message.Seq != first.Message.Seq || res.Message.ID != first.Message.ID {
-			t.Fatalf("reused cmid to %s: %+v, %v; want the duplicate of %+v", to, res, err, first.Message)
+		if res, err := send(to, "once"); CodeOf(err) != CodeCMIDReused {
+			t.Fatalf("reused cmid to %s: %+v, %v; want cmid_reused", to, res, err)
 		}
+	}
+	if res, err := send(b, "once"); err != nil || !res.Duplicate || res.Message.Seq != first.Message.Seq || res.Message.ID != first.Message.ID {
+		t.Fatalf("true retry: %+v, %v; want the duplicate of %+v", res, err, first.Message)
 	}
 	if _, err := send(ids.NewUserID(), "fresh"); CodeOf(err) != CodeUnknownRecipient {
 		t.Fatalf("fresh cmid to an unknown user: %v, want unknown_recipient", err)

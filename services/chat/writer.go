@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -226,8 +227,7 @@ func (w *writer) process(batch []*request) {
 			ref, err = s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
 		}
 		if err == nil {
-			res, err := duplicateOf(r.msg, ref)
-			r.reply <- reply{res: res, err: err}
+			r.reply <- w.replay(ctx, r.msg, ref)
 			continue
 		}
 		if !errors.Is(err, store.ErrNotFound) {
@@ -235,12 +235,22 @@ func (w *writer) process(batch []*request) {
 			continue
 		}
 		last, err := w.lastSeq(ctx, r.msg.Chat)
-		if err == nil && last == 0 {
-			err = w.joinDirect(ctx, r.msg.Chat)
-		}
 		if err != nil {
 			r.reply <- reply{err: s.storeError(ctx, "last seq", err)}
 			continue
+		}
+		// Seqs are gap-free from 1, so the writer's counter alone tells
+		// whether reply_to names a message of this chat: no store read.
+		if r.msg.ReplyTo > last {
+			r.reply <- reply{err: newError(CodeInvalid,
+				fmt.Sprintf("reply_to %d names no message of this chat (its last seq is %d)", r.msg.ReplyTo, last), nil)}
+			continue
+		}
+		if last == 0 {
+			if err := w.joinDirect(ctx, r.msg.Chat); err != nil {
+				r.reply <- reply{err: s.storeError(ctx, "join chat", err)}
+				continue
+			}
 		}
 		m := r.msg
 		m.Seq = last + 1

@@ -386,49 +386,72 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 	if err := s.admit(actor); err != nil {
 		return View{}, err
 	}
-	g, ms, me, err := s.load(ctx, actor, gid)
+	g, _, me, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return View{}, err
 	}
-	if me.Role == store.RoleMember {
-		return View{}, forbidden("only the owner or an admin may add members")
+	// Checked before the users so that a plain member learns nothing about
+	// who exists; checked again below against the members as written.
+	if err := mayAdd(me); err != nil {
+		return View{}, err
 	}
 	uids, err := s.checkUsers(ctx, users, "")
 	if err != nil {
 		return View{}, err
 	}
-	current := userIDs(ms)
-	var added []string
-	for _, u := range uids {
-		if !slices.Contains(current, u) {
-			added = append(added, u)
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	var (
+		added []string
+		ms    []store.Member
+	)
+	err = s.st.UpdateMembers(ctx, gid, func(cur []store.Member) (store.MemberChange, error) {
+		added, ms = nil, cur
+		me, ok := find(cur, actor)
+		if !ok {
+			return store.MemberChange{}, notFound(gid)
 		}
+		if err := mayAdd(me); err != nil {
+			return store.MemberChange{}, err
+		}
+		current := userIDs(cur)
+		var put []store.Member
+		for _, u := range uids {
+			if !slices.Contains(current, u) {
+				added = append(added, u)
+				put = append(put, store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now})
+			}
+		}
+		if len(cur)+len(added) > s.opts.MaxMembers {
+			added = nil
+			return store.MemberChange{}, conflict(fmt.Sprintf("a group has at most %d members; it has %d", s.opts.MaxMembers, len(cur)))
+		}
+		ms = append(slices.Clone(cur), put...)
+		slices.SortFunc(ms, func(a, b store.Member) int { return strings.Compare(a.UserID, b.UserID) })
+		return store.MemberChange{Put: put}, nil
+	})
+	if len(added) > 0 {
+		s.opts.Membership.MembersChanged(gid, added)
+	}
+	if err != nil {
+		return View{}, s.updateErr(ctx, gid, "add members", err)
 	}
 	if len(added) == 0 {
 		return view(g, ms), nil
 	}
-	if len(current)+len(added) > s.opts.MaxMembers {
-		return View{}, conflict(fmt.Sprintf("a group has at most %d members; it has %d", s.opts.MaxMembers, len(current)))
-	}
-	now := s.opts.Now().UTC().Truncate(time.Millisecond)
-	newMs := make([]store.Member, len(added))
-	for i, u := range added {
-		newMs[i] = store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now}
-	}
-	err = s.st.PutMembers(ctx, gid, newMs)
-	s.opts.Membership.MembersChanged(gid, added)
-	if err != nil {
-		return View{}, s.storeErr(ctx, gid, "add members", err)
-	}
 	if err := s.join(ctx, gid, added, now); err != nil {
 		return View{}, err
 	}
-	ms = append(ms, newMs...)
-	slices.SortFunc(ms, func(a, b store.Member) int { return strings.Compare(a.UserID, b.UserID) })
 	all := userIDs(ms)
 	seq := s.record(ctx, gid, system{Op: "members_added", By: actor, Users: added}, all)
 	s.announce(all, Event{Op: "members_added", GroupID: gid, By: actor, Seq: seq, Users: added})
 	return view(g, ms), nil
+}
+
+func mayAdd(me store.Member) error {
+	if me.Role == store.RoleMember {
+		return forbidden("only the owner or an admin may add members")
+	}
+	return nil
 }
 
 // RemoveMember removes uid: the owner may remove anyone else, an admin may
@@ -437,30 +460,41 @@ func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) erro
 	if err := s.admit(actor); err != nil {
 		return err
 	}
-	_, ms, me, err := s.load(ctx, actor, gid)
-	if err != nil {
+	if _, _, _, err := s.load(ctx, actor, gid); err != nil {
 		return err
 	}
-	target, ok := find(ms, uid)
-	if !ok {
-		return &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
+	var (
+		op  string
+		all []string
+	)
+	err := s.st.UpdateMembers(ctx, gid, func(cur []store.Member) (store.MemberChange, error) {
+		me, ok := find(cur, actor)
+		if !ok {
+			return store.MemberChange{}, notFound(gid)
+		}
+		target, ok := find(cur, uid)
+		if !ok {
+			return store.MemberChange{}, &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
+		}
+		op = "member_removed"
+		switch {
+		case uid == actor && me.Role == store.RoleOwner:
+			return store.MemberChange{}, conflict("the owner cannot leave: make another member owner first, or delete the group")
+		case uid == actor:
+			op = "member_left"
+		case me.Role == store.RoleOwner:
+		case me.Role == store.RoleAdmin && target.Role == store.RoleMember:
+		default:
+			return store.MemberChange{}, forbidden("not allowed to remove this member")
+		}
+		all = userIDs(cur)
+		return store.MemberChange{Remove: []string{uid}}, nil
+	})
+	if all != nil {
+		s.opts.Membership.MembersChanged(gid, []string{uid})
 	}
-	op := "member_removed"
-	switch {
-	case uid == actor && me.Role == store.RoleOwner:
-		return conflict("the owner cannot leave: make another member owner first, or delete the group")
-	case uid == actor:
-		op = "member_left"
-	case me.Role == store.RoleOwner:
-	case me.Role == store.RoleAdmin && target.Role == store.RoleMember:
-	default:
-		return forbidden("not allowed to remove this member")
-	}
-	all := userIDs(ms)
-	err = s.st.RemoveMembers(ctx, gid, []string{uid})
-	s.opts.Membership.MembersChanged(gid, []string{uid})
 	if err != nil {
-		return s.storeErr(ctx, gid, "remove member", err)
+		return s.updateErr(ctx, gid, "remove member", err)
 	}
 	s.leave(ctx, gid, []string{uid})
 	// The removed user is told too, so its devices drop the group.
@@ -470,7 +504,9 @@ func (s *Service) RemoveMember(ctx context.Context, actor, gid, uid string) erro
 }
 
 // SetRole changes a member's role (owner only). Making someone owner hands
-// the group over: the previous owner becomes an admin.
+// the group over: the previous owner becomes an admin. The check that actor
+// is the owner and the write happen as one step, so two racing hand-overs
+// leave one owner.
 func (s *Service) SetRole(ctx context.Context, actor, gid, uid string, role store.Role) (View, error) {
 	if err := s.admit(actor); err != nil {
 		return View{}, err
@@ -478,33 +514,42 @@ func (s *Service) SetRole(ctx context.Context, actor, gid, uid string, role stor
 	if role != store.RoleOwner && role != store.RoleAdmin && role != store.RoleMember {
 		return View{}, invalid(`role must be "owner", "admin" or "member"`)
 	}
-	g, ms, me, err := s.load(ctx, actor, gid)
+	g, _, _, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return View{}, err
 	}
-	if me.Role != store.RoleOwner {
-		return View{}, forbidden("only the owner may change roles")
-	}
-	target, ok := find(ms, uid)
-	if !ok {
-		return View{}, &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
-	}
-	if uid == actor {
-		return View{}, conflict("the owner's role changes only by making another member owner")
-	}
-	changes := []store.Member{{GroupID: gid, UserID: uid, Role: role, JoinedAt: target.JoinedAt}}
-	if role == store.RoleOwner {
-		changes = append(changes, store.Member{GroupID: gid, UserID: actor, Role: store.RoleAdmin, JoinedAt: me.JoinedAt})
-	}
-	if err := s.st.PutMembers(ctx, gid, changes); err != nil {
-		return View{}, s.storeErr(ctx, gid, "set role", err)
-	}
-	for _, c := range changes {
-		for i := range ms {
-			if ms[i].UserID == c.UserID {
-				ms[i].Role = c.Role
+	var ms []store.Member
+	err = s.st.UpdateMembers(ctx, gid, func(cur []store.Member) (store.MemberChange, error) {
+		me, ok := find(cur, actor)
+		if !ok {
+			return store.MemberChange{}, notFound(gid)
+		}
+		if me.Role != store.RoleOwner {
+			return store.MemberChange{}, forbidden("only the owner may change roles")
+		}
+		target, ok := find(cur, uid)
+		if !ok {
+			return store.MemberChange{}, &chat.Error{Code: chat.CodeNotFound, Message: uid + " is not a member of this group"}
+		}
+		if uid == actor {
+			return store.MemberChange{}, conflict("the owner's role changes only by making another member owner")
+		}
+		changes := []store.Member{{GroupID: gid, UserID: uid, Role: role, JoinedAt: target.JoinedAt}}
+		if role == store.RoleOwner {
+			changes = append(changes, store.Member{GroupID: gid, UserID: actor, Role: store.RoleAdmin, JoinedAt: me.JoinedAt})
+		}
+		ms = slices.Clone(cur)
+		for _, c := range changes {
+			for i := range ms {
+				if ms[i].UserID == c.UserID {
+					ms[i].Role = c.Role
+				}
 			}
 		}
+		return store.MemberChange{Put: changes}, nil
+	})
+	if err != nil {
+		return View{}, s.updateErr(ctx, gid, "set role", err)
 	}
 	all := userIDs(ms)
 	seq := s.record(ctx, gid, system{Op: "role_changed", By: actor, Users: []string{uid}, Role: string(role)}, all)
@@ -564,6 +609,15 @@ func (s *Service) load(ctx context.Context, actor, gid string) (store.Group, []s
 		return store.Group{}, nil, store.Member{}, s.internal(ctx, "members", err)
 	}
 	return g, ms, me, nil
+}
+
+// updateErr maps an UpdateMembers failure: a rule its decision refused
+// goes back as it is, anything else as storeErr does.
+func (s *Service) updateErr(ctx context.Context, gid, op string, err error) error {
+	if ce, ok := errors.AsType[*chat.Error](err); ok {
+		return ce
+	}
+	return s.storeErr(ctx, gid, op, err)
 }
 
 func (s *Service) storeErr(ctx context.Context, gid, op string, err error) error {

@@ -118,13 +118,22 @@ func (s *Store) PutMembers(ctx context.Context, groupID string, members []store.
 }
 
 func (s *Store) RemoveMembers(ctx context.Context, groupID string, userIDs []string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("postgres: remove members of %q: %w", groupID, err)
-	}
 	if len(userIDs) == 0 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("postgres: remove members of %q: %w", groupID, err)
+		}
 		return nil
 	}
-	_, err := s.pool.Exec(ctx, `DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2)`, groupID, userIDs)
+	// The row lock orders this write with UpdateMembers (FOR UPDATE), whose
+	// decisions rest on the members it read; an unknown group has nothing
+	// to lock or remove.
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM groups WHERE id = $1 FOR KEY SHARE`, groupID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2)`, groupID, userIDs)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: remove members of %q: %w", groupID, mapErr(ctx, err))
 	}

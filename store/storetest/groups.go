@@ -29,7 +29,7 @@ func groupTests() []testCase {
 		{"GroupsOfReflectsRemovalAndDeletion", testGroupsOfReflectsChanges},
 		{"DeleteRemovesBothDirections", testDeleteGroup},
 		{"ManyMembers", testGroupManyMembers},
-	}, groupContextTests()...)
+	}, append(groupContextTests(), memberUpdateTests()...)...)
 }
 
 var groupBase = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
