@@ -55,4 +55,3 @@ func (a *api) deleteMe(c *gin.Context) {
 		a.authError(c, err)
 	}
 }
-
