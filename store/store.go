@@ -108,6 +108,7 @@ type Store interface {
 	Groups
 	Cursors
 	Devices
+	Blocks
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -17,11 +17,13 @@ import (
 	"github.com/mqchat/mqchat/store"
 )
 
-// Relational is the half that holds accounts, groups and devices.
+// Relational is the half that holds accounts, groups, devices and block
+// lists.
 type Relational interface {
 	store.Users
 	store.Groups
 	store.Devices
+	store.Blocks
 	Ping(ctx context.Context) error
 	Close() error
 }

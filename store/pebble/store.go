@@ -64,6 +64,9 @@ type Store struct {
 
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
+	// blocksMu makes PutBlock's keep-the-first-time check and its write
+	// one step.
+	blocksMu sync.Mutex
 
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}

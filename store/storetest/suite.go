@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Groups", groupTests()},
 		{"Cursors", cursorTests()},
 		{"Devices", deviceTests()},
+		{"Blocks", blockTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},

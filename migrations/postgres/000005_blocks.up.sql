@@ -1,0 +1,9 @@
+-- A user's block list, in blocked id order. Blocking needs no account on
+-- either side to exist (an answer that depended on it would tell a prober
+-- who exists), so there are no foreign keys.
+CREATE TABLE blocks (
+    user_id    text COLLATE "C" NOT NULL,
+    blocked_id text COLLATE "C" NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)
+);
