@@ -50,6 +50,8 @@ type Options struct {
 	Relations Relations
 	// Devices enables /v1/devices (push tokens).
 	Devices Devices
+	// Blocks enables /v1/blocks.
+	Blocks Blocks
 }
 
 // Limiter rate-limits requests per key.
@@ -99,6 +101,7 @@ func New(opts Options) http.Handler {
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)
+	a.routeBlocks(authed)
 	return r
 }
 

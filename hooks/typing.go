@@ -16,6 +16,13 @@ type TypingChats interface {
 	Members(ctx context.Context, chat string) ([]string, error)
 }
 
+// TypingBlocks answers whether a member blocks the typist
+// (services/consent). The typist is not told: the notice is accepted and
+// simply not delivered to that member.
+type TypingBlocks interface {
+	Blocked(ctx context.Context, blocker, other string) (bool, error)
+}
+
 // typingInterval is the default rate of typing notices per (user, chat).
 const typingInterval = 2 * time.Second
 
@@ -68,9 +75,19 @@ func (h *Chat) typingNotice(cl *mqtt.Client, uid string, pk packets.Packet) erro
 	}
 	ev := TypingEvent{Type: "typing", Chat: req.Chat, User: uid}
 	for _, m := range members {
-		if m != uid {
-			h.resp.publish(EventsTopic(m), 0, nil, ev)
+		if m == uid {
+			continue
 		}
+		if h.opts.Blocks != nil {
+			blocked, err := h.opts.Blocks.Blocked(ctx, m, uid)
+			if err != nil {
+				return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
+			}
+			if blocked {
+				continue
+			}
+		}
+		h.resp.publish(EventsTopic(m), 0, nil, ev)
 	}
 	return packets.CodeSuccessIgnore
 }

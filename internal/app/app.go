@@ -33,6 +33,7 @@ import (
 	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/consent"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
@@ -231,9 +232,15 @@ func (a *App) build(secret []byte) error {
 	// answered from memory, kept exact by the groups service and the chat
 	// writers, which report every membership change and every 1:1 chat's
 	// first message.
+	// Who blocks whom: asked on 1:1 sends, typing notices, invitations and
+	// presence, answered from memory.
+	blocks := consent.New(a.store, consent.Options{
+		MaxBlocks: cfg.Limits.MaxBlocks,
+		Logger:    a.log.With("component", "consent"),
+	})
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
-	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics})
+	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Blocks: blocks})
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
@@ -260,6 +267,7 @@ func (a *App) build(secret []byte) error {
 		List:            a.store,
 		Receipts:        a.receipts,
 		Started:         vis,
+		Blocks:          blocks,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -268,6 +276,7 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Membership: vis,
+		Blocks:     blocks,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
 		OpBurst:    cfg.Limits.GroupOpBurst,
@@ -301,6 +310,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
+		Blocks: blocks,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -334,6 +344,7 @@ func (a *App) build(secret []byte) error {
 			Presence:        a.presence,
 			Relations:       vis,
 			Devices:         a.store,
+			Blocks:          blocks,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

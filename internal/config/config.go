@@ -134,6 +134,9 @@ type Limits struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
 	// MaxGroupMembers bounds a group, owner included; fan-out is on write.
 	MaxGroupMembers int `koanf:"max_group_members"`
+	// MaxBlocks bounds one user's block list (held in memory whole while
+	// the user is active).
+	MaxBlocks int `koanf:"max_blocks"`
 	// SendRate and SendBurst bound each user's sends (MQTT and REST
 	// together) with a token bucket; 0 turns the limit off.
 	SendRate  int `koanf:"send_rate"`
@@ -216,6 +219,7 @@ func Default() Config {
 		Limits: Limits{
 			MaxMessageBytes: 64 * 1024,
 			MaxGroupMembers: 500,
+			MaxBlocks:       1000,
 			SendRate:        50,
 			SendBurst:       200,
 			AuthRate:        5,

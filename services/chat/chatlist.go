@@ -160,14 +160,21 @@ func (s *Service) summarize(ctx context.Context, uid string, states []store.Chat
 			changedAt: st.UpdatedAt.Truncate(time.Millisecond),
 		}
 		if m, ok := last[st.Chat]; ok {
-			v := View(m)
-			sum.LastMessage, sum.LastSeq = &v, m.Seq
-			if t := m.SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
-				sum.changedAt = t
+			sum.LastSeq = m.Seq
+			if sum.LastSeq > sum.ReadSeq {
+				sum.Unread = sum.LastSeq - sum.ReadSeq
 			}
-		}
-		if sum.LastSeq > sum.ReadSeq {
-			sum.Unread = sum.LastSeq - sum.ReadSeq
+			visible, err := s.lastVisible(ctx, uid, &sum, m)
+			if err != nil {
+				return nil, err
+			}
+			if visible != nil {
+				v := View(*visible)
+				sum.LastMessage = &v
+				if t := visible.SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
+					sum.changedAt = t
+				}
+			}
 		}
 		if a, b, ok := DirectMembers(st.Chat); ok {
 			sum.Kind = "direct"

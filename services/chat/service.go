@@ -62,6 +62,9 @@ type Options struct {
 	Receipts ReadReceipts
 	// Started, when set, is told of every 1:1 chat's first message.
 	Started DirectStarts
+	// Blocks, when set, hides a blocked user's 1:1 messages from the
+	// blocker (see blocks.go).
+	Blocks Blocks
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -266,9 +269,9 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
 		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
 	}
-	recipients := []string{target}
-	if target != from {
-		recipients = append(recipients, from)
+	recipients, err := s.directRecipients(ctx, from, target)
+	if err != nil {
+		return store.Message{}, nil, err
 	}
 	return m, recipients, nil
 }

@@ -73,6 +73,14 @@ type Options struct {
 	// means unlimited.
 	OpRate, OpBurst int
 	Metrics         LimitObserver // nil = not counted
+	// Blocks, when set, keeps users from being put in a group by someone
+	// they block (see withoutBlockers).
+	Blocks Blocks
+}
+
+// Blocks answers whether a user blocks another (services/consent).
+type Blocks interface {
+	Blocked(ctx context.Context, blocker, other string) (bool, error)
 }
 
 // Service implements group management.
@@ -293,6 +301,9 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 		return View{}, err
 	}
 	uids, err := s.checkUsers(ctx, members, actor)
+	if err == nil {
+		uids, err = s.withoutBlockers(ctx, actor, uids)
+	}
 	if err != nil {
 		return View{}, err
 	}
@@ -394,6 +405,9 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 		return View{}, forbidden("only the owner or an admin may add members")
 	}
 	uids, err := s.checkUsers(ctx, users, "")
+	if err == nil {
+		uids, err = s.withoutBlockers(ctx, actor, uids)
+	}
 	if err != nil {
 		return View{}, err
 	}
@@ -592,6 +606,26 @@ func (s *Service) checkUsers(ctx context.Context, users []string, self string) (
 		out = append(out, u)
 		if len(out) > s.opts.MaxMembers {
 			return nil, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
+		}
+	}
+	return out, nil
+}
+
+// withoutBlockers drops from uids everyone who blocks actor. The actor is
+// answered as if they had not been named (no error, which would tell the
+// actor they are blocked): the group simply does not get them.
+func (s *Service) withoutBlockers(ctx context.Context, actor string, uids []string) ([]string, error) {
+	if s.opts.Blocks == nil {
+		return uids, nil
+	}
+	out := uids[:0:0]
+	for _, u := range uids {
+		blocked, err := s.opts.Blocks.Blocked(ctx, u, actor)
+		if err != nil {
+			return nil, err
+		}
+		if !blocked {
+			out = append(out, u)
 		}
 	}
 	return out, nil

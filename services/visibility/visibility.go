@@ -1,6 +1,6 @@
 // Package visibility decides who may see whose presence: a user may see
-// another's when they are the same user, share a 1:1 chat with a message, or
-// are both members of a group.
+// another's when they are the same user, or when neither blocks the other
+// and they share a 1:1 chat with a message or are both members of a group.
 //
 // mochi asks this question before every delivery of a presence/{uid}
 // message to every subscriber, on the goroutine publishing it, so the
@@ -44,8 +44,19 @@ type Metrics interface {
 // DefaultSize is the number of answers kept when Options.Size is 0.
 const DefaultSize = 65536
 
+// Blocks answers whether either of two users blocks the other
+// (services/consent, which keeps the answers in memory itself).
+type Blocks interface {
+	EitherBlocked(ctx context.Context, a, b string) (bool, error)
+}
+
 // Options configures the index.
 type Options struct {
+	// Blocks, when set, hides presence between two users either of whom
+	// blocks the other, whatever chats they share. It is asked before the
+	// cache, so a block or unblock takes effect at once with no
+	// invalidation: the cache keeps answering "do they share a chat".
+	Blocks Blocks
 	// Size bounds the cached answers. "Yes" answers may use all of it;
 	// "no" answers are kept apart in a quarter of it, so questions about
 	// strangers (refused subscriptions) cannot push out the answers that
@@ -117,6 +128,16 @@ func keyOf(a, b string) pairKey {
 func (x *Index) SharesChat(ctx context.Context, a, b string) (bool, error) {
 	if a == b {
 		return true, nil
+	}
+	if x.opts.Blocks != nil {
+		blocked, err := x.opts.Blocks.EitherBlocked(ctx, a, b)
+		if err != nil {
+			return false, fmt.Errorf("visibility: blocks: %w", err)
+		}
+		if blocked {
+			x.opts.Metrics.ObserveVisibility(true, false)
+			return false, nil
+		}
 	}
 	k := keyOf(a, b)
 	// Read before anything else: a change that lands after this moves an

@@ -1,0 +1,62 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/mqchat/mqchat/store"
+)
+
+type stubBlocks struct{}
+
+func (stubBlocks) Block(context.Context, string, string) (store.Block, error) {
+	return store.Block{}, nil
+}
+func (stubBlocks) Unblock(context.Context, string, string) error       { return nil }
+func (stubBlocks) List(context.Context, string) ([]store.Block, error) { return nil, nil }
+
+func TestDecodeBlock(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want string // "" = accepted
+	}{
+		{`{"user_id":"abc"}`, ""},
+		{`{}`, "invalid_body"},
+		{`{"user_id":""}`, "invalid_body"},
+		{`{"user_id":1}`, "invalid_body"},
+		{`{"user_id":"a","x":1}`, "invalid_body"},
+		{`{"user_id":"a"} {}`, "invalid_body"},
+		{``, "invalid_body"},
+	} {
+		in, err := decodeBlock(bytes.NewReader([]byte(tc.body)))
+		var re *requestError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.body, err)
+		case tc.want == "" && in.UserID == "":
+			t.Errorf("%s: accepted without a user id", tc.body)
+		case tc.want != "" && (!errors.As(err, &re) || re.code != tc.want):
+			t.Errorf("%s: err = %v, want %s", tc.body, err, tc.want)
+		}
+	}
+}
+
+// FuzzDecodeBlock: any body is either refused with a requestError or
+// yields a non-empty user id.
+func FuzzDecodeBlock(f *testing.F) {
+	for _, s := range []string{`{"user_id":"abc"}`, `{}`, `{"user_id":null}`, `[]`, "{\"user_id\":\"\xff\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in, err := decodeBlock(bytes.NewReader(body))
+		var re *requestError
+		if err != nil && !errors.As(err, &re) {
+			t.Fatalf("%q: error %v is not a requestError", body, err)
+		}
+		if err == nil && in.UserID == "" {
+			t.Fatalf("%q: accepted without a user id", body)
+		}
+	})
+}
