@@ -109,6 +109,7 @@ type Store interface {
 	Cursors
 	Devices
 	Blocks
+	PrivacySettings
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

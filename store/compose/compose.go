@@ -17,13 +17,14 @@ import (
 	"github.com/mqchat/mqchat/store"
 )
 
-// Relational is the half that holds accounts, groups, devices and block
-// lists.
+// Relational is the half that holds accounts, groups, devices, block
+// lists and privacy settings.
 type Relational interface {
 	store.Users
 	store.Groups
 	store.Devices
 	store.Blocks
+	store.PrivacySettings
 	Ping(ctx context.Context) error
 	Close() error
 }

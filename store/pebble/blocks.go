@@ -110,3 +110,52 @@ func (s *Store) BlocksOf(ctx context.Context, uid string) ([]store.Block, error)
 	}
 	return out, nil
 }
+
+// Privacy settings are "pv/{uid}" → version, presence, updated_at.
+const (
+	prefixPrivacy = "pv/"
+	privacyV1     = 1
+)
+
+func (s *Store) PutPrivacy(ctx context.Context, p store.Privacy) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("pebble: put privacy: %w", err)
+	}
+	defer s.mu.RUnlock()
+	if err := checkKeyPart(p.UserID); err != nil {
+		return fmt.Errorf("pebble: put privacy: %w", err)
+	}
+	v := appendString([]byte{privacyV1}, p.Presence)
+	batch := s.db.NewBatch()
+	defer batch.Close()
+	if err := batch.Set(append([]byte(prefixPrivacy), p.UserID...), appendTime(v, p.UpdatedAt), nil); err != nil {
+		return fmt.Errorf("pebble: put privacy: %w", err)
+	}
+	if err := commit(ctx, batch); err != nil {
+		return fmt.Errorf("pebble: put privacy: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) Privacy(ctx context.Context, uid string) (store.Privacy, error) {
+	if err := s.begin(ctx); err != nil {
+		return store.Privacy{}, fmt.Errorf("pebble: privacy: %w", err)
+	}
+	defer s.mu.RUnlock()
+	if checkKeyPart(uid) != nil {
+		return store.Privacy{}, fmt.Errorf("pebble: privacy: %w", store.ErrNotFound)
+	}
+	v, err := s.get(append([]byte(prefixPrivacy), uid...))
+	if err != nil {
+		return store.Privacy{}, fmt.Errorf("pebble: privacy of %q: %w", uid, err)
+	}
+	d := decoder{b: v}
+	if d.byte() != privacyV1 {
+		return store.Privacy{}, fmt.Errorf("pebble: privacy of %q: %w", uid, errCorrupt)
+	}
+	p := store.Privacy{UserID: uid, Presence: d.string(), UpdatedAt: d.time()}
+	if err := d.finish(); err != nil {
+		return store.Privacy{}, fmt.Errorf("pebble: privacy of %q: %w", uid, err)
+	}
+	return p, nil
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Cursors", cursorTests()},
 		{"Devices", deviceTests()},
 		{"Blocks", blockTests()},
+		{"Privacy", privacyTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},

@@ -7,3 +7,10 @@ CREATE TABLE blocks (
     created_at timestamptz NOT NULL,
     PRIMARY KEY (user_id, blocked_id)
 );
+
+-- A user's privacy settings; no row = the defaults.
+CREATE TABLE privacy (
+    user_id    text COLLATE "C" PRIMARY KEY,
+    presence   text NOT NULL CHECK (presence IN ('contacts', 'nobody')),
+    updated_at timestamptz NOT NULL
+);

@@ -1,0 +1,2 @@
+DROP TABLE privacy;
+DROP TABLE blocks;
