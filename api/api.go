@@ -50,8 +50,9 @@ type Options struct {
 	Relations Relations
 	// Devices enables /v1/devices (push tokens).
 	Devices Devices
-	// Blocks enables /v1/blocks.
-	Blocks Blocks
+	// Blocks enables /v1/blocks, Privacy /v1/me/privacy.
+	Blocks  Blocks
+	Privacy Privacy
 }
 
 // Limiter rate-limits requests per key.
@@ -102,6 +103,7 @@ func New(opts Options) http.Handler {
 	a.routePresence(authed)
 	a.routeDevices(authed)
 	a.routeBlocks(authed)
+	a.routePrivacy(authed)
 	return r
 }
 

@@ -6,8 +6,19 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/mqchat/mqchat/services/consent"
 	"github.com/mqchat/mqchat/store"
 )
+
+type stubPrivacy struct{}
+
+func (stubPrivacy) Privacy(context.Context, string) (consent.PrivacyView, error) {
+	return consent.PrivacyView{}, nil
+}
+
+func (stubPrivacy) SetPrivacy(context.Context, string, consent.PrivacyChange) (consent.PrivacyView, error) {
+	return consent.PrivacyView{}, nil
+}
 
 type stubBlocks struct{}
 
@@ -59,4 +70,25 @@ func FuzzDecodeBlock(f *testing.F) {
 			t.Fatalf("%q: accepted without a user id", body)
 		}
 	})
+}
+
+func TestDecodePrivacy(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"presence":"nobody"}`, true},
+		{`{"presence":"whatever"}`, true}, // the service checks values
+		{`{}`, false},
+		{`{"presence":null}`, false},
+		{`{"presence":1}`, false},
+		{`{"presence":"nobody","x":1}`, false},
+		{`[]`, false},
+	} {
+		ch, err := decodePrivacy(bytes.NewReader([]byte(tc.body)))
+		var re *requestError
+		if tc.ok != (err == nil) || (err != nil && !errors.As(err, &re)) || (err == nil && ch.Presence == nil) {
+			t.Errorf("%s: %+v, %v", tc.body, ch, err)
+		}
+	}
 }

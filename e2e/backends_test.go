@@ -39,6 +39,7 @@ var onPostgres = []struct {
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"BlockedUserReachesNothing", TestBlockedUserReachesNothing},
 	{"BlockRequests", TestBlockRequests},
+	{"PresenceSettingNobody", TestPresenceSettingNobody},
 }
 
 const postgresPrefix = "TestOnPostgres/"

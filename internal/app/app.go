@@ -232,15 +232,15 @@ func (a *App) build(secret []byte) error {
 	// answered from memory, kept exact by the groups service and the chat
 	// writers, which report every membership change and every 1:1 chat's
 	// first message.
-	// Who blocks whom: asked on 1:1 sends, typing notices, invitations and
-	// presence, answered from memory.
+	// Who blocks whom and who shows presence to whom: asked on 1:1 sends,
+	// typing notices, invitations and presence, answered from memory.
 	blocks := consent.New(a.store, consent.Options{
 		MaxBlocks: cfg.Limits.MaxBlocks,
 		Logger:    a.log.With("component", "consent"),
 	})
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
-	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Blocks: blocks})
+	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: blocks})
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
@@ -345,6 +345,7 @@ func (a *App) build(secret []byte) error {
 			Relations:       vis,
 			Devices:         a.store,
 			Blocks:          blocks,
+			Privacy:         blocks,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

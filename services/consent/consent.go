@@ -1,12 +1,13 @@
 // Package consent keeps each user's say over who reaches them: the block
-// list. Blocking is silent by design: nothing a blocked user can observe
+// list and the privacy settings. Blocking is silent by design: nothing a blocked user can observe
 // changes (sends are acknowledged as before, invites answer as before), only
 // what reaches the blocker does, so every caller asks Blocked and acts on it
 // without telling the blocked side.
 //
-// Blocked is asked on every 1:1 send, every typing notice and every
-// presence delivery, so answers come from memory: each user's block set is
-// loaded once and kept until that user blocks or unblocks someone.
+// Blocked is asked on every 1:1 send and typing notice, and PresenceHidden
+// on every presence delivery, so answers come from memory: each user's
+// block set and settings are loaded once and kept until that user changes
+// them.
 package consent
 
 import (
@@ -26,6 +27,7 @@ import (
 // Store is the block list aggregate.
 type Store interface {
 	store.Blocks
+	store.PrivacySettings
 }
 
 // DefaultMaxBlocks is Options.MaxBlocks when it is 0.
@@ -54,7 +56,7 @@ type Service struct {
 	// change ran is not cached over it (see blocks).
 	gen   atomic.Uint64
 	mu    sync.RWMutex
-	cache map[string]map[string]time.Time // blocker → blocked → since
+	cache map[string]*userState
 	// writing serialises one user's block changes, so the MaxBlocks check
 	// and the write are one step.
 	writing [32]sync.Mutex
@@ -74,7 +76,7 @@ func New(st Store, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Service{st: st, opts: opts, cache: make(map[string]map[string]time.Time)}
+	return &Service{st: st, opts: opts, cache: make(map[string]*userState)}
 }
 
 func invalid(msg string) error { return &chat.Error{Code: chat.CodeInvalid, Message: msg} }
@@ -168,35 +170,54 @@ func (s *Service) EitherBlocked(ctx context.Context, a, b string) (bool, error) 
 	return s.Blocked(ctx, b, a)
 }
 
-// blocks returns uid's block set from the cache or the store. The set is
-// shared: callers must not modify it.
+// userState is what is kept in memory of one user: whom they block
+// (blocked → since) and their privacy settings.
+type userState struct {
+	blocks  map[string]time.Time
+	privacy store.Privacy
+}
+
+// blocks returns uid's block set. The set is shared: callers must not
+// modify it.
 func (s *Service) blocks(ctx context.Context, uid string) (map[string]time.Time, error) {
+	u, err := s.user(ctx, uid)
+	if err != nil {
+		return nil, err
+	}
+	return u.blocks, nil
+}
+
+// user returns uid's state from the cache, or loads it (two store reads).
+func (s *Service) user(ctx context.Context, uid string) (*userState, error) {
 	s.mu.RLock()
-	set, ok := s.cache[uid]
+	u, ok := s.cache[uid]
 	s.mu.RUnlock()
 	if ok {
-		return set, nil
+		return u, nil
 	}
 	gen := s.gen.Load()
 	bs, err := s.st.BlocksOf(ctx, uid)
 	if err != nil {
 		return nil, s.internal(ctx, "blocks", err)
 	}
-	set = make(map[string]time.Time, len(bs))
+	u = &userState{blocks: make(map[string]time.Time, len(bs))}
 	for _, b := range bs {
-		set[b.BlockedID] = b.CreatedAt
+		u.blocks[b.BlockedID] = b.CreatedAt
+	}
+	if u.privacy, err = s.loadPrivacy(ctx, uid); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
-	// A change that ran during the read may not be in it: answer with it
-	// but do not keep it.
+	// A change that ran during the reads may not be in them: answer with
+	// them but do not keep them.
 	if s.gen.Load() == gen {
 		if len(s.cache) >= s.opts.CacheUsers {
-			clear(s.cache) // reloading a set costs one read
+			clear(s.cache) // reloading a user costs two reads
 		}
-		s.cache[uid] = set
+		s.cache[uid] = u
 	}
 	s.mu.Unlock()
-	return set, nil
+	return u, nil
 }
 
 func (s *Service) forget(uid string) {
