@@ -110,6 +110,7 @@ type Store interface {
 	Devices
 	Blocks
 	PrivacySettings
+	DirectRequests
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

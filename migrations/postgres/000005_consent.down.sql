@@ -1,2 +1,3 @@
+DROP TABLE direct_requests;
 DROP TABLE privacy;
 DROP TABLE blocks;

@@ -14,3 +14,13 @@ CREATE TABLE privacy (
     presence   text NOT NULL CHECK (presence IN ('contacts', 'nobody')),
     updated_at timestamptz NOT NULL
 );
+
+-- Pending message requests: 1:1 chats opened with user_id by someone who
+-- shared no chat with them, until user_id accepts or replies.
+CREATE TABLE direct_requests (
+    user_id    text COLLATE "C" NOT NULL,
+    chat_id    text COLLATE "C" NOT NULL,
+    from_id    text COLLATE "C" NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (user_id, chat_id)
+);

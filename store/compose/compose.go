@@ -17,14 +17,15 @@ import (
 	"github.com/mqchat/mqchat/store"
 )
 
-// Relational is the half that holds accounts, groups, devices, block
-// lists and privacy settings.
+// Relational is the half that holds accounts, groups, devices and
+// consent (block lists, privacy settings, message requests).
 type Relational interface {
 	store.Users
 	store.Groups
 	store.Devices
 	store.Blocks
 	store.PrivacySettings
+	store.DirectRequests
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -64,8 +64,8 @@ type Store struct {
 
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
-	// blocksMu makes PutBlock's keep-the-first-time check and its write
-	// one step.
+	// blocksMu makes PutBlock's and PutRequest's keep-the-first check and
+	// their write one step.
 	blocksMu sync.Mutex
 
 	stopSweep context.CancelFunc

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Devices", deviceTests()},
 		{"Blocks", blockTests()},
 		{"Privacy", privacyTests()},
+		{"Requests", requestTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
