@@ -50,9 +50,11 @@ type Options struct {
 	Relations Relations
 	// Devices enables /v1/devices (push tokens).
 	Devices Devices
-	// Blocks enables /v1/blocks, Privacy /v1/me/privacy.
-	Blocks  Blocks
-	Privacy Privacy
+	// Blocks enables /v1/blocks, Privacy /v1/me/privacy and ChatRequests
+	// /v1/chats/{chat}/accept.
+	Blocks       Blocks
+	Privacy      Privacy
+	ChatRequests ChatRequests
 }
 
 // Limiter rate-limits requests per key.
@@ -102,8 +104,7 @@ func New(opts Options) http.Handler {
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)
-	a.routeBlocks(authed)
-	a.routePrivacy(authed)
+	a.routeConsent(authed)
 	return r
 }
 

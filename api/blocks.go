@@ -45,13 +45,35 @@ func decodeBlock(body io.Reader) (blockBody, error) {
 	return in, nil
 }
 
-func (a *api) routeBlocks(r gin.IRoutes) {
-	if a.opts.Blocks == nil {
+// ChatRequests accepts message requests (services/consent).
+type ChatRequests interface {
+	Accept(ctx context.Context, uid, chat string) error
+}
+
+// routeConsent adds blocks, privacy settings and message requests.
+func (a *api) routeConsent(r gin.IRoutes) {
+	if a.opts.Blocks != nil {
+		r.GET("/blocks", a.listBlocks)
+		r.POST("/blocks", a.block)
+		r.DELETE("/blocks/:user_id", a.unblock)
+	}
+	if a.opts.Privacy != nil {
+		r.GET("/me/privacy", a.getPrivacy)
+		r.PATCH("/me/privacy", a.patchPrivacy)
+	}
+	if a.opts.ChatRequests != nil {
+		r.POST("/chats/:chat/accept", a.acceptChat)
+	}
+}
+
+// acceptChat answers POST /v1/chats/{chat}/accept: 204 whether or not the
+// chat was a request (accepting twice is harmless).
+func (a *api) acceptChat(c *gin.Context) {
+	if err := a.opts.ChatRequests.Accept(c.Request.Context(), c.GetString(userKey), c.Param("chat")); err != nil {
+		a.chatError(c, err)
 		return
 	}
-	r.GET("/blocks", a.listBlocks)
-	r.POST("/blocks", a.block)
-	r.DELETE("/blocks/:user_id", a.unblock)
+	c.Status(http.StatusNoContent)
 }
 
 // block answers POST /v1/blocks: idempotent, 200 with the block (its

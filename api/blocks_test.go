@@ -27,6 +27,7 @@ func (stubBlocks) Block(context.Context, string, string) (store.Block, error) {
 }
 func (stubBlocks) Unblock(context.Context, string, string) error       { return nil }
 func (stubBlocks) List(context.Context, string) ([]store.Block, error) { return nil, nil }
+func (stubBlocks) Accept(context.Context, string, string) error        { return nil }
 
 func TestDecodeBlock(t *testing.T) {
 	for _, tc := range []struct {
@@ -79,6 +80,8 @@ func TestDecodePrivacy(t *testing.T) {
 	}{
 		{`{"presence":"nobody"}`, true},
 		{`{"presence":"whatever"}`, true}, // the service checks values
+		{`{"request_push":true}`, true},
+		{`{"request_push":"yes"}`, false},
 		{`{}`, false},
 		{`{"presence":null}`, false},
 		{`{"presence":1}`, false},
@@ -87,7 +90,7 @@ func TestDecodePrivacy(t *testing.T) {
 	} {
 		ch, err := decodePrivacy(bytes.NewReader([]byte(tc.body)))
 		var re *requestError
-		if tc.ok != (err == nil) || (err != nil && !errors.As(err, &re)) || (err == nil && ch.Presence == nil) {
+		if tc.ok != (err == nil) || (err != nil && !errors.As(err, &re)) || (err == nil && ch.Presence == nil && ch.RequestPush == nil) {
 			t.Errorf("%s: %+v, %v", tc.body, ch, err)
 		}
 	}

@@ -17,7 +17,8 @@ type Privacy interface {
 }
 
 type privacyBody struct {
-	Presence *string `json:"presence"`
+	Presence    *string `json:"presence"`
+	RequestPush *bool   `json:"request_push"`
 }
 
 // decodePrivacy reads PATCH /v1/me/privacy; the values are the service's
@@ -27,18 +28,10 @@ func decodePrivacy(body io.Reader) (consent.PrivacyChange, error) {
 	if err := decodeJSON(body, &in); err != nil {
 		return consent.PrivacyChange{}, err
 	}
-	if in.Presence == nil {
-		return consent.PrivacyChange{}, invalidBody("nothing to change: set presence")
+	if in.Presence == nil && in.RequestPush == nil {
+		return consent.PrivacyChange{}, invalidBody("nothing to change: set presence or request_push")
 	}
-	return consent.PrivacyChange{Presence: in.Presence}, nil
-}
-
-func (a *api) routePrivacy(r gin.IRoutes) {
-	if a.opts.Privacy == nil {
-		return
-	}
-	r.GET("/me/privacy", a.getPrivacy)
-	r.PATCH("/me/privacy", a.patchPrivacy)
+	return consent.PrivacyChange{Presence: in.Presence, RequestPush: in.RequestPush}, nil
 }
 
 func (a *api) getPrivacy(c *gin.Context) {

@@ -18,6 +18,9 @@ const (
 type Privacy struct {
 	UserID   string
 	Presence string // PresenceContacts or PresenceNobody
+	// RequestPush lets message requests (1:1 chats opened by someone the
+	// user shares no chat with) be pushed; off by default.
+	RequestPush bool
 	// UpdatedAt is the last change.
 	UpdatedAt time.Time
 }

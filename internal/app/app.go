@@ -241,6 +241,7 @@ func (a *App) build(secret []byte) error {
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
 	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: blocks})
+	blocks.SetRelations(vis)
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
@@ -268,6 +269,7 @@ func (a *App) build(secret []byte) error {
 		Receipts:        a.receipts,
 		Started:         vis,
 		Blocks:          blocks,
+		Requests:        blocks,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -310,7 +312,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
-		Blocks: blocks,
+		Consent: blocks,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -346,6 +348,7 @@ func (a *App) build(secret []byte) error {
 			Devices:         a.store,
 			Blocks:          blocks,
 			Privacy:         blocks,
+			ChatRequests:    blocks,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -10,9 +10,10 @@ CREATE TABLE blocks (
 
 -- A user's privacy settings; no row = the defaults.
 CREATE TABLE privacy (
-    user_id    text COLLATE "C" PRIMARY KEY,
-    presence   text NOT NULL CHECK (presence IN ('contacts', 'nobody')),
-    updated_at timestamptz NOT NULL
+    user_id      text COLLATE "C" PRIMARY KEY,
+    presence     text NOT NULL CHECK (presence IN ('contacts', 'nobody')),
+    request_push boolean NOT NULL DEFAULT false,
+    updated_at   timestamptz NOT NULL
 );
 
 -- Pending message requests: 1:1 chats opened with user_id by someone who

@@ -30,7 +30,10 @@ type ChatSummary struct {
 	DeliveredSeq uint64     `json:"delivered_seq"`
 	Unread       uint64     `json:"unread"`
 	Left         bool       `json:"left,omitempty"`
-	changedAt    time.Time
+	// Request marks a 1:1 chat opened by someone the user shared no chat
+	// with, until the user accepts it or replies.
+	Request   bool `json:"request,omitempty"`
+	changedAt time.Time
 }
 
 // ListQuery selects a page of the chat list.
@@ -179,6 +182,9 @@ func (s *Service) summarize(ctx context.Context, uid string, states []store.Chat
 		if a, b, ok := DirectMembers(st.Chat); ok {
 			sum.Kind = "direct"
 			sum.Title = users[otherOf(uid, a, b)].Username
+			if sum.Request, err = s.pendingFor(ctx, uid, st.Chat); err != nil {
+				return nil, err
+			}
 		} else if gid, ok := GroupID(st.Chat); ok {
 			sum.Kind = "group"
 			sum.Title = groups[gid].Name

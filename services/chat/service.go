@@ -65,6 +65,9 @@ type Options struct {
 	// Blocks, when set, hides a blocked user's 1:1 messages from the
 	// blocker (see blocks.go).
 	Blocks Blocks
+	// Requests, when set, makes 1:1 chats opened with strangers message
+	// requests (see requests.go).
+	Requests Requests
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -270,6 +273,9 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
 	}
 	recipients, err := s.directRecipients(ctx, from, target)
+	if err == nil && target != from {
+		err = s.replied(ctx, from, m.Chat)
+	}
 	if err != nil {
 		return store.Message{}, nil, err
 	}

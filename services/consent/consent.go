@@ -28,6 +28,7 @@ import (
 type Store interface {
 	store.Blocks
 	store.PrivacySettings
+	store.DirectRequests
 }
 
 // DefaultMaxBlocks is Options.MaxBlocks when it is 0.
@@ -51,6 +52,7 @@ type Options struct {
 type Service struct {
 	st   Store
 	opts Options
+	rel  Relations // nil = every new 1:1 chat with someone else is a request
 
 	// gen moves on every change, so a set read from the store while a
 	// change ran is not cached over it (see blocks).
@@ -171,10 +173,11 @@ func (s *Service) EitherBlocked(ctx context.Context, a, b string) (bool, error) 
 }
 
 // userState is what is kept in memory of one user: whom they block
-// (blocked → since) and their privacy settings.
+// (blocked → since), their privacy settings and pending requests.
 type userState struct {
-	blocks  map[string]time.Time
-	privacy store.Privacy
+	blocks   map[string]time.Time
+	privacy  store.Privacy
+	requests map[string]struct{} // pending requests by chat
 }
 
 // blocks returns uid's block set. The set is shared: callers must not
@@ -187,7 +190,7 @@ func (s *Service) blocks(ctx context.Context, uid string) (map[string]time.Time,
 	return u.blocks, nil
 }
 
-// user returns uid's state from the cache, or loads it (two store reads).
+// user returns uid's state from the cache, or loads it (three store reads).
 func (s *Service) user(ctx context.Context, uid string) (*userState, error) {
 	s.mu.RLock()
 	u, ok := s.cache[uid]
@@ -207,12 +210,20 @@ func (s *Service) user(ctx context.Context, uid string) (*userState, error) {
 	if u.privacy, err = s.loadPrivacy(ctx, uid); err != nil {
 		return nil, err
 	}
+	rs, err := s.st.RequestsOf(ctx, uid)
+	if err != nil {
+		return nil, s.internal(ctx, "requests", err)
+	}
+	u.requests = make(map[string]struct{}, len(rs))
+	for _, r := range rs {
+		u.requests[r.Chat] = struct{}{}
+	}
 	s.mu.Lock()
 	// A change that ran during the reads may not be in them: answer with
 	// them but do not keep them.
 	if s.gen.Load() == gen {
 		if len(s.cache) >= s.opts.CacheUsers {
-			clear(s.cache) // reloading a user costs two reads
+			clear(s.cache) // reloading a user costs three reads
 		}
 		s.cache[uid] = u
 	}

@@ -5,18 +5,21 @@ import (
 	"errors"
 	"time"
 
+	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
 
 // PrivacyView is a user's privacy settings as clients see them: stored ones
 // or the defaults.
 type PrivacyView struct {
-	Presence string `json:"presence"`
+	Presence    string `json:"presence"`
+	RequestPush bool   `json:"request_push"`
 }
 
 // PrivacyChange is a partial update; nil fields stay as they are.
 type PrivacyChange struct {
-	Presence *string
+	Presence    *string
+	RequestPush *bool
 }
 
 func defaults(uid string) store.Privacy {
@@ -29,7 +32,11 @@ func (s *Service) Privacy(ctx context.Context, uid string) (PrivacyView, error) 
 	if err != nil {
 		return PrivacyView{}, err
 	}
-	return PrivacyView{Presence: p.Presence}, nil
+	return view(p), nil
+}
+
+func view(p store.Privacy) PrivacyView {
+	return PrivacyView{Presence: p.Presence, RequestPush: p.RequestPush}
 }
 
 // SetPrivacy applies ch to uid's settings and returns the result.
@@ -51,19 +58,23 @@ func (s *Service) SetPrivacy(ctx context.Context, uid string, ch PrivacyChange) 
 	if ch.Presence != nil {
 		p.Presence = *ch.Presence
 	}
+	if ch.RequestPush != nil {
+		p.RequestPush = *ch.RequestPush
+	}
 	p.UpdatedAt = s.opts.Now().UTC().Truncate(time.Millisecond)
 	err = s.st.PutPrivacy(ctx, p)
 	s.forget(uid)
 	if err != nil {
 		return PrivacyView{}, s.internal(ctx, "put privacy", err)
 	}
-	return PrivacyView{Presence: p.Presence}, nil
+	return view(p), nil
 }
 
 // PresenceHidden reports whether viewer may not see target's presence
 // whatever chats they share: the one rule of consent about presence.
-// Either blocking the other hides it both ways, and a target whose
-// presence setting is "nobody" shows it to no one but itself.
+// Either blocking the other hides it both ways, a target whose presence
+// setting is "nobody" shows it to no one but itself, and a pending message
+// request between the two hides it both ways until it is accepted.
 func (s *Service) PresenceHidden(ctx context.Context, viewer, target string) (bool, error) {
 	if viewer == target {
 		return false, nil
@@ -72,10 +83,10 @@ func (s *Service) PresenceHidden(ctx context.Context, viewer, target string) (bo
 		return blocked, err
 	}
 	p, err := s.privacy(ctx, target)
-	if err != nil {
-		return false, err
+	if err != nil || p.Presence == store.PresenceNobody {
+		return err == nil, err
 	}
-	return p.Presence == store.PresenceNobody, nil
+	return s.PendingChat(ctx, chat.DirectChatID(viewer, target))
 }
 
 // privacy returns uid's settings from the cache or the store.

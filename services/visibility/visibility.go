@@ -141,6 +141,15 @@ func (x *Index) SharesChat(ctx context.Context, a, b string) (bool, error) {
 			return false, nil
 		}
 	}
+	return x.Related(ctx, a, b)
+}
+
+// Related reports whether a and b share a 1:1 chat with a message or a
+// group, whatever consent says: the cached, symmetric part of SharesChat.
+func (x *Index) Related(ctx context.Context, a, b string) (bool, error) {
+	if a == b {
+		return true, nil
+	}
 	k := keyOf(a, b)
 	// Read before anything else: a change that lands after this moves an
 	// epoch and so makes whatever is computed below stale.

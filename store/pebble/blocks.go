@@ -111,7 +111,8 @@ func (s *Store) BlocksOf(ctx context.Context, uid string) ([]store.Block, error)
 	return out, nil
 }
 
-// Privacy settings are "pv/{uid}" → version, presence, updated_at.
+// Privacy settings are "pv/{uid}" → version, presence, request_push,
+// updated_at.
 const (
 	prefixPrivacy = "pv/"
 	privacyV1     = 1
@@ -126,6 +127,7 @@ func (s *Store) PutPrivacy(ctx context.Context, p store.Privacy) error {
 		return fmt.Errorf("pebble: put privacy: %w", err)
 	}
 	v := appendString([]byte{privacyV1}, p.Presence)
+	v = append(v, boolByte(p.RequestPush))
 	batch := s.db.NewBatch()
 	defer batch.Close()
 	if err := batch.Set(append([]byte(prefixPrivacy), p.UserID...), appendTime(v, p.UpdatedAt), nil); err != nil {
@@ -153,9 +155,16 @@ func (s *Store) Privacy(ctx context.Context, uid string) (store.Privacy, error) 
 	if d.byte() != privacyV1 {
 		return store.Privacy{}, fmt.Errorf("pebble: privacy of %q: %w", uid, errCorrupt)
 	}
-	p := store.Privacy{UserID: uid, Presence: d.string(), UpdatedAt: d.time()}
+	p := store.Privacy{UserID: uid, Presence: d.string(), RequestPush: d.byte() == 1, UpdatedAt: d.time()}
 	if err := d.finish(); err != nil {
 		return store.Privacy{}, fmt.Errorf("pebble: privacy of %q: %w", uid, err)
 	}
 	return p, nil
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }

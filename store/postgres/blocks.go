@@ -52,9 +52,10 @@ func (s *Store) BlocksOf(ctx context.Context, uid string) ([]store.Block, error)
 }
 
 func (s *Store) PutPrivacy(ctx context.Context, p store.Privacy) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO privacy (user_id, presence, updated_at) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, updated_at = excluded.updated_at`,
-		p.UserID, p.Presence, ms(p.UpdatedAt))
+	_, err := s.pool.Exec(ctx, `INSERT INTO privacy (user_id, presence, request_push, updated_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, request_push = excluded.request_push,
+			updated_at = excluded.updated_at`,
+		p.UserID, p.Presence, p.RequestPush, ms(p.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("postgres: put privacy of %q: %w", p.UserID, mapErr(ctx, err))
 	}
@@ -63,8 +64,8 @@ func (s *Store) PutPrivacy(ctx context.Context, p store.Privacy) error {
 
 func (s *Store) Privacy(ctx context.Context, uid string) (store.Privacy, error) {
 	p := store.Privacy{UserID: uid}
-	err := s.pool.QueryRow(ctx, `SELECT presence, updated_at FROM privacy WHERE user_id = $1`, uid).
-		Scan(&p.Presence, &p.UpdatedAt)
+	err := s.pool.QueryRow(ctx, `SELECT presence, request_push, updated_at FROM privacy WHERE user_id = $1`, uid).
+		Scan(&p.Presence, &p.RequestPush, &p.UpdatedAt)
 	if err != nil {
 		return store.Privacy{}, fmt.Errorf("postgres: privacy of %q: %w", uid, mapErr(ctx, err))
 	}

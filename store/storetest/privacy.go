@@ -24,7 +24,8 @@ func checkPrivacy(t *testing.T, s store.Store, want store.Privacy) {
 	if err != nil {
 		t.Fatalf("Privacy(%q): %v", want.UserID, err)
 	}
-	if got.UserID != want.UserID || got.Presence != want.Presence || !sameInstant(got.UpdatedAt, want.UpdatedAt) {
+	if got.UserID != want.UserID || got.Presence != want.Presence || got.RequestPush != want.RequestPush ||
+		!sameInstant(got.UpdatedAt, want.UpdatedAt) {
 		t.Fatalf("Privacy(%q) = %+v, want %+v", want.UserID, got, want)
 	}
 }
@@ -42,7 +43,7 @@ func testPrivacyPutReplaces(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	checkPrivacy(t, s, p)
-	p.Presence, p.UpdatedAt = store.PresenceContacts, at.Add(time.Minute)
+	p.Presence, p.RequestPush, p.UpdatedAt = store.PresenceContacts, true, at.Add(time.Minute)
 	if err := s.PutPrivacy(t.Context(), p); err != nil {
 		t.Fatal(err)
 	}
