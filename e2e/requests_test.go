@@ -194,3 +194,23 @@ func waitPushFor(t *testing.T, fcm *fcmtest.Server, token, chat string) {
 		t.Fatalf("no push to %s for %s", token, chat)
 	}
 }
+
+// accept makes a accept the message request of chat, as an app does when
+// the user taps "accept" (a first message from a stranger is a request).
+func accept(t *testing.T, s *server, a account, chat string) {
+	t.Helper()
+	if st := s.call(t, "POST", "/v1/chats/"+chat+"/accept", a.Token, nil, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("%s accepts %s: status %d", a.Username, chat, st)
+	}
+}
+
+// allowRequestPush opts users into pushes for message requests: tests of
+// push mechanics send first messages between strangers.
+func allowRequestPush(t *testing.T, s *server, users ...account) {
+	t.Helper()
+	for _, u := range users {
+		if st := s.call(t, "PATCH", "/v1/me/privacy", u.Token, map[string]any{"request_push": true}, nil, nil); st != http.StatusOK {
+			t.Fatalf("%s allows request pushes: status %d", u.Username, st)
+		}
+	}
+}
