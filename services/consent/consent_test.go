@@ -124,3 +124,70 @@ func TestStoreFailure(t *testing.T) {
 		t.Fatalf("Blocked on a closed store = %v, want an internal error", err)
 	}
 }
+
+type related map[[2]string]bool
+
+func (r related) Related(_ context.Context, a, b string) (bool, error) {
+	return r[[2]string{a, b}] || r[[2]string{b, a}], nil
+}
+
+// A new 1:1 chat between users who share nothing is a request for the
+// recipient until they accept or reply: muted, presence and typing hidden
+// both ways. Between related users it is none.
+func TestRequests(t *testing.T) {
+	s, _ := newService(t, Options{})
+	ctx := t.Context()
+	a, stranger, friend := ids.NewUserID(), ids.NewUserID(), ids.NewUserID()
+	s.SetRelations(related{{a, friend}: true})
+	req, plain := chat.DirectChatID(a, stranger), chat.DirectChatID(a, friend)
+	if err := s.Opened(ctx, stranger, a, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Opened(ctx, friend, a, plain); err != nil {
+		t.Fatal(err)
+	}
+	type state struct{ pending, pendingOther, muted, hidden, hiddenBack, hears bool }
+	check := func(step, chatID, other string, want state) {
+		t.Helper()
+		var got state
+		var errs [6]error
+		got.pending, errs[0] = s.Pending(ctx, a, chatID)
+		got.pendingOther, errs[1] = s.Pending(ctx, other, chatID)
+		got.muted, errs[2] = s.Muted(ctx, a, chatID)
+		got.hidden, errs[3] = s.PresenceHidden(ctx, other, a)
+		got.hiddenBack, errs[4] = s.PresenceHidden(ctx, a, other)
+		got.hears, errs[5] = s.MayHearTyping(ctx, a, other, chatID)
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+		}
+		if got != want {
+			t.Fatalf("%s: %+v, want %+v", step, got, want)
+		}
+	}
+	check("request", req, stranger, state{pending: true, muted: true, hidden: true, hiddenBack: true})
+	check("related", plain, friend, state{hears: true})
+	if err := s.Replied(ctx, stranger, req); err != nil { // the sender sending more accepts nothing
+		t.Fatal(err)
+	}
+	check("sender sent again", req, stranger, state{pending: true, muted: true, hidden: true, hiddenBack: true})
+	push := true
+	if _, err := s.SetPrivacy(ctx, a, PrivacyChange{RequestPush: &push}); err != nil {
+		t.Fatal(err)
+	}
+	check("request_push", req, stranger, state{pending: true, hidden: true, hiddenBack: true})
+	if err := s.Replied(ctx, a, req); err != nil {
+		t.Fatal(err)
+	}
+	check("replied", req, stranger, state{hears: true})
+	if err := s.Accept(ctx, a, chat.DirectChatID(stranger, friend)); chat.CodeOf(err) != chat.CodeNotAuthorized {
+		t.Fatalf("accepting someone else's chat: %v", err)
+	}
+	if err := s.Accept(ctx, a, chat.GroupChatID(ids.NewUserID())); chat.CodeOf(err) != chat.CodeNotAuthorized {
+		t.Fatalf("accepting a group chat: %v", err)
+	}
+	if err := s.Accept(ctx, a, req); err != nil {
+		t.Fatalf("accepting an accepted chat: %v", err)
+	}
+}
