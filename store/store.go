@@ -111,6 +111,7 @@ type Store interface {
 	Blocks
 	PrivacySettings
 	DirectRequests
+	GroupInvites
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

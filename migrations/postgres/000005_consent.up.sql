@@ -25,3 +25,12 @@ CREATE TABLE direct_requests (
     created_at timestamptz NOT NULL,
     PRIMARY KEY (user_id, chat_id)
 );
+
+-- Pending group invitations, until user_id accepts or declines.
+CREATE TABLE group_invites (
+    user_id    text COLLATE "C" NOT NULL,
+    group_id   text COLLATE "C" NOT NULL,
+    from_id    text COLLATE "C" NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (user_id, group_id)
+);

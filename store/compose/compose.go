@@ -18,7 +18,8 @@ import (
 )
 
 // Relational is the half that holds accounts, groups, devices and
-// consent (block lists, privacy settings, message requests).
+// consent (block lists, privacy settings, message requests, group
+// invitations).
 type Relational interface {
 	store.Users
 	store.Groups
@@ -26,6 +27,7 @@ type Relational interface {
 	store.Blocks
 	store.PrivacySettings
 	store.DirectRequests
+	store.GroupInvites
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Blocks", blockTests()},
 		{"Privacy", privacyTests()},
 		{"Requests", requestTests()},
+		{"Invites", inviteTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
