@@ -55,6 +55,8 @@ type Options struct {
 	Blocks       Blocks
 	Privacy      Privacy
 	ChatRequests ChatRequests
+	// Invites enables /v1/invites (group invitations).
+	Invites Invites
 }
 
 // Limiter rate-limits requests per key.
@@ -105,6 +107,7 @@ func New(opts Options) http.Handler {
 	a.routePresence(authed)
 	a.routeDevices(authed)
 	a.routeConsent(authed)
+	a.routeInvites(authed)
 	return r
 }
 

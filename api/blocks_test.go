@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mqchat/mqchat/services/consent"
+	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -25,9 +26,14 @@ type stubBlocks struct{}
 func (stubBlocks) Block(context.Context, string, string) (store.Block, error) {
 	return store.Block{}, nil
 }
-func (stubBlocks) Unblock(context.Context, string, string) error       { return nil }
-func (stubBlocks) List(context.Context, string) ([]store.Block, error) { return nil, nil }
-func (stubBlocks) Accept(context.Context, string, string) error        { return nil }
+func (stubBlocks) Unblock(context.Context, string, string) error                { return nil }
+func (stubBlocks) List(context.Context, string) ([]store.Block, error)          { return nil, nil }
+func (stubBlocks) Accept(context.Context, string, string) error                 { return nil }
+func (stubBlocks) Invites(context.Context, string) ([]store.GroupInvite, error) { return nil, nil }
+func (stubBlocks) AcceptInvite(context.Context, string, string) (groups.View, error) {
+	return groups.View{}, nil
+}
+func (stubBlocks) DeclineInvite(context.Context, string, string) error { return nil }
 
 func TestDecodeBlock(t *testing.T) {
 	for _, tc := range []struct {

@@ -17,7 +17,7 @@ import (
 // onPostgres are the end-to-end tests that also run with PostgreSQL
 // holding every aggregate (store.relational = store.messages = postgres):
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
-// pushes, presence visibility through every membership path, blocking, privacy settings and message requests, a SIGKILL and
+// pushes, presence visibility through every membership path, blocking, privacy settings, message requests and group invitations, a SIGKILL and
 // restart of the real binary, and chatd migrate. Each runs unchanged as a subtest of
 // TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
@@ -46,6 +46,7 @@ var onPostgres = []struct {
 	{"BlockRequests", TestBlockRequests},
 	{"PresenceSettingNobody", TestPresenceSettingNobody},
 	{"MessageRequests", TestMessageRequests},
+	{"GroupInviteConsent", TestGroupInviteConsent},
 }
 
 const postgresPrefix = "TestOnPostgres/"

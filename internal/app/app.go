@@ -235,8 +235,9 @@ func (a *App) build(secret []byte) error {
 	// Who blocks whom and who shows presence to whom: asked on 1:1 sends,
 	// typing notices, invitations and presence, answered from memory.
 	blocks := consent.New(a.store, consent.Options{
-		MaxBlocks: cfg.Limits.MaxBlocks,
-		Logger:    a.log.With("component", "consent"),
+		MaxBlocks:    cfg.Limits.MaxBlocks,
+		GroupInvites: cfg.Limits.GroupInvites,
+		Logger:       a.log.With("component", "consent"),
 	})
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
@@ -278,7 +279,7 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Membership: vis,
-		Blocks:     blocks,
+		Consent:    blocks,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
 		OpBurst:    cfg.Limits.GroupOpBurst,
@@ -349,6 +350,7 @@ func (a *App) build(secret []byte) error {
 			Blocks:          blocks,
 			Privacy:         blocks,
 			ChatRequests:    blocks,
+			Invites:         inviteAPI{blocks, groupsSvc},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -527,4 +529,15 @@ func jwtSecret(cfg config.Config) ([]byte, error) {
 		return nil, fmt.Errorf("app: write jwt secret: %w", err)
 	}
 	return []byte(s), nil
+}
+
+// inviteAPI serves /v1/invites: the list from consent, accepting through
+// the groups service (which makes the membership).
+type inviteAPI struct {
+	*consent.Service
+	groups *groups.Service
+}
+
+func (i inviteAPI) AcceptInvite(ctx context.Context, uid, gid string) (groups.View, error) {
+	return i.groups.AcceptInvite(ctx, uid, gid)
 }

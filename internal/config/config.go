@@ -137,6 +137,10 @@ type Limits struct {
 	// MaxBlocks bounds one user's block list (held in memory whole while
 	// the user is active).
 	MaxBlocks int `koanf:"max_blocks"`
+	// GroupInvites is "consent" (users put in a group by someone they
+	// share no accepted chat with are invited and must accept) or "auto"
+	// (added at once).
+	GroupInvites string `koanf:"group_invites"`
 	// SendRate and SendBurst bound each user's sends (MQTT and REST
 	// together) with a token bucket; 0 turns the limit off.
 	SendRate  int `koanf:"send_rate"`
@@ -220,6 +224,7 @@ func Default() Config {
 			MaxMessageBytes: 64 * 1024,
 			MaxGroupMembers: 500,
 			MaxBlocks:       1000,
+			GroupInvites:    "consent",
 			SendRate:        50,
 			SendBurst:       200,
 			AuthRate:        5,

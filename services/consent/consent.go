@@ -29,6 +29,7 @@ type Store interface {
 	store.Blocks
 	store.PrivacySettings
 	store.DirectRequests
+	store.GroupInvites
 }
 
 // DefaultMaxBlocks is Options.MaxBlocks when it is 0.
@@ -44,6 +45,8 @@ type Options struct {
 	MaxBlocks int
 	// CacheUsers bounds how many users' block sets are kept in memory.
 	CacheUsers int
+	// GroupInvites is InvitesConsent (the default) or InvitesAuto.
+	GroupInvites string
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
@@ -74,6 +77,9 @@ func New(st Store, opts Options) *Service {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.GroupInvites == "" {
+		opts.GroupInvites = InvitesConsent
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -73,14 +73,9 @@ type Options struct {
 	// means unlimited.
 	OpRate, OpBurst int
 	Metrics         LimitObserver // nil = not counted
-	// Blocks, when set, keeps users from being put in a group by someone
-	// they block (see withoutBlockers).
-	Blocks Blocks
-}
-
-// Blocks answers whether a user blocks another (services/consent).
-type Blocks interface {
-	Blocked(ctx context.Context, blocker, other string) (bool, error)
+	// Consent, when set, screens the users put in a group (see
+	// invites.go); nil = everyone named is added at once.
+	Consent Consent
 }
 
 // Service implements group management.
@@ -301,8 +296,9 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 		return View{}, err
 	}
 	uids, err := s.checkUsers(ctx, members, actor)
+	var invite []string
 	if err == nil {
-		uids, err = s.withoutBlockers(ctx, actor, uids)
+		uids, invite, err = s.screen(ctx, actor, uids)
 	}
 	if err != nil {
 		return View{}, err
@@ -327,6 +323,9 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 	}
 	seq := s.record(ctx, g.ID, system{Op: "created", By: actor, Name: name, Users: all}, all)
 	s.announce(all, Event{Op: "created", GroupID: g.ID, By: actor, Seq: seq, Name: name, Users: all})
+	if err := s.invite(ctx, actor, g, invite); err != nil {
+		return View{}, err
+	}
 	return view(g, ms), nil
 }
 
@@ -405,9 +404,6 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 		return View{}, forbidden("only the owner or an admin may add members")
 	}
 	uids, err := s.checkUsers(ctx, users, "")
-	if err == nil {
-		uids, err = s.withoutBlockers(ctx, actor, uids)
-	}
 	if err != nil {
 		return View{}, err
 	}
@@ -418,9 +414,24 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 			added = append(added, u)
 		}
 	}
+	added, invite, err := s.screen(ctx, actor, added)
+	if err != nil {
+		return View{}, err
+	}
+	if err := s.invite(ctx, actor, g, invite); err != nil {
+		return View{}, err
+	}
+	return s.addMembers(ctx, actor, g, ms, added)
+}
+
+// addMembers adds the users added (none of them a member) to g, whose
+// members are ms, on behalf of actor.
+func (s *Service) addMembers(ctx context.Context, actor string, g store.Group, ms []store.Member, added []string) (View, error) {
+	gid := g.ID
 	if len(added) == 0 {
 		return view(g, ms), nil
 	}
+	current := userIDs(ms)
 	if len(current)+len(added) > s.opts.MaxMembers {
 		return View{}, conflict(fmt.Sprintf("a group has at most %d members; it has %d", s.opts.MaxMembers, len(current)))
 	}
@@ -429,7 +440,7 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 	for i, u := range added {
 		newMs[i] = store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now}
 	}
-	err = s.st.PutMembers(ctx, gid, newMs)
+	err := s.st.PutMembers(ctx, gid, newMs)
 	s.opts.Membership.MembersChanged(gid, added)
 	if err != nil {
 		return View{}, s.storeErr(ctx, gid, "add members", err)
@@ -606,26 +617,6 @@ func (s *Service) checkUsers(ctx context.Context, users []string, self string) (
 		out = append(out, u)
 		if len(out) > s.opts.MaxMembers {
 			return nil, conflict(fmt.Sprintf("a group has at most %d members", s.opts.MaxMembers))
-		}
-	}
-	return out, nil
-}
-
-// withoutBlockers drops from uids everyone who blocks actor. The actor is
-// answered as if they had not been named (no error, which would tell the
-// actor they are blocked): the group simply does not get them.
-func (s *Service) withoutBlockers(ctx context.Context, actor string, uids []string) ([]string, error) {
-	if s.opts.Blocks == nil {
-		return uids, nil
-	}
-	out := uids[:0:0]
-	for _, u := range uids {
-		blocked, err := s.opts.Blocks.Blocked(ctx, u, actor)
-		if err != nil {
-			return nil, err
-		}
-		if !blocked {
-			out = append(out, u)
 		}
 	}
 	return out, nil

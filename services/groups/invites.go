@@ -1,0 +1,63 @@
+package groups
+
+import (
+	"context"
+
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+// Consent screens who may be put in a group by whom (services/consent):
+// someone who blocks the actor is left out without the actor being told,
+// someone the actor shares no accepted chat with is invited and joins only
+// on accepting (limits.group_invites: consent).
+type Consent interface {
+	Screen(ctx context.Context, actor string, uids []string) (direct, invite []string, err error)
+	Invite(ctx context.Context, actor, gid string, uids []string) error
+	TakeInvite(ctx context.Context, uid, gid string) (store.GroupInvite, bool, error)
+}
+
+func (s *Service) screen(ctx context.Context, actor string, uids []string) (direct, invite []string, err error) {
+	if s.opts.Consent == nil || len(uids) == 0 {
+		return uids, nil, nil
+	}
+	return s.opts.Consent.Screen(ctx, actor, uids)
+}
+
+// invite records invitations into g and tells the invitees' devices.
+func (s *Service) invite(ctx context.Context, actor string, g store.Group, uids []string) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	if err := s.opts.Consent.Invite(ctx, actor, g.ID, uids); err != nil {
+		return err
+	}
+	s.announce(uids, Event{Op: "invited", GroupID: g.ID, By: actor, Name: g.Name})
+	return nil
+}
+
+// AcceptInvite makes uid a member of gid as invited; CodeNotFound when uid
+// has no invitation to gid or the group is gone.
+func (s *Service) AcceptInvite(ctx context.Context, uid, gid string) (View, error) {
+	inv, ok, err := s.opts.Consent.TakeInvite(ctx, uid, gid)
+	if err != nil {
+		return View{}, err
+	}
+	if !ok {
+		return View{}, &chat.Error{Code: chat.CodeNotFound, Message: "no invitation to this group"}
+	}
+	g, err := s.st.Group(ctx, gid)
+	if err != nil {
+		return View{}, s.storeErr(ctx, gid, "group", err)
+	}
+	ms, err := s.st.Members(ctx, gid)
+	if err != nil {
+		return View{}, s.storeErr(ctx, gid, "members", err)
+	}
+	for _, m := range ms {
+		if m.UserID == uid {
+			return view(g, ms), nil
+		}
+	}
+	return s.addMembers(ctx, inv.From, g, ms, []string{uid})
+}
