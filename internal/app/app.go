@@ -232,17 +232,18 @@ func (a *App) build(secret []byte) error {
 	// answered from memory, kept exact by the groups service and the chat
 	// writers, which report every membership change and every 1:1 chat's
 	// first message.
-	// Who blocks whom and who shows presence to whom: asked on 1:1 sends,
-	// typing notices, invitations and presence, answered from memory.
-	blocks := consent.New(a.store, consent.Options{
+	// Each user's say over who reaches them (blocks, privacy settings,
+	// message requests, group invitations): asked on 1:1 sends, typing
+	// notices, group changes and presence, answered from memory.
+	consentSvc := consent.New(a.store, consent.Options{
 		MaxBlocks:    cfg.Limits.MaxBlocks,
 		GroupInvites: cfg.Limits.GroupInvites,
 		Logger:       a.log.With("component", "consent"),
 	})
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
-	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: blocks})
-	blocks.SetRelations(vis)
+	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: consentSvc})
+	consentSvc.SetRelations(vis)
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
@@ -269,8 +270,8 @@ func (a *App) build(secret []byte) error {
 		List:            a.store,
 		Receipts:        a.receipts,
 		Started:         vis,
-		Blocks:          blocks,
-		Requests:        blocks,
+		Blocks:          consentSvc,
+		Requests:        consentSvc,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -279,7 +280,7 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Membership: vis,
-		Consent:    blocks,
+		Consent:    consentSvc,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
 		OpBurst:    cfg.Limits.GroupOpBurst,
@@ -313,7 +314,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
-		Consent: blocks,
+		Consent: consentSvc,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -347,10 +348,10 @@ func (a *App) build(secret []byte) error {
 			Presence:        a.presence,
 			Relations:       vis,
 			Devices:         a.store,
-			Blocks:          blocks,
-			Privacy:         blocks,
-			ChatRequests:    blocks,
-			Invites:         inviteAPI{blocks, groupsSvc},
+			Blocks:          consentSvc,
+			Privacy:         consentSvc,
+			ChatRequests:    consentSvc,
+			Invites:         inviteAPI{consentSvc, groupsSvc},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
