@@ -228,10 +228,6 @@ func (a *App) build(secret []byte) error {
 	metrics.RegisterOutboundQueued(reg, a.broker.OutboundQueued)
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
-	// Who may see whose presence, asked before every presence delivery:
-	// answered from memory, kept exact by the groups service and the chat
-	// writers, which report every membership change and every 1:1 chat's
-	// first message.
 	// Each user's say over who reaches them (blocks, privacy settings,
 	// message requests, group invitations): asked on 1:1 sends, typing
 	// notices, group changes and presence, answered from memory.
@@ -240,6 +236,10 @@ func (a *App) build(secret []byte) error {
 		GroupInvites: cfg.Limits.GroupInvites,
 		Logger:       a.log.With("component", "consent"),
 	})
+	// Who may see whose presence, asked before every presence delivery:
+	// answered from memory, kept exact by the groups service and the chat
+	// writers, which report every membership change and every 1:1 chat's
+	// first message.
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
 	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: consentSvc})
