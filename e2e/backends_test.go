@@ -44,6 +44,7 @@ var onPostgres = []struct {
 	{"HostileStrings", TestHostileStringsAreRefusedNotFailed},
 	{"BlockedUserReachesNothing", TestBlockedUserReachesNothing},
 	{"BlockRequests", TestBlockRequests},
+	{"BlockedSenderIsNotPushed", TestBlockedSenderIsNotPushed},
 	{"PresenceSettingNobody", TestPresenceSettingNobody},
 	{"MessageRequests", TestMessageRequests},
 	{"GroupInviteConsent", TestGroupInviteConsent},
