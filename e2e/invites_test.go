@@ -113,6 +113,28 @@ func TestGroupInviteConsent(t *testing.T) {
 		}
 	}
 
+	// Over MQTT: fay accepts with a group operation; its retry is already
+	// applied. A decline of nothing is too.
+	fay := s.register(t, "fay")
+	fayDev := dialDevice(t, s, "v5", fay, "phone")
+	if st := s.call(t, "POST", "/v1/groups/"+g.GroupID+"/members", alice.Token, map[string]any{"user_ids": []string{fay.ID}}, nil, &g); st != http.StatusOK || isMember(g, fay.ID) {
+		t.Fatalf("add fay: %d %+v", st, g)
+	}
+	if ev := fayDev.event(t, "group"); ev.Op != "invited" || ev.GroupID != g.GroupID {
+		t.Fatalf("fay's event %+v", ev)
+	}
+	for i, want := range []bool{false, true} {
+		fayDev.wantRC(t, fayDev.request(t, "groups", map[string]any{"op_id": "acc", "op": "accept_invite", "group_id": g.GroupID}), 0)
+		ev := fayDev.event(t, "group_op")
+		if !ev.OK || ev.AlreadyApplied != want || ev.Group == nil || !isMember(*ev.Group, fay.ID) {
+			t.Fatalf("accept_invite #%d over MQTT: %+v", i+1, ev)
+		}
+	}
+	fayDev.wantRC(t, fayDev.request(t, "groups", map[string]any{"op_id": "dec", "op": "decline_invite", "group_id": g.GroupID}), 0)
+	if ev := fayDev.event(t, "group_op"); !ev.OK || !ev.AlreadyApplied {
+		t.Fatalf("decline_invite without an invitation: %+v", ev)
+	}
+
 	// eve is blocked by dave: her group neither holds nor invites him.
 	blockUser(t, s, dave, eve)
 	var e groupView

@@ -532,13 +532,13 @@ func jwtSecret(cfg config.Config) ([]byte, error) {
 	return []byte(s), nil
 }
 
-// inviteAPI serves /v1/invites: the list from consent, accepting through
-// the groups service (which makes the membership).
+// inviteAPI serves /v1/invites: the list from consent, accepting and
+// declining through the groups service (as over MQTT).
 type inviteAPI struct {
-	*consent.Service
-	groups *groups.Service
+	consent *consent.Service
+	*groups.Service
 }
 
-func (i inviteAPI) AcceptInvite(ctx context.Context, uid, gid string) (groups.View, error) {
-	return i.groups.AcceptInvite(ctx, uid, gid)
+func (i inviteAPI) Invites(ctx context.Context, uid string) ([]store.GroupInvite, error) {
+	return i.consent.Invites(ctx, uid)
 }

@@ -15,6 +15,19 @@ type Consent interface {
 	Screen(ctx context.Context, actor string, uids []string) (direct, invite []string, err error)
 	Invite(ctx context.Context, actor, gid string, uids []string) error
 	TakeInvite(ctx context.Context, uid, gid string) (store.GroupInvite, bool, error)
+	DeclineInvite(ctx context.Context, uid, gid string) error
+}
+
+func noInvite() error {
+	return &chat.Error{Code: chat.CodeNotFound, Message: "no invitation to this group"}
+}
+
+// DeclineInvite drops uid's invitation into gid; CodeNotFound when none.
+func (s *Service) DeclineInvite(ctx context.Context, uid, gid string) error {
+	if s.opts.Consent == nil {
+		return noInvite()
+	}
+	return s.opts.Consent.DeclineInvite(ctx, uid, gid)
 }
 
 func (s *Service) screen(ctx context.Context, actor string, uids []string) (direct, invite []string, err error) {
@@ -39,12 +52,15 @@ func (s *Service) invite(ctx context.Context, actor string, g store.Group, uids 
 // AcceptInvite makes uid a member of gid as invited; CodeNotFound when uid
 // has no invitation to gid or the group is gone.
 func (s *Service) AcceptInvite(ctx context.Context, uid, gid string) (View, error) {
+	if s.opts.Consent == nil {
+		return View{}, noInvite()
+	}
 	inv, ok, err := s.opts.Consent.TakeInvite(ctx, uid, gid)
 	if err != nil {
 		return View{}, err
 	}
 	if !ok {
-		return View{}, &chat.Error{Code: chat.CodeNotFound, Message: "no invitation to this group"}
+		return View{}, noInvite()
 	}
 	g, err := s.st.Group(ctx, gid)
 	if err != nil {
