@@ -47,8 +47,8 @@ type Options struct {
 	CacheUsers int
 	// GroupInvites is InvitesConsent (the default) or InvitesAuto.
 	GroupInvites string
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Service implements blocking. It is safe for concurrent use.
