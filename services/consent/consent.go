@@ -1,13 +1,17 @@
 // Package consent keeps each user's say over who reaches them: the block
-// list and the privacy settings. Blocking is silent by design: nothing a blocked user can observe
-// changes (sends are acknowledged as before, invites answer as before), only
-// what reaches the blocker does, so every caller asks Blocked and acts on it
-// without telling the blocked side.
+// list, the privacy settings (who sees their presence, whether message
+// requests are pushed), message requests (1:1 chats opened by strangers,
+// requests.go) and group invitations (invites.go).
+//
+// Blocking is silent by design: nothing a blocked user can observe changes
+// (sends are acknowledged as before, invitations answer as before), only
+// what reaches the blocker does, so every caller asks Blocked and acts on
+// it without telling the blocked side.
 //
 // Blocked is asked on every 1:1 send and typing notice, and PresenceHidden
 // on every presence delivery, so answers come from memory: each user's
-// block set and settings are loaded once and kept until that user changes
-// them.
+// block set, settings and pending requests are loaded once and kept until
+// that user's change drops them.
 package consent
 
 import (
@@ -51,7 +55,7 @@ type Options struct {
 	Now          func() time.Time
 }
 
-// Service implements blocking. It is safe for concurrent use.
+// Service implements consent. It is safe for concurrent use.
 type Service struct {
 	st   Store
 	opts Options
