@@ -101,3 +101,21 @@ func TestDecodePrivacy(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodePrivacy: any body is either refused with a requestError or
+// yields a change of at least one setting.
+func FuzzDecodePrivacy(f *testing.F) {
+	for _, s := range []string{`{"presence":"nobody"}`, `{"request_push":true}`, `{}`, `{"presence":null}`, `[]`, "{\"presence\":\"\xff\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ch, err := decodePrivacy(bytes.NewReader(body))
+		var re *requestError
+		if err != nil && !errors.As(err, &re) {
+			t.Fatalf("%q: error %v is not a requestError", body, err)
+		}
+		if err == nil && ch.Presence == nil && ch.RequestPush == nil {
+			t.Fatalf("%q: accepted without a change", body)
+		}
+	})
+}
