@@ -58,6 +58,13 @@ type Options struct {
 	Sessions Sessions
 	// Lifecycle enables DELETE /v1/me and GET /v1/users/{user_id}.
 	Lifecycle Lifecycle
+	// Blocks enables /v1/blocks, Privacy /v1/me/privacy and ChatRequests
+	// /v1/chats/{chat}/accept.
+	Blocks       Blocks
+	Privacy      Privacy
+	ChatRequests ChatRequests
+	// Invites enables /v1/invites (group invitations).
+	Invites Invites
 }
 
 // Limiter rate-limits requests per key.
@@ -110,6 +117,8 @@ func New(opts Options) http.Handler {
 	a.routePeople(authed)
 	a.routeSessions(authed)
 	a.routeLifecycle(authed)
+	a.routeConsent(authed)
+	a.routeInvites(authed)
 	return r
 }
 

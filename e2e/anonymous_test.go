@@ -126,6 +126,7 @@ func TestAnonymousWildcardsStayOutOfChat(t *testing.T) {
 	}
 	a.send(t, bob.ID, "first", "hi") // a chat, so they may see each other's presence
 	b.box.next(t, "bob's first message", onTopic("users/"+bob.ID+"/inbox"))
+	accept(t, s, bob, directChat(alice.ID, bob.ID))
 	if rc := b.subscribe(t, "presence/"+alice.ID); rc[0] != 1 {
 		t.Fatalf("bob SUBACK for alice's presence 0x%02x", rc[0])
 	}

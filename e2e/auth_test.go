@@ -635,6 +635,7 @@ func TestAnonymousMode(t *testing.T) {
 	// alice's presence aggregate, retained on her presence topic, changes
 	// when a device carrying a will connects and drops; bob (a chat partner
 	// now) sees it, anonymous clients never do, neither live nor retained.
+	accept(t, s, bob, directChat(alice.ID, bob.ID))
 	if rc := bobDev.subscribe(t, "presence/"+alice.ID); rc[0] != 1 {
 		t.Fatalf("bob SUBACK for alice's presence = 0x%02x, want 1", rc[0])
 	}

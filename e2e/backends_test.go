@@ -1,18 +1,24 @@
 package e2e
 
 import (
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/pgtest"
+	"github.com/mqchat/mqchat/migrations"
 )
 
 // onPostgres are the end-to-end tests that also run with PostgreSQL
 // holding every aggregate (store.relational = store.messages = postgres):
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
-// pushes, presence visibility through every membership path, a SIGKILL and
+// pushes, presence visibility through every membership path, blocking,
+// privacy settings, message requests and group invitations, a SIGKILL and
 // restart of the real binary, chatd migrate, and sessions (refresh-token
 // reuse, logout, logout everywhere, password change, token expiry). Each
 // runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
@@ -56,6 +62,12 @@ var onPostgres = []struct {
 	{"CleanInput", TestCleanInputRefused},
 	{"PrivateDataDir", TestDataDirIsPrivate},
 	{"MetricsListener", TestMetricsOnOwnListener},
+	{"BlockedUserReachesNothing", TestBlockedUserReachesNothing},
+	{"BlockRequests", TestBlockRequests},
+	{"BlockedSenderIsNotPushed", TestBlockedSenderIsNotPushed},
+	{"PresenceSettingNobody", TestPresenceSettingNobody},
+	{"MessageRequests", TestMessageRequests},
+	{"GroupInviteConsent", TestGroupInviteConsent},
 }
 
 const postgresPrefix = "TestOnPostgres/"
@@ -126,18 +138,16 @@ func backendEnv(t *testing.T) []string {
 // testMigrateCLI drives `chatd migrate` on the configured database (the
 // template it was cloned from is migrated already).
 func testMigrateCLI(t *testing.T) {
+	latest, previous := postgresVersions(t)
 	steps := []struct {
 		args []string
 		want string
 	}{
-		{[]string{"migrate", "version"}, "postgres: version 4\n"},
-		{[]string{"migrate", "up"}, "postgres: version 4\n"},
-		{[]string{"migrate", "down"}, "postgres: version 3\n"},
-		{[]string{"migrate", "down"}, "postgres: version 2\n"},
-		{[]string{"migrate", "down"}, "postgres: version 1\n"},
-		{[]string{"migrate", "down"}, "postgres: version 0\n"},
-		{[]string{"migrate", "version"}, "postgres: version 0\n"},
-		{[]string{"migrate", "up"}, "postgres: version 4\n"},
+		{[]string{"migrate", "version"}, latest},
+		{[]string{"migrate", "up"}, latest},
+		{[]string{"migrate", "down"}, previous},
+		{[]string{"migrate", "version"}, previous},
+		{[]string{"migrate", "up"}, latest},
 	}
 	for _, st := range steps {
 		r := runChatd(t, nil, st.args...)
@@ -148,4 +158,29 @@ func testMigrateCLI(t *testing.T) {
 	// And the schema it left serves a node.
 	s := startServer(t, nil)
 	s.register(t, "after-migrations")
+}
+
+// postgresVersions returns what `chatd migrate version` prints at the
+// newest embedded PostgreSQL migration and one step below it (down reverts
+// one migration), read from the migration files themselves.
+func postgresVersions(t *testing.T) (latest, previous string) {
+	t.Helper()
+	names, err := fs.Glob(migrations.Postgres(), "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions []int
+	for _, n := range names {
+		v, err := strconv.Atoi(strings.SplitN(n, "_", 2)[0])
+		if err != nil {
+			t.Fatalf("migration %s: %v", n, err)
+		}
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	prev := 0
+	if len(versions) > 1 {
+		prev = versions[len(versions)-2]
+	}
+	return fmt.Sprintf("postgres: version %d\n", versions[len(versions)-1]), fmt.Sprintf("postgres: version %d\n", prev)
 }

@@ -58,6 +58,9 @@ func testConfig(t *testing.T) config.Config {
 	cfg.Limits.AuthRate = 0
 	cfg.Limits.DeviceConnects = 0
 	cfg.Limits.GroupOpRate = 0
+	// Group invitations are tested on their own (TestGroupInviteConsent);
+	// elsewhere groups are made of strangers and must take them at once.
+	cfg.Limits.GroupInvites = "auto"
 	cfg.Log.Level = "warn"
 	useBackend(t, &cfg)
 	return cfg

@@ -201,13 +201,18 @@ func refused(proto int) byte {
 	return 0x80
 }
 
-// befriend gives a and b a 1:1 chat with a message, which lets them see
-// each other's presence.
+// befriend gives a and b a 1:1 chat with a message that b accepted (a
+// first message from a stranger is a message request), which lets them
+// see each other's presence.
 func befriend(t *testing.T, s *server, a, b account) {
 	t.Helper()
-	if st := s.call(t, "POST", "/v1/chats/"+directChat(a.ID, b.ID)+"/messages", a.Token, map[string]any{"body": "hi"},
+	chat := directChat(a.ID, b.ID)
+	if st := s.call(t, "POST", "/v1/chats/"+chat+"/messages", a.Token, map[string]any{"body": "hi"},
 		map[string]string{"Idempotency-Key": "hello-" + b.ID}, nil); st != http.StatusCreated {
 		t.Fatalf("send: status %d", st)
+	}
+	if st := s.call(t, "POST", "/v1/chats/"+chat+"/accept", b.Token, nil, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("accept: status %d", st)
 	}
 }
 

@@ -170,6 +170,7 @@ func TestDeviceTokensREST(t *testing.T) {
 func TestPushOfflineRecipient(t *testing.T) {
 	s, fcm := startPushServer(t, nil)
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	allowRequestPush(t, s, bob)
 	s.putDevice(t, alice, "tablet", "ios", "tok-alice")
 	s.putDevice(t, bob, "phone", "android", "tok-bob")
 	aPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
@@ -201,6 +202,7 @@ func TestPushOfflineRecipient(t *testing.T) {
 func TestPushCollapsesPerChat(t *testing.T) {
 	s, fcm := startPushServer(t, func(c *config.Config) { c.Push.Workers = 1 })
 	alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+	allowRequestPush(t, s, bob, carol)
 	s.putDevice(t, carol, "phone", "android", "tok-carol")
 	s.putDevice(t, bob, "phone", "android", "tok-bob")
 	aPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
@@ -235,6 +237,7 @@ func TestPushCollapsesPerChat(t *testing.T) {
 func TestPushOnlineRecipient(t *testing.T) {
 	s, fcm := startPushServer(t, nil)
 	alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+	allowRequestPush(t, s, bob, carol)
 	s.putDevice(t, bob, "phone", "android", "tok-bob")
 	s.putDevice(t, carol, "phone", "android", "tok-carol")
 	aPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
@@ -300,6 +303,7 @@ func TestPushGroup(t *testing.T) {
 func TestPushUnregisteredTokenDeleted(t *testing.T) {
 	s, fcm := startPushServer(t, nil)
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	allowRequestPush(t, s, bob)
 	s.putDevice(t, bob, "old-phone", "android", "tok-old")
 	s.putDevice(t, bob, "tablet", "ios", "tok-tablet")
 	fcm.Script("tok-old", fcmtest.Unregistered)
@@ -333,6 +337,7 @@ func TestPushUnregisteredTokenDeleted(t *testing.T) {
 func TestPushUnavailableRetried(t *testing.T) {
 	s, fcm := startPushServer(t, nil)
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	allowRequestPush(t, s, bob)
 	s.putDevice(t, bob, "phone", "android", "tok-bob")
 	fcm.Script("tok-bob", fcmtest.Unavailable, fcmtest.Unavailable)
 	aPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
@@ -361,10 +366,12 @@ func TestPushQueueFull(t *testing.T) {
 		c.Push.QueueSize = 2
 	})
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	allowRequestPush(t, s, bob)
 	const offline = 6
 	var users []account
 	for i := range offline {
 		u := s.register(t, fmt.Sprint("off", i))
+		allowRequestPush(t, s, u)
 		s.putDevice(t, u, "phone", "android", "tok-"+u.Username)
 		users = append(users, u)
 	}

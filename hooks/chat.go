@@ -40,6 +40,9 @@ type ChatOptions struct {
 	Sync     SyncSource  // users/{uid}/sync
 	Receipts ReadMarker  // users/{uid}/receipts
 	Typing   TypingChats // users/{uid}/typing
+	// Consent, when set, decides which members hear a typing notice; nil =
+	// every other member.
+	Consent TypingConsent
 	// Server is needed by Sync (answers on an MQTT 5 Response Topic carry
 	// Correlation Data) and Typing (notices go out at QoS 0): Outbox cannot
 	// publish either. Without it both stay disabled.

@@ -24,6 +24,8 @@ type GroupOps interface {
 	AddMembers(ctx context.Context, actor, gid string, users []string) (groups.View, error)
 	RemoveMember(ctx context.Context, actor, gid, uid string) error
 	SetRole(ctx context.Context, actor, gid, uid string, role store.Role) (groups.View, error)
+	AcceptInvite(ctx context.Context, uid, gid string) (groups.View, error)
+	DeclineInvite(ctx context.Context, uid, gid string) error
 }
 
 // groupOpRequest is a group operation an offline-first client queued; op_id
@@ -63,6 +65,9 @@ var groupOpFields = map[string][]string{
 	"add_members":   {"group_id", "user_ids"},
 	"remove_member": {"group_id", "user_id"},
 	"set_role":      {"group_id", "user_id", "role"},
+	// Invitations (limits.group_invites consent) of the requester.
+	"accept_invite":  {"group_id"},
+	"decline_invite": {"group_id"},
 }
 
 // groupOp applies a group operation. Every outcome of a request with a
@@ -114,7 +119,7 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 	}
 	fields, ok := groupOpFields[req.Op]
 	if !ok {
-		return req, invalidRequest("op must be one of create, rename, delete, add_members, remove_member, set_role")
+		return req, invalidRequest("op must be one of create, rename, delete, add_members, remove_member, set_role, accept_invite, decline_invite")
 	}
 	set := map[string]bool{
 		"group_id": req.GroupID != "", "name": req.Name != "", "user_ids": req.UserIDs != nil,
@@ -144,8 +149,8 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 // applyGroupOp runs one operation. Retries are harmless: create finds the
 // group its first attempt made (the id derives from uid and op_id),
 // add_members skips members already in, rename and set_role set the same
-// value again, and remove_member or delete with nothing left to remove
-// report success with already_applied.
+// value again, and remove_member, delete, accept_invite or decline_invite
+// with nothing left to do report success with already_applied.
 func (h *Chat) applyGroupOp(ctx context.Context, uid string, req groupOpRequest) (GroupOpEvent, error) {
 	g := h.opts.Groups
 	ev := GroupOpEvent{Type: "group_op", OpID: req.OpID, Op: req.Op, OK: true, GroupID: req.GroupID}
@@ -172,6 +177,21 @@ func (h *Chat) applyGroupOp(ctx context.Context, uid string, req groupOpRequest)
 		return ev, err
 	case "remove_member":
 		return h.removeMember(ctx, uid, req, ev)
+	case "accept_invite":
+		v, err = g.AcceptInvite(ctx, uid, req.GroupID)
+		if chat.CodeOf(err) == chat.CodeNotFound {
+			// No invitation left: a retry after the first accept finds
+			// uid a member already.
+			if cur, gerr := g.Get(ctx, uid, req.GroupID); gerr == nil {
+				v, err, ev.AlreadyApplied = cur, nil, true
+			}
+		}
+	case "decline_invite":
+		err = g.DeclineInvite(ctx, uid, req.GroupID)
+		if chat.CodeOf(err) == chat.CodeNotFound {
+			ev.AlreadyApplied, err = true, nil // declined already, or never invited
+		}
+		return ev, err
 	}
 	if err != nil {
 		return ev, err

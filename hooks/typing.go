@@ -16,6 +16,14 @@ type TypingChats interface {
 	Members(ctx context.Context, chat string) ([]string, error)
 }
 
+// TypingConsent answers whether a member may hear the typist in a chat
+// (services/consent: not when the member blocks the typist, nor in a 1:1
+// chat that is still a message request). The typist is not told: the
+// notice is accepted and simply not delivered to that member.
+type TypingConsent interface {
+	MayHearTyping(ctx context.Context, listener, typist, chat string) (bool, error)
+}
+
 // typingInterval is the default rate of typing notices per (user, chat).
 const typingInterval = 2 * time.Second
 
@@ -66,11 +74,25 @@ func (h *Chat) typingNotice(cl *mqtt.Client, uid string, pk packets.Packet) erro
 	if err != nil {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
 	}
-	ev := TypingEvent{Type: "typing", Chat: req.Chat, User: uid}
+	hearers := make([]string, 0, len(members))
 	for _, m := range members {
-		if m != uid {
-			h.resp.publish(EventsTopic(m), 0, nil, ev)
+		if m == uid {
+			continue
 		}
+		if h.opts.Consent != nil {
+			ok, err := h.opts.Consent.MayHearTyping(ctx, m, uid, req.Chat)
+			if err != nil {
+				return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		hearers = append(hearers, m)
+	}
+	ev := TypingEvent{Type: "typing", Chat: req.Chat, User: uid}
+	for _, m := range hearers {
+		h.resp.publish(EventsTopic(m), 0, nil, ev)
 	}
 	return packets.CodeSuccessIgnore
 }

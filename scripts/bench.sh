@@ -77,10 +77,11 @@ wait_port() { # host:port
 }
 
 # chatd on the embedded store with durable sends; only the limits that
-# would throttle the load generator are lifted.
+# would throttle the load generator are lifted, and its strangers join the
+# groups they are put in without accepting an invitation.
 start_chatd() { # data_dir mqtt http
 	MQCHAT_LIMITS_SEND_RATE=0 MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 \
-		MQCHAT_LIMITS_MAX_GROUP_MEMBERS=100000 MQCHAT_LOG_LEVEL=warn \
+		MQCHAT_LIMITS_MAX_GROUP_MEMBERS=100000 MQCHAT_LIMITS_GROUP_INVITES=auto MQCHAT_LOG_LEVEL=warn \
 		bin/chatd serve --data_dir "$1" --mqtt.addr "$2" --mqtt.ws_addr= --http.addr "$3" >>"$work/chatd.log" 2>&1 &
 	pids+=($!)
 	wait_port "$2"

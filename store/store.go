@@ -124,6 +124,10 @@ type Store interface {
 	Sessions
 	Passwords
 	Accounts
+	Blocks
+	PrivacySettings
+	DirectRequests
+	GroupInvites
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

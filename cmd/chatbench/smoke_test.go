@@ -20,7 +20,8 @@ import (
 )
 
 // startChatd runs a chatd node in this process on free loopback ports,
-// with the limits that would only slow the load generator lifted.
+// with the limits that would only slow the load generator lifted and
+// group invitations off (its users are strangers put in groups).
 func startChatd(t *testing.T) app.Addrs {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
@@ -29,6 +30,7 @@ func startChatd(t *testing.T) app.Addrs {
 	cfg.MQTT.Addr, cfg.MQTT.WSAddr, cfg.HTTP.Addr = "127.0.0.1:0", "", "127.0.0.1:0"
 	cfg.Auth.BcryptCost = 4
 	cfg.Limits.SendRate, cfg.Limits.AuthRate = 0, 0
+	cfg.Limits.GroupInvites = "auto"
 	cfg.Log.Level = "error"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -33,6 +33,7 @@ import (
 	"github.com/mqchat/mqchat/services/accounts"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/consent"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
@@ -239,13 +240,22 @@ func (a *App) build(secret []byte) error {
 	metrics.RegisterOutboundQueued(reg, a.broker.OutboundQueued)
 
 	outbox := hooks.NewOutbox(srv, a.log.With("component", "outbox"), pipeline)
+	// Each user's say over who reaches them (blocks, privacy settings,
+	// message requests, group invitations): asked on 1:1 sends, typing
+	// notices, group changes and presence, answered from memory.
+	consentSvc := consent.New(a.store, consent.Options{
+		MaxBlocks:    cfg.Limits.MaxBlocks,
+		GroupInvites: cfg.Limits.GroupInvites,
+		Logger:       a.log.With("component", "consent"),
+	})
 	// Who may see whose presence, asked before every presence delivery:
 	// answered from memory, kept exact by the groups service and the chat
 	// writers, which report every membership change and every 1:1 chat's
 	// first message.
 	var vis *visibility.Index
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
-	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics})
+	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: consentSvc})
+	consentSvc.SetRelations(vis)
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
@@ -272,6 +282,8 @@ func (a *App) build(secret []byte) error {
 		List:            a.store,
 		Receipts:        a.receipts,
 		Started:         vis,
+		Blocks:          consentSvc,
+		Requests:        consentSvc,
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -280,6 +292,7 @@ func (a *App) build(secret []byte) error {
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
 		Membership: vis,
+		Consent:    consentSvc,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
 		OpBurst:    cfg.Limits.GroupOpBurst,
@@ -327,6 +340,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
+		Consent: consentSvc,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -372,6 +386,10 @@ func (a *App) build(secret []byte) error {
 			People:          peopleSvc,
 			Sessions:        a.auth,
 			Lifecycle:       a.accounts,
+			Blocks:          consentSvc,
+			Privacy:         consentSvc,
+			ChatRequests:    consentSvc,
+			Invites:         inviteAPI{consentSvc, groupsSvc},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -561,4 +579,15 @@ func jwtSecret(cfg config.Config) ([]byte, error) {
 		return nil, fmt.Errorf("app: write jwt secret: %w", err)
 	}
 	return []byte(s), nil
+}
+
+// inviteAPI serves /v1/invites: the list from consent, accepting and
+// declining through the groups service (as over MQTT).
+type inviteAPI struct {
+	consent *consent.Service
+	*groups.Service
+}
+
+func (i inviteAPI) Invites(ctx context.Context, uid string) ([]store.GroupInvite, error) {
+	return i.consent.Invites(ctx, uid)
 }

@@ -139,6 +139,13 @@ type Limits struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
 	// MaxGroupMembers bounds a group, owner included; fan-out is on write.
 	MaxGroupMembers int `koanf:"max_group_members"`
+	// MaxBlocks bounds one user's block list (held in memory whole while
+	// the user is active).
+	MaxBlocks int `koanf:"max_blocks"`
+	// GroupInvites is "consent" (users put in a group by someone they
+	// share no accepted chat with are invited and must accept) or "auto"
+	// (added at once).
+	GroupInvites string `koanf:"group_invites"`
 	// SendRate and SendBurst bound each user's sends (MQTT and REST
 	// together) with a token bucket; 0 turns the limit off.
 	SendRate  int `koanf:"send_rate"`
@@ -231,6 +238,8 @@ func Default() Config {
 		Limits: Limits{
 			MaxMessageBytes: 64 * 1024,
 			MaxGroupMembers: 500,
+			MaxBlocks:       1000,
+			GroupInvites:    "consent",
 			SendRate:        50,
 			SendBurst:       200,
 			AuthRate:        5,

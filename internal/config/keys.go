@@ -193,6 +193,10 @@ func usage(key string) string {
 		return "largest accepted send payload in bytes (256-16777216)"
 	case "limits.max_group_members":
 		return "most members a group may have, owner included (2-100000)"
+	case "limits.max_blocks":
+		return "most users one user may block (1-100000)"
+	case "limits.group_invites":
+		return "consent: users put in a group by someone they share no accepted chat with must accept; auto: added at once"
 	case "limits.send_rate":
 		return "sends per second allowed to each user, MQTT and REST together (0 = unlimited)"
 	case "limits.send_burst":

@@ -135,6 +135,10 @@ func (c Config) Validate() error {
 
 	between("limits.max_message_bytes", c.Limits.MaxMessageBytes, 256, 16<<20)
 	between("limits.max_group_members", c.Limits.MaxGroupMembers, 2, 100_000)
+	between("limits.max_blocks", c.Limits.MaxBlocks, 1, 100_000)
+	if g := c.Limits.GroupInvites; g != "consent" && g != "auto" {
+		bad("limits.group_invites", `must be "consent" or "auto", got %q`, g)
+	}
 	between("limits.send_rate", c.Limits.SendRate, 0, 1_000_000)
 	between("limits.auth_rate", c.Limits.AuthRate, 0, 1_000_000)
 	if c.Limits.SendRate > 0 {

@@ -42,11 +42,11 @@ func TestPostgresDownUp(t *testing.T) {
 		}
 	}
 	// Each migration's version and the tables there; Down walks them back.
-	const latest, latestTables = 4, 9 // sessions (2), account state (3, columns only), profiles (4)
+	const latest, latestTables = 5, 13 // sessions (2), account state (3, columns only), profiles (4), consent (5: four tables)
 	steps := []struct {
 		version uint
 		tables  int
-	}{{3, 8}, {2, 8}, {1, 7}, {0, 0}}
+	}{{4, 9}, {3, 8}, {2, 8}, {1, 7}, {0, 0}}
 	check(latest, latestTables)
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)

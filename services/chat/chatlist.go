@@ -30,7 +30,10 @@ type ChatSummary struct {
 	DeliveredSeq uint64     `json:"delivered_seq"`
 	Unread       uint64     `json:"unread"`
 	Left         bool       `json:"left,omitempty"`
-	changedAt    time.Time
+	// Request marks a 1:1 chat opened by someone the user shared no chat
+	// with, until the user accepts it or replies.
+	Request   bool `json:"request,omitempty"`
+	changedAt time.Time
 }
 
 // ListQuery selects a page of the chat list.
@@ -160,18 +163,28 @@ func (s *Service) summarize(ctx context.Context, uid string, states []store.Chat
 			changedAt: st.UpdatedAt.Truncate(time.Millisecond),
 		}
 		if m, ok := last[st.Chat]; ok {
-			v := View(m)
-			sum.LastMessage, sum.LastSeq = &v, m.Seq
-			if t := m.SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
-				sum.changedAt = t
+			sum.LastSeq = m.Seq
+			if sum.LastSeq > sum.ReadSeq {
+				sum.Unread = sum.LastSeq - sum.ReadSeq
 			}
-		}
-		if sum.LastSeq > sum.ReadSeq {
-			sum.Unread = sum.LastSeq - sum.ReadSeq
+			visible, err := s.lastVisible(ctx, uid, &sum, m)
+			if err != nil {
+				return nil, err
+			}
+			if visible != nil {
+				v := View(*visible)
+				sum.LastMessage = &v
+				if t := visible.SentAt.Truncate(time.Millisecond); t.After(sum.changedAt) {
+					sum.changedAt = t
+				}
+			}
 		}
 		if a, b, ok := DirectMembers(st.Chat); ok {
 			sum.Kind = "direct"
 			sum.Title = users[otherOf(uid, a, b)].Username
+			if sum.Request, err = s.pendingFor(ctx, uid, st.Chat); err != nil {
+				return nil, err
+			}
 		} else if gid, ok := GroupID(st.Chat); ok {
 			sum.Kind = "group"
 			sum.Title = groups[gid].Name

@@ -39,10 +39,7 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Messages: make([]Delivered, len(msgs))}
-	for i, m := range msgs {
-		page.Messages[i] = View(m)
-	}
+	var page Page
 	if len(msgs) == q.Limit {
 		next := msgs[0].Seq
 		if q.Forward {
@@ -51,6 +48,13 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 		if q.Forward || next > 1 {
 			page.Next = &next
 		}
+	}
+	if msgs, err = s.hideBlocked(ctx, uid, chat, msgs); err != nil {
+		return Page{}, err
+	}
+	page.Messages = make([]Delivered, len(msgs))
+	for i, m := range msgs {
+		page.Messages[i] = View(m)
 	}
 	return page, nil
 }

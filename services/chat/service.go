@@ -62,6 +62,12 @@ type Options struct {
 	Receipts ReadReceipts
 	// Started, when set, is told of every 1:1 chat's first message.
 	Started DirectStarts
+	// Blocks, when set, hides a blocked user's 1:1 messages from the
+	// blocker (see blocks.go).
+	Blocks Blocks
+	// Requests, when set, makes 1:1 chats opened with strangers message
+	// requests (see requests.go).
+	Requests Requests
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -302,9 +308,12 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
 		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
 	}
-	recipients := []string{target}
-	if target != from {
-		recipients = append(recipients, from)
+	recipients, err := s.directRecipients(ctx, from, target)
+	if err == nil && target != from {
+		err = s.replied(ctx, from, m.Chat)
+	}
+	if err != nil {
+		return store.Message{}, nil, err
 	}
 	return m, recipients, nil
 }

@@ -39,6 +39,7 @@ type writer struct {
 
 type fanoutItem struct {
 	recipients []string
+	quiet      []string // recipients who get no push (see requests.go)
 	msg        store.Message
 }
 
@@ -95,6 +96,10 @@ func (w *writer) fanout() {
 }
 
 func (w *writer) fan(d fanoutItem) {
+	if qd, ok := w.s.deliver.(QuietDeliverer); ok && len(d.quiet) > 0 {
+		qd.DeliverQuiet(d.recipients, d.quiet, d.msg)
+		return
+	}
 	w.s.deliver.Deliver(d.recipients, d.msg)
 }
 
@@ -215,6 +220,7 @@ func (w *writer) process(batch []*request) {
 	// flight together, so a batch never holds a retry of its own message.
 	writes := make([]store.Message, 0, len(batch))
 	writers := make([]*request, 0, len(batch))
+	quiets := make([][]string, 0, len(batch))
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			// The sender has given up: storing now would turn its retry into a
@@ -252,6 +258,17 @@ func (w *writer) process(batch []*request) {
 				continue
 			}
 		}
+		var quiet []string
+		if last == 0 {
+			err = s.opened(ctx, r.msg)
+		}
+		if err == nil {
+			quiet, err = s.quiet(ctx, r.msg, r.recipients)
+		}
+		if err != nil {
+			r.reply <- reply{err: err}
+			continue
+		}
 		m := r.msg
 		m.Seq = last + 1
 		m.ID = s.ids.Next()
@@ -259,6 +276,7 @@ func (w *writer) process(batch []*request) {
 		w.last[m.Chat] = m.Seq
 		writes = append(writes, m)
 		writers = append(writers, r)
+		quiets = append(quiets, quiet)
 	}
 	if len(writes) == 0 {
 		return
@@ -282,7 +300,7 @@ func (w *writer) process(batch []*request) {
 	}
 	for i, m := range writes {
 		w.fanning.Add(1)
-		w.out <- fanoutItem{writers[i].recipients, m}
+		w.out <- fanoutItem{recipients: writers[i].recipients, quiet: quiets[i], msg: m}
 		writers[i].reply <- reply{res: Result{Message: m}}
 	}
 	if len(w.last) > maxCached {

@@ -73,6 +73,9 @@ type Options struct {
 	// means unlimited.
 	OpRate, OpBurst int
 	Metrics         LimitObserver // nil = not counted
+	// Consent, when set, screens the users put in a group (see
+	// invites.go); nil = everyone named is added at once.
+	Consent Consent
 }
 
 // Service implements group management.
@@ -293,6 +296,10 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 		return View{}, err
 	}
 	uids, err := s.checkUsers(ctx, members, actor)
+	var invite []string
+	if err == nil {
+		uids, invite, err = s.screen(ctx, actor, uids)
+	}
 	if err != nil {
 		return View{}, err
 	}
@@ -316,6 +323,9 @@ func (s *Service) create(ctx context.Context, actor, gid, name string, members [
 	}
 	seq := s.record(ctx, g.ID, system{Op: "created", By: actor, Name: name, Users: all}, all)
 	s.announce(all, Event{Op: "created", GroupID: g.ID, By: actor, Seq: seq, Name: name, Users: all})
+	if err := s.invite(ctx, actor, g, invite); err != nil {
+		return View{}, err
+	}
 	return view(g, ms), nil
 }
 
@@ -381,12 +391,13 @@ func (s *Service) Delete(ctx context.Context, actor, gid string) error {
 }
 
 // AddMembers adds users (owner or admin). Users already in the group are
-// left as they are, so retries are harmless.
+// left as they are, so retries are harmless. With consent on, users who
+// share no accepted chat with actor are invited instead (screen).
 func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []string) (View, error) {
 	if err := s.admit(actor); err != nil {
 		return View{}, err
 	}
-	g, _, me, err := s.load(ctx, actor, gid)
+	g, ms, me, err := s.load(ctx, actor, gid)
 	if err != nil {
 		return View{}, err
 	}
@@ -399,23 +410,50 @@ func (s *Service) AddMembers(ctx context.Context, actor, gid string, users []str
 	if err != nil {
 		return View{}, err
 	}
+	current := userIDs(ms)
+	var fresh []string
+	for _, u := range uids {
+		if !slices.Contains(current, u) {
+			fresh = append(fresh, u)
+		}
+	}
+	direct, invite, err := s.screen(ctx, actor, fresh)
+	if err != nil {
+		return View{}, err
+	}
+	if err := s.invite(ctx, actor, g, invite); err != nil {
+		return View{}, err
+	}
+	return s.addMembers(ctx, actor, g, direct, func(cur []store.Member) error {
+		me, ok := find(cur, actor)
+		if !ok {
+			return notFound(gid)
+		}
+		return mayAdd(me)
+	})
+}
+
+// addMembers writes users into g on behalf of actor, deciding on the
+// members as written (allowed, if set, vetoes the change): users already
+// in are left alone and the member limit holds under any concurrency.
+// Then the new members join, and the change is recorded and announced.
+func (s *Service) addMembers(ctx context.Context, actor string, g store.Group, users []string, allowed func([]store.Member) error) (View, error) {
+	gid := g.ID
 	now := s.opts.Now().UTC().Truncate(time.Millisecond)
 	var (
 		added []string
 		ms    []store.Member
 	)
-	err = s.st.UpdateMembers(ctx, gid, func(cur []store.Member) (store.MemberChange, error) {
+	err := s.st.UpdateMembers(ctx, gid, func(cur []store.Member) (store.MemberChange, error) {
 		added, ms = nil, cur
-		me, ok := find(cur, actor)
-		if !ok {
-			return store.MemberChange{}, notFound(gid)
-		}
-		if err := mayAdd(me); err != nil {
-			return store.MemberChange{}, err
+		if allowed != nil {
+			if err := allowed(cur); err != nil {
+				return store.MemberChange{}, err
+			}
 		}
 		current := userIDs(cur)
 		var put []store.Member
-		for _, u := range uids {
+		for _, u := range users {
 			if !slices.Contains(current, u) {
 				added = append(added, u)
 				put = append(put, store.Member{GroupID: gid, UserID: u, Role: store.RoleMember, JoinedAt: now})

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -70,13 +71,22 @@ func (f fanout) Deliver(recipients []string, m store.Message) {
 	f.next.Deliver(recipients, m)
 }
 
+// DeliverQuiet publishes to every recipient but pushes none of quiet
+// (message requests the recipient gets no pushes for).
+func (f fanout) DeliverQuiet(recipients, quiet []string, m store.Message) {
+	f.t.fanout(recipients, quiet, m)
+	f.next.Deliver(recipients, m)
+}
+
 // Fanout registers a stored message about to be published to recipients.
-func (t *Tracker) Fanout(recipients []string, m store.Message) {
+func (t *Tracker) Fanout(recipients []string, m store.Message) { t.fanout(recipients, nil, m) }
+
+func (t *Tracker) fanout(recipients, quiet []string, m store.Message) {
 	if m.Type == "system" {
 		return
 	}
 	for _, uid := range recipients {
-		if uid == m.From {
+		if uid == m.From || slices.Contains(quiet, uid) {
 			continue
 		}
 		if t.presence.Devices(uid) == 0 {

@@ -1,6 +1,7 @@
 // Package visibility decides who may see whose presence: a user may see
-// another's when they are the same user, share a 1:1 chat with a message, or
-// are both members of a group.
+// another's when they are the same user, or when they share a 1:1 chat with
+// a message or are both members of a group and consent (services/consent:
+// blocks, the presence setting) does not hide it.
 //
 // mochi asks this question before every delivery of a presence/{uid}
 // message to every subscriber, on the goroutine publishing it, so the
@@ -44,8 +45,19 @@ type Metrics interface {
 // DefaultSize is the number of answers kept when Options.Size is 0.
 const DefaultSize = 65536
 
+// Consent answers whether a viewer may not see a target's presence
+// whatever they share (a block, the target's presence setting):
+// services/consent, which keeps its answers in memory itself.
+type Consent interface {
+	PresenceHidden(ctx context.Context, viewer, target string) (bool, error)
+}
+
 // Options configures the index.
 type Options struct {
+	// Consent, when set, is asked before the cache and can only say no,
+	// so a block or a setting takes effect at once with no invalidation:
+	// the cache keeps answering "do they share a chat".
+	Consent Consent
 	// Size bounds the cached answers. "Yes" answers may use all of it;
 	// "no" answers are kept apart in a quarter of it, so questions about
 	// strangers (refused subscriptions) cannot push out the answers that
@@ -113,8 +125,28 @@ func keyOf(a, b string) pairKey {
 	return pairKey{a, b}
 }
 
-// SharesChat reports whether b may see a's presence and a b's.
+// SharesChat reports whether a may see b's presence: they share a chat
+// (the symmetric part, cached) and b's consent allows a.
 func (x *Index) SharesChat(ctx context.Context, a, b string) (bool, error) {
+	if a == b {
+		return true, nil
+	}
+	if x.opts.Consent != nil {
+		hidden, err := x.opts.Consent.PresenceHidden(ctx, a, b)
+		if err != nil {
+			return false, fmt.Errorf("visibility: consent: %w", err)
+		}
+		if hidden {
+			x.opts.Metrics.ObserveVisibility(true, false)
+			return false, nil
+		}
+	}
+	return x.Related(ctx, a, b)
+}
+
+// Related reports whether a and b share a 1:1 chat with a message or a
+// group, whatever consent says: the cached, symmetric part of SharesChat.
+func (x *Index) Related(ctx context.Context, a, b string) (bool, error) {
 	if a == b {
 		return true, nil
 	}

@@ -17,8 +17,9 @@ import (
 	"github.com/mqchat/mqchat/store"
 )
 
-// Relational is the half that holds accounts (with their profiles),
-// groups and devices.
+// Relational is the half that holds accounts (with their profiles and
+// sessions), groups, devices and consent (block lists, privacy settings,
+// message requests, group invitations).
 type Relational interface {
 	store.Users
 	store.Groups
@@ -27,6 +28,10 @@ type Relational interface {
 	store.Sessions
 	store.Passwords
 	store.Accounts
+	store.Blocks
+	store.PrivacySettings
+	store.DirectRequests
+	store.GroupInvites
 	Ping(ctx context.Context) error
 	Close() error
 }

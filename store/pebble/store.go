@@ -64,6 +64,9 @@ type Store struct {
 
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
+	// blocksMu makes PutBlock's and PutRequest's keep-the-first check and
+	// their write one step.
+	blocksMu sync.Mutex
 
 	// sessionMu serialises session writes, which makes a rotation's
 	// compare-and-set one step.
