@@ -82,6 +82,19 @@ func (s *Store) DeleteUser(ctx context.Context, uid string, at time.Time) error 
 	if err = errors.Join(err, it.Close()); err != nil {
 		return fmt.Errorf("pebble: delete user: %w", err)
 	}
+	// What only the account owner made goes with it: profile, privacy
+	// settings, block list, pending requests and invitations.
+	err = errors.Join(
+		b.Delete(profileKey(uid), nil),
+		b.Delete(append([]byte(prefixPrivacy), uid...), nil),
+	)
+	for _, prefix := range []string{prefixBlock, prefixRequest, prefixInvite} {
+		lo, hi := pairBounds(prefix, uid)
+		err = errors.Join(err, b.DeleteRange(lo, hi, nil))
+	}
+	if err != nil {
+		return fmt.Errorf("pebble: delete user: %w", err)
+	}
 	u.PasswordHash = nil
 	u.Disabled = false
 	u.DeletedAt = at

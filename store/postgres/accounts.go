@@ -22,7 +22,8 @@ func (s *Store) SetUserDisabled(ctx context.Context, uid string, disabled bool) 
 	return nil
 }
 
-// DeleteUser makes the tombstone and drops the devices in one transaction.
+// DeleteUser makes the tombstone and drops what only the user made in one
+// transaction.
 // The UPDATE's row lock orders it against a concurrent delete or disable.
 func (s *Store) DeleteUser(ctx context.Context, uid string, at time.Time) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -34,8 +35,14 @@ func (s *Store) DeleteUser(ctx context.Context, uid string, at time.Time) error 
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM devices WHERE user_id = $1`, uid)
-		return err
+		// What only the account owner made goes with it: devices, profile,
+		// privacy settings, block list, pending requests and invitations.
+		for _, table := range []string{"devices", "profiles", "privacy", "blocks", "direct_requests", "group_invites"} {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE user_id = $1`, uid); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: delete user %q: %w", uid, mapErr(ctx, err))

@@ -16,6 +16,7 @@ func accountTests() []testCase {
 		{"DisableUnknown", testAccountDisableUnknown},
 		{"DeleteLeavesTombstone", testAccountDelete},
 		{"DeleteRemovesDevicesOnly", testAccountDeleteDevices},
+		{"DeleteRemovesOwnData", testAccountDeleteOwnData},
 		{"DeleteTwiceOrUnknown", testAccountDeleteTwice},
 		{"DeleteRacesDisable", testAccountDeleteRacesDisable},
 		{"ListPages", testAccountList},
@@ -114,6 +115,40 @@ func testAccountDelete(t *testing.T, s store.Store) {
 	}
 	if err := s.CreateUser(ctx, newUser("u9", "alice")); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("CreateUser with a deleted user's name: err = %v, want ErrConflict (reserved)", err)
+	}
+}
+
+// What only the user made (profile, privacy settings, block list) goes
+// with the account; others' blocks of it stay theirs.
+func testAccountDeleteOwnData(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreateUser(t, s, newUser("u1", "alice"))
+	mustCreateUser(t, s, newUser("u2", "bob"))
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, err := range []error{
+		s.PutProfile(ctx, store.Profile{UserID: "u1", DisplayName: "Alice", Discoverable: true, UpdatedAt: now}),
+		s.PutPrivacy(ctx, store.Privacy{UserID: "u1", Presence: store.PresenceNobody, UpdatedAt: now}),
+		s.PutBlock(ctx, store.Block{UserID: "u1", BlockedID: "u2", CreatedAt: now}),
+		s.PutBlock(ctx, store.Block{UserID: "u2", BlockedID: "u1", CreatedAt: now}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteUser(ctx, "u1", now); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if _, err := s.Profile(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("profile after delete: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Privacy(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("privacy after delete: err = %v, want ErrNotFound", err)
+	}
+	if bs, err := s.BlocksOf(ctx, "u1"); err != nil || len(bs) != 0 {
+		t.Fatalf("blocks of the deleted user: %v, %v", bs, err)
+	}
+	if bs, err := s.BlocksOf(ctx, "u2"); err != nil || len(bs) != 1 {
+		t.Fatalf("bob's block of the deleted user: %v, %v", bs, err)
 	}
 }
 
