@@ -88,7 +88,11 @@ func TestSubtreeIsolation(t *testing.T) {
 		t.Fatalf("bob first received %s %s", got.Topic, got.Payload)
 	}
 
-	// Presence of a user one shares a chat with becomes visible.
+	// Presence of a user one shares a chat with becomes visible, once the
+	// first message (a request to bob) is accepted.
+	if st := s.call(t, "POST", "/v1/chats/"+directChat(alice.ID, bob.ID)+"/accept", bob.Token, nil, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("bob accepts alice's request: %d", st)
+	}
 	if rc := a5.subscribe(t, "presence/"+bob.ID); rc[0] != 1 {
 		t.Errorf("presence of a chat partner refused: 0x%02x", rc[0])
 	}

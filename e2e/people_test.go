@@ -308,6 +308,11 @@ func TestProfileVisibility(t *testing.T) {
 	if st := s.call(t, "POST", "/v1/chats/"+directChat(bob.ID, alice.ID)+"/messages", bob.Token, map[string]string{"body": "hi"}, map[string]string{"Idempotency-Key": "p1"}, nil); st != http.StatusCreated {
 		t.Fatalf("bob's message: %d", st)
 	}
+	// A first message from someone alice shares nothing with is a request
+	// until she accepts it.
+	if st := s.call(t, "POST", "/v1/chats/"+directChat(bob.ID, alice.ID)+"/accept", alice.Token, nil, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("alice accepts bob's request: %d", st)
+	}
 	var g groupView
 	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "g", "members": []string{carol.ID}}, nil, &g); st != http.StatusCreated {
 		t.Fatalf("create group: %d", st)
