@@ -28,15 +28,22 @@ func (s *Store) SetUserDisabled(ctx context.Context, uid string, disabled bool) 
 		return nil
 	}
 	u.Disabled = disabled
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(userIDKey(uid), encodeUser(&u), nil); err != nil {
-		return fmt.Errorf("pebble: set user disabled: %w", err)
-	}
-	if err := commit(ctx, b); err != nil {
+	if err := s.writeUser(ctx, u); err != nil {
 		return fmt.Errorf("pebble: set user disabled: %w", err)
 	}
 	return nil
+}
+
+// writeUser replaces the record of an existing user whose username does
+// not change (so its username index entry stands); the caller holds
+// userMu.
+func (s *Store) writeUser(ctx context.Context, u store.User) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(userIDKey(u.ID), encodeUser(&u), nil); err != nil {
+		return err
+	}
+	return commit(ctx, b)
 }
 
 // DeleteUser writes the tombstone and removes the devices and their token

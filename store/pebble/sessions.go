@@ -251,12 +251,7 @@ func (s *Store) SetPasswordHash(ctx context.Context, uid string, hash []byte) er
 		return fmt.Errorf("pebble: set password: %w", err)
 	}
 	u.PasswordHash = hash
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(userIDKey(uid), encodeUser(&u), nil); err != nil {
-		return fmt.Errorf("pebble: set password: %w", err)
-	}
-	if err := commit(ctx, b); err != nil {
+	if err := s.writeUser(ctx, u); err != nil {
 		return fmt.Errorf("pebble: set password: %w", err)
 	}
 	return nil
