@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -189,31 +191,24 @@ func makeStormGroups(ctx context.Context, api *restClient, star account, watcher
 	}
 	log.Info("creating groups", "count", n, "members", len(members)+1)
 	var made atomic.Int64
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i := range n {
 		if ctx.Err() != nil {
 			break
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			body := map[string]any{"name": fmt.Sprintf("storm %d", i), "members": members}
 			if err := api.do(ctx, "POST", "/v1/groups", star.Token, body, nil); err != nil {
-				errs <- fmt.Errorf("create group %d: %w", i, err)
-				return
+				return fmt.Errorf("create group %d: %w", i, err)
 			}
 			if m := made.Add(1); m%100 == 0 {
 				log.Info("groups created", "count", m)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	return ctx.Err()

@@ -8,8 +8,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 type account struct {
@@ -100,30 +101,23 @@ func (e *httpError) Error() string {
 
 func (r *restClient) registerMany(ctx context.Context, prefix string, n int) ([]account, error) {
 	users := make([]account, n)
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(16)
 	for i := range users {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			var tok struct {
 				UserID      string `json:"user_id"`
 				AccessToken string `json:"access_token"`
 			}
 			name := fmt.Sprintf("%s-%d", prefix, i)
 			if err := r.do(ctx, "POST", "/v1/auth/register", "", map[string]string{"username": name, "password": "bench password"}, &tok); err != nil {
-				errs <- fmt.Errorf("register %s: %w", name, err)
-				return
+				return fmt.Errorf("register %s: %w", name, err)
 			}
 			users[i] = account{ID: tok.UserID, Token: tok.AccessToken}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return users, nil
