@@ -262,13 +262,6 @@ func (c *outConn) Close() error {
 	return nil
 }
 
-// Queued reports the bytes waiting for the socket.
-func (c *outConn) Queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.queued
-}
-
 // mochi sets one deadline for its keep-alive; the write deadlines are the
 // queue's own.
 func (c *outConn) SetDeadline(t time.Time) error      { return c.Conn.SetReadDeadline(t) }

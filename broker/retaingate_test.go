@@ -145,13 +145,13 @@ func TestRetainGateRace(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("retained under a/+ = %v, want %v", got, want)
 	}
-	eventually(t, "every will retained", func() error {
+	waitFor(t, "every will retained", func() bool {
 		for i := range wills {
 			if _, ok := b.Server().Topics.Retained.Get("wills/" + strconv.Itoa(i)); !ok {
-				return fmt.Errorf("wills/%d not retained", i)
+				return false
 			}
 		}
-		return nil
+		return true
 	})
 }
 
@@ -240,11 +240,9 @@ func TestDelayedRetainedWill(t *testing.T) {
 	_ = conn.Close()
 	live.expect(t, "wills/sleeper", "gone") // after the delay, routed
 
-	eventually(t, "the delayed will retained", func() error {
-		if _, ok := b.Server().Topics.Retained.Get("wills/sleeper"); !ok {
-			return fmt.Errorf("not retained")
-		}
-		return nil
+	waitFor(t, "the delayed will retained", func() bool {
+		_, ok := b.Server().Topics.Retained.Get("wills/sleeper")
+		return ok
 	})
 	late, _ := connectV5(t, dialTCP(t, addr), &paho.Connect{ClientID: "late", CleanStart: true})
 	if got := late.retainedSnapshot(t, "wills/+"); got["wills/sleeper"] != "gone" {
@@ -287,20 +285,5 @@ func TestSysTopics(t *testing.T) {
 	}
 	if now := atomic.LoadInt64(&b.Server().Info.MessagesReceived); now != received {
 		t.Fatalf("messages received went from %d to %d with no client publishing", received, now)
-	}
-}
-
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
