@@ -192,7 +192,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		Description:    "chatd cluster membership: one key per live node, renewed every heartbeat",
 		History:        1,
 		TTL:            opts.TTL,
-		LimitMarkerTTL: opts.TTL,
+		LimitMarkerTTL: max(opts.TTL, time.Second), // the server's minimum
 		Storage:        jetstream.MemoryStorage,
 		Replicas:       replicas,
 	})
@@ -201,6 +201,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: open membership bucket (NATS 2.11 or later with JetStream enabled is required): %w", err)
 	}
 	n.kv = kv
+	if err := n.claimSlot(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -309,14 +313,14 @@ func (n *Node) OnChange(f func(joined, left []string)) {
 	n.hooksMu.Unlock()
 }
 
-// Start subscribes to this node's subjects, claims a message-id slot, puts
+// Start subscribes to this node's subjects, checks its message-id slot, puts
 // the membership key and waits until the view holds this node: from then
 // on sends are routed. ctx bounds the join.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.subscribe(); err != nil {
 		return err
 	}
-	if err := n.claimSlot(ctx); err != nil {
+	if err := n.reclaimSlot(ctx); err != nil {
 		return err
 	}
 	if err := n.watch(ctx); err != nil {

@@ -260,7 +260,7 @@ func usage(key string) string {
 	case "cluster.heartbeat":
 		return "how often the node renews its membership key (50ms-10s)"
 	case "cluster.ttl":
-		return "how long a silent node keeps its membership and its chats (at least 3 heartbeats, at most 1m); same on every node"
+		return "how long a silent node keeps its membership and its chats (at least 1s and 3 heartbeats, at most 1m); same on every node"
 	case "cluster.request_timeout":
 		return "longest wait for another node: forwarded sends, takeovers, presence snapshots (100ms-1m)"
 	case "cluster.advertise_mqtt":

@@ -238,8 +238,8 @@ func validateCluster(c Config, bad func(key, format string, args ...any)) {
 	if cl.Heartbeat < 50*time.Millisecond || cl.Heartbeat > 10*time.Second {
 		bad("cluster.heartbeat", "must be between 50ms and 10s, got %s", cl.Heartbeat)
 	}
-	if cl.TTL < 3*cl.Heartbeat || cl.TTL > time.Minute {
-		bad("cluster.ttl", "must be at least 3 heartbeats (%s) and at most 1m, got %s", 3*cl.Heartbeat, cl.TTL)
+	if cl.TTL < max(3*cl.Heartbeat, time.Second) || cl.TTL > time.Minute {
+		bad("cluster.ttl", "must be at least 1s and 3 heartbeats (%s), and at most 1m, got %s", 3*cl.Heartbeat, cl.TTL)
 	}
 	if cl.RequestTimeout < 100*time.Millisecond || cl.RequestTimeout > time.Minute {
 		bad("cluster.request_timeout", "must be between 100ms and 1m, got %s", cl.RequestTimeout)
