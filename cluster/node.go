@@ -386,13 +386,13 @@ func (n *Node) Nodes() []NodeInfo { return n.view.infos() }
 
 type nopMetrics struct{}
 
-func (nopMetrics) SetNodes(int)                      {}
-func (nopMetrics) SetMember(bool)                    {}
-func (nopMetrics) SetNATSConnected(bool)             {}
-func (nopMetrics) Fenced()                           {}
-func (nopMetrics) Forwarded(string, time.Duration)   {}
-func (nopMetrics) OwnedSend()                        {}
-func (nopMetrics) Relayed(string, string)            {}
-func (nopMetrics) SetUserSubscriptions(int)          {}
-func (nopMetrics) Takeover(string)                   {}
-func (nopMetrics) PresenceResync()                   {}
+func (nopMetrics) SetNodes(int)                    {}
+func (nopMetrics) SetMember(bool)                  {}
+func (nopMetrics) SetNATSConnected(bool)           {}
+func (nopMetrics) Fenced()                         {}
+func (nopMetrics) Forwarded(string, time.Duration) {}
+func (nopMetrics) OwnedSend()                      {}
+func (nopMetrics) Relayed(string, string)          {}
+func (nopMetrics) SetUserSubscriptions(int)        {}
+func (nopMetrics) Takeover(string)                 {}
+func (nopMetrics) PresenceResync()                 {}
