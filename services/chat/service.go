@@ -48,6 +48,14 @@ type DirectStarts interface {
 	DirectChatStarted(a, b string)
 }
 
+// Fence tells the writers whether this node may still commit messages. In a
+// cluster a node that cannot renew its membership must stop writing the
+// chats it believed it owned before another node takes them over.
+type Fence interface {
+	// Check returns nil while commits are allowed, and the reason otherwise.
+	Check() error
+}
+
 // Limiter rate-limits sends per user.
 type Limiter interface {
 	Allow(key string) bool
@@ -68,6 +76,11 @@ type Options struct {
 	// Requests, when set, makes 1:1 chats opened with strangers message
 	// requests (see requests.go).
 	Requests Requests
+
+	// Fence, when set, is asked right before every commit; a batch it
+	// refuses is answered CodeUnavailable without being written. nil
+	// allows every commit (single node).
+	Fence Fence
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
