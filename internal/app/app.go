@@ -299,6 +299,7 @@ func (a *App) build(secret []byte) error {
 		Blocks:          consentSvc,
 		Requests:        consentSvc,
 		Router:          chatRouter(a.cluster),
+		Fence:           chatFence(a.cluster),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),

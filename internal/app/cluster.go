@@ -120,6 +120,15 @@ func chatRouter(n *cluster.Node) chat.Router {
 	return n
 }
 
+// chatFence is the node as the writers' fence: a node without its
+// membership lease commits nothing.
+func chatFence(n *cluster.Node) chat.Fence {
+	if n == nil {
+		return nil
+	}
+	return n
+}
+
 // admission is nil while the node may serve clients: always on one node;
 // in a cluster, while it holds its membership lease.
 func (a *App) admission() error {

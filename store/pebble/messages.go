@@ -17,6 +17,13 @@ import (
 // of msgs in one batch with pebble.Sync, so a nil return means the whole
 // batch is on disk (it is what an MQTT PUBACK promises). Concurrent calls
 // share fsyncs through pebble's commit pipeline.
+//
+// A batch holding a (chat, seq) that is already stored, or a (sender, cmid)
+// with a live record, is refused whole with store.ErrConflict, as on the
+// other backends. So is one that collides with a batch still committing:
+// the keys it writes are reserved under appendMu from the checks to the end
+// of the commit, which decides the race for whoever checked first, without
+// holding a lock across the fsync.
 func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
@@ -33,21 +40,10 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	s.dedupeMu.RLock()
 	defer s.dedupeMu.RUnlock()
 
-	d := dedupeWriter{s: s, b: b, cutoff: s.now().Add(-store.DedupeWindow)}
-	var key, val []byte // reused: Batch.Set copies
-	for i := range msgs {
-		m := &msgs[i]
-		if err := checkKeyPart(m.Chat); err != nil {
-			return fmt.Errorf("pebble: append: chat %q: %w", m.Chat, err)
-		}
-		key = messageKey(key[:0], m.Chat, m.Seq)
-		val = encodeMessage(val[:0], m)
-		if err := b.Set(key, val, nil); err != nil {
-			return fmt.Errorf("pebble: append: %w", err)
-		}
-		if err := d.add(m); err != nil {
-			return fmt.Errorf("pebble: append: %w", err)
-		}
+	reserved, err := s.prepareAppend(b, msgs)
+	defer s.release(reserved)
+	if err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
 	}
 	// Last chance to abandon the batch: after Commit the messages exist.
 	if err := ctx.Err(); err != nil {
@@ -57,6 +53,66 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		return fmt.Errorf("pebble: append: %w", err)
 	}
 	return nil
+}
+
+// prepareAppend fills b with msgs after checking, under appendMu, that none
+// of their keys is stored or being committed, and reserves those keys. It
+// returns the keys it reserved, which the caller releases after the commit
+// whatever the outcome (also on error: a partly reserved batch).
+func (s *Store) prepareAppend(b *pebble.Batch, msgs []store.Message) ([]string, error) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+
+	var reserved []string
+	reserve := func(k []byte) error {
+		if _, busy := s.inflight[string(k)]; busy {
+			return fmt.Errorf("%w: key %q is being written by a concurrent append", store.ErrConflict, k)
+		}
+		ks := string(k)
+		s.inflight[ks] = struct{}{}
+		reserved = append(reserved, ks)
+		return nil
+	}
+	d := dedupeWriter{s: s, b: b, cutoff: s.now().Add(-store.DedupeWindow), reserve: reserve}
+	var key, val []byte // reused: Batch.Set copies
+	for i := range msgs {
+		m := &msgs[i]
+		if err := checkKeyPart(m.Chat); err != nil {
+			return reserved, fmt.Errorf("chat %q: %w", m.Chat, err)
+		}
+		key = messageKey(key[:0], m.Chat, m.Seq)
+		taken, err := s.exists(key)
+		if err != nil {
+			return reserved, err
+		}
+		if taken {
+			return reserved, fmt.Errorf("%w: chat %q seq %d is stored", store.ErrConflict, m.Chat, m.Seq)
+		}
+		// Also refuses the same (chat, seq) twice in one batch.
+		if err := reserve(key); err != nil {
+			return reserved, err
+		}
+		val = encodeMessage(val[:0], m)
+		if err := b.Set(key, val, nil); err != nil {
+			return reserved, err
+		}
+		if err := d.add(m); err != nil {
+			return reserved, err
+		}
+	}
+	return reserved, nil
+}
+
+// release ends the reservations of one append.
+func (s *Store) release(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	for _, k := range keys {
+		delete(s.inflight, k)
+	}
 }
 
 // LastSeq reads the chat's last key only.

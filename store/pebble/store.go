@@ -62,6 +62,13 @@ type Store struct {
 	// just replaced after reading the old one as expired.
 	dedupeMu sync.RWMutex
 
+	// appendMu makes an append's checks (no stored message at its (chat,
+	// seq), no live record for its (sender, cmid)) and the reservation of
+	// those keys in inflight one step; the commit itself, with its fsync,
+	// runs outside it so concurrent appends still share fsyncs.
+	appendMu sync.Mutex
+	inflight map[string]struct{} // message and dedupe keys being committed
+
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
 	// blocksMu makes PutBlock's and PutRequest's keep-the-first check and
@@ -124,6 +131,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		now:       now,
 		stopSweep: cancel,
 		sweepDone: make(chan struct{}),
+		inflight:  make(map[string]struct{}),
 	}
 	go s.sweepLoop(ctx, every)
 	return s, nil
