@@ -82,6 +82,7 @@ func (n *Node) subscribe() error {
 		{n.subject("node", n.id, "acked"), n.serveAcked},
 		{n.replyPrefix() + "*", func(m *nats.Msg) { n.calls.answer(n, m) }},
 		{n.subject("presence"), n.servePresenceUpdate},
+		{n.subject("invalidate"), n.serveInvalidate},
 	}
 	for _, s := range subs {
 		sub, err := n.nc.Subscribe(s.subject, s.handle)
