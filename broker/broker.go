@@ -42,6 +42,7 @@ type Broker struct {
 	gate       *retainGate
 	sys        *sysTopics
 	sysRunning bool
+	sessions   *sessionStore // nil without a session directory
 
 	mu      sync.Mutex
 	started bool
@@ -136,6 +137,7 @@ func (b *Broker) setup(sessionDir string, limits restoreLimits, hooks []mqtt.Hoo
 			Logger: pebblelog.Logger{L: plog}, EventListener: pebblelog.EventListener(plog),
 		}}
 		store := newSessionStore(limits)
+		b.sessions = store
 		if err := b.srv.AddHook(store, cfg); err != nil {
 			return fmt.Errorf("session store %q: %w", sessionDir, err)
 		}
@@ -259,6 +261,37 @@ func (b *Broker) Close() error {
 		return fmt.Errorf("broker: close: %w", err)
 	}
 	return nil
+}
+
+// DropSession ends cl's session for good, connected or not: the client
+// id connected to another node, which now holds the device. Its
+// subscriptions and queued messages go, here and in the session store.
+func (b *Broker) DropSession(cl *mqtt.Client, code packets.Code) {
+	if !cl.Closed() {
+		_ = b.srv.DisconnectClient(cl, code)
+	}
+	b.srv.UnsubscribeClient(cl)
+	cl.ClearInflights()
+	if cur, ok := b.srv.Clients.Get(cl.ID); ok && cur == cl {
+		b.srv.Clients.Delete(cl.ID)
+	}
+	if b.sessions != nil {
+		b.sessions.write(func() { b.sessions.Hook.OnClientExpired(cl) })
+	}
+}
+
+// DisconnectAll closes every client connection with code (a node that
+// lost its cluster membership sends its clients elsewhere). Sessions stay.
+func (b *Broker) DisconnectAll(code packets.Code) int {
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		_ = b.srv.DisconnectClient(cl, code)
+		n++
+	}
+	return n
 }
 
 // disconnectClients is what Server.Close runs for each listener. mochi's own

@@ -11,10 +11,48 @@ import (
 )
 
 // Outbox publishes server-originated messages: inbox deliveries and events.
+// In a cluster it also relays each of them to the other nodes, which
+// deliver to the user's sessions there (DeliverLocal).
 type Outbox struct {
 	server  *mqtt.Server
 	logger  *slog.Logger
 	metrics DeliveryObserver
+	relay   Relay
+}
+
+// Relay carries deliveries to a user's sessions on other nodes (the
+// cluster's per-user subjects); kind is KindInbox or KindEvents.
+type Relay interface {
+	Relay(uid, kind string, qos byte, payload []byte)
+}
+
+// The kinds of relayed deliveries, each naming a user topic.
+const (
+	KindInbox  = LeafInbox
+	KindEvents = LeafEvents
+)
+
+// SetRelay makes the outbox relay every delivery through r as well.
+// Call it before the broker starts.
+func (o *Outbox) SetRelay(r Relay) { o.relay = r }
+
+// DeliverLocal publishes a delivery relayed by another node to this node's
+// sessions of uid. An unknown kind is dropped: the subject named a topic
+// this release does not have.
+func (o *Outbox) DeliverLocal(uid, kind string, qos byte, payload []byte) {
+	var topic string
+	switch kind {
+	case KindInbox:
+		topic = InboxTopic(uid)
+	case KindEvents:
+		topic = EventsTopic(uid)
+	default:
+		o.logger.Warn("relayed delivery of an unknown kind dropped", "user", uid, "kind", kind)
+		return
+	}
+	if err := o.server.Publish(topic, payload, false, min(qos, 1)); err != nil {
+		o.logger.Error("publish relayed delivery", "user", uid, "kind", kind, "error", err)
+	}
 }
 
 // DeliveryObserver counts inbox deliveries.
@@ -39,6 +77,9 @@ func (o *Outbox) Deliver(recipients []string, m store.Message) {
 		if err := o.server.Publish(InboxTopic(r), payload, false, 1); err != nil {
 			o.logger.Error("publish inbox message", "user", r, "chat", m.Chat, "seq", m.Seq, "error", err)
 		}
+		if o.relay != nil {
+			o.relay.Relay(r, KindInbox, 1, payload)
+		}
 	}
 	if o.metrics != nil {
 		o.metrics.ObserveDeliveries(len(recipients))
@@ -54,5 +95,8 @@ func (o *Outbox) Event(uid string, v any) {
 	}
 	if err := o.server.Publish(EventsTopic(uid), payload, false, 1); err != nil {
 		o.logger.Error("publish event", "user", uid, "error", err)
+	}
+	if o.relay != nil {
+		o.relay.Relay(uid, KindEvents, 1, payload)
 	}
 }

@@ -41,6 +41,11 @@ type Presence struct {
 	// (OnSessionEstablish, before mochi takes the old session over), so the
 	// old connection's end is known as a takeover even before mochi marks it.
 	arriving sync.Map
+	// moving maps a client id to its connection that Moving marked: closed
+	// because the client id connected on another node. Keyed by client id,
+	// like arriving, so an entry whose OnDisconnect never comes (a mark
+	// racing the connection's own end) is bounded and replaced, not piled up.
+	moving sync.Map
 }
 
 // NewPresence returns the hook.
@@ -60,6 +65,19 @@ func (h *Presence) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if uid := string(cl.Properties.Username); uid != "" {
 		h.arriving.Store(cl.ID, cl)
 	}
+}
+
+// Moving marks cl, which the caller is about to close because its client id
+// connected on another node, so that its OnDisconnect counts the device out
+// (CauseMoved) although it is closed with packets.ErrSessionTakenOver: the
+// other node counts the device in, this one must not keep it. Call it
+// before the close. A connection already closed is left alone: its end has
+// its own cause.
+func (h *Presence) Moving(cl *mqtt.Client) {
+	if len(cl.Properties.Username) == 0 || cl.Closed() {
+		return
+	}
+	h.moving.Store(cl.ID, cl)
 }
 
 // OnSessionEstablished counts the device in and drops its will.
@@ -98,6 +116,11 @@ func (h *Presence) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 }
 
 func (h *Presence) cause(cl *mqtt.Client, err error) presence.Cause {
+	// First: the close that ends a moved connection carries
+	// ErrSessionTakenOver, which would read as a local takeover.
+	if h.moving.CompareAndDelete(cl.ID, cl) {
+		return presence.CauseMoved
+	}
 	if cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || errors.Is(err, packets.ErrSessionTakenOver) {
 		return presence.CauseTakeover
 	}

@@ -40,12 +40,13 @@ func newResponder(server *mqtt.Server, logger *slog.Logger) *responder {
 }
 
 // publish sends v as JSON to topic at qos (0 or 1), with correlation as the
-// Correlation Data property when set.
-func (r *responder) publish(topic string, qos byte, correlation []byte, v any) {
+// Correlation Data property when set, and returns the payload (nil when v
+// could not be encoded).
+func (r *responder) publish(topic string, qos byte, correlation []byte, v any) []byte {
 	payload, err := json.Marshal(v)
 	if err != nil {
 		r.logger.Error("encode response", "topic", topic, "error", err)
-		return
+		return nil
 	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
@@ -61,4 +62,5 @@ func (r *responder) publish(topic string, qos byte, correlation []byte, v any) {
 	if err := r.server.InjectPacket(r.client, pk); err != nil {
 		r.logger.Error("publish response", "topic", topic, "error", err)
 	}
+	return payload
 }

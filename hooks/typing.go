@@ -92,7 +92,10 @@ func (h *Chat) typingNotice(cl *mqtt.Client, uid string, pk packets.Packet) erro
 	}
 	ev := TypingEvent{Type: "typing", Chat: req.Chat, User: uid}
 	for _, m := range hearers {
-		h.resp.publish(EventsTopic(m), 0, nil, ev)
+		payload := h.resp.publish(EventsTopic(m), 0, nil, ev)
+		if r := h.opts.Events.relay; r != nil && payload != nil {
+			r.Relay(m, KindEvents, 0, payload) // hearers connected to other nodes
+		}
 	}
 	return packets.CodeSuccessIgnore
 }

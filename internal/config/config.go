@@ -19,6 +19,44 @@ type Config struct {
 	Presence PresenceConfig `koanf:"presence"`
 	Push     PushConfig     `koanf:"push"`
 	Store    StoreConfig    `koanf:"store"`
+	Cluster  ClusterConfig  `koanf:"cluster"`
+}
+
+// ClusterConfig runs chatd as one of several identical nodes sharing NATS
+// (the bus and the membership) and a shared store.
+type ClusterConfig struct {
+	Enabled bool `koanf:"enabled"`
+	// Name prefixes NATS subjects and KV buckets, so that several clusters
+	// can share one NATS.
+	Name string `koanf:"name"`
+	// NodeID names this node on the bus; empty derives one from the host
+	// name and a random suffix.
+	NodeID string `koanf:"node_id"`
+	// Heartbeat is how often the node renews its membership key; TTL is how
+	// long a silent node keeps it (and its chats).
+	Heartbeat time.Duration `koanf:"heartbeat"`
+	TTL       time.Duration `koanf:"ttl"`
+	// RequestTimeout bounds one request to another node (forwarded sends,
+	// takeovers, presence snapshots).
+	RequestTimeout time.Duration `koanf:"request_timeout"`
+	// Advertise* are the public endpoints discovery hands to clients;
+	// empty derives them from the bound addresses.
+	AdvertiseMQTT string     `koanf:"advertise_mqtt"`
+	AdvertiseWS   string     `koanf:"advertise_ws"`
+	AdvertiseHTTP string     `koanf:"advertise_http"`
+	NATS          NATSConfig `koanf:"nats"`
+}
+
+// NATSConfig locates and authenticates to the NATS servers.
+type NATSConfig struct {
+	URL       string `koanf:"url"` // comma-separated server URLs
+	CredsFile string `koanf:"creds_file"`
+	Token     string `koanf:"token"`
+	User      string `koanf:"user"`
+	Password  string `koanf:"password"`
+	TLSCA     string `koanf:"tls_ca"`
+	TLSCert   string `koanf:"tls_cert"`
+	TLSKey    string `koanf:"tls_key"`
 }
 
 // PushConfig configures push notifications for messages no device of a
@@ -264,6 +302,13 @@ func Default() Config {
 			MaxAttempts:     5,
 			RetryBackoff:    time.Second,
 			RetryBackoffMax: time.Minute,
+		},
+		Cluster: ClusterConfig{
+			Name:           "mqchat",
+			Heartbeat:      time.Second,
+			TTL:            5 * time.Second,
+			RequestTimeout: 5 * time.Second,
+			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222"},
 		},
 		Store: StoreConfig{
 			Relational:     "pebble",

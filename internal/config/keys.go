@@ -119,7 +119,7 @@ func Keys() []string {
 // secret reports whether a key's value must never reach a log.
 func secret(key string) bool {
 	switch key {
-	case "auth.jwt_secret", "store.postgres.dsn", "store.cassandra.password":
+	case "auth.jwt_secret", "store.postgres.dsn", "store.cassandra.password", "cluster.nats.token", "cluster.nats.password":
 		return true
 	}
 	return false
@@ -251,6 +251,40 @@ func usage(key string) string {
 		return "Firebase service-account JSON key file; its project_id and token_uri are used"
 	case "push.fcm.endpoint":
 		return "base URL replacing https://fcm.googleapis.com/v1 (emulators, tests); empty = Google's"
+	case "cluster.enabled":
+		return "run as one node of a cluster sharing NATS and PostgreSQL (Cassandra); needs auth.jwt_secret and no pebble store"
+	case "cluster.name":
+		return "prefix of the cluster's NATS subjects and KV buckets, so several clusters can share one NATS"
+	case "cluster.node_id":
+		return "this node's unique name (letters, digits, - and _; up to 64); empty = host name plus a random suffix"
+	case "cluster.heartbeat":
+		return "how often the node renews its membership key (50ms-10s)"
+	case "cluster.ttl":
+		return "how long a silent node keeps its membership and its chats (at least 3 heartbeats, at most 1m); same on every node"
+	case "cluster.request_timeout":
+		return "longest wait for another node: forwarded sends, takeovers, presence snapshots (100ms-1m)"
+	case "cluster.advertise_mqtt":
+		return "public MQTT endpoint (host:port) discovery hands out for this node; empty = derived from mqtt.addr"
+	case "cluster.advertise_ws":
+		return "public MQTT-over-WebSocket URL discovery hands out for this node; empty = derived from mqtt.ws_addr"
+	case "cluster.advertise_http":
+		return "public REST base URL discovery hands out for this node; empty = derived from http.addr"
+	case "cluster.nats.url":
+		return "NATS server URLs, comma-separated (nats:// or tls://)"
+	case "cluster.nats.creds_file":
+		return "NATS credentials file (JWT and NKey seed)"
+	case "cluster.nats.token":
+		return "NATS authentication token"
+	case "cluster.nats.user":
+		return "NATS user name (with cluster.nats.password)"
+	case "cluster.nats.password":
+		return "NATS password"
+	case "cluster.nats.tls_ca":
+		return "CA certificate file to verify the NATS servers"
+	case "cluster.nats.tls_cert":
+		return "client certificate file for NATS mutual TLS (with cluster.nats.tls_key)"
+	case "cluster.nats.tls_key":
+		return "client key file for NATS mutual TLS"
 	case "store.relational":
 		return "backend for users, groups and devices: pebble or postgres"
 	case "store.messages":

@@ -205,7 +205,75 @@ func (c Config) Validate() error {
 	}
 
 	validateStore(c.Store, bad)
+	validateCluster(c, bad)
 	return errors.Join(errs...)
+}
+
+// nodeName is a valid cluster.node_id: it becomes a NATS subject token and
+// a KV key, so no dots, wildcards or spaces.
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// validateCluster checks cluster mode: only when enabled, so single-node
+// configs never trip over cluster keys they do not use.
+func validateCluster(c Config, bad func(key, format string, args ...any)) {
+	cl := c.Cluster
+	if !cl.Enabled {
+		return
+	}
+	if c.Store.Relational == "pebble" || c.Store.Messages == "pebble" {
+		bad("cluster.enabled", "needs a store every node shares: set store.relational to postgres and store.messages to postgres or cassandra (pebble is one node's embedded store)")
+	}
+	if c.Auth.JWTSecret == "" {
+		bad("auth.jwt_secret", "required in cluster mode: every node must verify the tokens every other node issued (the same secret of at least 32 characters on all nodes)")
+	}
+	if c.Store.Messages == "cassandra" && c.Store.MigrateOnStart {
+		bad("store.migrate_on_start", "must be false in cluster mode with Cassandra (its migrations are not safe from several nodes at once): run `chatd migrate up` once instead")
+	}
+	if !nodeName.MatchString(cl.Name) {
+		bad("cluster.name", "must be 1-64 letters, digits, - or _, got %q", cl.Name)
+	}
+	if cl.NodeID != "" && !nodeName.MatchString(cl.NodeID) {
+		bad("cluster.node_id", "must be 1-64 letters, digits, - or _, got %q", cl.NodeID)
+	}
+	if cl.Heartbeat < 50*time.Millisecond || cl.Heartbeat > 10*time.Second {
+		bad("cluster.heartbeat", "must be between 50ms and 10s, got %s", cl.Heartbeat)
+	}
+	if cl.TTL < 3*cl.Heartbeat || cl.TTL > time.Minute {
+		bad("cluster.ttl", "must be at least 3 heartbeats (%s) and at most 1m, got %s", 3*cl.Heartbeat, cl.TTL)
+	}
+	if cl.RequestTimeout < 100*time.Millisecond || cl.RequestTimeout > time.Minute {
+		bad("cluster.request_timeout", "must be between 100ms and 1m, got %s", cl.RequestTimeout)
+	}
+	if strings.TrimSpace(cl.NATS.URL) == "" {
+		bad("cluster.nats.url", "required in cluster mode")
+	}
+	for _, u := range strings.Split(cl.NATS.URL, ",") {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
+			bad("cluster.nats.url", "must be nats://host:port URLs separated by commas, got %q", u)
+			break
+		}
+	}
+	if (cl.NATS.User == "") != (cl.NATS.Password == "") {
+		bad("cluster.nats.user", "cluster.nats.user and cluster.nats.password go together")
+	}
+	if (cl.NATS.TLSCert == "") != (cl.NATS.TLSKey == "") {
+		bad("cluster.nats.tls_cert", "cluster.nats.tls_cert and cluster.nats.tls_key go together")
+	}
+	if u := cl.AdvertiseWS; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
+			bad("cluster.advertise_ws", "must be a ws:// or wss:// URL, got %q", u)
+		}
+	}
+	if u := cl.AdvertiseHTTP; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("cluster.advertise_http", "must be an http:// or https:// URL, got %q", u)
+		}
+	}
+	if a := cl.AdvertiseMQTT; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("cluster.advertise_mqtt", "must be host:port, got %q", a)
+		}
+	}
 }
 
 var (

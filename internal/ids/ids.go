@@ -41,6 +41,19 @@ func NewGenerator(node int) (*Generator, error) {
 	return &Generator{node: uint64(node), now: time.Now}, nil
 }
 
+// SetNode changes the node number, for a cluster node whose number was
+// claimed by another node while it was away. Ids stay unique: the new
+// number's previous holder is gone.
+func (g *Generator) SetNode(node int) error {
+	if node < 0 || node > maxNode {
+		return fmt.Errorf("ids: node id %d out of range 0..%d", node, maxNode)
+	}
+	g.mu.Lock()
+	g.node = uint64(node)
+	g.mu.Unlock()
+	return nil
+}
+
 // Next returns the next id.
 func (g *Generator) Next() uint64 {
 	g.mu.Lock()

@@ -69,7 +69,7 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 		}, []string{"outcome"}),
 		presence: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "mqchat", Name: "presence_transitions_total",
-			Help: "Device connections ended, by cause: will (lost without DISCONNECT), keep-alive, disconnect (clean DISCONNECT), takeover (same client id reconnected).",
+			Help: "Device connections ended, by cause: will (lost without DISCONNECT), keep-alive, disconnect (clean DISCONNECT), takeover (same client id reconnected on this node), moved (same client id connected on another node).",
 		}, []string{"cause"}),
 	}
 	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.batchSize, p.deliveries, p.connects, p.presence)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqchat/mqchat/internal/ids"
@@ -48,6 +49,16 @@ type DirectStarts interface {
 	DirectChatStarted(a, b string)
 }
 
+// Router sends a chat's messages to the node that owns it, in a cluster.
+type Router interface {
+	// Owner names the node owning chat; local is true when it is this one.
+	Owner(chat string) (node string, local bool)
+	// Forward sends a routed message to node, returning once it is on its
+	// way (so forwards made in order are stored in that order); wait
+	// returns the owner's answer.
+	Forward(ctx context.Context, node string, m store.Message, recipients []string) (wait func() (Result, error), err error)
+}
+
 // Limiter rate-limits sends per user.
 type Limiter interface {
 	Allow(key string) bool
@@ -68,6 +79,10 @@ type Options struct {
 	// Requests, when set, makes 1:1 chats opened with strangers message
 	// requests (see requests.go).
 	Requests Requests
+
+	// Router, when set, sends messages of chats owned by other nodes to
+	// them (cluster mode); nil = every chat is this node's.
+	Router Router
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
@@ -99,6 +114,11 @@ type Service struct {
 	// chats would otherwise meet on different writers and both be stored.
 	mu      sync.Mutex
 	sending map[string]chan struct{}
+
+	// epoch moves when chat ownership may have changed (cluster view
+	// changes, a lost lease): writers then forget the last seqs they
+	// cached, since another node may have written those chats meanwhile.
+	epoch atomic.Uint64
 
 	// known caches user ids seen to exist: accounts are never deleted, and
 	// the recipient check is otherwise a store read on every direct send.
@@ -381,9 +401,26 @@ func (s *Service) submit(ctx context.Context, m store.Message, recipients []stri
 	return wait()
 }
 
-// enqueue claims m's (sender, cmid) and queues m on its chat's writer; wait
-// returns the writer's answer and releases the claim.
+// enqueue sends m to the node owning its chat: this node's writer, or the
+// owner through the Router.
 func (s *Service) enqueue(ctx context.Context, m store.Message, recipients []string) (wait func() (Result, error), err error) {
+	if s.opts.Router != nil {
+		if node, local := s.opts.Router.Owner(m.Chat); !local {
+			return s.opts.Router.Forward(ctx, node, m, recipients)
+		}
+	}
+	return s.EnqueueOwned(ctx, m, recipients)
+}
+
+// OwnershipChanged tells the writers that chats may have changed owner:
+// each forgets its cached last seqs before its next batch.
+func (s *Service) OwnershipChanged() { s.epoch.Add(1) }
+
+// EnqueueOwned claims m's (sender, cmid) and queues m on its chat's writer
+// on this node; wait returns the writer's answer and releases the claim.
+// It is the owner's side of a forwarded send, and must return once m is
+// queued so that forwards keep their order.
+func (s *Service) EnqueueOwned(ctx context.Context, m store.Message, recipients []string) (wait func() (Result, error), err error) {
 	release := func() {}
 	if m.CMID != "" {
 		if release, err = s.claim(ctx, m.From+"\x00"+m.CMID); err != nil {

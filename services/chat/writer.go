@@ -31,6 +31,7 @@ type writer struct {
 	in     chan *request
 	exited chan struct{}
 	last   map[string]uint64 // chat -> last stored seq
+	epoch  uint64            // Service.epoch when last was started
 	out    chan fanoutItem
 	// fanning counts stored messages not yet fanned out, so callers can
 	// tell when fan-out has caught up (tests, graceful drains).
@@ -215,6 +216,10 @@ func (w *writer) process(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	s := w.s
+	if e := s.epoch.Load(); e != w.epoch {
+		clear(w.last) // another node may have written these chats
+		w.epoch = e
+	}
 
 	// Service.claim keeps two sends of one (sender, cmid) from being in
 	// flight together, so a batch never holds a retry of its own message.

@@ -1,8 +1,10 @@
 // Package presence keeps each user's aggregate presence: online while any of
 // its devices is connected, offline once the last one left and a grace
-// period passed without a device coming back. Every change of the aggregate
-// is handed to a Publisher, which makes it the retained message on
-// presence/{uid}. Publishing happens on worker goroutines, never under the
+// period passed without a device coming back. In a cluster the devices
+// counted are this node's own plus the counts other nodes report for the
+// user (SetRemote), so every node publishes the same aggregate. Every
+// change of the aggregate is handed to a Publisher, which makes it the
+// retained message on presence/{uid}. Publishing happens on worker goroutines, never under the
 // service's lock, so connects, disconnects and lookups of other users never
 // wait for one user's fan-out to its watchers.
 package presence
@@ -42,8 +44,13 @@ const (
 	// CauseDisconnect is a clean DISCONNECT.
 	CauseDisconnect Cause = "disconnect"
 	// CauseTakeover is a connection replaced by a new one with the same
-	// client id; it never changes presence.
+	// client id on this node; it never changes presence.
 	CauseTakeover Cause = "takeover"
+	// CauseMoved is a connection closed because the same client id
+	// connected on another node. It counts the device out like a
+	// disconnect: the other node counts it in, so watchers see at most a
+	// dip of the device count, never an offline inside the grace period.
+	CauseMoved Cause = "moved"
 )
 
 // Publisher makes payload the retained presence message of uid.
@@ -68,6 +75,12 @@ type Metrics interface {
 	ObservePresenceCoalesced()
 }
 
+// LocalObserver is told this node's own device count of a user after every
+// change of it (connect, disconnect, takeover that changes the count), in
+// order per user. It is called with the service's lock held, so it must not
+// block (the cluster bus does a buffered NATS publish).
+type LocalObserver interface{ LocalDevices(uid string, devices int) }
+
 // Options configures the service.
 type Options struct {
 	// Grace is how long a user stays online after its last device left.
@@ -82,6 +95,9 @@ type Options struct {
 	Clock           Clock // nil = real time
 	Logger          *slog.Logger
 	Metrics         Metrics
+	// Local hears of every change of this node's device count of a user;
+	// nil in single-node mode.
+	Local LocalObserver
 }
 
 // DefaultWorkers is the number of publishing goroutines when
@@ -96,13 +112,18 @@ type Service struct {
 	mu      sync.Mutex
 	users   map[string]*user
 	gen     uint64 // last connection generation handed out
-	devices int    // connected devices, all users
+	devices int    // connected devices of this node, all users
 	online  int    // users whose published status is online
 	closed  bool
+	// remote holds the device counts other nodes reported, node → user →
+	// count (> 0), so DropNode finds a node's users without a scan of all
+	// users. Empty in single-node mode.
+	remote map[string]map[string]int
 }
 
 type user struct {
-	devices  map[string]uint64 // client id → connection generation
+	devices  map[string]uint64 // client id → connection generation, this node's
+	remote   int               // devices on other nodes: sum of Service.remote[*][uid]
 	view     View              // last published or restored aggregate
 	known    bool              // view is set
 	lastSeen time.Time
@@ -121,8 +142,11 @@ func New(pub Publisher, opts Options) *Service {
 	if opts.Workers <= 0 {
 		opts.Workers = DefaultWorkers
 	}
-	return &Service{out: newQueue(pub, opts), opts: opts, users: make(map[string]*user)}
+	return &Service{out: newQueue(pub, opts), opts: opts, users: make(map[string]*user), remote: make(map[string]map[string]int)}
 }
+
+// total is the user's device count across the cluster.
+func (u *user) total() int { return len(u.devices) + u.remote }
 
 // Connected records that clientID, a device of uid, is connected, and
 // returns the connection's generation, which Disconnected must be given.
@@ -137,12 +161,14 @@ func (s *Service) Connected(uid, clientID string) uint64 {
 	}
 	u := s.user(uid)
 	s.gen++
-	if _, ok := u.devices[clientID]; !ok {
-		s.devices++
-	}
+	_, known := u.devices[clientID]
 	u.devices[clientID] = s.gen
+	if !known {
+		s.devices++
+		s.localChanged(uid, u)
+	}
 	s.stopTimer(u)
-	s.publish(uid, u, View{Status: StatusOnline, Devices: len(u.devices)})
+	s.publish(uid, u, View{Status: StatusOnline, Devices: u.total()})
 	return s.gen
 }
 
@@ -171,12 +197,96 @@ func (s *Service) Disconnected(uid, clientID string, gen uint64, cause Cause) {
 	}
 	delete(u.devices, clientID)
 	s.devices--
-	if len(u.devices) > 0 {
-		s.publish(uid, u, View{Status: StatusOnline, Devices: len(u.devices)})
+	s.localChanged(uid, u)
+	s.recount(uid, u)
+}
+
+// recount publishes u's new device total, or starts the grace period when
+// the last device anywhere left.
+func (s *Service) recount(uid string, u *user) {
+	if n := u.total(); n > 0 {
+		s.stopTimer(u)
+		s.publish(uid, u, View{Status: StatusOnline, Devices: n})
 		return
 	}
 	u.lastSeen = s.opts.Clock.Now()
 	s.startGrace(uid, u)
+}
+
+func (s *Service) localChanged(uid string, u *user) {
+	if s.opts.Local != nil {
+		s.opts.Local.LocalDevices(uid, len(u.devices))
+	}
+}
+
+// SetRemote records that node holds devices connected devices of uid (0 =
+// none left there). A user whose last device anywhere left goes through
+// the grace period; a device reported within it cancels it. Each node
+// stamps last_seen with its own clock when it learns of the departure, so
+// nodes may disagree on it by the broadcast delay.
+func (s *Service) SetRemote(node, uid string, devices int) {
+	devices = max(devices, 0)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	users := s.remote[node]
+	old := users[uid]
+	if devices == old {
+		return
+	}
+	if devices == 0 {
+		delete(users, uid)
+		if len(users) == 0 {
+			delete(s.remote, node)
+		}
+	} else {
+		if users == nil {
+			users = make(map[string]int)
+			s.remote[node] = users
+		}
+		users[uid] = devices
+	}
+	u := s.user(uid)
+	u.remote += devices - old
+	s.recount(uid, u)
+}
+
+// DropNode forgets every device of node (it left the cluster or died):
+// each user left with no device anywhere goes through the grace period like
+// a departure, never an instant offline.
+func (s *Service) DropNode(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	users := s.remote[node]
+	delete(s.remote, node)
+	if s.closed {
+		return
+	}
+	for uid, n := range users {
+		u := s.users[uid]
+		if u == nil {
+			continue
+		}
+		u.remote -= n
+		s.recount(uid, u)
+	}
+}
+
+// LocalSnapshot returns this node's own device count per user (users with
+// at least one local device), for a node that joins to learn this one's
+// share at once.
+func (s *Service) LocalSnapshot() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int)
+	for uid, u := range s.users {
+		if n := len(u.devices); n > 0 {
+			out[uid] = n
+		}
+	}
+	return out
 }
 
 // Restore takes a retained presence payload found at startup. A user the
@@ -248,7 +358,7 @@ func (s *Service) View(uid string) View {
 }
 
 // Stats returns the number of online users (grace periods included) and of
-// connected devices.
+// this node's connected devices (devices on other nodes are their gauges').
 func (s *Service) Stats() (users, devices int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -304,7 +414,7 @@ func (s *Service) expire(uid string, tg uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.users[uid]
-	if s.closed || u == nil || u.timerGen != tg || len(u.devices) > 0 {
+	if s.closed || u == nil || u.timerGen != tg || u.total() > 0 {
 		return
 	}
 	u.timer = nil
@@ -356,14 +466,14 @@ func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterF
 // Pending returns how many users have a change waiting to be published.
 func (s *Service) Pending() int { return s.out.size() }
 
-// Devices returns how many devices of uid are connected now; unlike View it
-// drops to 0 as soon as the last one leaves, grace period or not (push
-// decides by it whether an inbox delivery can reach anyone).
+// Devices returns how many devices of uid are connected now, on any node;
+// unlike View it drops to 0 as soon as the last one leaves, grace period or
+// not (push decides by it whether an inbox delivery can reach anyone).
 func (s *Service) Devices(uid string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u := s.users[uid]; u != nil {
-		return len(u.devices)
+		return u.total()
 	}
 	return 0
 }
