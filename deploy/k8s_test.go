@@ -42,19 +42,18 @@ type object struct {
 	Data       map[string]string `yaml:"data"`
 }
 
-type statefulSetSpec struct {
+// workloadSpec is the spec of a StatefulSet or a Deployment (the fields of
+// either); kind says which.
+type workloadSpec struct {
+	kind        string
 	Replicas    *int   `yaml:"replicas"`
-	ServiceName string `yaml:"serviceName"`
+	ServiceName string `yaml:"serviceName"` // StatefulSet
 	Selector    struct {
 		MatchLabels map[string]string `yaml:"matchLabels"`
 	} `yaml:"selector"`
-	UpdateStrategy struct {
-		Type          string `yaml:"type"`
-		RollingUpdate *struct {
-			MaxUnavailable any `yaml:"maxUnavailable"`
-		} `yaml:"rollingUpdate"`
-	} `yaml:"updateStrategy"`
-	Template struct {
+	UpdateStrategy updateStrategy `yaml:"updateStrategy"` // StatefulSet
+	Strategy       updateStrategy `yaml:"strategy"`       // Deployment
+	Template       struct {
 		Metadata struct {
 			Labels      map[string]string `yaml:"labels"`
 			Annotations map[string]string `yaml:"annotations"`
@@ -80,6 +79,7 @@ type statefulSetSpec struct {
 				ConfigMap *struct {
 					Name string `yaml:"name"`
 				} `yaml:"configMap"`
+				EmptyDir *struct{} `yaml:"emptyDir"`
 			} `yaml:"volumes"`
 		} `yaml:"spec"`
 	} `yaml:"template"`
@@ -88,6 +88,14 @@ type statefulSetSpec struct {
 			Name string `yaml:"name"`
 		} `yaml:"metadata"`
 	} `yaml:"volumeClaimTemplates"`
+}
+
+type updateStrategy struct {
+	Type          string `yaml:"type"`
+	RollingUpdate *struct {
+		MaxUnavailable any `yaml:"maxUnavailable"`
+		MaxSurge       any `yaml:"maxSurge"`
+	} `yaml:"rollingUpdate"`
 }
 
 type affinityTerm struct {
@@ -184,26 +192,26 @@ const k8sDir = "k8s"
 // manifests is what kubectl apply -k deploy/k8s sees, plus the Secret
 // template the operator applies by hand.
 type manifests struct {
-	kust         kustomization
-	statefulSets map[string]statefulSetSpec
-	services     map[string]serviceSpec
-	pdbs         map[string]pdbSpec
-	secret       object
-	generated    map[string]string // configMapGenerator name → its one file, on disk
+	kust      kustomization
+	workloads map[string]workloadSpec
+	services  map[string]serviceSpec
+	pdbs      map[string]pdbSpec
+	secret    object
+	generated map[string]string // configMapGenerator name → its one file, on disk
 }
 
-// chatd is the chatd StatefulSet and its one container.
-func (m manifests) chatd(t *testing.T) (statefulSetSpec, container) {
+// chatd is chatd's workload and its one container.
+func (m manifests) chatd(t *testing.T) (workloadSpec, container) {
 	t.Helper()
-	ss, ok := m.statefulSets["chatd"]
+	ss, ok := m.workloads["chatd"]
 	if !ok || len(ss.Template.Spec.Containers) != 1 {
-		t.Fatalf("want a StatefulSet chatd with one container, have %d StatefulSets", len(m.statefulSets))
+		t.Fatalf("want a workload chatd with one container, have %d workloads", len(m.workloads))
 	}
 	return ss, ss.Template.Spec.Containers[0]
 }
 
 // selects reports whether a selector picks the pods of ss.
-func selects(selector map[string]string, ss statefulSetSpec) bool {
+func selects(selector map[string]string, ss workloadSpec) bool {
 	if len(selector) == 0 {
 		return false
 	}
@@ -215,16 +223,16 @@ func selects(selector map[string]string, ss statefulSetSpec) bool {
 	return true
 }
 
-// backing returns the one StatefulSet whose pods a Service's selector picks.
-func (m manifests) backing(t *testing.T, service string) (string, statefulSetSpec) {
+// backing returns the one workload whose pods a Service's selector picks.
+func (m manifests) backing(t *testing.T, service string) (string, workloadSpec) {
 	t.Helper()
 	s, ok := m.services[service]
 	if !ok {
 		t.Fatalf("no Service %s in the manifests", service)
 	}
 	var name string
-	var found statefulSetSpec
-	for n, ss := range m.statefulSets {
+	var found workloadSpec
+	for n, ss := range m.workloads {
 		if selects(s.Selector, ss) {
 			if name != "" {
 				t.Fatalf("Service %s selects the pods of both %s and %s", service, name, n)
@@ -233,7 +241,7 @@ func (m manifests) backing(t *testing.T, service string) (string, statefulSetSpe
 		}
 	}
 	if name == "" {
-		t.Fatalf("Service %s (selector %v) selects no StatefulSet's pods", service, s.Selector)
+		t.Fatalf("Service %s (selector %v) selects no workload's pods", service, s.Selector)
 	}
 	return name, found
 }
@@ -289,10 +297,10 @@ func readYAMLDocs(t *testing.T, file string) []object {
 func loadManifests(t *testing.T) manifests {
 	t.Helper()
 	m := manifests{
-		statefulSets: map[string]statefulSetSpec{},
-		services:     map[string]serviceSpec{},
-		pdbs:         map[string]pdbSpec{},
-		generated:    map[string]string{},
+		workloads: map[string]workloadSpec{},
+		services:  map[string]serviceSpec{},
+		pdbs:      map[string]pdbSpec{},
+		generated: map[string]string{},
 	}
 	raw, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
 	if err != nil {
@@ -330,12 +338,16 @@ func loadManifests(t *testing.T) manifests {
 			checkObject(t, r, o)
 			name := o.Metadata.Name
 			switch o.Kind {
-			case "StatefulSet":
-				var s statefulSetSpec
+			case "StatefulSet", "Deployment":
+				var s workloadSpec
 				if err := o.Spec.Decode(&s); err != nil {
-					t.Fatalf("%s: StatefulSet spec: %v", r, err)
+					t.Fatalf("%s: %s spec: %v", r, o.Kind, err)
 				}
-				m.statefulSets[name] = s
+				if _, dup := m.workloads[name]; dup {
+					t.Fatalf("%s: two workloads named %s", r, name)
+				}
+				s.kind = o.Kind
+				m.workloads[name] = s
 			case "Service":
 				var s serviceSpec
 				if err := o.Spec.Decode(&s); err != nil {
@@ -376,11 +388,20 @@ func checkObject(t *testing.T, file string, o object) {
 // dependentVar is Kubernetes' $(NAME) reference to an earlier env entry.
 var dependentVar = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
-// podEnv is the environment the kubelet gives container c of pod ordinal of
-// StatefulSet ss (named set): literal values with $(NAME) expanded from
+// podName is the name of the i-th pod of workload set: ordinals for a
+// StatefulSet, a template hash and a random suffix for a Deployment.
+func podName(set string, ss workloadSpec, i int) string {
+	if ss.kind == "StatefulSet" {
+		return fmt.Sprintf("%s-%d", set, i)
+	}
+	return fmt.Sprintf("%s-6d4cf56db6-%05x", set, 0x9a3c1+i*0x1f7)
+}
+
+// podEnv is the environment the kubelet gives container c of the i-th pod
+// of workload ss (named set): literal values with $(NAME) expanded from
 // earlier entries, Secret values from the template, and the downward API
 // fields the manifests use.
-func podEnv(t *testing.T, m manifests, set string, ss statefulSetSpec, c container, ordinal int) map[string]string {
+func podEnv(t *testing.T, m manifests, set string, ss workloadSpec, c container, ordinal int) map[string]string {
 	t.Helper()
 	env := map[string]string{}
 	for _, e := range c.Env {
@@ -395,9 +416,7 @@ func podEnv(t *testing.T, m manifests, set string, ss statefulSetSpec, c contain
 		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
 			switch f := e.ValueFrom.FieldRef.FieldPath; f {
 			case "metadata.name":
-				env[e.Name] = fmt.Sprintf("%s-%d", set, ordinal)
-			case "metadata.labels['apps.kubernetes.io/pod-index']":
-				env[e.Name] = strconv.Itoa(ordinal)
+				env[e.Name] = podName(set, ss, ordinal)
 			default:
 				t.Fatalf("%s env %s: field %s is not emulated; extend the test", set, e.Name, f)
 			}
@@ -445,14 +464,14 @@ func loadPodConfig(t *testing.T, m manifests, ordinal int) (config.Config, strin
 	// in it, honouring the flags that override it.
 	cfg, err := config.Load(file, fs)
 	if err != nil {
-		t.Fatalf("%s as chatd loads it in pod chatd-%d: %v", file, ordinal, err)
+		t.Fatalf("%s as chatd loads it in pod %s: %v", file, podName("chatd", ss, ordinal), err)
 	}
 	return cfg, *cfgPath
 }
 
 // mountedConfigMap returns the ConfigMap mounted at the directory of file in
 // container c, or "".
-func mountedConfigMap(ss statefulSetSpec, c container, file string) string {
+func mountedConfigMap(ss workloadSpec, c container, file string) string {
 	var volume string
 	for _, vm := range c.VolumeMounts {
 		if vm.MountPath == path.Dir(file) {
@@ -487,7 +506,7 @@ func TestKubernetesManifests(t *testing.T) {
 	podLabels := ss.Template.Metadata.Labels
 	for k, v := range ss.Selector.MatchLabels {
 		if podLabels[k] != v {
-			t.Errorf("StatefulSet selector %s=%s does not match the pod labels %v", k, v, podLabels)
+			t.Errorf("%s selector %s=%s does not match the pod labels %v", ss.kind, k, v, podLabels)
 		}
 	}
 
@@ -572,20 +591,28 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("terminationGracePeriodSeconds = %v, want more than the %d s preStop pause plus chatd's 30 s shutdown", g, preStop)
 	}
 
-	// Volumes: the PVC holds data_dir, the ConfigMap holds --config.
+	// Volumes: data_dir is writable (a scratch volume: the root file
+	// system is read-only), the ConfigMap holds --config.
 	mounts := map[string]string{}
 	for _, vm := range pod.VolumeMounts {
 		mounts[vm.MountPath] = vm.Name
 	}
-	if len(ss.VolumeClaimTemplates) != 1 || mounts[cfg.DataDir] != ss.VolumeClaimTemplates[0].Metadata.Name {
-		t.Errorf("data_dir %s is not mounted from the volumeClaimTemplate (mounts %v)", cfg.DataDir, mounts)
+	var dataDir bool
+	for _, v := range ss.Template.Spec.Volumes {
+		dataDir = dataDir || (v.Name == mounts[cfg.DataDir] && v.EmptyDir != nil)
+	}
+	for _, c := range ss.VolumeClaimTemplates {
+		dataDir = dataDir || c.Metadata.Name == mounts[cfg.DataDir]
+	}
+	if !dataDir {
+		t.Errorf("data_dir %s is mounted from neither an emptyDir nor a volume claim (mounts %v)", cfg.DataDir, mounts)
 	}
 	if cm := mountedConfigMap(ss, pod, cfgPath); cm != "chatd-config" || path.Base(cfgPath) != filepath.Base(m.generated["chatd-config"]) {
 		t.Errorf("--config %s is not the generated ConfigMap chatd-config's %s (mounted ConfigMap %q)",
 			cfgPath, filepath.Base(m.generated["chatd-config"]), cm)
 	}
 
-	// Services: each selects the pods of exactly one StatefulSet, whose
+	// Services: each selects the pods of exactly one workload, whose
 	// container ports its target ports are; every StatefulSet's serviceName
 	// is a headless Service of its own pods.
 	for name := range m.services {
@@ -594,7 +621,10 @@ func TestKubernetesManifests(t *testing.T) {
 			resolvePort(t, "Service "+name+" "+p.Name, backing.Template.Spec.Containers[0], p.TargetPort)
 		}
 	}
-	for name, s := range m.statefulSets {
+	for name, s := range m.workloads {
+		if s.kind != "StatefulSet" {
+			continue
+		}
 		hs, ok := m.services[s.ServiceName]
 		if !ok || hs.ClusterIP != "None" {
 			t.Errorf("StatefulSet %s: serviceName %q is not a headless Service", name, s.ServiceName)
@@ -659,8 +689,8 @@ func TestKubernetesManifests(t *testing.T) {
 				if !matched {
 					t.Errorf("built ConfigMap %s carries none of the generated files", o.Metadata.Name)
 				}
-			case "StatefulSet":
-				var s statefulSetSpec
+			case "StatefulSet", "Deployment":
+				var s workloadSpec
 				if err := o.Spec.Decode(&s); err != nil {
 					t.Fatal(err)
 				}
@@ -672,11 +702,11 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 		}
 		if len(mounted) != len(m.generated) {
-			t.Errorf("built StatefulSets mount ConfigMaps %v, kustomization.yaml generates %d", mounted, len(m.generated))
+			t.Errorf("built workloads mount ConfigMaps %v, kustomization.yaml generates %d", mounted, len(m.generated))
 		}
 		for v, cm := range mounted {
 			if !built[cm] {
-				t.Errorf("built StatefulSet volume %s mounts ConfigMap %q, the build has %v", v, cm, built)
+				t.Errorf("built workload volume %s mounts ConfigMap %q, the build has %v", v, cm, built)
 			}
 		}
 	})
@@ -706,21 +736,25 @@ func TestKubernetesCluster(t *testing.T) {
 		t.Errorf("MQCHAT_CLUSTER_NODE_ID must be the pod name (fieldRef metadata.name), got %+v", e)
 	}
 
-	nodeIDs, numbers := map[string]bool{}, map[int]bool{}
+	// In cluster mode the number in message ids (node_id) is claimed from
+	// the membership bucket; cluster.node_id is the one identity, unique
+	// because pod names are.
+	nodeIDs := map[string]bool{}
 	var first config.Config
 	for i := range replicas {
-		t.Run(fmt.Sprintf("chatd-%d", i), func(t *testing.T) {
+		pod := podName("chatd", ss, i)
+		t.Run(pod, func(t *testing.T) {
 			cfg, _ := loadPodConfig(t, m, i)
 			if !cfg.Cluster.Enabled {
 				t.Fatal("cluster.enabled is false")
 			}
-			if want := fmt.Sprintf("chatd-%d", i); cfg.Cluster.NodeID != want {
-				t.Errorf("cluster.node_id = %q, want the pod name %s", cfg.Cluster.NodeID, want)
+			if cfg.Cluster.NodeID != pod {
+				t.Errorf("cluster.node_id = %q, want the pod name %s", cfg.Cluster.NodeID, pod)
 			}
-			if nodeIDs[cfg.Cluster.NodeID] || numbers[cfg.NodeID] {
-				t.Errorf("node ids %q / %d already used by another pod", cfg.Cluster.NodeID, cfg.NodeID)
+			if nodeIDs[cfg.Cluster.NodeID] {
+				t.Errorf("cluster.node_id %q already used by another pod", cfg.Cluster.NodeID)
 			}
-			nodeIDs[cfg.Cluster.NodeID], numbers[cfg.NodeID] = true, true
+			nodeIDs[cfg.Cluster.NodeID] = true
 			if len(cfg.Auth.JWTSecret) < 32 {
 				t.Errorf("auth.jwt_secret has %d characters, want at least 32", len(cfg.Auth.JWTSecret))
 			}
@@ -738,7 +772,7 @@ func TestKubernetesCluster(t *testing.T) {
 				{"store.postgres.dsn", cfg.Store.Postgres.DSN, first.Store.Postgres.DSN},
 			} {
 				if c.got != c.want {
-					t.Errorf("%s differs between chatd-0 and chatd-%d", c.key, i)
+					t.Errorf("%s differs between %s and %s", c.key, podName("chatd", ss, 0), pod)
 				}
 			}
 		})
@@ -759,9 +793,14 @@ func TestKubernetesCluster(t *testing.T) {
 
 	t.Run("nats", func(t *testing.T) { checkNATS(t, m, first.Cluster.NATS.URL) })
 
-	// Rolling updates take one node at a time; disruptions leave two.
-	if ss.UpdateStrategy.Type != "RollingUpdate" || ss.UpdateStrategy.RollingUpdate == nil || ss.UpdateStrategy.RollingUpdate.MaxUnavailable != 1 {
-		t.Errorf("updateStrategy = %+v, want RollingUpdate with maxUnavailable 1", ss.UpdateStrategy)
+	// Rolling updates drain one node at a time (a Deployment adds the new
+	// one first); disruptions leave two.
+	us, surge := ss.Strategy, any(1)
+	if ss.kind == "StatefulSet" { // StatefulSets cannot surge
+		us, surge = ss.UpdateStrategy, nil
+	}
+	if us.Type != "RollingUpdate" || us.RollingUpdate == nil || us.RollingUpdate.MaxUnavailable != 1 || us.RollingUpdate.MaxSurge != surge {
+		t.Errorf("%s update strategy = %+v, want RollingUpdate with maxUnavailable 1 and maxSurge %v", ss.kind, us, surge)
 	}
 	checkPDB(t, m, "chatd", ss, 2)
 
@@ -783,7 +822,7 @@ func TestKubernetesCluster(t *testing.T) {
 	}
 }
 
-func replicasOf(ss statefulSetSpec) string {
+func replicasOf(ss workloadSpec) string {
 	if ss.Replicas == nil {
 		return "unset"
 	}
@@ -792,7 +831,7 @@ func replicasOf(ss statefulSetSpec) string {
 
 // checkServicePort: hostport names a Service of the manifests (by its short
 // name) with that port.
-func checkServicePort(t *testing.T, m manifests, what, hostport string) (string, statefulSetSpec, int) {
+func checkServicePort(t *testing.T, m manifests, what, hostport string) (string, workloadSpec, int) {
 	t.Helper()
 	host, p, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -810,12 +849,12 @@ func checkServicePort(t *testing.T, m manifests, what, hostport string) (string,
 		}
 	}
 	t.Fatalf("%s: Service %s has no port %d", what, host, port)
-	return "", statefulSetSpec{}, 0
+	return "", workloadSpec{}, 0
 }
 
 // checkPDB: a PodDisruptionBudget over set's pods keeps minAvailable of them
 // and still lets one go.
-func checkPDB(t *testing.T, m manifests, set string, ss statefulSetSpec, minAvailable int) {
+func checkPDB(t *testing.T, m manifests, set string, ss workloadSpec, minAvailable int) {
 	t.Helper()
 	for name, p := range m.pdbs {
 		if !selects(p.Selector.MatchLabels, ss) {
@@ -840,7 +879,7 @@ var natsImageRe = regexp.MustCompile(`^nats:(\d+)\.(\d+)`)
 // read by nats-server's own parser as every pod would.
 func checkNATS(t *testing.T, m manifests, urls string) {
 	var set string
-	var ss statefulSetSpec
+	var ss workloadSpec
 	var clientPort int
 	for u := range strings.SplitSeq(urls, ",") {
 		pu, err := url.Parse(strings.TrimSpace(u))
