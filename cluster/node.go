@@ -195,7 +195,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		History:        1,
 		TTL:            opts.TTL,
 		LimitMarkerTTL: max(opts.TTL, time.Second), // the server's minimum
-		Storage:        jetstream.MemoryStorage,
+		Storage:        jetstream.FileStorage, // survives a restart of every NATS server
 		Replicas:       replicas,
 	})
 	if err != nil {
