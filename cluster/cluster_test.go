@@ -7,24 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/mqchat/mqchat/internal/natstest"
 )
 
-// startNATS runs a real NATS server with JetStream in-process on a free
-// port and waits until it accepts connections.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
-}
+func startNATS(t *testing.T) string { return natstest.Start(t) }
 
 func testOptions(url, id string) Options {
 	return Options{

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/system"
-	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/mqchat/mqchat/internal/natstest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -132,22 +132,14 @@ func nodeConfig(t *testing.T) config.Config {
 // (skipping t without PostgreSQL, except under CI=true).
 func clusterNodeConfig(t *testing.T) config.Config {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	natsURL := natstest.Start(t)
 	cfg := nodeConfig(t)
 	cfg.Store.Relational, cfg.Store.Messages = "postgres", "postgres"
 	cfg.Store.Postgres.DSN = pgtest.DSN(t)
 	cfg.Auth.JWTSecret = strings.Repeat("deploy-test-secret-", 3)
 	cfg.Cluster.Enabled = true
 	cfg.Cluster.NodeID = "grafana-test"
-	cfg.Cluster.NATS.URL = ns.ClientURL()
+	cfg.Cluster.NATS.URL = natsURL
 	cfg.Cluster.Heartbeat, cfg.Cluster.TTL = 100*time.Millisecond, time.Second
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
