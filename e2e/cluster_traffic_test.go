@@ -46,7 +46,7 @@ type liveConn struct {
 	mu    sync.Mutex
 	cur   *paho.Client
 	conn  net.Conn
-	addr  string // cur's node
+	addr  string        // cur's node
 	ready chan struct{} // closed once cur is set
 	done  chan struct{}
 	exit  chan struct{} // closed when the supervisor returned
