@@ -167,6 +167,11 @@ func TestClusterOwnerPaused(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the resumed node kept its client connected after losing its lease")
 	}
+	// Ready again only once it holds a lease again.
+	eventually(t, "the resumed node ready again", func() error { return c.ready(n3) })
+	if member, err := c.metric(n3, "mqchat_cluster_member"); err != nil || member != 1 {
+		t.Errorf("the resumed node answers /readyz 200 with mqchat_cluster_member = %v (%v): ready without its lease", member, err)
+	}
 	c.waitMembers(t, c.all()...)
 	if fenced, err := c.metric(n3, "mqchat_cluster_fenced_total"); err != nil || fenced < 1 {
 		t.Errorf("mqchat_cluster_fenced_total on the resumed node = %v (%v), want at least 1", fenced, err)
