@@ -113,10 +113,12 @@ type Node struct {
 	hooksMu  sync.Mutex
 	onFence  []func()
 	onChange []func(joined, left []string)
-	owned    OwnedSender
-	local    Local
-	takeover Takeovers
-	acks     Acks
+	// onInvalidate hears cache invalidations from other nodes.
+	onInvalidate []func(kind string, keys []string)
+	owned        OwnedSender
+	local        Local
+	takeover     Takeovers
+	acks         Acks
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -192,8 +194,8 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		Description:    "chatd cluster membership: one key per live node, renewed every heartbeat",
 		History:        1,
 		TTL:            opts.TTL,
-		LimitMarkerTTL: opts.TTL,
-		Storage:        jetstream.MemoryStorage,
+		LimitMarkerTTL: max(opts.TTL, time.Second), // the server's minimum
+		Storage:        jetstream.FileStorage,      // survives a restart of every NATS server
 		Replicas:       replicas,
 	})
 	if err != nil {
@@ -201,6 +203,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: open membership bucket (NATS 2.11 or later with JetStream enabled is required): %w", err)
 	}
 	n.kv = kv
+	if err := n.claimSlot(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -309,14 +315,14 @@ func (n *Node) OnChange(f func(joined, left []string)) {
 	n.hooksMu.Unlock()
 }
 
-// Start subscribes to this node's subjects, claims a message-id slot, puts
+// Start subscribes to this node's subjects, checks its message-id slot, puts
 // the membership key and waits until the view holds this node: from then
 // on sends are routed. ctx bounds the join.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.subscribe(); err != nil {
 		return err
 	}
-	if err := n.claimSlot(ctx); err != nil {
+	if err := n.reclaimSlot(ctx); err != nil {
 		return err
 	}
 	if err := n.watch(ctx); err != nil {
@@ -382,13 +388,13 @@ func (n *Node) Nodes() []NodeInfo { return n.view.infos() }
 
 type nopMetrics struct{}
 
-func (nopMetrics) SetNodes(int)                      {}
-func (nopMetrics) SetMember(bool)                    {}
-func (nopMetrics) SetNATSConnected(bool)             {}
-func (nopMetrics) Fenced()                           {}
-func (nopMetrics) Forwarded(string, time.Duration)   {}
-func (nopMetrics) OwnedSend()                        {}
-func (nopMetrics) Relayed(string, string)            {}
-func (nopMetrics) SetUserSubscriptions(int)          {}
-func (nopMetrics) Takeover(string)                   {}
-func (nopMetrics) PresenceResync()                   {}
+func (nopMetrics) SetNodes(int)                    {}
+func (nopMetrics) SetMember(bool)                  {}
+func (nopMetrics) SetNATSConnected(bool)           {}
+func (nopMetrics) Fenced()                         {}
+func (nopMetrics) Forwarded(string, time.Duration) {}
+func (nopMetrics) OwnedSend()                      {}
+func (nopMetrics) Relayed(string, string)          {}
+func (nopMetrics) SetUserSubscriptions(int)        {}
+func (nopMetrics) Takeover(string)                 {}
+func (nopMetrics) PresenceResync()                 {}

@@ -58,6 +58,9 @@ type AuthOptions struct {
 	// Authenticator) and tracks accepted connections by session, to close
 	// them when it is revoked or the token expires.
 	Sessions *Sessions
+	// Admission, when set, refuses every connection while it returns an
+	// error (a cluster node without its membership): CONNACK 0x88.
+	Admission func() error
 }
 
 // Auth authenticates CONNECTs and answers mochi's ACL checks.
@@ -120,6 +123,9 @@ func (h *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 func (h *Auth) check(cl *mqtt.Client, pk packets.Packet) (refusal, bool) {
+	if h.opts.Admission != nil && h.opts.Admission() != nil {
+		return refuseUnavailable, false
+	}
 	uid := string(pk.Connect.Username)
 	if uid == "" {
 		if !h.opts.AllowAnonymous || len(pk.Connect.Password) > 0 {

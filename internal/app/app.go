@@ -24,6 +24,7 @@ import (
 
 	"github.com/mqchat/mqchat/api"
 	"github.com/mqchat/mqchat/broker"
+	"github.com/mqchat/mqchat/cluster"
 	"github.com/mqchat/mqchat/hooks"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/ids"
@@ -69,6 +70,9 @@ type App struct {
 	metricsLn   net.Listener
 	admin       *adminServer
 	live        atomic.Bool
+	// cluster is nil in single-node mode.
+	cluster *cluster.Node
+	ids     *ids.Generator
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -204,10 +208,14 @@ func (a *App) build(secret []byte) error {
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
-	gen, err := ids.NewGenerator(cfg.NodeID)
+	if a.cluster, err = a.openCluster(reg); err != nil {
+		return err
+	}
+	gen, err := a.generator()
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
+	a.ids = gen
 
 	a.broker, err = broker.New(broker.Options{
 		TCPAddr: cfg.MQTT.Addr,
@@ -247,6 +255,7 @@ func (a *App) build(secret []byte) error {
 		MaxBlocks:    cfg.Limits.MaxBlocks,
 		GroupInvites: cfg.Limits.GroupInvites,
 		Logger:       a.log.With("component", "consent"),
+		Changed:      a.consentChanged,
 	})
 	// Who may see whose presence, asked before every presence delivery:
 	// answered from memory, kept exact by the groups service and the chat
@@ -256,7 +265,14 @@ func (a *App) build(secret []byte) error {
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
 	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: consentSvc})
 	consentSvc.SetRelations(vis)
+	membership := a.clusterMembership(vis, consentSvc)
+	var localPresence presence.LocalObserver
+	if a.cluster != nil {
+		localPresence = a.cluster
+		outbox.SetRelay(a.cluster)
+	}
 	a.presence = presence.New(hooks.PresencePublisher{Server: srv}, presence.Options{
+		Local:           localPresence,
 		Grace:           cfg.Presence.Grace,
 		Workers:         cfg.Presence.PublishWorkers,
 		PublishInterval: cfg.Presence.PublishInterval,
@@ -281,9 +297,11 @@ func (a *App) build(secret []byte) error {
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
-		Started:         vis,
+		Started:         membership,
 		Blocks:          consentSvc,
 		Requests:        consentSvc,
+		Router:          chatRouter(a.cluster),
+		Fence:           chatFence(a.cluster),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
 		Logger:          a.log.With("component", "chat"),
@@ -291,7 +309,7 @@ func (a *App) build(secret []byte) error {
 	})
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
-		Membership: vis,
+		Membership: membership,
 		Consent:    consentSvc,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
@@ -334,8 +352,9 @@ func (a *App) build(secret []byte) error {
 		IsBadCredentials: func(err error) bool {
 			return errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, auth.ErrTokenExpired) || errors.Is(err, auth.ErrUnknownUser)
 		},
-		Limits:   limitsHook,
-		Sessions: sessionsHook,
+		Limits:    limitsHook,
+		Sessions:  sessionsHook,
+		Admission: a.admission,
 	})
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
@@ -355,12 +374,18 @@ func (a *App) build(secret []byte) error {
 		return fmt.Errorf("app: add limits hook: %w", err)
 	}
 	metrics.RegisterPresence(reg, a.presence.Stats)
-	if err := srv.AddHook(hooks.NewPresence(a.presence), nil); err != nil {
+	presenceHook := hooks.NewPresence(a.presence)
+	if err := srv.AddHook(presenceHook, nil); err != nil {
 		return fmt.Errorf("app: add presence hook: %w", err)
 	}
 	delivered := hooks.Receivers{a.receipts}
 	if a.pushTracker != nil {
 		delivered = append(delivered, a.pushTracker)
+	}
+	if a.cluster != nil {
+		if err := a.wireCluster(outbox, presenceHook, &delivered); err != nil {
+			return err
+		}
 	}
 	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: delivered, MaxInflight: cfg.MQTT.MaxInflight})
 	if err := srv.AddHook(deliveryHook, nil); err != nil {
@@ -376,6 +401,7 @@ func (a *App) build(secret []byte) error {
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
 			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
+			Discovery:       a.discover,
 			Metrics:         publicMetrics(cfg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,
@@ -429,6 +455,9 @@ func (a *App) ready(ctx context.Context) error {
 	if !a.live.Load() {
 		return errors.New("not started or shutting down")
 	}
+	if err := a.admission(); err != nil {
+		return err
+	}
 	if err := a.store.Ping(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -437,6 +466,15 @@ func (a *App) ready(ctx context.Context) error {
 
 // Start binds every listener and starts serving.
 func (a *App) Start() error {
+	if a.cluster != nil {
+		// Joined before the first client: sends are routed from the start.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.cluster.Start(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("app: %w", err)
+		}
+	}
 	if err := a.broker.Start(); err != nil {
 		return fmt.Errorf("app: start broker: %w", err)
 	}
@@ -540,8 +578,16 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("broker: %w", err))
 	}
 	a.chat.Close()
+	if a.cluster != nil {
+		// Once this node's writers are drained: the others take its chats
+		// at once instead of after the TTL.
+		a.cluster.Leave(ctx)
+	}
 	a.receipts.Close() // after every source of moves, before the store
 	a.closePush()      // after fan-out stopped queueing, before the store
+	if a.cluster != nil {
+		a.cluster.Close()
+	}
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}

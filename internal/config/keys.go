@@ -260,7 +260,7 @@ func usage(key string) string {
 	case "cluster.heartbeat":
 		return "how often the node renews its membership key (50ms-10s)"
 	case "cluster.ttl":
-		return "how long a silent node keeps its membership and its chats (at least 3 heartbeats, at most 1m); same on every node"
+		return "how long a silent node keeps its membership and its chats (at least 1s and 3 heartbeats, at most 1m); same on every node"
 	case "cluster.request_timeout":
 		return "longest wait for another node: forwarded sends, takeovers, presence snapshots (100ms-1m)"
 	case "cluster.advertise_mqtt":
@@ -283,6 +283,8 @@ func usage(key string) string {
 		return "CA certificate file to verify the NATS servers"
 	case "cluster.nats.tls_cert":
 		return "client certificate file for NATS mutual TLS (with cluster.nats.tls_key)"
+	case "cluster.nats.replicas":
+		return "copies of the membership bucket in the NATS cluster (1-5); 3 on a three-server NATS cluster"
 	case "cluster.nats.tls_key":
 		return "client key file for NATS mutual TLS"
 	case "store.relational":

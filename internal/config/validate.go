@@ -238,8 +238,8 @@ func validateCluster(c Config, bad func(key, format string, args ...any)) {
 	if cl.Heartbeat < 50*time.Millisecond || cl.Heartbeat > 10*time.Second {
 		bad("cluster.heartbeat", "must be between 50ms and 10s, got %s", cl.Heartbeat)
 	}
-	if cl.TTL < 3*cl.Heartbeat || cl.TTL > time.Minute {
-		bad("cluster.ttl", "must be at least 3 heartbeats (%s) and at most 1m, got %s", 3*cl.Heartbeat, cl.TTL)
+	if cl.TTL < max(3*cl.Heartbeat, time.Second) || cl.TTL > time.Minute {
+		bad("cluster.ttl", "must be at least 1s and 3 heartbeats (%s), and at most 1m, got %s", 3*cl.Heartbeat, cl.TTL)
 	}
 	if cl.RequestTimeout < 100*time.Millisecond || cl.RequestTimeout > time.Minute {
 		bad("cluster.request_timeout", "must be between 100ms and 1m, got %s", cl.RequestTimeout)
@@ -252,6 +252,9 @@ func validateCluster(c Config, bad func(key, format string, args ...any)) {
 			bad("cluster.nats.url", "must be nats://host:port URLs separated by commas, got %q", u)
 			break
 		}
+	}
+	if cl.NATS.Replicas < 1 || cl.NATS.Replicas > 5 {
+		bad("cluster.nats.replicas", "must be between 1 and 5, got %d", cl.NATS.Replicas)
 	}
 	if (cl.NATS.User == "") != (cl.NATS.Password == "") {
 		bad("cluster.nats.user", "cluster.nats.user and cluster.nats.password go together")

@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
 	"github.com/mqchat/mqchat/services/visibility"
+	"github.com/mqchat/mqchat/store"
 )
 
 // Pipeline records what the chat pipeline does. It satisfies chat.Metrics.
@@ -21,6 +23,7 @@ type Pipeline struct {
 	rejects      *prometheus.CounterVec
 	commit       prometheus.Histogram
 	commitErrors prometheus.Counter
+	conflicts    prometheus.Counter
 	batchSize    prometheus.Histogram
 	deliveries   prometheus.Counter
 	connects     *prometheus.CounterVec
@@ -54,6 +57,10 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "mqchat", Name: "store_commit_errors_total", Help: "Failed durable message commits.",
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mqchat", Name: "store_commit_conflicts_total",
+			Help: "Message commits the store refused because another writer had stored one of their seqs or cmids (a chat changing owner between cluster nodes); not counted as errors.",
+		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "mqchat", Name: "store_commit_batch_messages",
 			Help:    "Messages per group commit.",
@@ -72,11 +79,15 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 			Help: "Device connections ended, by cause: will (lost without DISCONNECT), keep-alive, disconnect (clean DISCONNECT), takeover (same client id reconnected on this node), moved (same client id connected on another node).",
 		}, []string{"cause"}),
 	}
-	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.batchSize, p.deliveries, p.connects, p.presence)
+	reg.MustRegister(p.sends, p.rejects, p.commit, p.commitErrors, p.conflicts, p.batchSize, p.deliveries, p.connects, p.presence)
 	return p
 }
 
 func (p *Pipeline) ObserveCommit(d time.Duration, messages int, err error) {
+	if errors.Is(err, store.ErrConflict) {
+		p.conflicts.Inc()
+		return
+	}
 	if err != nil {
 		p.commitErrors.Inc()
 		return

@@ -59,6 +59,14 @@ type Router interface {
 	Forward(ctx context.Context, node string, m store.Message, recipients []string) (wait func() (Result, error), err error)
 }
 
+// Fence tells the writers whether this node may still commit messages. In a
+// cluster a node that cannot renew its membership must stop writing the
+// chats it believed it owned before another node takes them over.
+type Fence interface {
+	// Check returns nil while commits are allowed, and the reason otherwise.
+	Check() error
+}
+
 // Limiter rate-limits sends per user.
 type Limiter interface {
 	Allow(key string) bool
@@ -83,6 +91,10 @@ type Options struct {
 	// Router, when set, sends messages of chats owned by other nodes to
 	// them (cluster mode); nil = every chat is this node's.
 	Router Router
+	// Fence, when set, is asked right before every commit; a batch it
+	// refuses is answered CodeUnavailable without being written. nil
+	// allows every commit (single node).
+	Fence Fence
 
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited

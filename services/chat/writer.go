@@ -212,6 +212,13 @@ func (w *writer) drain(batch []*request) {
 	}
 }
 
+// Refusals of a whole batch that a client cures by retrying with the same
+// cmid, on this node or another.
+const (
+	msgFenced = "this node is leaving the cluster; retry with the same cmid"
+	msgMoved  = "the chat's writer moved to another node; retry with the same cmid"
+)
+
 func (w *writer) process(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
@@ -221,11 +228,72 @@ func (w *writer) process(batch []*request) {
 		w.epoch = e
 	}
 
+	p := w.prepare(ctx, batch)
+	// A conflict means another writer stored one of the batch's seqs or
+	// cmids (a cluster node that took the chat over, or one that has not
+	// yet noticed losing it). One retry from a fresh LastSeq and fresh
+	// dedupe lookups settles the common case: the other node's message is
+	// kept and ours follows it, or ours is answered as its duplicate.
+	for attempt := 0; len(p.writes) > 0; attempt++ {
+		if s.opts.Fence != nil {
+			if err := s.opts.Fence.Check(); err != nil {
+				w.forget(p.writes)
+				p.refuse(newError(CodeUnavailable, msgFenced, err))
+				return
+			}
+		}
+		start := time.Now()
+		err := s.st.AppendMessages(ctx, p.writes)
+		s.opts.Metrics.ObserveCommit(time.Since(start), len(p.writes), err)
+		w.started(p.writes)
+		if err == nil {
+			w.stored(p)
+			return
+		}
+		// The counters ran ahead of the store: forget them so the next send
+		// reloads the truth and seq stays gap-free.
+		w.forget(p.writes)
+		switch {
+		case !errors.Is(err, store.ErrConflict):
+			p.refuse(s.storeError(ctx, "append", err))
+			return
+		case attempt > 0:
+			s.opts.Logger.Warn("chat append conflicts again after a retry", "messages", len(p.writes), "error", err)
+			p.refuse(newError(CodeUnavailable, msgMoved, err))
+			return
+		}
+		s.opts.Logger.Warn("chat append conflict, retrying the batch", "messages", len(p.writes), "error", err)
+		p = w.prepare(ctx, p.writers)
+	}
+}
+
+// pending is what a batch still has to write after prepare answered the
+// rest: messages with their seqs, and per message its request and the
+// recipients who get no push.
+type pending struct {
+	writes  []store.Message
+	writers []*request
+	quiets  [][]string
+}
+
+// refuse answers every request of p with err.
+func (p pending) refuse(err error) {
+	for _, r := range p.writers {
+		r.reply <- reply{err: err}
+	}
+}
+
+// prepare answers the requests it can without a write (given up, duplicate,
+// invalid, failed lookups) and gives every other one its chat's next seq.
+func (w *writer) prepare(ctx context.Context, batch []*request) pending {
+	s := w.s
 	// Service.claim keeps two sends of one (sender, cmid) from being in
 	// flight together, so a batch never holds a retry of its own message.
-	writes := make([]store.Message, 0, len(batch))
-	writers := make([]*request, 0, len(batch))
-	quiets := make([][]string, 0, len(batch))
+	p := pending{
+		writes:  make([]store.Message, 0, len(batch)),
+		writers: make([]*request, 0, len(batch)),
+		quiets:  make([][]string, 0, len(batch)),
+	}
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			// The sender has given up: storing now would turn its retry into a
@@ -279,37 +347,29 @@ func (w *writer) process(batch []*request) {
 		m.ID = s.ids.Next()
 		m.SentAt = sentAt(s.opts.Now())
 		w.last[m.Chat] = m.Seq
-		writes = append(writes, m)
-		writers = append(writers, r)
-		quiets = append(quiets, quiet)
+		p.writes = append(p.writes, m)
+		p.writers = append(p.writers, r)
+		p.quiets = append(p.quiets, quiet)
 	}
-	if len(writes) == 0 {
-		return
-	}
+	return p
+}
 
-	start := time.Now()
-	err := s.st.AppendMessages(ctx, writes)
-	s.opts.Metrics.ObserveCommit(time.Since(start), len(writes), err)
-	w.started(writes)
-	if err != nil {
-		// The counters ran ahead of the store: forget them so the next send
-		// reloads the truth and seq stays gap-free.
-		for _, m := range writes {
-			delete(w.last, m.Chat)
-		}
-		e := s.storeError(ctx, "append", err)
-		for _, r := range writers {
-			r.reply <- reply{err: e}
-		}
-		return
-	}
-	for i, m := range writes {
+// stored hands a committed batch to fan-out and answers its senders.
+func (w *writer) stored(p pending) {
+	for i, m := range p.writes {
 		w.fanning.Add(1)
-		w.out <- fanoutItem{recipients: writers[i].recipients, quiet: quiets[i], msg: m}
-		writers[i].reply <- reply{res: Result{Message: m}}
+		w.out <- fanoutItem{recipients: p.writers[i].recipients, quiet: p.quiets[i], msg: m}
+		p.writers[i].reply <- reply{res: Result{Message: m}}
 	}
 	if len(w.last) > maxCached {
 		clear(w.last) // reloading a counter costs one indexed read
+	}
+}
+
+// forget drops the cached last seq of every chat in writes.
+func (w *writer) forget(writes []store.Message) {
+	for _, m := range writes {
+		delete(w.last, m.Chat)
 	}
 }
 

@@ -2,6 +2,7 @@ package cassandra
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mqchat/mqchat/store"
 )
@@ -23,16 +25,29 @@ const appendParallel = 16
 
 const (
 	insertMessage = `INSERT INTO messages (chat_id, bucket, seq, id, sender, cmid, type, body, reply_to, sent_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	insertDedupe = `INSERT INTO dedupe (sender, cmid, chat_id, seq, id, sent_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`
-	insertBucket = `INSERT INTO chat_buckets (chat_id, bucket) VALUES (?, ?)`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
+	insertDedupe = `INSERT INTO dedupe (sender, cmid, chat_id, seq, id, sent_at) VALUES (?, ?, ?, ?, ?, ?)
+		IF NOT EXISTS USING TTL ?`
+	replaceDedupe = `UPDATE dedupe USING TTL ? SET chat_id = ?, seq = ?, id = ?, sent_at = ?
+		WHERE sender = ? AND cmid = ? IF id = ?`
+	undoDedupe    = `DELETE FROM dedupe WHERE sender = ? AND cmid = ? IF id = ?`
+	insertBucket  = `INSERT INTO chat_buckets (chat_id, bucket) VALUES (?, ?)`
+	selectIDAtSeq = `SELECT id FROM messages WHERE chat_id = ? AND bucket = ? AND seq = ?`
 )
 
+// takeoverAge is how old a dedupe record whose message was never stored
+// must be before another writer may replace it. Younger, it may belong to
+// an append still in flight; older, its writer has given up (every append
+// is bounded by the driver's timeout and the caller's deadline).
+const takeoverAge = 2 * time.Minute
+
 // AppendMessages writes each chat's messages in seq order, chats in
-// parallel; see the package comment for why a chat stops at its first
-// failure. Within one call the first message of a (From, CMID) gets the
-// dedupe record; across calls the caller (the chat writer) has already
-// looked the pair up, so a plain upsert never replaces a live record.
+// parallel; see the package comment for the order of the conditional
+// writes and why a chat stops at its first failure. Within one call the
+// first message of a (From, CMID) gets the dedupe record. A (chat, seq)
+// that is taken, or a (From, CMID) with a live record, fails the chat with
+// store.ErrConflict before any of its messages in that partition is
+// stored.
 func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("cassandra: append: %w", err)
@@ -84,27 +99,172 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	return nil
 }
 
+// appendChat writes one chat's messages partition by partition (a batch
+// crosses at most a bucket boundary or two), stopping at the first failure
+// so that what is stored stays a prefix.
 func (s *Store) appendChat(ctx context.Context, msgs []store.Message, idx []int, withRecord []bool, now time.Time) error {
-	lastBucket := int64(-1)
-	for _, i := range idx {
-		m := &msgs[i]
-		b := s.s.NewBatch(gocql.LoggedBatch).WithContext(ctx)
-		bucket := bucketOf(m.Seq)
-		b.Query(insertMessage, m.Chat, bucket, int64(m.Seq), int64(m.ID), m.From, []byte(m.CMID), m.Type,
-			nonNil(m.Body), int64(m.ReplyTo), m.SentAt)
-		if bucket != lastBucket {
-			b.Query(insertBucket, m.Chat, bucket)
-			lastBucket = bucket
+	for len(idx) > 0 {
+		bucket := bucketOf(msgs[idx[0]].Seq)
+		n := 1
+		for n < len(idx) && bucketOf(msgs[idx[n]].Seq) == bucket {
+			n++
 		}
-		if withRecord[i] {
-			b.Query(insertDedupe, m.From, []byte(m.CMID), m.Chat, int64(m.Seq), int64(m.ID), m.SentAt,
-				dedupeTTL(m.SentAt, now))
+		if err := s.appendPartition(ctx, msgs, idx[:n], bucket, withRecord, now); err != nil {
+			m := &msgs[idx[0]]
+			return fmt.Errorf("chat %q from seq %d: %w", m.Chat, m.Seq, err)
 		}
-		if err := s.s.ExecuteBatch(b); err != nil {
-			return fmt.Errorf("chat %q seq %d: %w", m.Chat, m.Seq, err)
-		}
+		idx = idx[n:]
 	}
 	return nil
+}
+
+// appendPartition stores the messages idx of one (chat, bucket) partition:
+//
+//  1. the dedupe records, each a conditional insert (its own partition);
+//  2. the bucket row, a plain idempotent insert, so LastSeq finds the
+//     partition whenever a message is in it;
+//  3. the messages, one conditional batch: one Paxos round for them all,
+//     applied all or none.
+//
+// Records come first so that a (sender, cmid) conflict is found before any
+// message exists: messages, once stored, are never deleted (another writer
+// may already have continued the chat after them). When step 3 finds a
+// taken seq, the records of step 1 point at messages that will never exist
+// and are deleted again, each only if it is still ours.
+func (s *Store) appendPartition(ctx context.Context, msgs []store.Message, idx []int, bucket int64, withRecord []bool, now time.Time) error {
+	claimed, err := s.claimRecords(ctx, msgs, idx, withRecord, now)
+	if err != nil {
+		return errors.Join(err, s.undoRecords(ctx, msgs, claimed))
+	}
+	chat := msgs[idx[0]].Chat
+	if err := s.s.Query(insertBucket, chat, bucket).WithContext(ctx).Exec(); err != nil {
+		return errors.Join(err, s.undoRecords(ctx, msgs, claimed))
+	}
+	b := s.s.NewBatch(gocql.LoggedBatch).WithContext(ctx)
+	for _, i := range idx {
+		m := &msgs[i]
+		b.Query(insertMessage, m.Chat, bucket, int64(m.Seq), int64(m.ID), m.From, []byte(m.CMID), m.Type,
+			nonNil(m.Body), int64(m.ReplyTo), m.SentAt)
+	}
+	applied, iter, err := s.s.MapExecuteBatchCAS(b, map[string]any{})
+	if iter != nil {
+		err = errors.Join(err, iter.Close())
+	}
+	if err != nil {
+		// The outcome is unknown: a timed-out Paxos round may still be
+		// completed by the next one on this partition, so the records stay
+		// (see the package comment).
+		return err
+	}
+	if !applied {
+		conflict := fmt.Errorf("%w: a seq of bucket %d is taken", store.ErrConflict, bucket)
+		return errors.Join(conflict, s.undoRecords(ctx, msgs, claimed))
+	}
+	return nil
+}
+
+// claimRecords writes the dedupe records of idx concurrently and returns
+// the indexes of those it wrote, also on error, so the caller can undo them.
+func (s *Store) claimRecords(ctx context.Context, msgs []store.Message, idx []int, withRecord []bool, now time.Time) ([]int, error) {
+	var (
+		g       errgroup.Group
+		mu      sync.Mutex
+		claimed []int
+	)
+	g.SetLimit(appendParallel)
+	for _, i := range idx {
+		if !withRecord[i] {
+			continue
+		}
+		g.Go(func() error {
+			if err := s.claimRecord(ctx, &msgs[i], now); err != nil {
+				return err
+			}
+			mu.Lock()
+			claimed = append(claimed, i)
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	return claimed, err
+}
+
+// claimRecord makes m the message of its (From, CMID): it inserts the
+// record if there is none, or replaces one that no longer counts (outside
+// the window, or left behind by an append that never stored its message),
+// each as a compare-and-set. A record that counts is store.ErrConflict.
+func (s *Store) claimRecord(ctx context.Context, m *store.Message, now time.Time) error {
+	ttl := dedupeTTL(m.SentAt, now)
+	cmid := []byte(m.CMID)
+	prev := map[string]any{}
+	applied, err := s.s.Query(insertDedupe, m.From, cmid, m.Chat, int64(m.Seq), int64(m.ID), m.SentAt, ttl).
+		WithContext(ctx).MapScanCAS(prev)
+	if err != nil || applied {
+		return err
+	}
+	chat, _ := prev["chat_id"].(string)
+	seq, _ := prev["seq"].(int64)
+	id, _ := prev["id"].(int64)
+	sentAt, _ := prev["sent_at"].(time.Time)
+	stale, err := s.staleRecord(ctx, chat, seq, id, sentAt, now)
+	if err != nil {
+		return err
+	}
+	if !stale {
+		return fmt.Errorf("%w: sender %q cmid %q is already stored as chat %q seq %d",
+			store.ErrConflict, m.From, m.CMID, chat, seq)
+	}
+	applied, err = s.s.Query(replaceDedupe, ttl, m.Chat, int64(m.Seq), int64(m.ID), m.SentAt, m.From, cmid, id).
+		WithContext(ctx).MapScanCAS(map[string]any{})
+	if err != nil {
+		return err
+	}
+	if !applied {
+		return fmt.Errorf("%w: sender %q cmid %q was claimed concurrently", store.ErrConflict, m.From, m.CMID)
+	}
+	return nil
+}
+
+// staleRecord reports whether an existing record may be replaced: it is
+// outside the window, or its message is not stored and its writer has had
+// takeoverAge to store it. The message is read at serial consistency, which
+// first completes any Paxos round left in flight on its partition: after an
+// append that timed out once its proposal was accepted, the record is seen
+// to count, and the sender's retry is answered as its duplicate.
+func (s *Store) staleRecord(ctx context.Context, chat string, seq, id int64, sentAt, now time.Time) (bool, error) {
+	if sentAt.Before(now.Add(-store.DedupeWindow)) {
+		return true, nil
+	}
+	var stored int64
+	// gocql types serial levels apart, but the protocol takes LOCAL_SERIAL
+	// (0x09) as a read's consistency: that is a serial read.
+	err := s.s.Query(selectIDAtSeq, chat, bucketOf(uint64(seq)), seq).WithContext(ctx).
+		Consistency(gocql.Consistency(gocql.LocalSerial)).Scan(&stored)
+	switch {
+	case err == nil && stored == id:
+		return false, nil
+	case err != nil && !errors.Is(err, gocql.ErrNotFound):
+		return false, err
+	}
+	return sentAt.Before(now.Add(-takeoverAge)), nil
+}
+
+// undoRecords deletes the records claimed for messages that will not be
+// stored, each only while it still names that message. It runs even when
+// ctx has ended: a left-over record would hold its (sender, cmid) for
+// takeoverAge.
+func (s *Store) undoRecords(ctx context.Context, msgs []store.Message, claimed []int) error {
+	ctx = context.WithoutCancel(ctx)
+	var errs []error
+	for _, i := range claimed {
+		m := &msgs[i]
+		_, err := s.s.Query(undoDedupe, m.From, []byte(m.CMID), int64(m.ID)).WithContext(ctx).MapScanCAS(map[string]any{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("undo dedupe record of sender %q cmid %q: %w", m.From, m.CMID, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // dedupeTTL is the whole seconds left of a record's window, so Cassandra
@@ -133,27 +293,35 @@ func (s *Store) newestBucket(ctx context.Context, chat string) (int64, error) {
 }
 
 // LastSeq reads the last row of the newest bucket: two single-partition
-// reads.
+// reads. A bucket row is written before its partition's messages, and a
+// conditional batch that finds a taken seq stores none of them, so the
+// newest listed bucket can be empty; the walk then goes on to the one
+// before it.
 func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
-	b, err := s.newestBucket(ctx, chat)
-	if err != nil {
+	fail := func(err error) (uint64, error) {
 		return 0, fmt.Errorf("cassandra: last seq of %q: %w", chat, ctxErr(ctx, err))
 	}
-	if b < 0 {
-		return 0, nil
+	iter := s.s.Query(`SELECT bucket FROM chat_buckets WHERE chat_id = ?`, chat).WithContext(ctx).Iter()
+	var b int64
+	for iter.Scan(&b) {
+		var seq int64
+		err := s.s.Query(`SELECT seq FROM messages WHERE chat_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1`, chat, b).
+			WithContext(ctx).Scan(&seq)
+		if errors.Is(err, gocql.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fail(errors.Join(err, iter.Close()))
+		}
+		if err := iter.Close(); err != nil {
+			return fail(err)
+		}
+		return uint64(seq), nil
 	}
-	var seq int64
-	err = s.s.Query(`SELECT seq FROM messages WHERE chat_id = ? AND bucket = ? ORDER BY seq DESC LIMIT 1`, chat, b).
-		WithContext(ctx).Scan(&seq)
-	if err == gocql.ErrNotFound {
-		// Bucket rows are written with their first message; an empty
-		// bucket means the table was changed by hand.
-		return 0, fmt.Errorf("cassandra: last seq of %q: bucket %d is listed but empty", chat, b)
+	if err := iter.Close(); err != nil {
+		return fail(err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("cassandra: last seq of %q: %w", chat, ctxErr(ctx, err))
-	}
-	return uint64(seq), nil
+	return 0, nil
 }
 
 // pageSize is the driver page size for history reads; a large Limit is
@@ -273,11 +441,10 @@ func (s *Store) LookupDedupe(ctx context.Context, sender, cmid string) (store.Me
 		return store.MessageRef{}, fmt.Errorf("cassandra: lookup dedupe: %w", ctxErr(ctx, err))
 	}
 	// A hit is rare (a retry), so it can afford a second read: the record
-	// counts only while its message still holds the seq. An append that
-	// timed out may land after the writer reused its seq for a later
-	// message; that message, written with a newer client timestamp, wins the
-	// row, and the stale record must not answer the unacknowledged retry
-	// with someone else's message.
+	// counts only once its message is stored. Records are written before
+	// their messages (see appendPartition), so one may be read while its
+	// append is still in flight, or after an append that timed out and
+	// never stored its message.
 	var stored int64
 	err = s.s.Query(`SELECT id FROM messages WHERE chat_id = ? AND bucket = ? AND seq = ?`,
 		ref.Chat, bucketOf(uint64(seq)), seq).WithContext(ctx).Scan(&stored)

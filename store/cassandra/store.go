@@ -19,20 +19,41 @@
 // the counter in memory and, on start or after any failed append, recovers
 // it with LastSeq: the first row of chat_buckets names the newest bucket
 // and the last row of that bucket is the last stored seq. AppendMessages
-// writes each chat's messages one after another in seq order and stops a
-// chat at its first failure, so what is stored is always a prefix 1..n and
-// the recovered counter continues without a gap. Each message goes in one
-// LOGGED batch with its dedupe record and its bucket row: the three are
-// applied all or none.
+// writes each chat's messages in seq order and stops a chat at its first
+// failure, so what is stored is always a prefix 1..n and the recovered
+// counter continues without a gap.
 //
-// A write that times out may still be applied later; the writer then reads
-// a LastSeq that does not include it and may reuse its seq. Every write
-// carries the client's timestamp (gocql's DefaultTimestamp, kept on), and
-// Cassandra keeps the cell with the newest timestamp, not the last to
-// arrive: the acknowledged later message keeps the row. The late write's
-// dedupe record still lands, so LookupDedupe only honours a record whose
-// message still holds the seq; the sender, which got no PUBACK for the lost
-// write, retries with its cmid and is stored anew.
+// # The store is the fence
+//
+// In a cluster two nodes may both believe they write a chat for a moment
+// (an owner that lost its membership and has not noticed yet). Every write
+// that could let one of them overwrite or duplicate the other's is a
+// lightweight transaction (Paxos), so the loser gets store.ErrConflict:
+//
+//   - messages: INSERT … IF NOT EXISTS, all the messages of one (chat,
+//     bucket) partition in one conditional batch, applied all or none, one
+//     Paxos round for the batch rather than one per message;
+//   - dedupe records: INSERT … IF NOT EXISTS, each in a partition of its own
+//     so each is its own Paxos round, written before the messages. A record
+//     that still counts refuses the chat before any of its messages exists;
+//     when the message batch then finds a taken seq, the records just
+//     written are deleted again (DELETE … IF id = ours). Messages are never
+//     deleted: another writer may already have continued after them.
+//
+// A conditional write that times out has an unknown outcome: a Paxos
+// proposal that reached some replicas is completed by the next round on its
+// partition. The next writer of that seq runs that round with its own IF NOT
+// EXISTS, so it either sees the late message (conflict, reload LastSeq, use
+// the next seq) or the message is gone for good; an acknowledged message is
+// never overwritten. The dedupe records of such an append stay; LookupDedupe
+// honours a record only once its message is stored, and a record whose
+// message is still missing after takeoverAge may be replaced by a new
+// writer of its (sender, cmid).
+//
+// The price is round trips: a plain write is one, a Paxos round is four
+// (prepare, read, propose, commit) at LOCAL_SERIAL, so a batch costs one
+// round per chat partition plus one per message with a cmid (run in
+// parallel), and writes to one partition contend with each other.
 package cassandra
 
 import (
@@ -84,8 +105,9 @@ func NewCluster(c Config, keyspace string) (*gocql.ClusterConfig, error) {
 		fallback = gocql.DCAwareRoundRobinPolicy(c.LocalDC)
 	}
 	cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(fallback)
-	// Last-write-wins by client time is what keeps a late, timed-out append
-	// from overwriting an acknowledged message (see the package comment).
+	// Client timestamps order the plain writes (chat lists, cursors, bucket
+	// rows) as the client issued them; messages and dedupe records are
+	// conditional writes, ordered by Paxos instead (see the package comment).
 	cl.DefaultTimestamp = true
 	if c.Username != "" {
 		cl.Authenticator = gocql.PasswordAuthenticator{Username: c.Username, Password: c.Password}

@@ -62,9 +62,10 @@ type dedupeWriter struct {
 }
 
 // add keeps the first message stored for (From, CMID), as LookupDedupe
-// promises: an existing live record, or an earlier message of this batch,
-// wins. A record already outside the window would be invisible, so it is not
-// written at all.
+// promises: an earlier message of this batch wins, and an existing live
+// record refuses the batch with store.ErrConflict (another writer stored
+// that pair first). A record already outside the window would be
+// invisible, so it is not written at all, and an expired one is replaced.
 func (d *dedupeWriter) add(m *store.Message) error {
 	if m.CMID == "" || m.SentAt.Before(d.cutoff) {
 		return nil
@@ -76,10 +77,11 @@ func (d *dedupeWriter) add(m *store.Message) error {
 	if _, dup := d.seen[string(k)]; dup {
 		return nil
 	}
-	_, err := d.s.liveRef(k, d.cutoff)
+	old, err := d.s.liveRef(k, d.cutoff)
 	switch {
 	case err == nil:
-		return nil
+		return fmt.Errorf("%w: sender %q cmid %q is already stored as chat %q seq %d",
+			store.ErrConflict, m.From, m.CMID, old.Chat, old.Seq)
 	case errors.Is(err, errCorrupt):
 		// Overwriting heals the record; refusing would block the chat.
 		d.s.log.Warn("replacing corrupt dedupe record", "sender", m.From, "cmid", m.CMID, "err", err)

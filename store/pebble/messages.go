@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -17,6 +18,15 @@ import (
 // of msgs in one batch with pebble.Sync, so a nil return means the whole
 // batch is on disk (it is what an MQTT PUBACK promises). Concurrent calls
 // share fsyncs through pebble's commit pipeline.
+//
+// A batch holding a (chat, seq) that is already stored, or a (sender, cmid)
+// with a live record, is refused whole with store.ErrConflict, as on the
+// other backends. The keys the batch writes are reserved first, and only
+// then checked against the store, until its commit has ended: of two
+// batches sharing a key the second to reserve either finds the key reserved
+// or reads the first's committed write, so both cannot pass, and no lock is
+// held across the fsync. A batch that meets one still committing is refused
+// too, as if that one had committed first.
 func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
@@ -26,6 +36,16 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		return nil
 	}
 
+	cutoff := s.now().Add(-store.DedupeWindow)
+	keys, err := appendKeys(msgs, cutoff)
+	if err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
+	}
+	if err := s.reserve(keys); err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
+	}
+	defer s.release(keys)
+
 	b := s.db.NewBatch()
 	defer b.Close()
 	// Held across the commit: the sweeper must not delete a record this
@@ -33,13 +53,13 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	s.dedupeMu.RLock()
 	defer s.dedupeMu.RUnlock()
 
-	d := dedupeWriter{s: s, b: b, cutoff: s.now().Add(-store.DedupeWindow)}
+	if err := s.checkSeqsFree(ctx, msgs); err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
+	}
+	d := dedupeWriter{s: s, b: b, cutoff: cutoff}
 	var key, val []byte // reused: Batch.Set copies
 	for i := range msgs {
 		m := &msgs[i]
-		if err := checkKeyPart(m.Chat); err != nil {
-			return fmt.Errorf("pebble: append: chat %q: %w", m.Chat, err)
-		}
 		key = messageKey(key[:0], m.Chat, m.Seq)
 		val = encodeMessage(val[:0], m)
 		if err := b.Set(key, val, nil); err != nil {
@@ -57,6 +77,114 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		return fmt.Errorf("pebble: append: %w", err)
 	}
 	return nil
+}
+
+// checkSeqsFree returns store.ErrConflict when a (chat, seq) of msgs is
+// stored. One iterator serves the batch with one seek per chat, to its
+// lowest seq in msgs: a writer's batch continues its chats, so the seek
+// lands past the chat's last message and nothing more is read, which costs
+// far less than a point read per message.
+func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) error {
+	type span struct{ lo, hi uint64 }
+	spans := make(map[string]span, 4)
+	var chats []string
+	for i := range msgs {
+		m := &msgs[i]
+		sp, ok := spans[m.Chat]
+		switch {
+		case !ok:
+			chats = append(chats, m.Chat)
+			sp = span{m.Seq, m.Seq}
+		case m.Seq < sp.lo:
+			sp.lo = m.Seq
+		case m.Seq > sp.hi:
+			sp.hi = m.Seq
+		}
+		spans[m.Chat] = sp
+	}
+	upper := []byte(prefixMessage)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte(prefixMessage), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	err = nil
+	for _, chat := range chats {
+		sp := spans[chat]
+		prefix, end := chatBounds(chat)
+		for ok := it.SeekGE(seqKey(prefix, sp.lo)); ok && bytes.Compare(it.Key(), end) < 0; ok = it.Next() {
+			seq, _ := seqFromKey(it.Key())
+			if seq > sp.hi {
+				break
+			}
+			if slices.ContainsFunc(msgs, func(m store.Message) bool { return m.Chat == chat && m.Seq == seq }) {
+				err = fmt.Errorf("%w: chat %q seq %d is stored", store.ErrConflict, chat, seq)
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	return errors.Join(err, it.Close())
+}
+
+// appendKeys lists the message keys and the dedupe keys msgs write: one
+// record per (From, CMID) inside the window, the first message's, as
+// dedupeWriter.add decides.
+func appendKeys(msgs []store.Message, cutoff time.Time) ([]string, error) {
+	keys := make([]string, 0, 2*len(msgs))
+	var records map[string]struct{}
+	for i := range msgs {
+		m := &msgs[i]
+		if err := checkKeyPart(m.Chat); err != nil {
+			return nil, fmt.Errorf("chat %q: %w", m.Chat, err)
+		}
+		keys = append(keys, string(messageKey(nil, m.Chat, m.Seq)))
+		if m.CMID == "" || m.SentAt.Before(cutoff) {
+			continue
+		}
+		if err := checkKeyPart(m.From); err != nil {
+			return nil, fmt.Errorf("sender %q: %w", m.From, err)
+		}
+		k := string(dedupeKey(m.From, m.CMID))
+		if _, dup := records[k]; dup {
+			continue
+		}
+		if records == nil {
+			records = make(map[string]struct{})
+		}
+		records[k] = struct{}{}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// reserve claims keys for one append, all or none. A key already claimed,
+// by a concurrent append or earlier in the same list (a (chat, seq) twice
+// in one batch), is a conflict.
+func (s *Store) reserve(keys []string) error {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	for i, k := range keys {
+		if _, busy := s.inflight[k]; busy {
+			for _, k := range keys[:i] {
+				delete(s.inflight, k)
+			}
+			return fmt.Errorf("%w: key %q is being written by another append", store.ErrConflict, k)
+		}
+		s.inflight[k] = struct{}{}
+	}
+	return nil
+}
+
+// release ends the reservations of one append.
+func (s *Store) release(keys []string) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	for _, k := range keys {
+		delete(s.inflight, k)
+	}
 }
 
 // LastSeq reads the chat's last key only.

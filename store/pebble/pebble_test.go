@@ -202,7 +202,9 @@ func TestSweepKeepsReusedKey(t *testing.T) {
 	}
 }
 
-// LookupDedupe promises the message first stored for (sender, cmid).
+// LookupDedupe promises the message first stored for (sender, cmid): within
+// a batch the first message gets the record, and a later batch repeating a
+// live pair is refused whole.
 func TestDedupeFirstStoredWins(t *testing.T) {
 	ctx := t.Context()
 	s := openTest(t, t.TempDir(), Options{})
@@ -211,8 +213,11 @@ func TestDedupeFirstStoredWins(t *testing.T) {
 	if err := s.AppendMessages(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendMessages(ctx, []store.Message{msg("g:2", 1, "alice", "c", now)}); err != nil {
-		t.Fatal(err)
+	if err := s.AppendMessages(ctx, []store.Message{msg("g:2", 1, "alice", "c", now)}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("AppendMessages repeating a live cmid: err = %v, want ErrConflict", err)
+	}
+	if last, err := s.LastSeq(ctx, "g:2"); err != nil || last != 0 {
+		t.Fatalf("LastSeq(g:2) = %d, %v; want 0", last, err)
 	}
 	if ref, err := s.LookupDedupe(ctx, "alice", "c"); err != nil || ref.Chat != "g:1" || ref.Seq != 1 {
 		t.Fatalf("LookupDedupe = %+v, %v; want g:1 seq 1", ref, err)
@@ -328,5 +333,44 @@ func TestCodecRejectsCorrupt(t *testing.T) {
 	u := encodeUser(&store.User{ID: "u", Username: "n"})
 	if _, err := decodeUser(append(u, 0)); !errors.Is(err, errCorrupt) {
 		t.Errorf("decodeUser with trailing byte: err = %v, want errCorrupt", err)
+	}
+}
+
+// A refused batch leaves nothing behind in any of its chats: the checks run
+// before anything is written, and the batch is one atomic commit.
+func TestAppendConflictIsAtomic(t *testing.T) {
+	ctx := t.Context()
+	s := openTest(t, t.TempDir(), Options{})
+	now := time.Now()
+	if err := s.AppendMessages(ctx, []store.Message{msg("g:1", 1, "u", "a", now)}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		batch []store.Message
+	}{
+		{"taken seq in another chat", []store.Message{msg("g:2", 1, "u", "b", now), msg("g:1", 1, "u", "c", now)}},
+		{"live cmid in another chat", []store.Message{msg("g:2", 1, "u", "b", now), msg("g:3", 1, "u", "a", now)}},
+		{"same seq twice in the batch", []store.Message{msg("g:2", 1, "u", "b", now), msg("g:2", 1, "u", "c", now)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.AppendMessages(ctx, tc.batch); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("AppendMessages: err = %v, want ErrConflict", err)
+			}
+			for _, chat := range []string{"g:2", "g:3"} {
+				if last, err := s.LastSeq(ctx, chat); err != nil || last != 0 {
+					t.Fatalf("LastSeq(%s) = %d, %v; want 0", chat, last, err)
+				}
+			}
+			for _, cmid := range []string{"b", "c"} {
+				if _, err := s.LookupDedupe(ctx, "u", cmid); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("LookupDedupe(u, %s): err = %v, want ErrNotFound", cmid, err)
+				}
+			}
+			if len(s.inflight) != 0 {
+				t.Fatalf("%d keys still reserved after the refused batch", len(s.inflight))
+			}
+		})
 	}
 }

@@ -62,6 +62,12 @@ type Store struct {
 	// just replaced after reading the old one as expired.
 	dedupeMu sync.RWMutex
 
+	// inflight holds the message and dedupe keys of the appends between
+	// their checks and the end of their commits (see AppendMessages);
+	// appendMu guards it and is never held across a store read or write.
+	appendMu sync.Mutex
+	inflight map[string]struct{}
+
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
 	// blocksMu makes PutBlock's and PutRequest's keep-the-first check and
@@ -124,6 +130,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		now:       now,
 		stopSweep: cancel,
 		sweepDone: make(chan struct{}),
+		inflight:  make(map[string]struct{}),
 	}
 	go s.sweepLoop(ctx, every)
 	return s, nil

@@ -82,8 +82,13 @@ func TestDedupeWindowAndSweep(t *testing.T) {
 	if err := s.AppendMessages(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendMessages(ctx, []store.Message{msg("g:2", 1, "alice", "fresh", t0)}); err != nil {
-		t.Fatal(err)
+	// A live pair refuses the whole later batch.
+	err = s.AppendMessages(ctx, []store.Message{msg("g:2", 1, "alice", "fresh", t0)})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("AppendMessages repeating a live cmid: err = %v, want ErrConflict", err)
+	}
+	if last, err := s.LastSeq(ctx, "g:2"); err != nil || last != 0 {
+		t.Fatalf("LastSeq(g:2) after the refused batch = %d, %v; want 0", last, err)
 	}
 	if ref, err := s.LookupDedupe(ctx, "alice", "fresh"); err != nil || ref.Chat != "g:1" || ref.Seq != 2 {
 		t.Fatalf("LookupDedupe(fresh) = %+v, %v; want g:1 seq 2", ref, err)

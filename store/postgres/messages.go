@@ -2,12 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mqchat/mqchat/store"
 )
@@ -50,9 +52,10 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::byt
                      $6::text[], $7::bytea[], $8::bigint[], $9::timestamptz[])`
 
 // insertDedupe keeps the first message of the batch for each (sender, cmid)
-// (DISTINCT ON over the batch order) and an existing record unless it has
-// left the window ($7), as store.Dedupe promises. Messages without a cmid
-// or already outside the window get no record.
+// (DISTINCT ON over the batch order) and replaces an existing record only
+// once it has left the window ($7). Messages without a cmid or already
+// outside the window get no record. Against a live record the row is left
+// alone and not counted, which is how AppendMessages tells a conflict.
 const insertDedupe = `
 INSERT INTO dedupe (sender, cmid, chat_id, seq, id, sent_at)
 SELECT DISTINCT ON (sender, cmid) sender, cmid, chat_id, seq, id, sent_at
@@ -67,6 +70,13 @@ WHERE dedupe.sent_at < $7`
 // AppendMessages commits messages and dedupe records in one transaction;
 // with PostgreSQL's default synchronous_commit the commit returns once the
 // WAL is flushed, so a nil return means the batch survives a crash.
+//
+// The transaction is also the fence between two nodes that both believe
+// they write a chat: a taken (chat, seq) violates the primary key, and a
+// (sender, cmid) with a live record elsewhere leaves insertDedupe short of
+// one row. Either way the whole batch rolls back with store.ErrConflict.
+// A concurrent insert of the same key waits for the other transaction and
+// then sees its row, so two racing batches cannot both pass.
 func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
@@ -78,17 +88,54 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
 	}
-	cutoff := s.now().Add(-store.DedupeWindow)
+	// timestamptz keeps microseconds: truncating here makes the count below
+	// and the server's sent_at >= $7 agree on a record at the very edge.
+	cutoff := s.now().Add(-store.DedupeWindow).Truncate(time.Microsecond)
+	want := recordsWanted(msgs, c.sent, cutoff)
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(insertMessages, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.types, c.bodies, c.replies, c.sent)
 		b.Queue(insertDedupe, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.sent, cutoff)
-		return tx.SendBatch(ctx, b).Close()
+		br := tx.SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			return errors.Join(err, br.Close())
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return errors.Join(err, br.Close())
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if n := tag.RowsAffected(); n != int64(want) {
+			return fmt.Errorf("%w: %d of the batch's %d (sender, cmid) pairs have a live dedupe record",
+				store.ErrConflict, int64(want)-n, want)
+		}
+		return nil
 	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "40P01" { // deadlock_detected
+		// Two batches took the same keys in opposite orders: both wrote
+		// what another writer also writes, and this one was rolled back.
+		return fmt.Errorf("postgres: append: %w: %v", store.ErrConflict, err)
+	}
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", mapErr(ctx, err))
 	}
 	return nil
+}
+
+// recordsWanted counts the dedupe rows insertDedupe must write for the batch
+// to be free of conflicts: one per distinct (sender, cmid) inside the window.
+func recordsWanted(msgs []store.Message, sent []time.Time, cutoff time.Time) int {
+	seen := make(map[[2]string]struct{}, len(msgs))
+	for i, m := range msgs {
+		if m.CMID == "" || sent[i].Before(cutoff) {
+			continue
+		}
+		seen[[2]string{m.From, m.CMID}] = struct{}{}
+	}
+	return len(seen)
 }
 
 // LastSeq is a backward scan of the chat's primary-key range.

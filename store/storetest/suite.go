@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Users", userTests()},
 		{"Messages", messageTests()},
 		{"Dedupe", dedupeTests()},
+		{"Conflicts", conflictTests()},
 		{"Groups", groupTests()},
 		{"Cursors", cursorTests()},
 		{"Devices", deviceTests()},
