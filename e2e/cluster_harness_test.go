@@ -126,17 +126,7 @@ func (c *chatdCluster) server(i int) *server { return c.nodes[i].server() }
 
 // owner is the index of the node that owns chat while every node is live.
 func (c *chatdCluster) owner(chat string) int {
-	return c.ownerAmong(chat, c.all()...)
-}
-
-// ownerAmong is the index of the node that owns chat while only the nodes
-// listed are live.
-func (c *chatdCluster) ownerAmong(chat string, live ...int) int {
-	ids := make([]string, len(live))
-	for k, i := range live {
-		ids[k] = c.ids[i]
-	}
-	return slices.Index(c.ids, cluster.OwnerOf(chat, ids))
+	return slices.Index(c.ids, cluster.OwnerOf(chat, c.ids))
 }
 
 // waitMembers waits until each of the live nodes listed is ready and sees
@@ -227,16 +217,6 @@ func sumSamples(m map[string]float64, name string) (float64, error) {
 		return 0, errors.New("no sample " + name)
 	}
 	return sum, nil
-}
-
-// register makes n accounts through node i, named prefix-0...
-func (c *chatdCluster) register(t *testing.T, i int, prefix string, n int) []account {
-	t.Helper()
-	out := make([]account, n)
-	for k := range out {
-		out[k] = c.server(i).register(t, fmt.Sprintf("%s-%d", prefix, k))
-	}
-	return out
 }
 
 // peerOwnedBy registers accounts named prefix-0... through node via until
