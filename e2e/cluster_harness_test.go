@@ -106,6 +106,8 @@ func (c *chatdCluster) launch(t *testing.T, i int, opts procOpts) *chatdProc {
 		"--store.relational", "postgres",
 		"--store.messages", "postgres",
 		"--store.postgres.dsn", c.dsn,
+		// As testConfig: rate limits are tested on their own, and groups
+		// made of strangers take them at once.
 		"--limits.device_connects", "0",
 		"--limits.group_op_rate", "0",
 		"--limits.group_invites", "auto",
@@ -124,9 +126,9 @@ func (c *chatdCluster) all() []int {
 
 func (c *chatdCluster) server(i int) *server { return c.nodes[i].server() }
 
-// owner is the index of the node that owns chat while every node is live.
-func (c *chatdCluster) owner(chat string) int {
-	return slices.Index(c.ids, cluster.OwnerOf(chat, c.ids))
+// owner is the index of the node that owns chatID while every node is live.
+func (c *chatdCluster) owner(chatID string) int {
+	return slices.Index(c.ids, cluster.OwnerOf(chatID, c.ids))
 }
 
 // waitMembers waits until each of the live nodes listed is ready and sees
