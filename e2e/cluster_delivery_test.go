@@ -322,6 +322,15 @@ func TestClusterPresence(t *testing.T) {
 				if p.Status != status || p.Devices != devices {
 					return fmt.Errorf("%+v", p)
 				}
+				var list struct {
+					Presence []presenceMsg `json:"presence"`
+				}
+				if st := c.server(i).call(t, "GET", "/v1/presence?ids="+alice.ID, carol.Token, nil, nil, &list); st != http.StatusOK {
+					return fmt.Errorf("list: status %d", st)
+				}
+				if len(list.Presence) != 1 || list.Presence[0].Status != status || list.Presence[0].Devices != devices {
+					return fmt.Errorf("list: %+v", list.Presence)
+				}
 				return nil
 			})
 		}

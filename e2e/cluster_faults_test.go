@@ -34,8 +34,8 @@ func (c *chatdCluster) addrsOf(nodes ...int) func() []string {
 func TestClusterOwnerKilled(t *testing.T) {
 	const n1, n2, n3 = 0, 1, 2
 	c := startCluster(t, 3)
-	s1 := c.server(n1).register(t, "s1")
-	s2 := c.server(n2).register(t, "s2")
+	s1 := c.server(n1).register(t, "sender1")
+	s2 := c.server(n2).register(t, "sender2")
 	type recipient struct {
 		acct account
 		from account
@@ -59,15 +59,20 @@ func TestClusterOwnerKilled(t *testing.T) {
 	}
 	load := newSendLoad(t)
 	var chats []string
+	var targets []sendTarget
 	for k, r := range rs {
 		ch := chat.DirectChatID(r.from.ID, r.acct.ID)
 		chats = append(chats, ch)
-		load.send(senders[r.from.ID], sendTarget{to: "user:" + r.acct.ID, chat: ch}, 4, fmt.Sprintf("c%d", k))
+		targets = append(targets, sendTarget{to: "user:" + r.acct.ID, chat: ch})
+		load.send(senders[r.from.ID], targets[k], 4, fmt.Sprintf("c%d", k))
 	}
 
 	load.waitAcks(t, "sends before the kill", 200)
 	c.kill(t, n3)
 	killed := time.Now()
+	for k, r := range rs {
+		load.probe(senders[r.from.ID], targets[k], killed, fmt.Sprintf("probe%d", k))
+	}
 	c.waitMembers(t, n1, n2)
 	recovery := load.waitRecovered(t, killed, chats...)
 	t.Logf("the dead owner's chats accepted sends again %v after the kill", recovery)
@@ -99,16 +104,19 @@ func TestClusterOwnerPaused(t *testing.T) {
 
 	rlog := newInboxLog()
 	load := newSendLoad(t)
-	load.send(dialLive(t, s, "phone", c.addrsOf(n1, n2), nil), sendTarget{to: "user:" + r.ID, chat: ch}, 4, "s")
+	sender := dialLive(t, s, "phone", c.addrsOf(n1, n2), nil)
+	load.send(sender, sendTarget{to: "user:" + r.ID, chat: ch}, 4, "s")
 	load.send(dialLive(t, r, "phone", c.addrsOf(n2, n1), rlog.record, "users/"+r.ID+"/inbox"),
 		sendTarget{to: "user:" + s.ID, chat: ch}, 4, "r")
 	load.waitAcks(t, "sends before the pause", 150)
 
 	c.signal(t, n3, syscall.SIGSTOP)
 	paused := time.Now()
+	load.probe(sender, sendTarget{to: "user:" + r.ID, chat: ch}, paused, "probe")
 	c.waitMembers(t, n1, n2)
-	takeover := load.waitRecovered(t, paused.Add(clusterTTL), ch)
-	t.Logf("the chat accepted sends %v after the ttl of the paused owner ran out", takeover)
+	takeover := load.waitRecovered(t, paused, ch)
+	load.waitRecovered(t, paused.Add(clusterTTL), ch)
+	t.Logf("the chat accepted sends again %v after its owner was paused (ttl %v)", takeover, clusterTTL)
 	load.waitAcks(t, "sends while the owner is paused", 100)
 
 	// A probe sent while the node is stopped waits in its listen backlog
@@ -159,6 +167,11 @@ func TestClusterOwnerPaused(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the resumed node kept its client connected after losing its lease")
 	}
+	// Ready again only once it holds a lease again.
+	eventually(t, "the resumed node ready again", func() error { return c.ready(n3) })
+	if member, err := c.metric(n3, "mqchat_cluster_member"); err != nil || member != 1 {
+		t.Errorf("the resumed node answers /readyz 200 with mqchat_cluster_member = %v (%v): ready without its lease", member, err)
+	}
 	c.waitMembers(t, c.all()...)
 	if fenced, err := c.metric(n3, "mqchat_cluster_fenced_total"); err != nil || fenced < 1 {
 		t.Errorf("mqchat_cluster_fenced_total on the resumed node = %v (%v), want at least 1", fenced, err)
@@ -178,6 +191,9 @@ func TestClusterOwnerPaused(t *testing.T) {
 // cmid is stored once and seqs stay gap-free.
 func TestClusterRollingRestart(t *testing.T) {
 	c := startCluster(t, 3)
+	for i, p := range c.nodes {
+		t.Logf("%s: MQTT %s", c.ids[i], p.mqttAddr)
+	}
 	load := newSendLoad(t)
 	var chats []string
 	for i := range 3 {
@@ -194,7 +210,7 @@ func TestClusterRollingRestart(t *testing.T) {
 	for i := range 3 {
 		before, acked := time.Now(), load.total.Load()
 		c.restart(t, i)
-		t.Logf("%s restarted and rejoined in %v, %d sends acknowledged meanwhile", c.ids[i], time.Since(before), load.total.Load()-acked)
+		t.Logf("%s restarted at %s and rejoined in %v, %d sends acknowledged meanwhile", c.ids[i], before.Format("15:04:05.000"), time.Since(before), load.total.Load()-acked)
 		if load.total.Load() == acked {
 			t.Errorf("no send acknowledged while %s restarted", c.ids[i])
 		}

@@ -106,6 +106,8 @@ func (c *chatdCluster) launch(t *testing.T, i int, opts procOpts) *chatdProc {
 		"--store.relational", "postgres",
 		"--store.messages", "postgres",
 		"--store.postgres.dsn", c.dsn,
+		// As testConfig: rate limits are tested on their own, and groups
+		// made of strangers take them at once.
 		"--limits.device_connects", "0",
 		"--limits.group_op_rate", "0",
 		"--limits.group_invites", "auto",
@@ -124,19 +126,9 @@ func (c *chatdCluster) all() []int {
 
 func (c *chatdCluster) server(i int) *server { return c.nodes[i].server() }
 
-// owner is the index of the node that owns chat while every node is live.
-func (c *chatdCluster) owner(chat string) int {
-	return c.ownerAmong(chat, c.all()...)
-}
-
-// ownerAmong is the index of the node that owns chat while only the nodes
-// listed are live.
-func (c *chatdCluster) ownerAmong(chat string, live ...int) int {
-	ids := make([]string, len(live))
-	for k, i := range live {
-		ids[k] = c.ids[i]
-	}
-	return slices.Index(c.ids, cluster.OwnerOf(chat, ids))
+// owner is the index of the node that owns chatID while every node is live.
+func (c *chatdCluster) owner(chatID string) int {
+	return slices.Index(c.ids, cluster.OwnerOf(chatID, c.ids))
 }
 
 // waitMembers waits until each of the live nodes listed is ready and sees
@@ -227,16 +219,6 @@ func sumSamples(m map[string]float64, name string) (float64, error) {
 		return 0, errors.New("no sample " + name)
 	}
 	return sum, nil
-}
-
-// register makes n accounts through node i, named prefix-0...
-func (c *chatdCluster) register(t *testing.T, i int, prefix string, n int) []account {
-	t.Helper()
-	out := make([]account, n)
-	for k := range out {
-		out[k] = c.server(i).register(t, fmt.Sprintf("%s-%d", prefix, k))
-	}
-	return out
 }
 
 // peerOwnedBy registers accounts named prefix-0... through node via until

@@ -46,6 +46,7 @@ type liveConn struct {
 	mu    sync.Mutex
 	cur   *paho.Client
 	conn  net.Conn
+	addr  string        // cur's node
 	ready chan struct{} // closed once cur is set
 	done  chan struct{}
 	exit  chan struct{} // closed when the supervisor returned
@@ -65,7 +66,7 @@ func dialLive(t *testing.T, a account, device string, addrs func() []string, onM
 	t.Cleanup(lc.close)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if _, err := lc.get(ctx); err != nil {
+	if _, _, err := lc.get(ctx); err != nil {
 		t.Fatalf("%s: no connection: %v", lc.name, err)
 	}
 	return lc
@@ -83,12 +84,12 @@ func (lc *liveConn) close() {
 func (lc *liveConn) supervise() {
 	defer close(lc.exit)
 	for {
-		c, conn := lc.connect()
+		c, conn, addr := lc.connect()
 		if c == nil {
 			return // closed
 		}
 		lc.mu.Lock()
-		lc.cur, lc.conn = c, conn
+		lc.cur, lc.conn, lc.addr = c, conn, addr
 		close(lc.ready)
 		lc.mu.Unlock()
 		lc.connects.Add(1)
@@ -109,21 +110,21 @@ func (lc *liveConn) supervise() {
 
 // connect tries each address in turn until one accepts the device and its
 // subscriptions, or the conn is closed.
-func (lc *liveConn) connect() (*paho.Client, net.Conn) {
+func (lc *liveConn) connect() (*paho.Client, net.Conn, string) {
 	for {
 		for _, addr := range lc.addrs() {
 			select {
 			case <-lc.done:
-				return nil, nil
+				return nil, nil, ""
 			default:
 			}
 			if c, conn, err := lc.dial(addr); err == nil {
-				return c, conn
+				return c, conn, addr
 			}
 		}
 		select {
 		case <-lc.done:
-			return nil, nil
+			return nil, nil, ""
 		case <-time.After(50 * time.Millisecond): // every node refused: try them again
 		}
 	}
@@ -175,21 +176,22 @@ func (lc *liveConn) dial(addr string) (*paho.Client, net.Conn, error) {
 	return c, conn, nil
 }
 
-// get returns the current connection, waiting for a reconnect in progress.
-func (lc *liveConn) get(ctx context.Context) (*paho.Client, error) {
+// get returns the current connection and its node's address, waiting
+// for a reconnect in progress.
+func (lc *liveConn) get(ctx context.Context) (*paho.Client, string, error) {
 	for {
 		lc.mu.Lock()
-		c, ready := lc.cur, lc.ready
+		c, addr, ready := lc.cur, lc.addr, lc.ready
 		lc.mu.Unlock()
 		if c != nil {
-			return c, nil
+			return c, addr, nil
 		}
 		select {
 		case <-ready:
 		case <-lc.done:
-			return nil, errors.New("closed")
+			return nil, "", errors.New("closed")
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		}
 	}
 }
@@ -231,6 +233,7 @@ type sendLoad struct {
 	attempted map[string]string
 	refusals  map[string]int // reason of a failed attempt -> count
 	givenUp   []string
+	stalls    []string // sends that got no answer at all, for the log
 	total     atomic.Int64
 }
 
@@ -270,6 +273,38 @@ func (tr *sendLoad) send(lc *liveConn, target sendTarget, lanes int, prefix stri
 	}
 }
 
+// probe starts a fresh send to target every probeEvery from now until one
+// published at or after since is acknowledged: lanes stuck on a send to a
+// dead owner (until the request timeout) would otherwise hide when the
+// chat took sends again. Probe sends are sends like the others (retried,
+// checked in the store).
+func (tr *sendLoad) probe(lc *liveConn, target sendTarget, since time.Time, prefix string) {
+	const probeEvery = 100 * time.Millisecond
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		tick := time.NewTicker(probeEvery)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			if _, ok := tr.firstAckStartedAfter(target.chat, since); ok {
+				return
+			}
+			tr.wg.Add(1)
+			go func() {
+				defer tr.wg.Done()
+				tr.deliver(lc, target, fmt.Sprintf("%s-%d", prefix, n))
+			}()
+			select {
+			case <-tick.C:
+			case <-tr.stopping:
+				return
+			case <-tr.quit.Done():
+				return
+			}
+		}
+	}()
+}
+
 // deliver publishes cmid until a PUBACK with reason 0, reconnecting as
 // needed; false when it gave up at the deadline.
 func (tr *sendLoad) deliver(lc *liveConn, target sendTarget, cmid string) bool {
@@ -288,12 +323,22 @@ func (tr *sendLoad) deliver(lc *liveConn, target sendTarget, cmid string) bool {
 			return false
 		}
 		ctx, cancel := context.WithTimeout(tr.quit, publishTimeout)
-		c, err := lc.get(ctx)
+		c, addr, err := lc.get(ctx)
 		if err != nil {
 			cancel()
 			tr.refused("no connection: " + err.Error())
 			continue
 		}
+		// paho keeps a QoS 1 publish of a lost connection for a resumed
+		// session and would wait for its PUBACK until the timeout; this
+		// client starts clean, so a lost connection ends the attempt.
+		go func() {
+			select {
+			case <-c.Done():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		started := time.Now()
 		resp, err := c.Publish(ctx, &paho.Publish{Topic: "users/" + lc.acct.ID + "/send", QoS: 1, Payload: payload})
 		cancel()
@@ -307,7 +352,10 @@ func (tr *sendLoad) deliver(lc *liveConn, target sendTarget, cmid string) bool {
 		case resp != nil:
 			tr.refused(fmt.Sprintf("PUBACK 0x%02x", resp.ReasonCode))
 		case errors.Is(err, context.DeadlineExceeded):
-			tr.refused("no PUBACK within " + publishTimeout.String())
+			tr.refused("no PUBACK within " + publishTimeout.String() + " from " + addr)
+			tr.mu.Lock()
+			tr.stalls = append(tr.stalls, fmt.Sprintf("%s to %s via %s at %s", cmid, target.chat, addr, started.Format("15:04:05.000")))
+			tr.mu.Unlock()
 			lc.drop(c)
 		default:
 			tr.refused("connection lost")
@@ -331,6 +379,9 @@ func (tr *sendLoad) stop(t *testing.T) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	t.Logf("traffic: %d acknowledged of %d cmids; failed attempts: %v", len(tr.acked), len(tr.attempted), tr.refusals)
+	for _, s := range tr.stalls {
+		t.Logf("unanswered send: %s", s)
+	}
 	if len(tr.givenUp) > 0 {
 		t.Fatalf("%d cmids never acknowledged before the deadline, e.g. %v", len(tr.givenUp), tr.givenUp[:min(5, len(tr.givenUp))])
 	}
