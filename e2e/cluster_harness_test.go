@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/mqchat/mqchat/cluster"
+	"github.com/mqchat/mqchat/internal/natstest"
 	"github.com/mqchat/mqchat/internal/pgtest"
 	"github.com/mqchat/mqchat/services/chat"
 )
@@ -32,32 +32,8 @@ const (
 	clusterSecret = "e2e-cluster-secret-0123456789abcdefghijk" // 40 characters
 )
 
-// startNATS runs an embedded NATS server with JetStream on a random
-// loopback port and returns its client URL.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	opts := &natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      natsserver.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready for connections after 10s")
-	}
-	return ns.ClientURL()
-}
+// startNATS runs an embedded NATS server with JetStream for the test.
+func startNATS(t *testing.T) string { return natstest.Start(t) }
 
 // chatdCluster is n chatd nodes, n1..nN, on one NATS and one database.
 type chatdCluster struct {
