@@ -3,11 +3,13 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/nats-io/nats.go"
 )
 
@@ -18,9 +20,11 @@ type Local interface {
 }
 
 // Takeovers closes this node's session of a client id that connected to
-// another node (the broker side); found reports whether there was one.
+// another node (the broker side); found reports whether there was one, and
+// subs are its subscriptions when keep asks for them (the device resumes
+// its session there).
 type Takeovers interface {
-	CloseMoved(uid, clientID string) (found bool)
+	CloseMoved(uid, clientID string, keep bool) (subs []packets.Subscription, found bool)
 }
 
 // Acks takes acknowledgements of inbox deliveries made on other nodes, for
@@ -198,10 +202,12 @@ func (n *Node) serveUser(uid string, m *nats.Msg) {
 type takeoverRequest struct {
 	Client string `json:"client"`
 	Node   string `json:"node"`
+	Keep   bool   `json:"keep,omitempty"` // the device resumes its session: send its subscriptions
 }
 
 type takeoverReply struct {
-	Found bool `json:"found"`
+	Found bool                   `json:"found"`
+	Subs  []packets.Subscription `json:"subs,omitempty"`
 }
 
 func (n *Node) serveTakeover(uid string, m *nats.Msg, t Takeovers) {
@@ -209,10 +215,11 @@ func (n *Node) serveTakeover(uid string, m *nats.Msg, t Takeovers) {
 	if t == nil || json.Unmarshal(m.Data, &req) != nil || req.Node == n.id {
 		return
 	}
-	if !t.CloseMoved(uid, req.Client) {
+	subs, found := t.CloseMoved(uid, req.Client, req.Keep)
+	if !found {
 		return // only the node that had the client answers
 	}
-	b, _ := json.Marshal(takeoverReply{Found: true})
+	b, _ := json.Marshal(takeoverReply{Found: true, Subs: subs})
 	if m.Reply != "" {
 		if err := m.Respond(b); err != nil {
 			n.log.Warn("answer takeover", "error", err)
@@ -227,31 +234,35 @@ const takeoverWait = 150 * time.Millisecond
 
 // Takeover closes clientID of uid on whichever other node has it, before
 // this node accepts the new connection: the same device is never live on
-// two nodes. It returns when the old connection is closed, when no other
-// node holds uid at all (NATS answers "no responders" at once), or after a
+// two nodes. It returns when the old connection is closed (with its
+// session's subscriptions when keep asks for them), when no other node
+// holds uid at all (NATS answers "no responders" at once), or after a
 // short wait when other nodes hold uid but not this client id.
-func (n *Node) Takeover(ctx context.Context, uid, clientID string) {
-	b, _ := json.Marshal(takeoverRequest{Client: clientID, Node: n.id})
+func (n *Node) Takeover(ctx context.Context, uid, clientID string, keep bool) []packets.Subscription {
+	b, _ := json.Marshal(takeoverRequest{Client: clientID, Node: n.id, Keep: keep})
 	msg := nats.NewMsg(n.userSubject(uid, kindTakeover))
 	msg.Data = b
 	wait, err := n.calls.send(n, msg, "")
 	if err != nil {
 		n.m.Takeover("error")
 		n.log.Warn("takeover request", "user", uid, "client", clientID, "error", err)
-		return
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, takeoverWait)
 	defer cancel()
 	resp, err := wait(wctx)
+	var rep takeoverReply
 	switch {
-	case err == nil && len(resp.Data) > 0:
+	case err == nil && json.Unmarshal(resp.Data, &rep) == nil && rep.Found:
 		n.m.Takeover("closed")
-	case err == nil || err == nats.ErrNoResponders || wctx.Err() != nil:
+		return rep.Subs
+	case err == nil || errors.Is(err, nats.ErrNoResponders) || wctx.Err() != nil:
 		n.m.Takeover("none")
 	default:
 		n.m.Takeover("error")
 		n.log.Warn("takeover request", "user", uid, "client", clientID, "error", err)
 	}
+	return nil
 }
 
 type ackNotice struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -13,8 +14,9 @@ import (
 
 // ClusterNode is the cluster's side of sessions (cluster.Node).
 type ClusterNode interface {
-	// Takeover closes clientID on whichever other node has it.
-	Takeover(ctx context.Context, uid, clientID string)
+	// Takeover closes clientID on whichever other node has it; with
+	// keep, it returns that session's subscriptions.
+	Takeover(ctx context.Context, uid, clientID string, keep bool) []packets.Subscription
 	// Hold subscribes this node to uid's deliveries from other nodes
 	// while uid has a session here; Release undoes one Hold.
 	Hold(uid string) error
@@ -74,14 +76,18 @@ func (h *Cluster) Provides(b byte) bool {
 // OnSessionEstablish runs before the CONNACK: the old connection of this
 // client id on another node is closed first, and this node subscribes to
 // the user's deliveries before the client can subscribe to its topics.
-func (h *Cluster) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+func (h *Cluster) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	uid := string(cl.Properties.Username)
 	if uid == "" {
 		return // anonymous clients have no user subtree
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-	h.node.Takeover(ctx, uid, cl.ID)
+	keep := !pk.Connect.Clean
+	subs := h.node.Takeover(ctx, uid, cl.ID, keep)
 	cancel()
+	if keep && len(subs) > 0 {
+		h.resume(cl, subs)
+	}
 	h.mu.Lock()
 	prev := h.held[cl.ID]
 	h.held[cl.ID] = cl
@@ -92,6 +98,29 @@ func (h *Cluster) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if err := h.node.Hold(uid); err != nil {
 		h.logger.Error("cluster: receive user deliveries", "user", uid, "client", cl.ID, "error", err)
 	}
+}
+
+// resume gives a device that moved here the session it had on another
+// node: a stand-in for it, holding its subscriptions, is registered the way
+// mochi restores stored sessions at start-up, and mochi's own takeover of
+// that stand-in then carries the subscriptions over and answers
+// session_present. Queued QoS 1 messages do not move: sync recovers them.
+func (h *Cluster) resume(cl *mqtt.Client, subs []packets.Subscription) {
+	if _, ok := h.server.Clients.Get(cl.ID); ok {
+		return // a session of its own here wins
+	}
+	old := h.server.NewClient(nil, cl.Net.Listener, cl.ID, false)
+	old.Properties.Username = cl.Properties.Username
+	old.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	old.Stop(packets.ErrSessionTakenOver)
+	for _, sub := range subs {
+		sub.Identifiers = nil
+		old.State.Subscriptions.Add(sub.Filter, sub)
+		if h.server.Topics.Subscribe(cl.ID, sub) {
+			atomic.AddInt64(&h.server.Info.Subscriptions, 1) // as mochi counts its own
+		}
+	}
+	h.server.Clients.Add(old)
 }
 
 // OnDisconnect releases the hold of a session that ends with its
@@ -124,15 +153,21 @@ func (h *Cluster) release(cl *mqtt.Client) {
 // connected to another node: a live connection gets DISCONNECT 0x8E
 // (session taken over) and is counted out of presence here, and the
 // session goes, so the device is held only where it is now.
-func (h *Cluster) CloseMoved(uid, clientID string) bool {
+func (h *Cluster) CloseMoved(uid, clientID string, keep bool) ([]packets.Subscription, bool) {
 	cl, ok := h.server.Clients.Get(clientID)
 	if !ok || string(cl.Properties.Username) != uid || cl.Net.Inline {
-		return false
+		return nil, false
+	}
+	var subs []packets.Subscription
+	if keep {
+		for _, sub := range cl.State.Subscriptions.GetAll() {
+			subs = append(subs, sub)
+		}
 	}
 	if h.presence != nil {
 		h.presence.Moving(cl)
 	}
 	h.dropper.DropSession(cl, packets.ErrSessionTakenOver)
 	h.release(cl)
-	return true
+	return subs, true
 }
