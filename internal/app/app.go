@@ -107,6 +107,9 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 			a.presence.Close() // its publishing workers
 		}
 		a.closePush()
+		if a.cluster != nil {
+			a.cluster.Close()
+		}
 		_ = st.Close()
 		return nil, err
 	}
