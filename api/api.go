@@ -38,10 +38,12 @@ type Chats interface {
 
 // Options wires the API.
 type Options struct {
-	Accounts        Accounts
-	Chats           Chats
-	Groups          Groups
-	Ready           func(ctx context.Context) error // nil error = ready
+	Accounts Accounts
+	Chats    Chats
+	Groups   Groups
+	Ready    func(ctx context.Context) error // nil error = ready
+	// Discovery enables GET /v1/discovery.
+	Discovery       Discovery
 	Metrics         http.Handler
 	Logger          *slog.Logger
 	MaxMessageBytes int
@@ -100,6 +102,7 @@ func New(opts Options) http.Handler {
 
 	v1 := r.Group("/v1")
 	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
+	a.routeDiscovery(v1)
 	authRoutes := v1.Group("/auth", a.limitAuth, a.labelSession)
 	authRoutes.POST("/register", a.register)
 	authRoutes.POST("/login", a.login)

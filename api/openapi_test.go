@@ -76,7 +76,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Metrics: gin.New()}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

@@ -107,7 +107,7 @@ func (n *Node) Forward(ctx context.Context, node string, m store.Message, recipi
 	msg := nats.NewMsg(n.subject("node", node, "send"))
 	msg.Data = b
 	msg.Header.Set(timeoutHeader, strconv.FormatInt(timeout.Milliseconds(), 10))
-	wait, err := n.calls.send(n, msg)
+	wait, err := n.calls.send(n, msg, node)
 	if err != nil {
 		n.m.Forwarded("error", time.Since(start))
 		return nil, unavailable("the chat's node cannot be reached, retry with the same cmid", err)
@@ -206,22 +206,44 @@ func (n *Node) serveSend(msg *nats.Msg) {
 type calls struct {
 	mu      sync.Mutex
 	next    uint64
-	pending map[string]chan *nats.Msg
+	pending map[string]call
 }
 
-func (c *calls) init() { c.pending = make(map[string]chan *nats.Msg) }
+type call struct {
+	ch   chan *nats.Msg
+	node string // "" = not addressed to one node
+}
+
+// errNodeLeft answers the calls to a node that left the view: a paused
+// node keeps its NATS subscriptions, so its requests would otherwise wait
+// for the whole timeout after the others took its chats.
+var errNodeLeft = errors.New("cluster: the node left the cluster")
+
+func (c *calls) init() { c.pending = make(map[string]call) }
+
+// failNode ends every call waiting on node with errNodeLeft.
+func (c *calls) failNode(node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for token, cl := range c.pending {
+		if cl.node == node {
+			delete(c.pending, token)
+			close(cl.ch)
+		}
+	}
+}
 
 func (n *Node) replyPrefix() string { return n.subject("reply", n.id) + "." }
 
 // send publishes msg with a fresh reply subject; wait returns the first
 // answer. A "no responders" status (nobody subscribes to the subject: the
 // node is gone) is an error at once.
-func (c *calls) send(n *Node, msg *nats.Msg) (wait func(context.Context) (*nats.Msg, error), err error) {
+func (c *calls) send(n *Node, msg *nats.Msg, node string) (wait func(context.Context) (*nats.Msg, error), err error) {
 	ch := make(chan *nats.Msg, 1)
 	c.mu.Lock()
 	c.next++
 	token := strconv.FormatUint(c.next, 36)
-	c.pending[token] = ch
+	c.pending[token] = call{ch: ch, node: node}
 	c.mu.Unlock()
 	drop := func() {
 		c.mu.Lock()
@@ -236,7 +258,10 @@ func (c *calls) send(n *Node, msg *nats.Msg) (wait func(context.Context) (*nats.
 	return func(ctx context.Context) (*nats.Msg, error) {
 		defer drop()
 		select {
-		case m := <-ch:
+		case m, ok := <-ch:
+			if !ok {
+				return nil, errNodeLeft
+			}
 			if noResponders(m) {
 				return nil, nats.ErrNoResponders
 			}
@@ -254,13 +279,13 @@ func noResponders(m *nats.Msg) bool {
 func (c *calls) answer(n *Node, m *nats.Msg) {
 	token := m.Subject[len(n.replyPrefix()):]
 	c.mu.Lock()
-	ch := c.pending[token]
-	c.mu.Unlock()
-	if ch == nil {
-		return // the caller gave up
+	defer c.mu.Unlock()
+	cl, ok := c.pending[token]
+	if !ok {
+		return // the caller gave up, or the node left
 	}
 	select {
-	case ch <- m:
+	case cl.ch <- m:
 	default: // a second answer (takeover replies from several nodes): the first counts
 	}
 }

@@ -197,6 +197,9 @@ func (n *Node) changed(c change) {
 		return
 	}
 	n.m.SetNodes(n.view.size())
+	for _, id := range c.left {
+		n.calls.failNode(id)
+	}
 	n.log.Info("cluster view changed", "joined", c.joined, "left", c.left, "nodes", n.view.size())
 	n.hooksMu.Lock()
 	fs := slices.Clone(n.onChange)

@@ -113,6 +113,8 @@ type Node struct {
 	hooksMu  sync.Mutex
 	onFence  []func()
 	onChange []func(joined, left []string)
+	// onInvalidate hears cache invalidations from other nodes.
+	onInvalidate []func(kind string, keys []string)
 	owned    OwnedSender
 	local    Local
 	takeover Takeovers

@@ -82,6 +82,7 @@ func (n *Node) subscribe() error {
 		{n.subject("node", n.id, "acked"), n.serveAcked},
 		{n.replyPrefix() + "*", func(m *nats.Msg) { n.calls.answer(n, m) }},
 		{n.subject("presence"), n.servePresenceUpdate},
+		{n.subject("invalidate"), n.serveInvalidate},
 	}
 	for _, s := range subs {
 		sub, err := n.nc.Subscribe(s.subject, s.handle)
@@ -233,7 +234,7 @@ func (n *Node) Takeover(ctx context.Context, uid, clientID string) {
 	b, _ := json.Marshal(takeoverRequest{Client: clientID, Node: n.id})
 	msg := nats.NewMsg(n.userSubject(uid, kindTakeover))
 	msg.Data = b
-	wait, err := n.calls.send(n, msg)
+	wait, err := n.calls.send(n, msg, "")
 	if err != nil {
 		n.m.Takeover("error")
 		n.log.Warn("takeover request", "user", uid, "client", clientID, "error", err)

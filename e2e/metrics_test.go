@@ -2,24 +2,36 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scrape returns every sample on /metrics, keyed by name{labels}.
 func scrape(t *testing.T, s *server) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(s.base + "/metrics")
+	out, err := scrapeURL(s.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// scrapeURL is scrape for callers that may hit a node that is down.
+func scrapeURL(url string) (map[string]float64, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("/metrics: status %d: %s", resp.StatusCode, body)
+		return nil, fmt.Errorf("/metrics: status %d: %s", resp.StatusCode, body)
 	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
@@ -32,14 +44,11 @@ func scrape(t *testing.T, s *server) map[string]float64 {
 		i := strings.LastIndexByte(line, ' ')
 		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
 		out[line[:i]] = v
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return out, sc.Err()
 }
 
 // TestMetricsMoveWithTraffic: /metrics shows the broker's and the

@@ -173,17 +173,32 @@ type chatdProc struct {
 // still running, and its stderr is logged when the test failed.
 func startChatd(t *testing.T, name, dataDir string) *chatdProc {
 	t.Helper()
+	return startChatdWith(t, name, dataDir, procOpts{})
+}
+
+// procOpts is what a caller adds to the usual test process: flags after
+// the test ones, and fixed ports for a restart that must keep its
+// addresses (empty: fresh ones).
+type procOpts struct {
+	args               []string
+	mqttAddr, httpAddr string
+}
+
+// startChatdWith is startChatd with opts.
+func startChatdWith(t *testing.T, name, dataDir string, opts procOpts) *chatdProc {
+	t.Helper()
 	bin := chatdBinary(t)
 	const attempts = 3
 	for i := 1; ; i++ {
-		p := launchChatd(t, bin, name, dataDir)
+		p := launchChatd(t, bin, name, dataDir, opts)
 		err := p.waitReady(readyTimeout)
 		if err == nil {
 			return p
 		}
 		p.kill(t)
-		// Ports are picked then released, so another process can win one.
-		if i < attempts && strings.Contains(p.stderr.String(), "address already in use") {
+		// Ports are picked then released, so another process can win one;
+		// fixed ports are the caller's to keep.
+		if i < attempts && opts.mqttAddr == "" && strings.Contains(p.stderr.String(), "address already in use") {
 			t.Logf("%s: port taken, retrying: %v", name, err)
 			continue
 		}
@@ -191,14 +206,20 @@ func startChatd(t *testing.T, name, dataDir string) *chatdProc {
 	}
 }
 
-func launchChatd(t *testing.T, bin, name, dataDir string) *chatdProc {
+func launchChatd(t *testing.T, bin, name, dataDir string, opts procOpts) *chatdProc {
 	t.Helper()
 	p := &chatdProc{
-		name: name, dataDir: dataDir, mqttAddr: freePort(t), httpAddr: freePort(t),
+		name: name, dataDir: dataDir, mqttAddr: opts.mqttAddr, httpAddr: opts.httpAddr,
 		stderr: &syncBuffer{}, exited: make(chan struct{}),
 	}
+	if p.mqttAddr == "" {
+		p.mqttAddr = freePort(t)
+	}
+	if p.httpAddr == "" {
+		p.httpAddr = freePort(t)
+	}
 	p.base = "http://" + p.httpAddr
-	p.cmd = exec.Command(bin, "serve",
+	args := []string{"serve",
 		"--data_dir", dataDir,
 		"--mqtt.addr", p.mqttAddr,
 		"--mqtt.ws_addr=",
@@ -207,7 +228,8 @@ func launchChatd(t *testing.T, bin, name, dataDir string) *chatdProc {
 		"--limits.send_rate", "0", // the crash test sends as fast as it can
 		"--limits.auth_rate", "0",
 		"--log.level", "warn",
-	)
+	}
+	p.cmd = exec.Command(bin, append(args, opts.args...)...)
 	p.cmd.Env = childEnv(backendEnv(t)...)
 	p.cmd.Stdout = p.stderr // serve prints nothing on stdout; keep both together
 	p.cmd.Stderr = p.stderr

@@ -255,6 +255,7 @@ func (a *App) build(secret []byte) error {
 		MaxBlocks:    cfg.Limits.MaxBlocks,
 		GroupInvites: cfg.Limits.GroupInvites,
 		Logger:       a.log.With("component", "consent"),
+		Changed:      a.consentChanged,
 	})
 	// Who may see whose presence, asked before every presence delivery:
 	// answered from memory, kept exact by the groups service and the chat
@@ -264,6 +265,7 @@ func (a *App) build(secret []byte) error {
 	presenceMetrics := metrics.NewPresence(reg, pipeline, func() int { return vis.Len() }, func() int { return a.presence.Pending() })
 	vis = visibility.New(a.store, visibility.Options{Size: cfg.Presence.VisibilityCacheSize, Metrics: presenceMetrics, Consent: consentSvc})
 	consentSvc.SetRelations(vis)
+	membership := a.clusterMembership(vis, consentSvc)
 	var localPresence presence.LocalObserver
 	if a.cluster != nil {
 		localPresence = a.cluster
@@ -295,7 +297,7 @@ func (a *App) build(secret []byte) error {
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
-		Started:         vis,
+		Started:         membership,
 		Blocks:          consentSvc,
 		Requests:        consentSvc,
 		Router:          chatRouter(a.cluster),
@@ -307,7 +309,7 @@ func (a *App) build(secret []byte) error {
 	})
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
-		Membership: vis,
+		Membership: membership,
 		Consent:    consentSvc,
 		Logger:     a.log.With("component", "groups"),
 		OpRate:     cfg.Limits.GroupOpRate,
@@ -399,6 +401,7 @@ func (a *App) build(secret []byte) error {
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
 			Accounts: a.auth, Chats: a.chat, Groups: groupsSvc, Ready: a.ready,
+			Discovery:       a.discover,
 			Metrics:         publicMetrics(cfg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
 			Logger:          a.log.With("component", "http"),
 			MaxMessageBytes: cfg.Limits.MaxMessageBytes,

@@ -13,11 +13,15 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mqchat/mqchat/api"
 	"github.com/mqchat/mqchat/cluster"
 	"github.com/mqchat/mqchat/hooks"
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/internal/metrics"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/consent"
+	"github.com/mqchat/mqchat/services/groups"
+	"github.com/mqchat/mqchat/services/visibility"
 )
 
 // openCluster connects to NATS and claims a message-id slot; nil in
@@ -160,4 +164,92 @@ func (a *App) wireCluster(outbox *hooks.Outbox, presenceHook *hooks.Presence, de
 	n.OnChange(func(_, _ []string) { a.chat.OwnershipChanged() })
 	n.OnFence(a.fenced)
 	return nil
+}
+
+// Kinds of cache invalidations nodes broadcast.
+const (
+	invalidConsent      = "consent"       // keys: the user whose consent changed
+	invalidMembers      = "members"       // keys: group id, then the users who joined or left
+	invalidGroupDeleted = "group_deleted" // keys: group id
+	invalidDirect       = "direct"        // keys: the two users of a 1:1 chat's first message
+)
+
+// consentChanged tells the other nodes to drop what they cached about
+// uid's consent (blocks, privacy, requests).
+func (a *App) consentChanged(uid string) {
+	if a.cluster != nil {
+		a.cluster.Invalidate(invalidConsent, uid)
+	}
+}
+
+// membershipRelay is what the groups service and the chat writers report
+// membership changes to: the local visibility index, and in a cluster every
+// other node's.
+type membershipRelay struct {
+	vis  *visibility.Index
+	node *cluster.Node
+}
+
+func (m membershipRelay) MembersChanged(gid string, uids []string) {
+	m.vis.MembersChanged(gid, uids)
+	m.node.Invalidate(invalidMembers, append([]string{gid}, uids...)...)
+}
+
+func (m membershipRelay) GroupDeleted(gid string) {
+	m.vis.GroupDeleted(gid)
+	m.node.Invalidate(invalidGroupDeleted, gid)
+}
+
+func (m membershipRelay) DirectChatStarted(a, b string) {
+	m.vis.DirectChatStarted(a, b)
+	m.node.Invalidate(invalidDirect, a, b)
+}
+
+// clusterMembership returns vis itself on one node; in a cluster a relay
+// to the other nodes, whose invalidations it applies here.
+func (a *App) clusterMembership(vis *visibility.Index, consentSvc *consent.Service) interface {
+	groups.Membership
+	chat.DirectStarts
+} {
+	if a.cluster == nil {
+		return vis
+	}
+	a.cluster.OnInvalidate(func(kind string, keys []string) {
+		switch {
+		case kind == invalidConsent:
+			for _, uid := range keys {
+				consentSvc.Forget(uid)
+			}
+		case kind == invalidMembers && len(keys) >= 1:
+			vis.MembersChanged(keys[0], keys[1:])
+		case kind == invalidGroupDeleted && len(keys) == 1:
+			vis.GroupDeleted(keys[0])
+		case kind == invalidDirect && len(keys) == 2:
+			vis.DirectChatStarted(keys[0], keys[1])
+		default:
+			a.log.Warn("cluster: unknown cache invalidation ignored", "kind", kind, "keys", len(keys))
+		}
+	})
+	return membershipRelay{vis: vis, node: a.cluster}
+}
+
+// discover lists the nodes clients may use: every live node of the
+// cluster that holds its membership, or this node alone.
+func (a *App) discover() []api.DiscoveryNode {
+	var infos []cluster.NodeInfo
+	if a.cluster != nil {
+		if a.cluster.Check() != nil {
+			return nil // a node out of the cluster should not send clients anywhere
+		}
+		infos = a.cluster.Nodes()
+	} else {
+		info := a.advertised()
+		info.ID = "single"
+		infos = []cluster.NodeInfo{info}
+	}
+	out := make([]api.DiscoveryNode, len(infos))
+	for i, n := range infos {
+		out[i] = api.DiscoveryNode{ID: n.ID, MQTT: n.MQTT, WS: n.WS, HTTP: n.HTTP, Connections: n.Connections}
+	}
+	return out
 }

@@ -53,6 +53,10 @@ type Options struct {
 	GroupInvites string
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Changed, when set, is told of every user whose consent changed here,
+	// after the local cache dropped it: a cluster tells the other nodes,
+	// which call Forget.
+	Changed func(uid string)
 }
 
 // Service implements consent. It is safe for concurrent use.
@@ -242,6 +246,15 @@ func (s *Service) user(ctx context.Context, uid string) (*userState, error) {
 }
 
 func (s *Service) forget(uid string) {
+	s.Forget(uid)
+	if s.opts.Changed != nil {
+		s.opts.Changed(uid)
+	}
+}
+
+// Forget drops what is cached about uid: its consent changed on another
+// node.
+func (s *Service) Forget(uid string) {
 	s.mu.Lock()
 	s.gen.Add(1)
 	delete(s.cache, uid)
