@@ -14,8 +14,8 @@
 #   BENCH_ROUNDS [3]       rounds (quick: 1); each runs every combination
 #   BENCH_PAIRS [30]       sender→recipient pairs per run (quick: 12)
 #   BENCH_RATE [150]       the fixed load, messages/s over all pairs (quick: 60)
-#   BENCH_SECONDS [8]      how long a fixed-load run sends (quick: 4)
-#   BENCH_MESSAGES [400]   messages per pair of a saturation run (quick: 100)
+#   BENCH_SECONDS [10]     how long a fixed-load run sends (quick: 6)
+#   BENCH_MESSAGES [600]   messages per pair of a saturation run (quick: 400)
 #   BENCH_VERSIONS ["3.1.1 5"]  MQTT versions
 #   BENCH_OUT [bench-results/cluster-<time>]   JSON results and logs
 #   BENCH_PG_DSN           use this PostgreSQL (an empty database chatd may
@@ -25,9 +25,9 @@ cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_rounds=1 d_pairs=12 d_rate=60 d_secs=4 d_msgs=100
+	d_rounds=1 d_pairs=12 d_rate=60 d_secs=6 d_msgs=400
 else
-	d_rounds=3 d_pairs=30 d_rate=150 d_secs=8 d_msgs=400
+	d_rounds=3 d_pairs=30 d_rate=150 d_secs=10 d_msgs=600
 fi
 rounds=${BENCH_ROUNDS:-$d_rounds}
 pairs=${BENCH_PAIRS:-$d_pairs}
