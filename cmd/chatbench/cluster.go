@@ -36,6 +36,9 @@ func (o options) validateCluster() error {
 	if len(o.HTTPs) != len(o.MQTTs) {
 		errs = append(errs, fmt.Errorf("--http has %d addresses for %d --mqtt targets: each node's /metrics is read", len(o.HTTPs), len(o.MQTTs)))
 	}
+	if o.Idle < 0 || o.Idle > time.Minute {
+		errs = append(errs, errors.New("--idle must be 0-1m"))
+	}
 	if o.Placement == placeCross && len(o.Nodes) < 3 {
 		errs = append(errs, errors.New("--placement cross needs at least 3 nodes"))
 	}
@@ -115,6 +118,12 @@ func clusterScenario(ctx context.Context, o options, log *slog.Logger, stderr io
 	}
 	t.codec = cc
 	probe := func(ctx context.Context) func(context.Context, *report) {
+		idle, err := measureIdle(ctx, o, o.Idle)
+		if err != nil {
+			log.Warn("cluster figures not measured", "error", err)
+			return func(context.Context, *report) {}
+		}
+		cr.Idle = idle
 		before, err := scrapeCluster(ctx, o)
 		if err != nil {
 			log.Warn("cluster figures not measured", "error", err)
@@ -153,6 +162,56 @@ type clusterReport struct {
 	// nodes, and a heavier client library leaves them less.
 	LoadGenCPUSec float64 `json:"loadgen_cpu_sec"`
 	LoadGenCPUPer float64 `json:"loadgen_cpu_us_per_msg"`
+	// Idle is the cluster with the run's clients connected and silent,
+	// just before sending: what the figures above include besides the
+	// messages (membership renewals, presence, metrics, the runtime).
+	Idle *idleReport `json:"idle,omitempty"`
+}
+
+// idleReport is per second of the idle window.
+type idleReport struct {
+	Seconds        float64   `json:"seconds"`
+	NodeCPU        []float64 `json:"node_cpu_ms_per_sec"` // per node, in --nodes order
+	NATSInMsgs     float64   `json:"nats_in_msgs_per_sec"`
+	NATSOutMsgs    float64   `json:"nats_out_msgs_per_sec"`
+	NATSInBytes    float64   `json:"nats_in_bytes_per_sec"`
+	NATSOutBytes   float64   `json:"nats_out_bytes_per_sec"`
+	ForwardsPerSec float64   `json:"forwards_per_sec"`
+}
+
+// measureIdle reads the cluster twice, window apart, with nothing sent in
+// between; a zero window measures nothing.
+func measureIdle(ctx context.Context, o options, window time.Duration) (*idleReport, error) {
+	if window <= 0 {
+		return nil, nil
+	}
+	a, err := scrapeCluster(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if !sleepCtx(ctx, window) {
+		return nil, ctx.Err()
+	}
+	b, err := scrapeCluster(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	secs := time.Since(start).Seconds()
+	idle := &idleReport{Seconds: secs}
+	var fw float64
+	for i := range a.cpu {
+		idle.NodeCPU = append(idle.NodeCPU, (b.cpu[i]-a.cpu[i])*1000/secs)
+		fw += b.forwardsOK[i] - a.forwardsOK[i]
+	}
+	idle.ForwardsPerSec = fw / secs
+	if a.varz != nil && b.varz != nil {
+		idle.NATSInMsgs = float64(b.varz.InMsgs-a.varz.InMsgs) / secs
+		idle.NATSOutMsgs = float64(b.varz.OutMsgs-a.varz.OutMsgs) / secs
+		idle.NATSInBytes = float64(b.varz.InBytes-a.varz.InBytes) / secs
+		idle.NATSOutBytes = float64(b.varz.OutBytes-a.varz.OutBytes) / secs
+	}
+	return idle, nil
 }
 
 type nodeReport struct {
@@ -293,6 +352,10 @@ func (c *clusterReport) print(w io.Writer) {
 		fmt.Fprintf(w, "  NATS         per message: %.2f msgs in, %.2f out; %.0f bytes in, %.0f out\n",
 			c.NATS.InMsgsPerMsg, c.NATS.OutMsgsPerMsg, c.NATS.InBytesPerMsg, c.NATS.OutBytesPerMsg)
 	}
+	if i := c.Idle; i != nil {
+		fmt.Fprintf(w, "  idle         over %.1fs: node CPU %s ms/s; NATS %.1f msgs/s in, %.1f out, %.0f bytes/s in\n",
+			i.Seconds, fmtFloats(i.NodeCPU, "%.1f"), i.NATSInMsgs, i.NATSOutMsgs, i.NATSInBytes)
+	}
 	if c.OwnershipNote != "" {
 		fmt.Fprintf(w, "  WARNING      %s\n", c.OwnershipNote)
 	}
@@ -387,6 +450,14 @@ func (m metricSet) sum(name string, want map[string]string) (total float64, ok b
 		}
 	}
 	return total, ok
+}
+
+func fmtFloats(xs []float64, format string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(s, "/")
 }
 
 func readSelfCPU() (time.Duration, error) {

@@ -105,6 +105,7 @@ type options struct {
 	Nodes       []string // node ids, one per MQTT target, in the same order
 	Placement   string   // same or cross
 	NATSMonitor string   // nats-server monitoring address, "" = none
+	Idle        time.Duration
 }
 
 var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm", "cluster"}
@@ -125,6 +126,7 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.StringVar(&o.MQTTVersion, "mqtt-version", "5", "MQTT version of the clients of direct, group, raw and cluster: 5 or 3.1.1")
 	nodes := fs.String("nodes", "", "cluster: comma-separated node ids (cluster.node_id), one per --mqtt target in the same order")
 	fs.StringVar(&o.Placement, "placement", "same", "cluster: same (sender and recipient on the node owning their chat) or cross (sender, recipient and owner on three different nodes)")
+	fs.DurationVar(&o.Idle, "idle", 2*time.Second, "cluster: how long to measure the nodes and NATS with the clients connected and silent before sending, 0-1m (0 = not measured)")
 	fs.StringVar(&o.NATSMonitor, "nats-monitor", "", "cluster: nats-server monitoring address (-m) whose /varz counts NATS traffic; empty = not measured")
 	fs.StringVar(&o.TargetName, "target", "", "name of the server in the report (default chatd, or broker for raw)")
 	fs.IntVar(&o.Pairs, "pairs", 50, "sender→recipient pairs (direct, raw --shape pairs), 1-10000")
