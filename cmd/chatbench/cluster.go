@@ -155,6 +155,7 @@ type clusterReport struct {
 	ForwardsOK     float64 `json:"forwards_ok"`
 	ForwardsFailed float64 `json:"forwards_failed"`
 	RelaysOut      float64 `json:"relays_out"`
+	RelaysOutEvent float64 `json:"relays_out_events"` // of RelaysOut, kind="events"
 	// OwnershipNote is set when the forwards do not match the placement.
 	OwnershipNote string       `json:"ownership_note,omitempty"`
 	NATS          *natsTraffic `json:"nats,omitempty"`
@@ -242,9 +243,9 @@ type natsTraffic struct {
 
 // clusterSample is one reading of every node and of NATS.
 type clusterSample struct {
-	cpu, forwardsOK, forwardsFailed, relaysOut []float64 // per node
-	varz                                       *varz
-	self                                       time.Duration // chatbench's CPU
+	cpu, forwardsOK, forwardsFailed, relaysOut, relaysEvents []float64 // per node
+	varz                                                     *varz
+	self                                                     time.Duration // chatbench's CPU
 }
 
 type varz struct {
@@ -278,6 +279,8 @@ func scrapeCluster(ctx context.Context, o options) (clusterSample, error) {
 		s.forwardsOK = append(s.forwardsOK, okFw)
 		s.forwardsFailed = append(s.forwardsFailed, all-okFw)
 		s.relaysOut = append(s.relaysOut, out)
+		ev, _ := m.sum("mqchat_cluster_relays_total", map[string]string{"direction": "out", "kind": "events"})
+		s.relaysEvents = append(s.relaysEvents, ev)
 	}
 	if o.NATSMonitor != "" {
 		var v varz
@@ -307,6 +310,7 @@ func (c *clusterReport) fill(before, after clusterSample, r *report) {
 		c.ForwardsOK += after.forwardsOK[i] - before.forwardsOK[i]
 		c.ForwardsFailed += after.forwardsFailed[i] - before.forwardsFailed[i]
 		c.RelaysOut += after.relaysOut[i] - before.relaysOut[i]
+		c.RelaysOutEvent += after.relaysEvents[i] - before.relaysEvents[i]
 	}
 	r.ServerCPUSec, r.CPUPerDelivery = cpu, perMsg(cpu*1e6)
 	c.LoadGenCPUSec = (after.self - before.self).Seconds()
@@ -341,8 +345,8 @@ func ownershipNote(placement string, forwards float64, acked int64) string {
 }
 
 func (c *clusterReport) print(w io.Writer) {
-	fmt.Fprintf(w, "  cluster      %s-node pairs, MQTT %s; forwarded %.0f (failed %.0f), relayed %.0f\n",
-		c.Placement, c.MQTTVersion, c.ForwardsOK, c.ForwardsFailed, c.RelaysOut)
+	fmt.Fprintf(w, "  cluster      %s-node pairs, MQTT %s; forwarded %.0f (failed %.0f), relayed %.0f (%.0f events)\n",
+		c.Placement, c.MQTTVersion, c.ForwardsOK, c.ForwardsFailed, c.RelaysOut, c.RelaysOutEvent)
 	for _, n := range c.Nodes {
 		fmt.Fprintf(w, "  node %-7s owns %d chats, %d senders, %d recipients: CPU %.2fs, %.1fµs per message\n",
 			n.ID, n.Owns, n.Senders, n.Recipients, n.CPUSec, n.CPUPerMsg)

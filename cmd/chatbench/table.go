@@ -57,6 +57,8 @@ type clusterFigures struct {
 	natsInB, natsOutB  float64            // NATS bytes per chat message
 	forwarded, loadGen float64            // forwards per send; chatbench µs per message
 	nodeOrder          []string
+	idleCPU, idleNATS  float64 // idle: the nodes' CPU ms/s summed, NATS msgs in/s
+	relays, events     float64 // per-user relays per message, and of them events
 }
 
 type tableKey struct{ row, target string }
@@ -108,6 +110,15 @@ func printTable(w io.Writer, files []string) error {
 			}
 			if r.Acked > 0 {
 				f.forwarded = cr.ForwardsOK / float64(r.Acked)
+			}
+			if r.Received > 0 {
+				f.relays, f.events = cr.RelaysOut/float64(r.Received), cr.RelaysOutEvent/float64(r.Received)
+			}
+			if cr.Idle != nil {
+				for _, ms := range cr.Idle.NodeCPU {
+					f.idleCPU += ms
+				}
+				f.idleNATS = cr.Idle.NATSInMsgs
 			}
 			c.cluster = append(c.cluster, f)
 		}
@@ -173,7 +184,7 @@ func printClusterTable(w io.Writer, rows, targets []string, cells map[tableKey]*
 	for _, n := range nodes {
 		head += n + " µs/msg\t"
 	}
-	fmt.Fprintln(tw, head+"NATS msgs in/msg\tout/msg\tNATS bytes in/msg\tout/msg\tforwarded/send\tchatbench µs/msg\t")
+	fmt.Fprintln(tw, head+"NATS msgs in/msg\tout/msg\tNATS bytes in/msg\tout/msg\tforwarded/send\trelays/msg\tof them events\tchatbench µs/msg\tidle CPU ms/s\tidle NATS msgs/s\t")
 	for _, row := range rows {
 		for _, t := range targets {
 			c := cells[tableKey{row, t}]
@@ -191,10 +202,13 @@ func printClusterTable(w io.Writer, rows, targets []string, cells map[tableKey]*
 			for _, n := range nodes {
 				line += fmt.Sprintf("%.1f\t", med(func(f clusterFigures) float64 { return f.nodeCPU[n] }))
 			}
-			line += fmt.Sprintf("%.2f\t%.2f\t%.0f\t%.0f\t%.2f\t%.1f\t",
+			line += fmt.Sprintf("%.2f\t%.2f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t",
 				med(func(f clusterFigures) float64 { return f.natsIn }), med(func(f clusterFigures) float64 { return f.natsOut }),
 				med(func(f clusterFigures) float64 { return f.natsInB }), med(func(f clusterFigures) float64 { return f.natsOutB }),
-				med(func(f clusterFigures) float64 { return f.forwarded }), med(func(f clusterFigures) float64 { return f.loadGen }))
+				med(func(f clusterFigures) float64 { return f.forwarded }),
+				med(func(f clusterFigures) float64 { return f.relays }), med(func(f clusterFigures) float64 { return f.events }),
+				med(func(f clusterFigures) float64 { return f.loadGen }),
+				med(func(f clusterFigures) float64 { return f.idleCPU }), med(func(f clusterFigures) float64 { return f.idleNATS }))
 			fmt.Fprintln(tw, line)
 		}
 	}
