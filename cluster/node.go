@@ -115,10 +115,10 @@ type Node struct {
 	onChange []func(joined, left []string)
 	// onInvalidate hears cache invalidations from other nodes.
 	onInvalidate []func(kind string, keys []string)
-	owned    OwnedSender
-	local    Local
-	takeover Takeovers
-	acks     Acks
+	owned        OwnedSender
+	local        Local
+	takeover     Takeovers
+	acks         Acks
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -195,7 +195,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		History:        1,
 		TTL:            opts.TTL,
 		LimitMarkerTTL: max(opts.TTL, time.Second), // the server's minimum
-		Storage:        jetstream.MemoryStorage,
+		Storage:        jetstream.FileStorage,      // survives a restart of every NATS server
 		Replicas:       replicas,
 	})
 	if err != nil {

@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/system"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/metrics"
+	"github.com/mqchat/mqchat/internal/pgtest"
 )
 
 const dashboardFile = "grafana/chatd.json"
@@ -30,6 +32,8 @@ const dashboardFile = "grafana/chatd.json"
 type family struct {
 	labels []string
 	typ    string // "" when only described
+	// clusterOnly: registered only by a node in cluster mode.
+	clusterOnly bool
 }
 
 // describer is a prometheus.Registerer that records what each collector
@@ -78,8 +82,25 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewAccounts(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
+	out := descFamilies(t, d.descs)
+
+	// ---- Cluster mode only: what internal/app registers when
+	// cluster.enabled (openCluster).
+	cd := &describer{}
+	metrics.NewCluster(cd)
+	for name, f := range descFamilies(t, cd.descs) {
+		f.clusterOnly = true
+		out[name] = f
+	}
+	// ---- End of the cluster-mode block.
+	return out
+}
+
+// descFamilies reads names and variable labels from descs.
+func descFamilies(t *testing.T, descs []*prometheus.Desc) map[string]family {
+	t.Helper()
 	out := map[string]family{}
-	for _, desc := range d.descs {
+	for _, desc := range descs {
 		m := descRe.FindStringSubmatch(desc.String())
 		if m == nil {
 			t.Fatalf("cannot read metric name from %s", desc)
@@ -95,16 +116,49 @@ func describedFamilies(t *testing.T) map[string]family {
 	return out
 }
 
-// startNode runs a real chatd node (embedded store, loopback ports) and
-// returns the base URL of its HTTP listener.
-func startNode(t *testing.T) string {
-	t.Helper()
+// nodeConfig is a node on loopback ports with the embedded store.
+func nodeConfig(t *testing.T) config.Config {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.Addr = "127.0.0.1:0"
 	cfg.MQTT.WSAddr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Auth.BcryptCost = 4
+	return cfg
+}
+
+// clusterNodeConfig is a node in cluster mode: a one-node cluster on an
+// embedded NATS server with JetStream and a fresh PostgreSQL database
+// (skipping t without PostgreSQL, except under CI=true).
+func clusterNodeConfig(t *testing.T) config.Config {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := nodeConfig(t)
+	cfg.Store.Relational, cfg.Store.Messages = "postgres", "postgres"
+	cfg.Store.Postgres.DSN = pgtest.DSN(t)
+	cfg.Auth.JWTSecret = strings.Repeat("deploy-test-secret-", 3)
+	cfg.Cluster.Enabled = true
+	cfg.Cluster.NodeID = "grafana-test"
+	cfg.Cluster.NATS.URL = ns.ClientURL()
+	cfg.Cluster.Heartbeat, cfg.Cluster.TTL = 100*time.Millisecond, time.Second
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// startNode runs a real chatd node and returns the base URL of its HTTP
+// listener.
+func startNode(t *testing.T, cfg config.Config) string {
+	t.Helper()
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
@@ -120,6 +174,34 @@ func startNode(t *testing.T) string {
 		}
 	})
 	return "http://" + a.Addrs().HTTP
+}
+
+// waitReady polls /readyz until it answers 200: a cluster node is ready
+// once it holds its membership lease.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz not 200 within 20 s (last: %v)", base, err)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func get(t *testing.T, url string) *http.Response {
@@ -157,27 +239,48 @@ func scrapedFamilies(t *testing.T, base string) map[string]string {
 	return out
 }
 
-// exported merges a live node's scrape with the described families, after
-// checking the two agree on chatd's own (mqchat_) metrics.
+// exported merges the scrapes of two live nodes, a single node and one in
+// cluster mode, with the described families, after checking they agree on
+// chatd's own (mqchat_) metrics.
 func exported(t *testing.T) map[string]family {
 	t.Helper()
-	base := startNode(t)
+	base := startNode(t, nodeConfig(t))
 	// The probes of deploy/k8s point here; the node must answer them.
 	get(t, base+"/healthz")
 	get(t, base+"/readyz")
+	single := scrapedFamilies(t, base)
 
-	scraped := scrapedFamilies(t, base)
+	var cluster map[string]string
+	t.Run("cluster node", func(t *testing.T) {
+		base := startNode(t, clusterNodeConfig(t))
+		waitReady(t, base)
+		cluster = scrapedFamilies(t, base)
+	})
+
 	all := describedFamilies(t)
-	for name, typ := range scraped {
-		f, ok := all[name]
-		if !ok && strings.HasPrefix(name, "mqchat_") {
-			t.Errorf("the node exports %s, which the test's collector list lacks: mirror app.go in describedFamilies", name)
+	for _, scraped := range []map[string]string{single, cluster} {
+		for name, typ := range scraped {
+			f, ok := all[name]
+			if !ok && strings.HasPrefix(name, "mqchat_") {
+				t.Errorf("a node exports %s, which the test's collector list lacks: mirror app.go in describedFamilies", name)
+			}
+			f.typ = typ
+			all[name] = f
 		}
-		f.typ = typ
-		all[name] = f
 	}
 	for name, f := range all {
-		if strings.HasPrefix(name, "mqchat_") && len(f.labels) == 0 && f.typ == "" {
+		if !strings.HasPrefix(name, "mqchat_") {
+			continue
+		}
+		switch {
+		case f.clusterOnly && cluster == nil:
+			// No PostgreSQL here (the subtest says so): the cluster
+			// families are checked on the dashboard by name and labels.
+		case f.clusterOnly && cluster[name] == "":
+			t.Errorf("%s is described but the cluster node does not export it: describedFamilies registers more than app.go", name)
+		case f.clusterOnly && single[name] != "":
+			t.Errorf("%s is exported by a single node too: move it out of describedFamilies' cluster block", name)
+		case !f.clusterOnly && len(f.labels) == 0 && single[name] == "":
 			t.Errorf("%s is described but the node does not export it: describedFamilies registers more than app.go", name)
 		}
 	}

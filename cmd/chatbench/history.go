@@ -107,7 +107,9 @@ func historyFill(ctx context.Context, o options, log *slog.Logger) error {
 				from = reader.ID
 			}
 			msgs = append(msgs, store.Message{Chat: c, Seq: uint64(seq), ID: gen.Next(), From: from,
-				CMID: fmt.Sprintf("h%d", seq), Type: "text", Body: randomBody(), SentAt: time.Now()})
+				// The reader sends in every chat: a cmid per chat, since the
+				// store refuses a live (sender, cmid) stored twice.
+				CMID: fmt.Sprintf("h%d-%d", i, seq), Type: "text", Body: randomBody(), SentAt: time.Now()})
 			if len(msgs) == batch {
 				if err := st.AppendMessages(ctx, msgs); err != nil {
 					return err

@@ -40,6 +40,7 @@ func (a *App) openCluster(reg prometheus.Registerer) (*cluster.Node, error) {
 			URL: cc.NATS.URL, CredsFile: cc.NATS.CredsFile, Token: cc.NATS.Token,
 			User: cc.NATS.User, Password: cc.NATS.Password,
 			TLSCA: cc.NATS.TLSCA, TLSCert: cc.NATS.TLSCert, TLSKey: cc.NATS.TLSKey,
+			Replicas: cc.NATS.Replicas,
 		},
 		Info:    a.advertised,
 		OnSlot:  a.slotChanged,

@@ -57,6 +57,9 @@ type NATSConfig struct {
 	TLSCA     string `koanf:"tls_ca"`
 	TLSCert   string `koanf:"tls_cert"`
 	TLSKey    string `koanf:"tls_key"`
+	// Replicas of the membership bucket: 3 on a NATS cluster, so that
+	// losing one NATS server loses no membership.
+	Replicas int `koanf:"replicas"`
 }
 
 // PushConfig configures push notifications for messages no device of a
@@ -308,7 +311,7 @@ func Default() Config {
 			Heartbeat:      time.Second,
 			TTL:            5 * time.Second,
 			RequestTimeout: 5 * time.Second,
-			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222"},
+			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		},
 		Store: StoreConfig{
 			Relational:     "pebble",

@@ -283,6 +283,8 @@ func usage(key string) string {
 		return "CA certificate file to verify the NATS servers"
 	case "cluster.nats.tls_cert":
 		return "client certificate file for NATS mutual TLS (with cluster.nats.tls_key)"
+	case "cluster.nats.replicas":
+		return "copies of the membership bucket in the NATS cluster (1-5); 3 on a three-server NATS cluster"
 	case "cluster.nats.tls_key":
 		return "client key file for NATS mutual TLS"
 	case "store.relational":

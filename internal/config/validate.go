@@ -253,6 +253,9 @@ func validateCluster(c Config, bad func(key, format string, args ...any)) {
 			break
 		}
 	}
+	if cl.NATS.Replicas < 1 || cl.NATS.Replicas > 5 {
+		bad("cluster.nats.replicas", "must be between 1 and 5, got %d", cl.NATS.Replicas)
+	}
 	if (cl.NATS.User == "") != (cl.NATS.Password == "") {
 		bad("cluster.nats.user", "cluster.nats.user and cluster.nats.password go together")
 	}

@@ -229,14 +229,12 @@ func (s *Store) claimRecord(ctx context.Context, m *store.Message, now time.Time
 // staleRecord reports whether an existing record may be replaced: it is
 // outside the window, or its message is not stored and its writer has had
 // takeoverAge to store it. The message is read at serial consistency, which
-// first completes any Paxos round left in flight on its partition, so a
-// message that is going to exist is seen.
+// first completes any Paxos round left in flight on its partition: after an
+// append that timed out once its proposal was accepted, the record is seen
+// to count, and the sender's retry is answered as its duplicate.
 func (s *Store) staleRecord(ctx context.Context, chat string, seq, id int64, sentAt, now time.Time) (bool, error) {
 	if sentAt.Before(now.Add(-store.DedupeWindow)) {
 		return true, nil
-	}
-	if !sentAt.Before(now.Add(-takeoverAge)) {
-		return false, nil
 	}
 	var stored int64
 	// gocql types serial levels apart, but the protocol takes LOCAL_SERIAL
@@ -244,12 +242,12 @@ func (s *Store) staleRecord(ctx context.Context, chat string, seq, id int64, sen
 	err := s.s.Query(selectIDAtSeq, chat, bucketOf(uint64(seq)), seq).WithContext(ctx).
 		Consistency(gocql.Consistency(gocql.LocalSerial)).Scan(&stored)
 	switch {
-	case errors.Is(err, gocql.ErrNotFound):
-		return true, nil
-	case err != nil:
+	case err == nil && stored == id:
+		return false, nil
+	case err != nil && !errors.Is(err, gocql.ErrNotFound):
 		return false, err
 	}
-	return stored != id, nil
+	return sentAt.Before(now.Add(-takeoverAge)), nil
 }
 
 // undoRecords deletes the records claimed for messages that will not be

@@ -59,9 +59,6 @@ type dedupeWriter struct {
 	cutoff time.Time
 	seen   map[string]struct{} // keys written by this batch
 	buf    []byte
-	// reserve claims a key for the batch; it fails when a concurrent
-	// append is committing the same key.
-	reserve func(k []byte) error
 }
 
 // add keeps the first message stored for (From, CMID), as LookupDedupe
@@ -89,9 +86,6 @@ func (d *dedupeWriter) add(m *store.Message) error {
 		// Overwriting heals the record; refusing would block the chat.
 		d.s.log.Warn("replacing corrupt dedupe record", "sender", m.From, "cmid", m.CMID, "err", err)
 	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	if err := d.reserve(k); err != nil {
 		return err
 	}
 	if d.seen == nil {

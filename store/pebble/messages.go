@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -20,10 +21,12 @@ import (
 //
 // A batch holding a (chat, seq) that is already stored, or a (sender, cmid)
 // with a live record, is refused whole with store.ErrConflict, as on the
-// other backends. So is one that collides with a batch still committing:
-// the keys it writes are reserved under appendMu from the checks to the end
-// of the commit, which decides the race for whoever checked first, without
-// holding a lock across the fsync.
+// other backends. The keys the batch writes are reserved first, and only
+// then checked against the store, until its commit has ended: of two
+// batches sharing a key the second to reserve either finds the key reserved
+// or reads the first's committed write, so both cannot pass, and no lock is
+// held across the fsync. A batch that meets one still committing is refused
+// too, as if that one had committed first.
 func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
@@ -33,6 +36,16 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		return nil
 	}
 
+	cutoff := s.now().Add(-store.DedupeWindow)
+	keys, err := appendKeys(msgs, cutoff)
+	if err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
+	}
+	if err := s.reserve(keys); err != nil {
+		return fmt.Errorf("pebble: append: %w", err)
+	}
+	defer s.release(keys)
+
 	b := s.db.NewBatch()
 	defer b.Close()
 	// Held across the commit: the sweeper must not delete a record this
@@ -40,10 +53,21 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	s.dedupeMu.RLock()
 	defer s.dedupeMu.RUnlock()
 
-	reserved, err := s.prepareAppend(b, msgs)
-	defer s.release(reserved)
-	if err != nil {
+	if err := s.checkSeqsFree(ctx, msgs); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
+	}
+	d := dedupeWriter{s: s, b: b, cutoff: cutoff}
+	var key, val []byte // reused: Batch.Set copies
+	for i := range msgs {
+		m := &msgs[i]
+		key = messageKey(key[:0], m.Chat, m.Seq)
+		val = encodeMessage(val[:0], m)
+		if err := b.Set(key, val, nil); err != nil {
+			return fmt.Errorf("pebble: append: %w", err)
+		}
+		if err := d.add(m); err != nil {
+			return fmt.Errorf("pebble: append: %w", err)
+		}
 	}
 	// Last chance to abandon the batch: after Commit the messages exist.
 	if err := ctx.Err(); err != nil {
@@ -55,59 +79,107 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	return nil
 }
 
-// prepareAppend fills b with msgs after checking, under appendMu, that none
-// of their keys is stored or being committed, and reserves those keys. It
-// returns the keys it reserved, which the caller releases after the commit
-// whatever the outcome (also on error: a partly reserved batch).
-func (s *Store) prepareAppend(b *pebble.Batch, msgs []store.Message) ([]string, error) {
-	s.appendMu.Lock()
-	defer s.appendMu.Unlock()
-
-	var reserved []string
-	reserve := func(k []byte) error {
-		if _, busy := s.inflight[string(k)]; busy {
-			return fmt.Errorf("%w: key %q is being written by a concurrent append", store.ErrConflict, k)
+// checkSeqsFree returns store.ErrConflict when a (chat, seq) of msgs is
+// stored. One iterator serves the batch with one seek per chat, to its
+// lowest seq in msgs: a writer's batch continues its chats, so the seek
+// lands past the chat's last message and nothing more is read, which costs
+// far less than a point read per message.
+func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) error {
+	type span struct{ lo, hi uint64 }
+	spans := make(map[string]span, 4)
+	var chats []string
+	for i := range msgs {
+		m := &msgs[i]
+		sp, ok := spans[m.Chat]
+		switch {
+		case !ok:
+			chats = append(chats, m.Chat)
+			sp = span{m.Seq, m.Seq}
+		case m.Seq < sp.lo:
+			sp.lo = m.Seq
+		case m.Seq > sp.hi:
+			sp.hi = m.Seq
 		}
-		ks := string(k)
-		s.inflight[ks] = struct{}{}
-		reserved = append(reserved, ks)
-		return nil
+		spans[m.Chat] = sp
 	}
-	d := dedupeWriter{s: s, b: b, cutoff: s.now().Add(-store.DedupeWindow), reserve: reserve}
-	var key, val []byte // reused: Batch.Set copies
+	upper := []byte(prefixMessage)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte(prefixMessage), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	err = nil
+	for _, chat := range chats {
+		sp := spans[chat]
+		prefix, end := chatBounds(chat)
+		for ok := it.SeekGE(seqKey(prefix, sp.lo)); ok && bytes.Compare(it.Key(), end) < 0; ok = it.Next() {
+			seq, _ := seqFromKey(it.Key())
+			if seq > sp.hi {
+				break
+			}
+			if slices.ContainsFunc(msgs, func(m store.Message) bool { return m.Chat == chat && m.Seq == seq }) {
+				err = fmt.Errorf("%w: chat %q seq %d is stored", store.ErrConflict, chat, seq)
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	return errors.Join(err, it.Close())
+}
+
+// appendKeys lists the message keys and the dedupe keys msgs write: one
+// record per (From, CMID) inside the window, the first message's, as
+// dedupeWriter.add decides.
+func appendKeys(msgs []store.Message, cutoff time.Time) ([]string, error) {
+	keys := make([]string, 0, 2*len(msgs))
+	var records map[string]struct{}
 	for i := range msgs {
 		m := &msgs[i]
 		if err := checkKeyPart(m.Chat); err != nil {
-			return reserved, fmt.Errorf("chat %q: %w", m.Chat, err)
+			return nil, fmt.Errorf("chat %q: %w", m.Chat, err)
 		}
-		key = messageKey(key[:0], m.Chat, m.Seq)
-		taken, err := s.exists(key)
-		if err != nil {
-			return reserved, err
+		keys = append(keys, string(messageKey(nil, m.Chat, m.Seq)))
+		if m.CMID == "" || m.SentAt.Before(cutoff) {
+			continue
 		}
-		if taken {
-			return reserved, fmt.Errorf("%w: chat %q seq %d is stored", store.ErrConflict, m.Chat, m.Seq)
+		if err := checkKeyPart(m.From); err != nil {
+			return nil, fmt.Errorf("sender %q: %w", m.From, err)
 		}
-		// Also refuses the same (chat, seq) twice in one batch.
-		if err := reserve(key); err != nil {
-			return reserved, err
+		k := string(dedupeKey(m.From, m.CMID))
+		if _, dup := records[k]; dup {
+			continue
 		}
-		val = encodeMessage(val[:0], m)
-		if err := b.Set(key, val, nil); err != nil {
-			return reserved, err
+		if records == nil {
+			records = make(map[string]struct{})
 		}
-		if err := d.add(m); err != nil {
-			return reserved, err
-		}
+		records[k] = struct{}{}
+		keys = append(keys, k)
 	}
-	return reserved, nil
+	return keys, nil
+}
+
+// reserve claims keys for one append, all or none. A key already claimed,
+// by a concurrent append or earlier in the same list (a (chat, seq) twice
+// in one batch), is a conflict.
+func (s *Store) reserve(keys []string) error {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	for i, k := range keys {
+		if _, busy := s.inflight[k]; busy {
+			for _, k := range keys[:i] {
+				delete(s.inflight, k)
+			}
+			return fmt.Errorf("%w: key %q is being written by another append", store.ErrConflict, k)
+		}
+		s.inflight[k] = struct{}{}
+	}
+	return nil
 }
 
 // release ends the reservations of one append.
 func (s *Store) release(keys []string) {
-	if len(keys) == 0 {
-		return
-	}
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	for _, k := range keys {

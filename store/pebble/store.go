@@ -62,12 +62,11 @@ type Store struct {
 	// just replaced after reading the old one as expired.
 	dedupeMu sync.RWMutex
 
-	// appendMu makes an append's checks (no stored message at its (chat,
-	// seq), no live record for its (sender, cmid)) and the reservation of
-	// those keys in inflight one step; the commit itself, with its fsync,
-	// runs outside it so concurrent appends still share fsyncs.
+	// inflight holds the message and dedupe keys of the appends between
+	// their checks and the end of their commits (see AppendMessages);
+	// appendMu guards it and is never held across a store read or write.
 	appendMu sync.Mutex
-	inflight map[string]struct{} // message and dedupe keys being committed
+	inflight map[string]struct{}
 
 	// devicesMu serialises device writes: moving a token touches two owners.
 	devicesMu sync.Mutex
