@@ -10,7 +10,7 @@
 # is stopped when the script ends or is interrupted.
 #
 # Environment (defaults in brackets):
-#   BENCH_QUICK=1          small counts, for a ~2 minute run
+#   BENCH_QUICK=1          small counts, for a 1–1.5 minute run (full: ~6 minutes)
 #   BENCH_ROUNDS [3]       rounds (quick: 1); each runs every combination
 #   BENCH_PAIRS [30]       sender→recipient pairs per run (quick: 12)
 #   BENCH_RATE [150]       the fixed load, messages/s over all pairs (quick: 60)
