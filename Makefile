@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: run build test test-cassandra postgresql vet fmt-check clean bench fuzz
+.PHONY: run build test test-cassandra postgresql vet fmt-check clean bench bench-cluster fuzz
 
 ## run: start chatd on embedded defaults (MQTT :1883, WebSocket :8083/mqtt, REST :8080, data in ./data)
 run:
@@ -47,6 +47,10 @@ test-cassandra:
 ## bench: chatd vs Mosquitto vs bare mochi on loopback, alternating rounds; BENCH_QUICK=1 for a ~2 minute run (see scripts/bench.sh)
 bench:
 	./scripts/bench.sh
+
+## bench-cluster: three chatd nodes on one nats-server and a throwaway PostgreSQL, same-node vs cross-node pairs; BENCH_QUICK=1 for a quick run (see scripts/bench-cluster.sh)
+bench-cluster:
+	./scripts/bench-cluster.sh
 
 vet:
 	$(GO) vet ./...

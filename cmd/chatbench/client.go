@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 )
 
 // dialer spreads connections over several 127.0.0.x source addresses: each
@@ -70,6 +71,11 @@ type identity struct {
 	Username string // "" = anonymous
 	Password string
 	Subs     []string // QoS 1
+	// Addr is the MQTT target this client connects to when there are
+	// several; "" = the one the scenario was given.
+	Addr string
+	// V3 speaks MQTT 3.1.1 (paho.mqtt.golang) instead of MQTT 5.
+	V3 bool
 }
 
 // client is a paho client that redials when its connection drops during a
@@ -84,11 +90,15 @@ type client struct {
 	ctx     context.Context
 	mu      sync.Mutex
 	cur     *paho.Client
+	cur3    mqtt3.Client // instead of cur for MQTT 3.1.1
 	closing atomic.Bool
 	redial  atomic.Bool
 }
 
 func newClient(ctx context.Context, d *dialer, addr string, id identity, c *counters, onMsg func(*paho.Publish)) (*client, error) {
+	if id.Addr != "" {
+		addr = id.Addr
+	}
 	cl := &client{id: id, addr: addr, d: d, onMsg: onMsg, c: c, ctx: ctx}
 	if err := cl.connect(); err != nil {
 		return nil, err
@@ -98,6 +108,9 @@ func newClient(ctx context.Context, d *dialer, addr string, id identity, c *coun
 }
 
 func (cl *client) connect() error {
+	if cl.id.V3 {
+		return cl.connect3()
+	}
 	conn, err := cl.d.dial(cl.ctx, cl.addr)
 	if err != nil {
 		return err
@@ -191,8 +204,11 @@ func isRefused(err error) bool {
 // publish sends one QoS 1 message and waits for its PUBACK.
 func (cl *client) publish(ctx context.Context, topic string, payload []byte) error {
 	cl.mu.Lock()
-	pc := cl.cur
+	pc, pc3 := cl.cur, cl.cur3
 	cl.mu.Unlock()
+	if pc3 != nil {
+		return publish3(ctx, pc3, topic, payload)
+	}
 	if pc == nil {
 		return errDown
 	}
@@ -208,10 +224,13 @@ func (cl *client) publish(ctx context.Context, topic string, payload []byte) err
 func (cl *client) close() {
 	cl.closing.Store(true)
 	cl.mu.Lock()
-	pc := cl.cur
+	pc, pc3 := cl.cur, cl.cur3
 	cl.mu.Unlock()
 	if pc != nil {
 		_ = pc.Disconnect(&paho.Disconnect{})
+	}
+	if pc3 != nil {
+		pc3.Disconnect(250)
 	}
 }
 

@@ -18,7 +18,15 @@
 //	presence-storm  a user in G groups reconnecting while W watchers follow
 //	             its presence; an unrelated user's connect and 1:1 delivery
 //	             latencies, before and during the storm
+//	cluster      direct pairs against a chatd cluster: same-node pairs
+//	             (both users on their chat's owner) or cross-node pairs
+//	             (sender, recipient and owner on three nodes); CPU per
+//	             message of each node and NATS traffic per message
 //	table        medians and ratios of --json result files
+//
+// --mqtt and --http take comma-separated lists: direct, group, raw and
+// cluster spread their clients over the MQTT targets, REST calls go to the
+// first HTTP address, and cluster reads each node's /metrics from its own.
 //
 // isolation and abuse exit non-zero when a bound (--max-ratio, --max-p99,
 // --max-rss, ...) is violated or a healthy delivery is lost.
@@ -45,8 +53,11 @@ import (
 
 type options struct {
 	Scenario    string
-	HTTP        string
-	MQTT        string
+	HTTP        string // the first of HTTPs: REST calls go there
+	MQTT        string // the first of MQTTs
+	HTTPs       []string
+	MQTTs       []string
+	MQTTVersion string
 	TargetName  string
 	Pairs       int
 	Members     int
@@ -89,11 +100,17 @@ type options struct {
 	MaxRSS        int64
 
 	Storm stormOptions
+
+	// cluster
+	Nodes       []string // node ids, one per MQTT target, in the same order
+	Placement   string   // same or cross
+	NATSMonitor string   // nats-server monitoring address, "" = none
+	Idle        time.Duration
 }
 
-var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm"}
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm", "cluster"}
 
-const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table|presence-storm [flags]"
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table|presence-storm|cluster [flags]"
 
 // parseArgs reads the scenario and its flags and checks every bound.
 func parseArgs(args []string, errOut io.Writer) (options, error) {
@@ -104,8 +121,13 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	o.Scenario = args[0]
 	fs := flag.NewFlagSet("chatbench "+o.Scenario, flag.ContinueOnError)
 	fs.SetOutput(errOut)
-	fs.StringVar(&o.HTTP, "http", "127.0.0.1:8080", "chatd REST address (loopback only)")
-	fs.StringVar(&o.MQTT, "mqtt", "127.0.0.1:1883", "MQTT TCP address (loopback only)")
+	httpList := fs.String("http", "127.0.0.1:8080", "chatd REST address, or comma-separated addresses of a cluster's nodes (loopback only; REST calls go to the first)")
+	mqttList := fs.String("mqtt", "127.0.0.1:1883", "MQTT TCP address, or comma-separated addresses clients are spread over (loopback only)")
+	fs.StringVar(&o.MQTTVersion, "mqtt-version", "5", "MQTT version of the clients of direct, group, raw and cluster: 5 or 3.1.1")
+	nodes := fs.String("nodes", "", "cluster: comma-separated node ids (cluster.node_id), one per --mqtt target in the same order")
+	fs.StringVar(&o.Placement, "placement", "same", "cluster: same (sender and recipient on the node owning their chat) or cross (sender, recipient and owner on three different nodes)")
+	fs.DurationVar(&o.Idle, "idle", 2*time.Second, "cluster: how long to measure the nodes and NATS with the clients connected and silent before sending, 0-1m (0 = not measured)")
+	fs.StringVar(&o.NATSMonitor, "nats-monitor", "", "cluster: nats-server monitoring address (-m) whose /varz counts NATS traffic; empty = not measured")
 	fs.StringVar(&o.TargetName, "target", "", "name of the server in the report (default chatd, or broker for raw)")
 	fs.IntVar(&o.Pairs, "pairs", 50, "sender→recipient pairs (direct, raw --shape pairs), 1-10000")
 	fs.IntVar(&o.Members, "members", 100, "group size, sender included (group, raw --shape group), 2-100000")
@@ -148,6 +170,14 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 		return o, err
 	}
 	o.Attacks = strings.Split(*attacks, ",")
+	o.HTTPs, o.MQTTs = splitList(*httpList), splitList(*mqttList)
+	o.Nodes = splitList(*nodes)
+	if len(o.HTTPs) > 0 {
+		o.HTTP = o.HTTPs[0]
+	}
+	if len(o.MQTTs) > 0 {
+		o.MQTT = o.MQTTs[0]
+	}
 	var err error
 	if o.MaxRSS, err = parseSize(*maxRSS); err != nil {
 		return o, fmt.Errorf("--max-rss: %w", err)
@@ -229,10 +259,18 @@ func (o options) validate() error {
 		checkAttacks(o.Attacks),
 		o.Storm.validate(o.Scenario),
 	}
-	for _, a := range []string{o.HTTP, o.MQTT} {
-		if o.Scenario != "table" && o.Scenario != "history-fill" {
+	if o.Scenario != "table" && o.Scenario != "history-fill" {
+		errs = append(errs, check(len(o.HTTPs) > 0 && len(o.MQTTs) > 0, "--http and --mqtt need at least one address"))
+		for _, a := range slices.Concat(o.HTTPs, o.MQTTs) {
 			errs = append(errs, loopbackOnly(a))
 		}
+		if o.NATSMonitor != "" {
+			errs = append(errs, loopbackOnly(o.NATSMonitor))
+		}
+	}
+	errs = append(errs, check(o.MQTTVersion == "5" || o.MQTTVersion == mqtt3Version, "--mqtt-version must be 5 or 3.1.1"))
+	if o.Scenario == "cluster" {
+		errs = append(errs, o.validateCluster())
 	}
 	return errors.Join(errs...)
 }
@@ -281,6 +319,8 @@ func run(o options, stdout, stderr io.Writer) error {
 		res, err = abuseScenario(ctx, o, log, stderr)
 	case "presence-storm":
 		res, err = presenceStormScenario(ctx, o, log, stderr)
+	case "cluster":
+		res, err = clusterScenario(ctx, o, log, stderr)
 	}
 	if err != nil {
 		return err
@@ -301,6 +341,17 @@ func run(o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("bounds violated: %s", strings.Join(res.Violations, "; "))
 	}
 	return nil
+}
+
+// splitList reads a comma-separated flag, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // parseSize reads a byte count: a plain number, or one with a KiB, MiB or

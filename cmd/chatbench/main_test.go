@@ -191,6 +191,10 @@ func TestReportRow(t *testing.T) {
 		{report{Scenario: "raw", Params: map[string]any{"shape": "group"}}, "group"},
 		{report{Scenario: "direct", Params: map[string]any{"rate": 5000.0}}, "direct@5000/s"},
 		{report{Scenario: "connections"}, "connections"},
+		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "3.1.1"}}, "direct v3.1.1"},
+		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "5"}}, "direct"},
+		{report{Scenario: "cluster", Params: map[string]any{"placement": "cross", "mqtt": "5", "rate": 150.0}}, "cluster-cross v5@150/s"},
+		{report{Scenario: "cluster", Params: map[string]any{"placement": "same", "mqtt": "3.1.1", "rate": 0.0}}, "cluster-same v3.1.1"},
 	}
 	for _, tt := range tests {
 		if got := tt.r.row(); got != tt.want {

@@ -130,6 +130,7 @@ type report struct {
 	Abuse      *abuseResult     `json:"abuse,omitempty"`
 	Violations []string         `json:"violations,omitempty"`     // bounds the run broke; it exits non-zero
 	Storm      *stormReport     `json:"presence_storm,omitempty"` // presence-storm scenario
+	Cluster    *clusterReport   `json:"cluster,omitempty"`        // cluster scenario
 }
 
 func (r report) print(w io.Writer) {
@@ -176,5 +177,8 @@ func (r report) print(w io.Writer) {
 	}
 	if r.LastMember != nil {
 		fmt.Fprintf(w, "  last member  %v\n", *r.LastMember)
+	}
+	if r.Cluster != nil {
+		r.Cluster.print(w)
 	}
 }

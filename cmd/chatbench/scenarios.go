@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,9 +38,12 @@ func (o options) params() map[string]any {
 		return map[string]any{"pairs": o.Pairs, "members": o.Members, "pair_rate": o.PairRate, "group_rate": o.GroupRate,
 			"duration": o.Duration.String(), "slot": o.Slot.String(), "parallel": o.Parallel, "attacks": strings.Join(o.Attacks, ",")}
 	}
-	p := map[string]any{"messages": o.Messages, "window": o.Window, "rate": o.Rate, "body": o.Body}
+	p := map[string]any{"messages": o.Messages, "window": o.Window, "rate": o.Rate, "body": o.Body, "mqtt": o.MQTTVersion}
+	if o.Scenario == "cluster" {
+		p["placement"], p["nodes"] = o.Placement, strings.Join(o.Nodes, ",")
+	}
 	switch {
-	case o.Scenario == "direct" || (o.Scenario == "raw" && o.Shape == "pairs"):
+	case o.Scenario == "direct" || o.Scenario == "cluster" || (o.Scenario == "raw" && o.Shape == "pairs"):
 		p["pairs"] = o.Pairs
 	default:
 		p["members"] = o.Members
@@ -50,9 +54,32 @@ func (o options) params() map[string]any {
 	return p
 }
 
+// spread places clients that have no target yet over targets in turn,
+// recipients first then senders, so that with several targets a pair's two
+// clients land on different ones; every client speaks version.
+func spread(targets []string, version string, groups ...[]identity) {
+	i := 0
+	for _, ids := range groups {
+		for k := range ids {
+			if ids[k].Addr == "" && len(targets) > 0 {
+				ids[k].Addr = targets[i%len(targets)]
+			}
+			ids[k].V3 = version == mqtt3Version
+			i++
+		}
+	}
+}
+
+// serverProbe measures servers around the send phase: it is called once
+// the clients are connected, and what it returns once the deliveries are
+// in (or the drain ran out), to fill in the report.
+type serverProbe func(ctx context.Context) (after func(ctx context.Context, r *report))
+
 // runTraffic connects recipients and senders, runs t and closes everything.
-func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients []identity, log *slog.Logger, stderr io.Writer) (report, error) {
+// probe, when not nil, replaces the single-server CPU reading.
+func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients []identity, probe serverProbe, log *slog.Logger, stderr io.Writer) (report, error) {
 	d := newDialer(o.Sources)
+	spread(o.MQTTs, o.MQTTVersion, recipients, senders)
 	t.init(len(senders))
 	log.Info("connecting", "recipients", len(recipients), "senders", len(senders))
 	recv, err := connectAll(ctx, d, o.MQTT, recipients, &t.c, func(int) func(*paho.Publish) { return t.receiver() })
@@ -66,9 +93,20 @@ func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients 
 	}
 	defer closeAll(send)
 	t.senders = send
+	if probe != nil {
+		after := probe(ctx)
+		log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate, "mqtt", o.MQTTVersion)
+		r := t.run(ctx, stderr)
+		r.Scenario, r.Params = o.Scenario, o.params()
+		after(ctx, &r)
+		return r, nil
+	}
 	// The server's CPU time per delivery is a figure that other load on a
 	// shared machine disturbs far less than throughput.
 	pid, pidErr := serverPID(o)
+	if len(o.MQTTs) > 1 {
+		pidErr = errors.New("several targets: the cluster scenario reads each node's CPU")
+	}
 	var cpu0 time.Duration
 	if pidErr == nil {
 		cpu0, pidErr = readCPU(pid)
@@ -102,7 +140,7 @@ func directScenario(ctx context.Context, o options, log *slog.Logger, stderr io.
 		t.topics = append(t.topics, "users/"+s.ID+"/send")
 	}
 	t.codec = cc
-	r, err := runTraffic(ctx, o, t, chatIdentities(senders, "bench", false), chatIdentities(recipients, "bench", true), log, stderr)
+	r, err := runTraffic(ctx, o, t, chatIdentities(senders, "bench", false), chatIdentities(recipients, "bench", true), nil, log, stderr)
 	r.Target = o.TargetName
 	return r, err
 }
@@ -127,7 +165,7 @@ func groupScenario(ctx context.Context, o options, log *slog.Logger, stderr io.W
 	}
 	t := o.traffic(o.Members-1, chatCodec{to: []string{"group:" + g.GroupID}, size: o.Body})
 	t.topics = []string{"users/" + sender.ID + "/send"}
-	r, err := runTraffic(ctx, o, t, chatIdentities(users[:1], "bench", false), chatIdentities(users[1:], "bench", true), log, stderr)
+	r, err := runTraffic(ctx, o, t, chatIdentities(users[:1], "bench", false), chatIdentities(users[1:], "bench", true), nil, log, stderr)
 	r.Target = o.TargetName
 	return r, err
 }
@@ -154,7 +192,7 @@ func rawScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Wri
 		}
 		t.topics = []string{topic}
 	}
-	r, err := runTraffic(ctx, o, t, senders, recipients, log, stderr)
+	r, err := runTraffic(ctx, o, t, senders, recipients, nil, log, stderr)
 	r.Target = o.TargetName
 	return r, err
 }

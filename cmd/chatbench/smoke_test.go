@@ -166,3 +166,20 @@ func TestAbuseSmoke(t *testing.T) {
 		t.Error("no second shows an attacker at work")
 	}
 }
+
+// TestDirectSmoke runs direct pairs with MQTT 5 and MQTT 3.1.1 clients:
+// every message is delivered once, whichever library sent it.
+func TestDirectSmoke(t *testing.T) {
+	addrs := startChatd(t)
+	for _, v := range []string{"5", mqtt3Version} {
+		t.Run("v"+v, func(t *testing.T) {
+			r := runJSON(t, addrs, "direct", "--pairs", "3", "--messages", "20", "--mqtt-version", v, "--prefix", "d"+strings.ReplaceAll(v, ".", ""))
+			if r.Sent != 60 || r.Acked != 60 || r.Received != 60 || r.Duplicates != 0 || r.Errors != 0 || r.Latency.Count != 60 {
+				t.Fatalf("report %+v", r)
+			}
+			if r.Params["mqtt"] != v {
+				t.Fatalf("params %v", r.Params)
+			}
+		})
+	}
+}

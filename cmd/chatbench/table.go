@@ -13,6 +13,12 @@ import (
 // on the plain brokers, its group chat against raw fan-out.
 func (r report) row() string {
 	name := r.Scenario
+	if r.Scenario == "cluster" {
+		name = fmt.Sprintf("cluster-%v", r.Params["placement"])
+	}
+	if v, _ := r.Params["mqtt"].(string); v == mqtt3Version || r.Scenario == "cluster" && v != "" {
+		name += " v" + v
+	}
 	if r.Scenario == "raw" {
 		name = "direct"
 		if r.Params["shape"] == "group" {
@@ -41,6 +47,18 @@ type cell struct {
 	runs                         int
 	tput, p50, p99, perConn, cpu []float64
 	errors                       int64
+	cluster                      []clusterFigures
+}
+
+// clusterFigures are the per-message figures of one cluster run.
+type clusterFigures struct {
+	nodeCPU            map[string]float64 // node id → µs per message
+	natsIn, natsOut    float64            // NATS messages per chat message
+	natsInB, natsOutB  float64            // NATS bytes per chat message
+	forwarded, loadGen float64            // forwards per send; chatbench µs per message
+	nodeOrder          []string
+	idleCPU, idleNATS  float64 // idle: the nodes' CPU ms/s summed, NATS msgs in/s
+	relays, events     float64 // per-user relays per message, and of them events
 }
 
 type tableKey struct{ row, target string }
@@ -81,6 +99,29 @@ func printTable(w io.Writer, files []string) error {
 		c.perConn = append(c.perConn, r.BytesPerConn)
 		c.cpu = append(c.cpu, r.CPUPerDelivery)
 		c.errors += r.Errors
+		if cr := r.Cluster; cr != nil {
+			f := clusterFigures{nodeCPU: map[string]float64{}, loadGen: cr.LoadGenCPUPer}
+			for _, n := range cr.Nodes {
+				f.nodeCPU[n.ID] = n.CPUPerMsg
+				f.nodeOrder = append(f.nodeOrder, n.ID)
+			}
+			if cr.NATS != nil {
+				f.natsIn, f.natsOut, f.natsInB, f.natsOutB = cr.NATS.InMsgsPerMsg, cr.NATS.OutMsgsPerMsg, cr.NATS.InBytesPerMsg, cr.NATS.OutBytesPerMsg
+			}
+			if r.Acked > 0 {
+				f.forwarded = cr.ForwardsOK / float64(r.Acked)
+			}
+			if r.Received > 0 {
+				f.relays, f.events = cr.RelaysOut/float64(r.Received), cr.RelaysOutEvent/float64(r.Received)
+			}
+			if cr.Idle != nil {
+				for _, ms := range cr.Idle.NodeCPU {
+					f.idleCPU += ms
+				}
+				f.idleNATS = cr.Idle.NATSInMsgs
+			}
+			c.cluster = append(c.cluster, f)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\ttarget\truns\tthroughput/s\tp50 ms\tp99 ms\tserver µs/msg\tbytes/conn\terrors\t")
@@ -97,6 +138,9 @@ func printTable(w io.Writer, files []string) error {
 		return err
 	}
 	fmt.Fprintln(w)
+	if err := printClusterTable(w, rows, targets, cells); err != nil {
+		return err
+	}
 	for _, row := range rows {
 		ch := cells[tableKey{row, "chatd"}]
 		if ch == nil {
@@ -114,6 +158,64 @@ func printTable(w io.Writer, files []string) error {
 			}
 		}
 	}
+	return nil
+}
+
+// printClusterTable prints the medians of the cluster runs' own figures:
+// each node's CPU per message, NATS traffic per message, the share of
+// sends forwarded to another node and chatbench's own CPU.
+func printClusterTable(w io.Writer, rows, targets []string, cells map[tableKey]*cell) error {
+	var nodes []string
+	for _, c := range cells {
+		for _, f := range c.cluster {
+			for _, n := range f.nodeOrder {
+				if !slices.Contains(nodes, n) {
+					nodes = append(nodes, n)
+				}
+			}
+		}
+	}
+	if len(nodes) == 0 {
+		return nil
+	}
+	slices.Sort(nodes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "scenario\t"
+	for _, n := range nodes {
+		head += n + " µs/msg\t"
+	}
+	fmt.Fprintln(tw, head+"NATS msgs in/msg\tout/msg\tNATS bytes in/msg\tout/msg\tforwarded/send\trelays/msg\tof them events\tchatbench µs/msg\tidle CPU ms/s\tidle NATS msgs/s\t")
+	for _, row := range rows {
+		for _, t := range targets {
+			c := cells[tableKey{row, t}]
+			if c == nil || len(c.cluster) == 0 {
+				continue
+			}
+			med := func(get func(clusterFigures) float64) float64 {
+				xs := make([]float64, len(c.cluster))
+				for i, f := range c.cluster {
+					xs[i] = get(f)
+				}
+				return median(xs)
+			}
+			line := row + "\t"
+			for _, n := range nodes {
+				line += fmt.Sprintf("%.1f\t", med(func(f clusterFigures) float64 { return f.nodeCPU[n] }))
+			}
+			line += fmt.Sprintf("%.2f\t%.2f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t",
+				med(func(f clusterFigures) float64 { return f.natsIn }), med(func(f clusterFigures) float64 { return f.natsOut }),
+				med(func(f clusterFigures) float64 { return f.natsInB }), med(func(f clusterFigures) float64 { return f.natsOutB }),
+				med(func(f clusterFigures) float64 { return f.forwarded }),
+				med(func(f clusterFigures) float64 { return f.relays }), med(func(f clusterFigures) float64 { return f.events }),
+				med(func(f clusterFigures) float64 { return f.loadGen }),
+				med(func(f clusterFigures) float64 { return f.idleCPU }), med(func(f clusterFigures) float64 { return f.idleNATS }))
+			fmt.Fprintln(tw, line)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 
