@@ -268,18 +268,7 @@ func TestDeliveryHookWithBroker(t *testing.T) {
 	if err := srv.AddHook(NewDelivery(DeliveryOptions{Receiver: r}), nil); err != nil {
 		t.Fatal(err)
 	}
-	// A real socket, not net.Pipe: a pipe has no buffer, so mochi's writes
-	// and paho's acks can block each other.
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-
-	conn, err := net.Dial("tcp", l.Address())
+	conn, err := net.Dial("tcp", serveTCP(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,4 +314,20 @@ func TestDeliveryHookWithBroker(t *testing.T) {
 	if n := len(r.all()); n != 1 {
 		t.Fatalf("%d reports: %+v", n, r.all())
 	}
+}
+
+// serveTCP serves srv on a loopback TCP port for the rest of t and returns
+// its address. A real socket, not net.Pipe: a pipe has no buffer, so
+// mochi's writes and paho's acks can block each other.
+func serveTCP(t *testing.T, srv *mqtt.Server) string {
+	t.Helper()
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Address()
 }

@@ -10,7 +10,6 @@ import (
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/services/presence"
@@ -95,16 +94,7 @@ func TestPresenceMoving(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-			if err := srv.AddListener(l); err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Serve(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = srv.Close() })
-
-			conn, err := net.Dial("tcp", l.Address())
+			conn, err := net.Dial("tcp", serveTCP(t, srv))
 			if err != nil {
 				t.Fatal(err)
 			}

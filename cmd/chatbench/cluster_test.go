@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -193,12 +192,7 @@ func TestOwnershipNote(t *testing.T) {
 
 func TestParseClusterArgs(t *testing.T) {
 	const three = " --mqtt 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3 --http 127.0.0.1:4,127.0.0.1:5,127.0.0.1:6"
-	tests := []struct {
-		name    string
-		args    string
-		wantErr string
-		check   func(options) bool
-	}{
+	tests := []argCase{
 		{"three nodes", "cluster --nodes n1,n2,n3 --placement cross --mqtt-version 3.1.1 --nats-monitor 127.0.0.1:8222" + three, "", func(o options) bool {
 			return slices.Equal(o.Nodes, []string{"n1", "n2", "n3"}) && o.MQTT == "127.0.0.1:1" && o.HTTP == "127.0.0.1:4" &&
 				len(o.MQTTs) == 3 && o.MQTTVersion == "3.1.1" && o.Placement == placeCross
@@ -215,21 +209,5 @@ func TestParseClusterArgs(t *testing.T) {
 			return o.MQTT == "127.0.0.1:1" && len(o.MQTTs) == 2 && o.MQTTVersion == "5"
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o, err := parseArgs(strings.Fields(tt.args), io.Discard)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !tt.check(o) {
-				t.Fatalf("options %+v", o)
-			}
-		})
-	}
+	runArgCases(t, tests)
 }

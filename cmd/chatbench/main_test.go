@@ -79,12 +79,7 @@ func TestLoopbackOnly(t *testing.T) {
 }
 
 func TestParseArgs(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    string
-		wantErr string
-		check   func(options) bool
-	}{
+	tests := []argCase{
 		{"no scenario", "", "usage", nil},
 		{"unknown scenario", "flood", "usage", nil},
 		{"direct defaults", "direct", "", func(o options) bool {
@@ -126,23 +121,7 @@ func TestParseArgs(t *testing.T) {
 		{"table needs files", "table", "result files", nil},
 		{"table takes files", "table a.json b.json", "", func(o options) bool { return len(o.Files) == 2 }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o, err := parseArgs(strings.Fields(tt.args), io.Discard)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !tt.check(o) {
-				t.Fatalf("options %+v", o)
-			}
-		})
-	}
+	runArgCases(t, tests)
 }
 
 func TestCodecsRoundTrip(t *testing.T) {
@@ -212,5 +191,33 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	if _, err := parseStatCPU("garbage"); err == nil {
 		t.Fatal("garbage accepted")
+	}
+}
+
+// argCase is one command line for parseArgs: it fails mentioning wantErr,
+// or succeeds with options check accepts.
+type argCase struct {
+	name, args, wantErr string
+	check               func(options) bool
+}
+
+func runArgCases(t *testing.T, tests []argCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseArgs(strings.Fields(tt.args), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(o) {
+				t.Fatalf("options %+v", o)
+			}
+		})
 	}
 }

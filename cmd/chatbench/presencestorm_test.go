@@ -2,19 +2,13 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"strings"
 	"testing"
 	"time"
 )
 
 func TestParseStormArgs(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    string
-		wantErr string
-		check   func(options) bool
-	}{
+	tests := []argCase{
 		{"defaults", "presence-storm", "", func(o options) bool {
 			s := o.Storm
 			return s.Watchers == 200 && s.Groups == 1000 && s.Flappers == 2 && s.Duration == 20*time.Second && s.Baseline == 5*time.Second
@@ -30,23 +24,7 @@ func TestParseStormArgs(t *testing.T) {
 		{"loopback only", "presence-storm --http 10.1.1.1:8080", "not a loopback", nil},
 		{"other scenarios ignore the storm flags", "direct --watchers 0", "", func(o options) bool { return o.Scenario == "direct" }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o, err := parseArgs(strings.Fields(tt.args), io.Discard)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !tt.check(o) {
-				t.Fatalf("options %+v", o)
-			}
-		})
-	}
+	runArgCases(t, tests)
 }
 
 func TestStormReportPrint(t *testing.T) {
