@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -535,6 +536,9 @@ func TestEndToEndEncryption(t *testing.T) {
 	aLaptop := dialE2EE(t, s, "v3", alice, "laptop", events(alice), inbox(alice))
 	bPhone := dialE2EE(t, s, "v5", bob, "phone", events(bob), inbox(bob), devInbox(bPhoneKeys))
 	cPhone := dialE2EE(t, s, "v5", carol, "phone", events(carol))
+	// alice's tablet, with no keys, watches her whole subtree: device
+	// messages to her other devices must never reach it.
+	aTablet := dialE2EE(t, s, "v5", alice, "tablet", "users/"+alice.ID+"/#")
 
 	// A device inbox is its device's alone, even for the same user.
 	if rc := aLaptop.sub(t, devInbox(aPhoneKeys)); rc != 0x80 {
@@ -749,6 +753,19 @@ func TestEndToEndEncryption(t *testing.T) {
 		}
 		if pt := e2eeOpen(t, rcpt.k.groups[session], body.Sealed, gAD); !bytes.Equal(pt, groupSecret) {
 			t.Fatalf("%s decrypted the group message to %q", rcpt.k.address(), pt)
+		}
+	}
+
+	// The tablet got the group message after the key shares were
+	// delivered live to the laptop: had any device message been published
+	// to it, it would have come first.
+	for {
+		r := aTablet.next(t, "the group message on the tablet", func(received) bool { return true })
+		if strings.Contains(r.Topic, "/devices/") {
+			t.Fatalf("alice's tablet received another device's message on %s: %s", r.Topic, r.Payload)
+		}
+		if r.Topic == inbox(alice) && r.inbox(t).CMID == "e2e-g1" {
+			break
 		}
 	}
 
