@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -9,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqchat/mqchat/internal/config"
 )
@@ -87,7 +90,10 @@ func (s *server) publishKeys(t *testing.T, a account, device string, up keyUploa
 // TestE2EKeysREST: publish, list and claim over REST; 50 concurrent claims
 // of 20 one-time prekeys hand each out once.
 func TestE2EKeysREST(t *testing.T) {
-	s := startServer(t, func(c *config.Config) { c.Limits.KeyClaimRate, c.Limits.KeyClaimBurst = 1000, 1000 })
+	s := startServer(t, func(c *config.Config) {
+		c.Limits.KeyClaimRate, c.Limits.KeyClaimBurst = 1000, 1000
+		c.Limits.MaxOneTimePrekeys = 25
+	})
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
 	events := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "laptop")
 	if rc := events.subscribe(t, "users/"+alice.ID+"/events"); rc[0] != 1 {
@@ -103,9 +109,15 @@ func TestE2EKeysREST(t *testing.T) {
 		t.Fatalf("own device_keys_changed: %+v", e)
 	}
 
+	// 20 held and 6 more would pass the bound of 25: refused whole.
+	more := up
+	more.OneTimePrekeys = signedUpload(t, 26).OneTimePrekeys[20:]
+	var refusal apiError
+	if st := s.call(t, "PUT", "/v1/devices/phone/keys", alice.Token, more, nil, &refusal); st != http.StatusTooManyRequests || refusal.Error.Code != "quota_exceeded" {
+		t.Fatalf("past max_one_time_prekeys: %d %+v", st, refusal)
+	}
 	bad := up
 	bad.SignedPrekey.Signature = bytes.Repeat([]byte{1}, 64)
-	var refusal apiError
 	if st := s.call(t, "PUT", "/v1/devices/phone/keys", alice.Token, bad, nil, &refusal); st != http.StatusBadRequest || refusal.Error.Code != "invalid_payload" {
 		t.Fatalf("bad signature: %d %+v", st, refusal)
 	}
@@ -308,5 +320,49 @@ func TestE2EKeysMQTT(t *testing.T) {
 				t.Fatalf("carol: %+v", e)
 			}
 		})
+	}
+}
+
+// TestE2EKeysResponseTopic: an MQTT 5 keys request naming a Response Topic
+// is answered there with its Correlation Data, errors included, and one
+// naming another user's subtree is refused 0x87.
+func TestE2EKeysResponseTopic(t *testing.T) {
+	s := startServer(t, nil)
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	s.publishKeys(t, alice, "phone", signedUpload(t, 3))
+	b, box := dialV5Props(t, s, bob, "phone")
+	mine := "users/" + bob.ID + "/responses/keys"
+	events := "users/" + bob.ID + "/events"
+	for i, tc := range []struct {
+		topic, payload string
+		rc             byte
+		answer, typ    string
+	}{
+		{mine, `{"op":"claim","user":"` + alice.ID + `","request_id":"k1"}`, 0, mine, "keys"},
+		{mine, `{"op":"devices","user":"` + alice.ID + `"}`, 0, mine, "keys"},
+		{mine, `{"op":"claim","user":"AAAAAAAAAAAAAAAAAAAA"}`, 0x87, mine, "error"},
+		{"users/" + alice.ID + "/responses/x", `{"op":"devices","user":"` + alice.ID + `"}`, 0x87, events, "error"},
+	} {
+		corr := []byte(fmt.Sprintf("corr-%d", i))
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		resp, err := b.Publish(ctx, &paho.Publish{
+			Topic: "users/" + bob.ID + "/keys", QoS: 1, Payload: []byte(tc.payload),
+			Properties: &paho.PublishProperties{ResponseTopic: tc.topic, CorrelationData: corr},
+		})
+		cancel()
+		if resp == nil || resp.ReasonCode != tc.rc {
+			t.Fatalf("%s: PUBACK %+v (%v), want 0x%02x", tc.payload, resp, err, tc.rc)
+		}
+		m := nextProps(t, box, tc.typ, func(m propsMsg) bool { return m.Topic == tc.answer })
+		e := decodeKeys(t, m.Payload)
+		if e.Type != tc.typ {
+			t.Fatalf("%s: answer %s", tc.payload, m.Payload)
+		}
+		if tc.answer == mine && !bytes.Equal(m.Correlation, corr) {
+			t.Fatalf("%s: correlation %q, want %q", tc.payload, m.Correlation, corr)
+		}
+		if tc.typ == "keys" && (e.UserID != alice.ID || len(e.Devices) != 1) {
+			t.Fatalf("%s: answer %+v", tc.payload, e)
+		}
 	}
 }
