@@ -44,9 +44,9 @@ type ChatOptions struct {
 	// Consent, when set, decides which members hear a typing notice; nil =
 	// every other member.
 	Consent TypingConsent
-	// Server is needed by Sync (answers on an MQTT 5 Response Topic carry
-	// Correlation Data) and Typing (notices go out at QoS 0): Outbox cannot
-	// publish either. Without it both stay disabled.
+	// Server is needed by Sync and Keys (answers on an MQTT 5 Response
+	// Topic carry Correlation Data) and Typing (notices go out at QoS 0):
+	// Outbox cannot publish either. Without it all three stay disabled.
 	Server *mqtt.Server
 	// TypingLimiter takes one token per typing notice, keyed by user and
 	// chat; nil = one per 2 seconds.
