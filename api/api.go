@@ -67,6 +67,10 @@ type Options struct {
 	ChatRequests ChatRequests
 	// Invites enables /v1/invites (group invitations).
 	Invites Invites
+	// Keys enables the end-to-end encryption key directory:
+	// /v1/devices/{device_id}/keys, /v1/users/{user_id}/devices and
+	// /v1/users/{user_id}/keys.
+	Keys KeyDirectory
 }
 
 // Limiter rate-limits requests per key.
@@ -122,6 +126,7 @@ func New(opts Options) http.Handler {
 	a.routeLifecycle(authed)
 	a.routeConsent(authed)
 	a.routeInvites(authed)
+	a.routeKeys(authed)
 	return r
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqchat/mqchat/services/auth"
+	"github.com/mqchat/mqchat/services/e2ekeys"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/store"
@@ -54,6 +55,19 @@ type stubLifecycle struct{}
 
 func (stubLifecycle) DeleteOwn(context.Context, string, string) error { return nil }
 
+type stubKeys struct{}
+
+func (stubKeys) Publish(context.Context, string, string, e2ekeys.Upload) (e2ekeys.Published, error) {
+	return e2ekeys.Published{}, nil
+}
+func (stubKeys) Delete(context.Context, string, string) error { return nil }
+func (stubKeys) Devices(context.Context, string, string) (e2ekeys.DeviceList, error) {
+	return e2ekeys.DeviceList{}, nil
+}
+func (stubKeys) Claim(context.Context, string, string, string) (e2ekeys.Bundles, error) {
+	return e2ekeys.Bundles{}, nil
+}
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -76,7 +90,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

@@ -18,7 +18,8 @@ import (
 // holding every aggregate (store.relational = store.messages = postgres):
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
 // pushes, presence visibility through every membership path, blocking,
-// privacy settings, message requests and group invitations, a SIGKILL and
+// privacy settings, message requests and group invitations, the end-to-end
+// encryption key directory (concurrent claims), a SIGKILL and
 // restart of the real binary, chatd migrate, and sessions (refresh-token
 // reuse, logout, logout everywhere, password change, token expiry). Each
 // runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
@@ -68,6 +69,7 @@ var onPostgres = []struct {
 	{"PresenceSettingNobody", TestPresenceSettingNobody},
 	{"MessageRequests", TestMessageRequests},
 	{"GroupInviteConsent", TestGroupInviteConsent},
+	{"E2EKeysREST", TestE2EKeysREST},
 }
 
 const postgresPrefix = "TestOnPostgres/"

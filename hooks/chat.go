@@ -36,21 +36,22 @@ type ChatOptions struct {
 	// Handlers of the other request topics (groupops.go, sync.go,
 	// receipts.go, typing.go). A nil one refuses its topic with
 	// not_authorized, as before the topic existed.
-	Groups   GroupOps    // users/{uid}/groups
-	Sync     SyncSource  // users/{uid}/sync
-	Receipts ReadMarker  // users/{uid}/receipts
-	Typing   TypingChats // users/{uid}/typing
+	Groups   GroupOps     // users/{uid}/groups
+	Sync     SyncSource   // users/{uid}/sync
+	Receipts ReadMarker   // users/{uid}/receipts
+	Typing   TypingChats  // users/{uid}/typing
+	Keys     KeyDirectory // users/{uid}/keys
 	// Consent, when set, decides which members hear a typing notice; nil =
 	// every other member.
 	Consent TypingConsent
-	// Server is needed by Sync (answers on an MQTT 5 Response Topic carry
-	// Correlation Data) and Typing (notices go out at QoS 0): Outbox cannot
-	// publish either. Without it both stay disabled.
+	// Server is needed by Sync and Keys (answers on an MQTT 5 Response
+	// Topic carry Correlation Data) and Typing (notices go out at QoS 0):
+	// Outbox cannot publish either. Without it all three stay disabled.
 	Server *mqtt.Server
 	// TypingLimiter takes one token per typing notice, keyed by user and
 	// chat; nil = one per 2 seconds.
 	TypingLimiter  Limiter
-	RequestTimeout time.Duration // bound on one groups, sync or receipts request; 0 = 10s
+	RequestTimeout time.Duration // bound on one groups, sync, receipts or keys request; 0 = 10s
 }
 
 // Chat turns publishes on users/{uid}/send into stored chat messages,
@@ -86,7 +87,7 @@ func NewChat(opts ChatOptions) *Chat {
 	if opts.Server != nil {
 		h.resp = newResponder(opts.Server, opts.Logger)
 	} else {
-		h.opts.Sync, h.opts.Typing = nil, nil
+		h.opts.Sync, h.opts.Typing, h.opts.Keys = nil, nil, nil
 	}
 	if h.typing == nil {
 		h.typing = ratelimit.NewEvery(typingInterval, 1)
@@ -149,8 +150,15 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, h.receipt(cl, uid, pk)
 	case LeafTyping:
 		return pk, h.typingNotice(cl, uid, pk)
-	default:
+	case LeafKeys:
+		return pk, h.keysRequest(cl, uid, pk)
+	case LeafSend:
 		return pk, h.send(cl, uid, pk)
+	default:
+		// writeAccess admits only request leaves, so this is one added
+		// there without a handler here: refuse it rather than store it as
+		// a send.
+		return pk, h.reject(cl, uid, pk, "", chat.CodeNotAuthorized, "publishing to "+pk.TopicName+" is not allowed")
 	}
 }
 

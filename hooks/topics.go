@@ -12,6 +12,7 @@ const (
 	LeafSync     = "sync"
 	LeafReceipts = "receipts"
 	LeafTyping   = "typing"
+	LeafKeys     = "keys" // the end-to-end encryption key directory
 	// LeafResponses is the root of the subtree users/{uid}/responses/… a
 	// client subscribes to and names as the MQTT 5 Response Topic of its
 	// requests. Only the server publishes there.
@@ -21,7 +22,7 @@ const (
 // requestLeaf reports whether leaf is one a client may publish to.
 func requestLeaf(leaf string) bool {
 	switch leaf {
-	case LeafSend, LeafGroups, LeafSync, LeafReceipts, LeafTyping:
+	case LeafSend, LeafGroups, LeafSync, LeafReceipts, LeafTyping, LeafKeys:
 		return true
 	}
 	return false
@@ -109,7 +110,7 @@ func readAccess(uid, filter string) (allowed bool, askRelation string) {
 }
 
 // writeAccess decides whether uid ("" = anonymous) may publish to topic:
-// only its own request topics (send, groups, sync, receipts, typing).
+// only its own request topics (send, groups, sync, receipts, typing, keys).
 // Presence, inboxes, events and responses are written only by the server.
 func writeAccess(uid, topic string) bool {
 	if uid == "" {

@@ -35,6 +35,7 @@ import (
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/consent"
+	"github.com/mqchat/mqchat/services/e2ekeys"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
@@ -195,7 +196,7 @@ func (a *App) build(secret []byte) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pipeline := metrics.NewPipeline(reg)
-	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps, people.LimitLookup)...)
+	limitMetrics := metrics.NewLimits(reg, append(hooks.LimitNames(), broker.LimitRestoredSubscriptions, groups.LimitGroupOps, people.LimitLookup, e2ekeys.LimitKeyClaim)...)
 
 	sessionMetrics := metrics.NewSessions(reg)
 	var err error
@@ -325,6 +326,18 @@ func (a *App) build(secret []byte) error {
 		Metrics:     limitMetrics,
 		Logger:      a.log.With("component", "people"),
 	})
+	// The end-to-end encryption key directory: public keys only, opaque
+	// to the server.
+	keysSvc := e2ekeys.New(a.store, consentSvc, outbox, e2ekeys.Options{
+		MaxKeyBytes:       cfg.Limits.MaxKeyBytes,
+		MaxOneTimePrekeys: cfg.Limits.MaxOneTimePrekeys,
+		PrekeysLow:        cfg.Limits.PrekeysLow,
+		ClaimRate:         cfg.Limits.KeyClaimRate,
+		ClaimBurst:        cfg.Limits.KeyClaimBurst,
+		Limits:            limitMetrics,
+		Metrics:           metrics.NewE2EKeys(reg),
+		Logger:            a.log.With("component", "e2ekeys"),
+	})
 	limitsHook := hooks.NewLimits(hooks.LimitOptions{
 		Server:                 srv,
 		Events:                 outbox,
@@ -362,7 +375,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
-		Consent: consentSvc,
+		Consent: consentSvc, Keys: keysSvc,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -418,6 +431,7 @@ func (a *App) build(secret []byte) error {
 			Blocks:          consentSvc,
 			Privacy:         consentSvc,
 			ChatRequests:    consentSvc,
+			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

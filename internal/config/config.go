@@ -218,6 +218,20 @@ type Limits struct {
 	// 0 turns the limit off.
 	LookupRate  int `koanf:"lookup_rate"`
 	LookupBurst int `koanf:"lookup_burst"`
+	// MaxKeyBytes bounds each end-to-end key the key directory accepts
+	// (identity key, signed prekey, signature, one-time prekey); post-quantum
+	// keys are about 1.5 KB.
+	MaxKeyBytes int `koanf:"max_key_bytes"`
+	// MaxOneTimePrekeys bounds the one-time prekeys one device holds.
+	MaxOneTimePrekeys int `koanf:"max_one_time_prekeys"`
+	// PrekeysLow: a claim leaving a device fewer one-time prekeys than
+	// this tells its owner to upload more.
+	PrekeysLow int `koanf:"prekeys_low"`
+	// KeyClaimRate and KeyClaimBurst bound each user's key bundle fetches
+	// (each claims one-time prekeys, which others cannot refill); 0 turns
+	// the limit off.
+	KeyClaimRate  int `koanf:"key_claim_rate"`
+	KeyClaimBurst int `koanf:"key_claim_burst"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -295,6 +309,11 @@ func Default() Config {
 			GroupOpBurst:          20,
 			LookupRate:            1,
 			LookupBurst:           10,
+			MaxKeyBytes:           4096,
+			MaxOneTimePrekeys:     200,
+			PrekeysLow:            10,
+			KeyClaimRate:          1,
+			KeyClaimBurst:         20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

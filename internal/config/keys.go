@@ -223,6 +223,16 @@ func usage(key string) string {
 		return "username lookups per second allowed to each user (0 = unlimited)"
 	case "limits.lookup_burst":
 		return "username lookups a user may make at once above lookup_rate"
+	case "limits.max_key_bytes":
+		return "largest end-to-end key, signed prekey or signature a device may publish, in bytes (32-65536)"
+	case "limits.max_one_time_prekeys":
+		return "one-time prekeys one device may hold (1-100000); an upload past it is refused whole"
+	case "limits.prekeys_low":
+		return "a claim leaving a device fewer one-time prekeys than this sends its owner a prekeys_low event (0 = only at 0)"
+	case "limits.key_claim_rate":
+		return "key bundle fetches (claims) per second allowed to each user (0 = unlimited)"
+	case "limits.key_claim_burst":
+		return "key bundle fetches a user may make at once above key_claim_rate"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
 	case "presence.visibility_cache_size":

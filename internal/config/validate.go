@@ -166,6 +166,13 @@ func (c Config) Validate() error {
 	if c.Limits.LookupRate > 0 {
 		between("limits.lookup_burst", c.Limits.LookupBurst, 1, 1_000_000)
 	}
+	between("limits.max_key_bytes", c.Limits.MaxKeyBytes, 32, 64<<10)
+	between("limits.max_one_time_prekeys", c.Limits.MaxOneTimePrekeys, 1, 100_000)
+	between("limits.prekeys_low", c.Limits.PrekeysLow, 0, c.Limits.MaxOneTimePrekeys)
+	between("limits.key_claim_rate", c.Limits.KeyClaimRate, 0, 1_000_000)
+	if c.Limits.KeyClaimRate > 0 {
+		between("limits.key_claim_burst", c.Limits.KeyClaimBurst, 1, 1_000_000)
+	}
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
