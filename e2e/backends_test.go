@@ -19,7 +19,8 @@ import (
 // 1:1 and group messaging, sync, receipts, dedupe, device tokens and
 // pushes, presence visibility through every membership path, blocking,
 // privacy settings, message requests and group invitations, the end-to-end
-// encryption key directory (concurrent claims), a SIGKILL and
+// encryption key directory (concurrent claims) and the end-to-end
+// encryption proof with real cryptography, a SIGKILL and
 // restart of the real binary, chatd migrate, and sessions (refresh-token
 // reuse, logout, logout everywhere, password change, token expiry). Each
 // runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
@@ -30,6 +31,7 @@ var onPostgres = []struct {
 }{
 	{"DirectMessaging", TestDirectMessagingAcrossVersionsAndTransports},
 	{"SendOverHTTP", TestSendOverHTTP},
+	{"EndToEndEncryption", TestEndToEndEncryption},
 	{"GroupLifecycle", TestGroupLifecycle},
 	{"MQTTGroupOps", TestMQTTGroupOps},
 	{"OfflineCatchUp", TestOfflineDeviceCatchesUpWithChatListAndHistory},
