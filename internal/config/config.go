@@ -218,6 +218,9 @@ type Limits struct {
 	// 0 turns the limit off.
 	LookupRate  int `koanf:"lookup_rate"`
 	LookupBurst int `koanf:"lookup_burst"`
+	// DeviceMessagesPending bounds the device messages waiting for one
+	// device (end-to-end encryption); past it a send to it is refused.
+	DeviceMessagesPending int `koanf:"device_messages_pending"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -295,6 +298,7 @@ func Default() Config {
 			GroupOpBurst:          20,
 			LookupRate:            1,
 			LookupBurst:           10,
+			DeviceMessagesPending: 1000,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

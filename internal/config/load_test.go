@@ -409,6 +409,8 @@ func TestValidate(t *testing.T) {
 		{"limits.group_op_burst", func(c *Config) { c.Limits.GroupOpBurst = 0 }},
 		{"limits.lookup_rate", func(c *Config) { c.Limits.LookupRate = -1 }},
 		{"limits.lookup_burst", func(c *Config) { c.Limits.LookupBurst = 0 }},
+		{"limits.device_messages_pending", func(c *Config) { c.Limits.DeviceMessagesPending = 0 }},
+		{"limits.device_messages_pending", func(c *Config) { c.Limits.DeviceMessagesPending = 1_000_001 }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = -time.Second }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = time.Hour + time.Second }},
 		{"presence.visibility_cache_size", func(c *Config) { c.Presence.VisibilityCacheSize = 0 }},

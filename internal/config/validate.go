@@ -166,6 +166,7 @@ func (c Config) Validate() error {
 	if c.Limits.LookupRate > 0 {
 		between("limits.lookup_burst", c.Limits.LookupBurst, 1, 1_000_000)
 	}
+	between("limits.device_messages_pending", c.Limits.DeviceMessagesPending, 1, 1_000_000)
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
