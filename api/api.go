@@ -67,6 +67,9 @@ type Options struct {
 	ChatRequests ChatRequests
 	// Invites enables /v1/invites (group invitations).
 	Invites Invites
+	// DeviceMessages enables /v1/device-messages and
+	// /v1/devices/{device_id}/messages (end-to-end encryption).
+	DeviceMessages DeviceMessages
 }
 
 // Limiter rate-limits requests per key.
@@ -122,6 +125,7 @@ func New(opts Options) http.Handler {
 	a.routeLifecycle(authed)
 	a.routeConsent(authed)
 	a.routeInvites(authed)
+	a.routeDeviceMessages(authed)
 	return r
 }
 
