@@ -80,6 +80,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewACL(d)
 	metrics.NewSessions(d)
 	metrics.NewAccounts(d)
+	metrics.NewDeviceMessages(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := descFamilies(t, d.descs)
