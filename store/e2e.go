@@ -79,7 +79,9 @@ type DeviceMessages interface {
 	// PutDeviceMessage stores m with the device's next seq (m.Seq and
 	// m.SentAt as given are ignored; SentAt is now). A (From, CMID) stored
 	// within DedupeWindow returns the stored message and dup = true,
-	// whatever device it went to. ErrQuota when the device already holds
+	// whatever device it went to; the duplicate has every field of the
+	// stored message but Body, which is not kept once the message is
+	// acknowledged (the sender already has it). ErrQuota when the device already holds
 	// maxPending messages (0 = no limit).
 	PutDeviceMessage(ctx context.Context, m DeviceMessage, maxPending int) (stored DeviceMessage, dup bool, err error)
 	// PendingDeviceMessages returns the device's messages with seq >

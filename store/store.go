@@ -128,6 +128,8 @@ type Store interface {
 	PrivacySettings
 	DirectRequests
 	GroupInvites
+	KeyDirectory
+	DeviceMessages
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

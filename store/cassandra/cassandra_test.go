@@ -55,13 +55,13 @@ func TestConformance(t *testing.T) {
 		}
 		_ = cs.Close()
 	})
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
 		for _, table := range []string{"messages", "chat_buckets", "chat_states", "dedupe"} {
 			if err := cs.Session().Query("TRUNCATE " + table).Exec(); err != nil {
 				t.Fatalf("truncate %s: %v", table, err)
 			}
 		}
-		pb, err := pebble.Open(t.TempDir(), pebble.Options{})
+		pb, err := pebble.Open(t.TempDir(), pebble.Options{Now: now})
 		if err != nil {
 			t.Fatalf("pebble.Open: %v", err)
 		}

@@ -18,8 +18,9 @@ import (
 )
 
 // Relational is the half that holds accounts (with their profiles and
-// sessions), groups, devices and consent (block lists, privacy settings,
-// message requests, group invitations).
+// sessions), groups, devices, consent (block lists, privacy settings,
+// message requests, group invitations) and end-to-end encryption (device
+// keys, device mailboxes).
 type Relational interface {
 	store.Users
 	store.Groups
@@ -32,6 +33,8 @@ type Relational interface {
 	store.PrivacySettings
 	store.DirectRequests
 	store.GroupInvites
+	store.KeyDirectory
+	store.DeviceMessages
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -3,6 +3,7 @@ package compose_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/mqchat/mqchat/internal/pgtest"
 	"github.com/mqchat/mqchat/store"
@@ -18,12 +19,12 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // half and Pebble for the messages, the same split chatd makes with
 // store.relational=postgres and store.messages=pebble.
 func TestConformancePostgresWithPebbleMessages(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		pg, err := postgres.Open(t.Context(), pgtest.DSN(t), postgres.Options{})
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		pg, err := postgres.Open(t.Context(), pgtest.DSN(t), postgres.Options{Now: now})
 		if err != nil {
 			t.Fatalf("postgres.Open: %v", err)
 		}
-		pb, err := pebble.Open(t.TempDir(), pebble.Options{})
+		pb, err := pebble.Open(t.TempDir(), pebble.Options{Now: now})
 		if err != nil {
 			_ = pg.Close()
 			t.Fatalf("pebble.Open: %v", err)

@@ -90,12 +90,14 @@ func (s *Store) DeleteUser(ctx context.Context, uid string, at time.Time) error 
 		return fmt.Errorf("pebble: delete user: %w", err)
 	}
 	// What only the account owner made goes with it: profile, privacy
-	// settings, block list, pending requests and invitations.
+	// settings, block list, pending requests and invitations, and its
+	// devices' end-to-end keys and mailboxes (messages waiting for them).
 	err = errors.Join(
 		b.Delete(profileKey(uid), nil),
 		b.Delete(append([]byte(prefixPrivacy), uid...), nil),
 	)
-	for _, prefix := range []string{prefixBlock, prefixRequest, prefixInvite} {
+	for _, prefix := range []string{prefixBlock, prefixRequest, prefixInvite,
+		prefixDeviceKeys, prefixPrekey, prefixMailbox, prefixDeviceMsg} {
 		lo, hi := pairBounds(prefix, uid)
 		err = errors.Join(err, b.DeleteRange(lo, hi, nil))
 	}

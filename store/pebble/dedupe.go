@@ -101,9 +101,10 @@ func (d *dedupeWriter) add(m *store.Message) error {
 	return d.b.Set(expiryKey(m.SentAt, m.From, m.CMID), nil, nil)
 }
 
-// SweepExpired deletes the dedupe records whose message is older than
-// store.DedupeWindow, with their expiry-index entries, and returns how many
-// records it deleted. The background sweeper calls it every SweepInterval.
+// SweepExpired deletes the dedupe records, of chat and of device messages,
+// whose message is older than store.DedupeWindow, with their expiry-index
+// entries, and returns how many records it deleted. The background sweeper
+// calls it every SweepInterval.
 func (s *Store) SweepExpired(ctx context.Context) (int, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, fmt.Errorf("pebble: sweep: %w", err)
@@ -111,20 +112,33 @@ func (s *Store) SweepExpired(ctx context.Context) (int, error) {
 	defer s.mu.RUnlock()
 
 	cutoff := s.now().Add(-store.DedupeWindow)
-	lower, upper := []byte(prefixExpiry), expiryUpper(cutoff)
 	total := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, fmt.Errorf("pebble: sweep: %w", err)
-		}
-		keys, err := s.indexKeys(ctx, lower, upper, sweepChunk)
-		if err != nil {
-			return total, fmt.Errorf("pebble: sweep: %w", err)
-		}
-		n, err := s.deleteExpired(keys, cutoff)
+	for _, sp := range []dedupeSpace{chatDedupe, deviceDedupe} {
+		n, err := s.sweepSpace(ctx, sp, cutoff)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("pebble: sweep: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// sweepSpace deletes one space's expired records, a chunk at a time.
+func (s *Store) sweepSpace(ctx context.Context, sp dedupeSpace, cutoff time.Time) (int, error) {
+	lower, upper := []byte(sp.expiry), sp.expiryUpper(cutoff)
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		keys, err := s.indexKeys(ctx, lower, upper, sweepChunk)
+		if err != nil {
+			return total, err
+		}
+		n, err := s.deleteExpired(sp, keys, cutoff)
+		total += n
+		if err != nil {
+			return total, err
 		}
 		if len(keys) < sweepChunk {
 			return total, nil
@@ -154,7 +168,7 @@ func (s *Store) indexKeys(ctx context.Context, lower, upper []byte, n int) ([][]
 // deleteExpired removes the given index entries and the records they point
 // at, unless a record has since been replaced by a live one. It does not
 // sync: a sweep lost in a crash is simply redone.
-func (s *Store) deleteExpired(indexKeys [][]byte, cutoff time.Time) (int, error) {
+func (s *Store) deleteExpired(sp dedupeSpace, indexKeys [][]byte, cutoff time.Time) (int, error) {
 	if len(indexKeys) == 0 {
 		return 0, nil
 	}
@@ -165,8 +179,8 @@ func (s *Store) deleteExpired(indexKeys [][]byte, cutoff time.Time) (int, error)
 	defer b.Close()
 	n := 0
 	for _, xk := range indexKeys {
-		if dk, ok := dedupeKeyFromExpiry(xk); ok {
-			del, err := s.sweepable(dk, cutoff)
+		if dk, ok := sp.recordFromExpiry(xk); ok {
+			del, err := s.sweepable(sp, dk, cutoff)
 			if err != nil {
 				return 0, err
 			}
@@ -190,7 +204,7 @@ func (s *Store) deleteExpired(indexKeys [][]byte, cutoff time.Time) (int, error)
 // sweepable reports whether the record at k exists and is expired (or
 // unreadable). A live record means the key was reused after expiry; the new
 // record has its own index entry.
-func (s *Store) sweepable(k []byte, cutoff time.Time) (bool, error) {
+func (s *Store) sweepable(sp dedupeSpace, k []byte, cutoff time.Time) (bool, error) {
 	v, err := s.get(k)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -198,8 +212,17 @@ func (s *Store) sweepable(k []byte, cutoff time.Time) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	ref, err := decodeRef(v)
-	return err != nil || ref.SentAt.Before(cutoff), nil
+	var sentAt time.Time
+	if sp == deviceDedupe {
+		var m store.DeviceMessage
+		m, err = decodeDeviceRef(v)
+		sentAt = m.SentAt
+	} else {
+		var ref store.MessageRef
+		ref, err = decodeRef(v)
+		sentAt = ref.SentAt
+	}
+	return err != nil || sentAt.Before(cutoff), nil
 }
 
 // sweepLoop runs SweepExpired until Close cancels ctx.

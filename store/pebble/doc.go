@@ -16,6 +16,12 @@
 //	gm/{groupID}\x00{uid}             -> membership (role, joinedAt)
 //	ug/{uid}\x00{groupID}             -> the same membership, indexed by user
 //	c/{uid}\x00{chat}                 -> chat state (delivered, read, left, updatedAt)
+//	ek/{uid}\x00{device}              -> device keys (identity, signed prekey, signature, updatedAt)
+//	eo/{uid}\x00{device}\x00{id, 4-byte BE}  -> one-time prekey
+//	es/{uid}\x00{device}              -> device mailbox (last seq, pending count)
+//	em/{uid}\x00{device}\x00{seq, 8-byte BE} -> device message without its addressing
+//	ed/{sender}\x00{cmid}             -> device-message dedupe record
+//	ex/{sentAt ms, 8-byte BE}/{sender}\x00{cmid} -> empty; its expiry index
 //
 // Chat ids and sender ids never contain '\x00' (AppendMessages rejects them),
 // so "m/{chat}\x00" is a prefix owned by exactly one chat and a bounded
@@ -37,6 +43,14 @@
 // removes g/, the group's gm/ range and the matching ug/ keys in one batch.
 // A chat state is read, merged and written back under the user's lock, so
 // concurrent cursor moves never lose one another.
+//
+// The e2e keys (e2e.go) follow the same pattern one level deeper: user and
+// device ids never contain '\x00', so "eo/{uid}\x00{device}\x00" is one
+// device's prekeys in id order (a claim takes the first) and
+// "em/{uid}\x00{device}\x00" its mailbox in seq order, while
+// "eo/{uid}\x00" covers every device of a user (an account deletion drops
+// it whole). The mailbox record es/ keeps the last seq after every message
+// is acknowledged, so seqs never repeat.
 //
 // Times are stored with millisecond precision, like the other backends.
 package pebble

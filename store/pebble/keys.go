@@ -21,6 +21,14 @@ const (
 	prefixDevice      = "dv/"
 	prefixDeviceToken = "dt/"
 
+	// End-to-end encryption (e2e.go).
+	prefixDeviceKeys   = "ek/"
+	prefixPrekey       = "eo/"
+	prefixMailbox      = "es/"
+	prefixDeviceMsg    = "em/"
+	prefixDeviceDedupe = "ed/"
+	prefixDeviceExpiry = "ex/"
+
 	// sep ends the variable-length part of a key; it sorts before every other
 	// byte, so a shorter chat id never interleaves with a longer one.
 	sep = '\x00'
@@ -78,20 +86,30 @@ func seqFromKey(k []byte) (uint64, bool) {
 	return binary.BigEndian.Uint64(k[len(k)-8:]), true
 }
 
-func dedupeKey(sender, cmid string) []byte {
-	k := make([]byte, 0, len(prefixDedupe)+len(sender)+1+len(cmid))
-	k = append(k, prefixDedupe...)
+// dedupeSpace is one family of dedupe records with its expiry index: chat
+// messages' ("d/", "x/") and device messages' ("ed/", "ex/"). The two never
+// share a key, so a cmid reused across them names two messages.
+type dedupeSpace struct{ record, expiry string }
+
+var (
+	chatDedupe   = dedupeSpace{record: prefixDedupe, expiry: prefixExpiry}
+	deviceDedupe = dedupeSpace{record: prefixDeviceDedupe, expiry: prefixDeviceExpiry}
+)
+
+func (sp dedupeSpace) key(sender, cmid string) []byte {
+	k := make([]byte, 0, len(sp.record)+len(sender)+1+len(cmid))
+	k = append(k, sp.record...)
 	k = append(k, sender...)
 	k = append(k, sep)
 	return append(k, cmid...)
 }
 
-// expiryKey is "x/{ms}/{sender}\x00{cmid}"; the tail is the dedupe key
-// without its prefix, so the sweeper recovers the record key from the index
-// key alone.
-func expiryKey(sentAt time.Time, sender, cmid string) []byte {
-	k := make([]byte, 0, len(prefixExpiry)+9+len(sender)+1+len(cmid))
-	k = append(k, prefixExpiry...)
+// expiryKey is "{expiry}{ms}/{sender}\x00{cmid}"; the tail is the record
+// key without its prefix, so the sweeper recovers the record key from the
+// index key alone.
+func (sp dedupeSpace) expiryKey(sentAt time.Time, sender, cmid string) []byte {
+	k := make([]byte, 0, len(sp.expiry)+9+len(sender)+1+len(cmid))
+	k = append(k, sp.expiry...)
 	k = binary.BigEndian.AppendUint64(k, expiryMillis(sentAt))
 	k = append(k, '/')
 	k = append(k, sender...)
@@ -100,22 +118,32 @@ func expiryKey(sentAt time.Time, sender, cmid string) []byte {
 }
 
 // expiryUpper bounds the index entries with SentAt strictly before t (in ms).
-func expiryUpper(t time.Time) []byte {
-	k := make([]byte, 0, len(prefixExpiry)+8)
-	k = append(k, prefixExpiry...)
+func (sp dedupeSpace) expiryUpper(t time.Time) []byte {
+	k := make([]byte, 0, len(sp.expiry)+8)
+	k = append(k, sp.expiry...)
 	return binary.BigEndian.AppendUint64(k, expiryMillis(t))
 }
 
-// dedupeKeyFromExpiry maps an index key back to the record key it indexes.
-func dedupeKeyFromExpiry(k []byte) ([]byte, bool) {
-	const head = len(prefixExpiry) + 9
+// recordFromExpiry maps an index key back to the record key it indexes.
+func (sp dedupeSpace) recordFromExpiry(k []byte) ([]byte, bool) {
+	head := len(sp.expiry) + 9
 	if len(k) < head+1 {
 		return nil, false
 	}
-	out := make([]byte, 0, len(prefixDedupe)+len(k)-head)
-	out = append(out, prefixDedupe...)
+	out := make([]byte, 0, len(sp.record)+len(k)-head)
+	out = append(out, sp.record...)
 	return append(out, k[head:]...), true
 }
+
+func dedupeKey(sender, cmid string) []byte { return chatDedupe.key(sender, cmid) }
+
+func expiryKey(sentAt time.Time, sender, cmid string) []byte {
+	return chatDedupe.expiryKey(sentAt, sender, cmid)
+}
+
+func expiryUpper(t time.Time) []byte { return chatDedupe.expiryUpper(t) }
+
+func dedupeKeyFromExpiry(k []byte) ([]byte, bool) { return chatDedupe.recordFromExpiry(k) }
 
 // expiryMillis clamps pre-1970 times to 0: they are long expired and a
 // negative value would otherwise wrap to the far end of the index.

@@ -15,8 +15,8 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, t.TempDir(), Options{})
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return openTest(t, t.TempDir(), Options{Now: now})
 	})
 }
 

@@ -78,6 +78,13 @@ type Store struct {
 	// compare-and-set one step.
 	sessionMu sync.Mutex
 
+	// e2eDeviceLocks serialise the end-to-end writes of one device (keys,
+	// one-time prekey claims, mailbox) by "{uid}\x00{device}", which makes
+	// each claim and each seq assignment one step; e2eSenderLocks, taken
+	// before them, do the same for a sender's device-message dedupe records.
+	e2eDeviceLocks stripes
+	e2eSenderLocks stripes
+
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
 }

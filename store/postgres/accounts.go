@@ -36,8 +36,11 @@ func (s *Store) DeleteUser(ctx context.Context, uid string, at time.Time) error 
 			return store.ErrNotFound
 		}
 		// What only the account owner made goes with it: devices, profile,
-		// privacy settings, block list, pending requests and invitations.
-		for _, table := range []string{"devices", "profiles", "privacy", "blocks", "direct_requests", "group_invites"} {
+		// privacy settings, block list, pending requests and invitations,
+		// and its devices' end-to-end keys (their one-time prekeys go by
+		// cascade) and mailboxes with the messages waiting in them.
+		for _, table := range []string{"devices", "profiles", "privacy", "blocks", "direct_requests", "group_invites",
+			"device_keys", "device_mailboxes", "device_messages"} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE user_id = $1`, uid); err != nil {
 				return err
 			}

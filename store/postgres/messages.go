@@ -217,22 +217,25 @@ func (s *Store) LookupDedupe(ctx context.Context, sender, cmid string) (store.Me
 // sweepBatch bounds one DELETE so the sweeper never holds many row locks.
 const sweepBatch = 5000
 
-// SweepExpired deletes dedupe records outside the window and returns how
-// many it deleted.
+// SweepExpired deletes dedupe records, of chat and of device messages,
+// outside the window and returns how many it deleted.
 func (s *Store) SweepExpired(ctx context.Context) (int, error) {
 	cutoff := s.now().Add(-store.DedupeWindow)
 	total := 0
-	for {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM dedupe WHERE ctid = ANY(ARRAY(
-			SELECT ctid FROM dedupe WHERE sent_at < $1 LIMIT $2))`, cutoff, sweepBatch)
-		if err != nil {
-			return total, fmt.Errorf("postgres: sweep dedupe: %w", mapErr(ctx, err))
-		}
-		total += int(tag.RowsAffected())
-		if tag.RowsAffected() < sweepBatch {
-			return total, nil
+	for _, table := range []string{"dedupe", "device_message_dedupe"} {
+		for {
+			tag, err := s.pool.Exec(ctx, `DELETE FROM `+table+` WHERE ctid = ANY(ARRAY(
+				SELECT ctid FROM `+table+` WHERE sent_at < $1 LIMIT $2))`, cutoff, sweepBatch)
+			if err != nil {
+				return total, fmt.Errorf("postgres: sweep %s: %w", table, mapErr(ctx, err))
+			}
+			total += int(tag.RowsAffected())
+			if tag.RowsAffected() < sweepBatch {
+				break
+			}
 		}
 	}
+	return total, nil
 }
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {

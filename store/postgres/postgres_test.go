@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/mqchat/mqchat/internal/pgtest"
 	"github.com/mqchat/mqchat/store"
@@ -27,5 +28,7 @@ func openTest(t *testing.T, opts postgres.Options) *postgres.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return openTest(t, postgres.Options{}) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return openTest(t, postgres.Options{Now: now})
+	})
 }

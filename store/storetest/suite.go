@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,9 +23,28 @@ type testCase struct {
 	run  func(t *testing.T, s store.Store)
 }
 
-// Run runs the whole suite. newStore must return an empty, open store and
-// register its own cleanup with t.
-func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+// clockedCase is a testCase that also holds its store's clock, to move time
+// (the dedupe window) or to check the times the store assigns.
+type clockedCase struct {
+	name string
+	run  func(t *testing.T, s store.Store, clk *Clock)
+}
+
+// Clock is the time source a case hands its store: the real time plus an
+// offset that only the case moves, so tests expire dedupe records without
+// sleeping. It is safe for concurrent use (sweepers read it).
+type Clock struct{ offset atomic.Int64 }
+
+// Now is the value for a backend's Options.Now.
+func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// Run runs the whole suite. newStore must return an empty, open store whose
+// clock (its backend's Options.Now) is now, and register its own cleanup
+// with t.
+func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.Store) {
 	t.Helper()
 	groups := []struct {
 		name  string
@@ -44,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Privacy", privacyTests()},
 		{"Requests", requestTests()},
 		{"Invites", inviteTests()},
+		{"DeviceKeys", deviceKeyTests()},
 		{"BatchReads", batchReadTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
@@ -52,7 +73,23 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		t.Run(g.name, func(t *testing.T) {
 			for _, tc := range g.cases {
 				t.Run(tc.name, func(t *testing.T) {
-					tc.run(t, newStore(t))
+					tc.run(t, newStore(t, (&Clock{}).Now))
+				})
+			}
+		})
+	}
+	clockedGroups := []struct {
+		name  string
+		cases []clockedCase
+	}{
+		{"DeviceMessages", deviceMessageTests()},
+	}
+	for _, g := range clockedGroups {
+		t.Run(g.name, func(t *testing.T) {
+			for _, tc := range g.cases {
+				t.Run(tc.name, func(t *testing.T) {
+					clk := &Clock{}
+					tc.run(t, newStore(t, clk.Now), clk)
 				})
 			}
 		})
