@@ -158,8 +158,9 @@ func IsDeviceEnvelope(payload []byte) bool {
 	if !bytes.Contains(payload, []byte(`"to_device"`)) {
 		return false
 	}
+	// The first JSON value only: data after it is DecodeEnvelope's to refuse.
 	var top map[string]json.RawMessage
-	if json.Unmarshal(payload, &top) != nil {
+	if json.NewDecoder(bytes.NewReader(payload)).Decode(&top) != nil {
 		return false // refused as a chat send, with the decoder's reason
 	}
 	_, ok := top["to_device"]
