@@ -68,6 +68,9 @@ var onPostgres = []struct {
 	{"PresenceSettingNobody", TestPresenceSettingNobody},
 	{"MessageRequests", TestMessageRequests},
 	{"GroupInviteConsent", TestGroupInviteConsent},
+	{"DeviceMessagesOfflineDevice", TestDeviceMessagesOfflineDevice},
+	{"DeviceMessageDedupeAndQuota", TestDeviceMessageDedupeAndQuota},
+	{"DeviceMessagesREST", TestDeviceMessagesREST},
 }
 
 const postgresPrefix = "TestOnPostgres/"
