@@ -71,7 +71,7 @@ type Address struct {
 
 // Envelope is a device-message send, over REST or on users/{uid}/send.
 type Envelope struct {
-	ToDevice *Address       `json:"to_device"`
+	ToDevice *Address        `json:"to_device"`
 	CMID     string          `json:"cmid"`
 	Body     json.RawMessage `json:"body"`
 	// FromDevice names the sending device; over MQTT it is the client
