@@ -368,3 +368,52 @@ func TestDeviceMessageFromBlockedSender(t *testing.T) {
 		t.Fatalf("bob's phone got %+v", m)
 	}
 }
+
+// TestClusterDeviceMessages: a device message sent on one node reaches the
+// device connected to another live, through the per-user relay; sent while
+// the device is offline, it is replayed from the shared store by whichever
+// node the device subscribes on, and its PUBACK there deletes it for all.
+func TestClusterDeviceMessages(t *testing.T) {
+	const n1, n2 = 0, 1
+	c := startCluster(t, 2)
+	alice := c.server(n1).register(t, "alice")
+	bob := c.server(n2).register(t, "bob")
+	laptop := dialV5(t, tcpConn(t, c.nodes[n1].mqttAddr), alice, "laptop")
+	phone := dialV5(t, tcpConn(t, c.nodes[n2].mqttAddr), bob, "phone")
+	phone.subscribe(t, deviceInbox(bob.ID, "phone"))
+
+	if rc, err := laptop.publish(t, "users/"+alice.ID+"/send", deviceEnvelope(bob.ID, "phone", "live", "x")); err != nil || rc != 0 {
+		t.Fatalf("send on n1: 0x%02x, %v", rc, err)
+	}
+	if m := phone.box.next(t, "the relayed device message", onTopic(deviceInbox(bob.ID, "phone"))).device(t); m.CMID != "live" || m.FromDevice != "laptop" {
+		t.Fatalf("bob's phone on n2 got %+v", m)
+	}
+	if err := phone.c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if st, _ := c.server(n1).sendDevice(t, alice, bob.ID, "phone", fmt.Sprint("off", i), i); st != http.StatusCreated {
+			t.Fatalf("REST send on n1: %d", st)
+		}
+	}
+	phone = dialV5(t, tcpConn(t, c.nodes[n2].mqttAddr), bob, "phone")
+	phone.subscribe(t, deviceInbox(bob.ID, "phone"))
+	for i := range 3 {
+		m := phone.box.next(t, "a replayed device message", onTopic(deviceInbox(bob.ID, "phone"))).device(t)
+		if m.CMID != fmt.Sprint("off", i) || m.Seq != uint64(i+2) {
+			t.Fatalf("replayed %d: %+v", i, m)
+		}
+	}
+	eventually(t, "the PUBACKs on n2 delete them", func() error {
+		var page struct {
+			Messages []deviceMsg `json:"messages"`
+		}
+		if st := c.server(n1).call(t, "GET", "/v1/devices/phone/messages", bob.Token, nil, nil, &page); st != http.StatusOK {
+			return fmt.Errorf("GET on n1: %d", st)
+		}
+		if len(page.Messages) != 0 {
+			return fmt.Errorf("%d still pending", len(page.Messages))
+		}
+		return nil
+	})
+}
