@@ -301,6 +301,13 @@ func TestDeviceMessagesREST(t *testing.T) {
 	if st := s.call(t, "GET", "/v1/devices/laptop/messages", bob.Token, nil, nil, &page); st != http.StatusOK || len(page.Messages) != 1 || page.Messages[0].Seq != 2 {
 		t.Fatalf("after the ack: %d %+v", st, page)
 	}
+	// What is left is replayed to the laptop subscribing to its whole
+	// subtree, users/{me}/#, which carries its device inbox too.
+	laptop := dialV5(t, tcpConn(t, s.addrs.MQTT), bob, "laptop")
+	laptop.subscribe(t, "users/"+bob.ID+"/#")
+	if m := laptop.box.next(t, "the replay on users/{me}/#", onTopic(deviceInbox(bob.ID, "laptop"))).device(t); m.Seq != 2 || m.CMID != "r3" {
+		t.Fatalf("replayed %+v", m)
+	}
 }
 
 // TestDeviceMessagesV311: a 3.1.1 client sends device messages, reads its

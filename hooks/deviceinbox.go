@@ -73,15 +73,14 @@ func (h *DeviceInbox) Provides(b byte) bool {
 }
 
 // OnSubscribed starts a replay when the client subscribed to its own
-// device inbox.
+// device inbox, or to users/{uid}/# (which carries it too).
 func (h *DeviceInbox) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	uid, device, ok := h.device(cl)
 	if !ok {
 		return
 	}
-	topic := DeviceInboxTopic(uid, device)
 	for i, sub := range pk.Filters {
-		if sub.Filter == topic && i < len(reasonCodes) && reasonCodes[i] < packets.ErrUnspecifiedError.Code {
+		if carriesDeviceInbox(uid, device, sub.Filter) && i < len(reasonCodes) && reasonCodes[i] < packets.ErrUnspecifiedError.Code {
 			h.start(cl, uid, device)
 			return
 		}
@@ -95,9 +94,19 @@ func (h *DeviceInbox) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if !ok {
 		return
 	}
-	if _, ok := cl.State.Subscriptions.Get(DeviceInboxTopic(uid, device)); ok {
-		h.start(cl, uid, device)
+	for _, f := range []string{DeviceInboxTopic(uid, device), "users/" + uid + "/#"} {
+		if _, ok := cl.State.Subscriptions.Get(f); ok {
+			h.start(cl, uid, device)
+			return
+		}
 	}
+}
+
+// carriesDeviceInbox reports whether filter, granted to the client
+// {uid}/{device}, delivers its device inbox: the topic itself or the
+// user's whole subtree (the ACL refuses every other filter reaching it).
+func carriesDeviceInbox(uid, device, filter string) bool {
+	return filter == DeviceInboxTopic(uid, device) || filter == "users/"+uid+"/#"
 }
 
 func (h *DeviceInbox) device(cl *mqtt.Client) (uid, device string, ok bool) {
