@@ -19,7 +19,9 @@ type Accounts interface {
 	SetUserDisabled(ctx context.Context, uid string, disabled bool) error
 	// DeleteUser turns uid into a tombstone in one atomic write: password
 	// hash erased, Disabled cleared, DeletedAt = at, and every device of
-	// uid (with its push token) removed. Group memberships are not touched
+	// uid (with its push token) removed, with the devices' end-to-end keys,
+	// one-time prekeys and the device messages waiting for them (messages
+	// uid sent to others stay with them). Group memberships are not touched
 	// (the groups service removes them, handing ownership over first).
 	// ErrNotFound for an unknown or already deleted user.
 	DeleteUser(ctx context.Context, uid string, at time.Time) error

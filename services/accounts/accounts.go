@@ -189,7 +189,8 @@ func (s *Service) Delete(ctx context.Context, who string) (Status, error) {
 //  1. disable it, so no new session and no new group change can start;
 //  2. close its connections;
 //  3. take it out of every group (handing over the groups it owns);
-//  4. write the tombstone, which also drops its devices and push tokens;
+//  4. write the tombstone, which also drops its devices and push tokens,
+//     its end-to-end keys and the device messages waiting for it;
 //  5. leave groups again: someone may have added it between 3 and 4, and
 //     from 4 on nobody can; and only now forget it as a recipient, since a
 //     send before 4 could have cached it again.

@@ -44,6 +44,17 @@ var codecs = []codec{
 		func(x any) []byte { d := x.(store.Device); return encodeDevice(&d) }, true},
 	{"profile", func(v []byte) (any, error) { return decodeProfile("u", v) },
 		func(x any) []byte { p := x.(store.Profile); return encodeProfile(&p) }, true},
+	{"device keys", func(v []byte) (any, error) { return decodeDeviceKeys("u", "d", v) },
+		func(x any) []byte { k := x.(store.DeviceKeys); return encodeDeviceKeys(&k) }, true},
+	{"mailbox", func(v []byte) (any, error) { return decodeMailbox(v) },
+		func(x any) []byte { return encodeMailbox(x.(mailboxState)) }, true},
+	{"device message", func(v []byte) (any, error) {
+		m := store.DeviceMessage{ToUser: "u", ToDevice: "d", Seq: 1}
+		err := decodeDeviceMessage(v, &m)
+		return m, err
+	}, func(x any) []byte { m := x.(store.DeviceMessage); return encodeDeviceMessage(&m) }, false},
+	{"device ref", func(v []byte) (any, error) { return decodeDeviceRef(v) },
+		func(x any) []byte { m := x.(store.DeviceMessage); return encodeDeviceRef(&m) }, true},
 }
 
 // sample values of every layout, for seeds.
@@ -58,6 +69,10 @@ func sampleValues() [][]byte {
 		encodeChatState(&store.ChatState{DeliveredSeq: 5, ReadSeq: 4, Left: true, UpdatedAt: at}),
 		encodeDevice(&store.Device{Platform: store.PlatformIOS, PushToken: "tok", UpdatedAt: at}),
 		encodeProfile(&store.Profile{DisplayName: "Ann", About: "hi", Avatar: "https://x/a.png", Discoverable: true, UpdatedAt: at}),
+		encodeDeviceKeys(&store.DeviceKeys{IdentityKey: []byte("ik"), SignedPrekeyID: 1 << 31, SignedPrekey: []byte("spk"), SignedPrekeySig: []byte("sig"), UpdatedAt: at}),
+		encodeMailbox(mailboxState{lastSeq: 300, pending: 2}),
+		encodeDeviceMessage(&store.DeviceMessage{From: "aaaaaaaaaaaaaaaaaaaa", FromDevice: "phone", CMID: "c-1", Body: []byte(`"ct"`), SentAt: at}),
+		encodeDeviceRef(&store.DeviceMessage{ToUser: "bbbbbbbbbbbbbbbbbbbb", ToDevice: "laptop", Seq: 7, FromDevice: "phone", SentAt: at}),
 	}
 }
 
@@ -110,6 +125,18 @@ func normalize(x any) any {
 			v.Body = nil
 		}
 		return v
+	case store.DeviceMessage:
+		if len(v.Body) == 0 {
+			v.Body = nil
+		}
+		return v
+	case store.DeviceKeys:
+		for _, p := range []*[]byte{&v.IdentityKey, &v.SignedPrekey, &v.SignedPrekeySig} {
+			if len(*p) == 0 {
+				*p = nil
+			}
+		}
+		return v
 	}
 	return x
 }
@@ -130,6 +157,11 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			store.ChatState{UserID: "u", Chat: "c", DeliveredSeq: n1, ReadSeq: n2, Left: flag, UpdatedAt: at},
 			store.Device{UserID: "u", DeviceID: "d", Platform: store.Platform(s1), PushToken: s2, UpdatedAt: at},
 			store.Profile{UserID: "u", DisplayName: s1, About: s2, Avatar: s3, Discoverable: flag, UpdatedAt: at},
+			store.DeviceKeys{UserID: "u", DeviceID: "d", IdentityKey: b, SignedPrekeyID: uint32(n1),
+				SignedPrekey: []byte(s1), SignedPrekeySig: []byte(s2), UpdatedAt: at},
+			mailboxState{lastSeq: n1, pending: n2},
+			store.DeviceMessage{ToUser: "u", ToDevice: "d", Seq: 1, From: s1, FromDevice: s2, CMID: s3, Body: b, SentAt: at},
+			store.DeviceMessage{ToUser: s1, ToDevice: s2, Seq: n1, FromDevice: s3, SentAt: at},
 		}
 		for i, c := range codecs {
 			enc := c.encode(values[i])
@@ -195,6 +227,12 @@ func utcValue(v any) any {
 	case store.Profile:
 		x.UpdatedAt = ms(x.UpdatedAt)
 		return x
+	case store.DeviceKeys:
+		x.UpdatedAt = ms(x.UpdatedAt)
+		return x
+	case store.DeviceMessage:
+		x.SentAt = ms(x.SentAt)
+		return x
 	}
 	return v
 }
@@ -250,6 +288,37 @@ func FuzzKeys(f *testing.F) {
 		}
 		if bytes.Compare(ek, expiryUpper(at.Add(time.Millisecond))) >= 0 && ms >= 0 && ms < 1<<63-1 {
 			t.Fatalf("expiryKey at %d ms is not below the bound of the next ms", ms)
+		}
+		xk := deviceDedupe.expiryKey(at, sender, cmid)
+		if dk, ok := deviceDedupe.recordFromExpiry(xk); !ok || !bytes.Equal(dk, deviceDedupe.key(sender, cmid)) {
+			t.Fatalf("device recordFromExpiry(expiryKey(%q, %q)) = %q, %v", sender, cmid, dk, ok)
+		}
+		if bytes.HasPrefix(dedupeKey(sender, cmid), []byte(prefixDeviceDedupe)) ||
+			bytes.HasPrefix(deviceDedupe.key(sender, cmid), []byte(prefixDedupe)) {
+			t.Fatal("chat and device dedupe records share a key space")
+		}
+
+		// Device items (prekeys, device messages) of user sender, device
+		// chat: inside that device's bounds, outside every other device's
+		// and inside the user's, which an account deletion drops.
+		if checkKeyPart(sender) != nil || !clean {
+			return
+		}
+		dlo, dup := deviceItemBounds(prefixDeviceMsg, sender, chat)
+		ulo, uup := pairBounds(prefixDeviceMsg, sender)
+		dm := deviceMsgKey(sender, chat, seq)
+		pk4 := prekeyKey(sender, chat, uint32(seq))
+		plo4, pup4 := deviceItemBounds(prefixPrekey, sender, chat)
+		inside := func(k, lo, up []byte) bool { return bytes.Compare(k, lo) >= 0 && bytes.Compare(k, up) < 0 }
+		if !inside(dm, dlo, dup) || !inside(dm, ulo, uup) || !inside(pk4, plo4, pup4) {
+			t.Fatalf("device item of %q/%q outside its bounds", sender, chat)
+		}
+		if other != chat && (inside(deviceMsgKey(sender, other, seq), dlo, dup) ||
+			inside(prekeyKey(sender, other, uint32(seq)), plo4, pup4)) {
+			t.Fatalf("an item of device %q lies in the range of device %q", other, chat)
+		}
+		if other != sender && inside(deviceMsgKey(other, chat, seq), ulo, uup) {
+			t.Fatalf("a device message of user %q lies in the range of user %q", other, sender)
 		}
 	})
 }

@@ -374,3 +374,46 @@ func TestAppendConflictIsAtomic(t *testing.T) {
 		})
 	}
 }
+
+// Device-message dedupe records have their own expiry index, swept with
+// the chat ones; the messages themselves stay until acknowledged.
+func TestSweepDeviceDedupe(t *testing.T) {
+	ctx := t.Context()
+	t0 := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	s := openTest(t, t.TempDir(), Options{Now: clk.now, SweepInterval: time.Hour * 1000})
+
+	m := store.DeviceMessage{ToUser: "bob", ToDevice: "phone", From: "alice", CMID: "c1", Body: []byte(`"x"`)}
+	if _, dup, err := s.PutDeviceMessage(ctx, m, 0); err != nil || dup {
+		t.Fatalf("PutDeviceMessage = dup %v, %v", dup, err)
+	}
+	if err := s.AppendMessages(ctx, []store.Message{msg("g:1", 1, "alice", "c1", t0)}); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(2 * time.Hour)
+	m2 := m
+	m2.CMID = "c2"
+	if _, dup, err := s.PutDeviceMessage(ctx, m2, 0); err != nil || dup {
+		t.Fatalf("PutDeviceMessage = dup %v, %v", dup, err)
+	}
+	if d, x := countPrefix(t, s, prefixDeviceDedupe), countPrefix(t, s, prefixDeviceExpiry); d != 2 || x != 2 {
+		t.Fatalf("%d device dedupe records, %d index entries; want 2, 2", d, x)
+	}
+
+	clk.add(store.DedupeWindow - time.Hour) // c1 (both kinds) is 25 h old, c2 23 h
+	if n, err := s.SweepExpired(ctx); err != nil || n != 2 {
+		t.Fatalf("SweepExpired = %d, %v; want 2 (a chat and a device record)", n, err)
+	}
+	if hasKey(t, s, deviceDedupe.key("alice", "c1")) || !hasKey(t, s, deviceDedupe.key("alice", "c2")) {
+		t.Fatal("the sweep kept the expired device record or removed the live one")
+	}
+	if x := countPrefix(t, s, prefixDeviceExpiry); x != 1 {
+		t.Fatalf("%d device index entries after the sweep, want 1", x)
+	}
+	if got, dup, err := s.PutDeviceMessage(ctx, m, 0); err != nil || dup || got.Seq != 3 {
+		t.Fatalf("c1 after its record expired = seq %d, dup %v, %v; want a new message, seq 3", got.Seq, dup, err)
+	}
+	if msgs, err := s.PendingDeviceMessages(ctx, "bob", "phone", 0, 10); err != nil || len(msgs) != 3 {
+		t.Fatalf("PendingDeviceMessages = %d messages, %v; want 3", len(msgs), err)
+	}
+}
