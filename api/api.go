@@ -71,6 +71,9 @@ type Options struct {
 	// /v1/devices/{device_id}/keys, /v1/users/{user_id}/devices and
 	// /v1/users/{user_id}/keys.
 	Keys KeyDirectory
+	// DeviceMessages enables /v1/device-messages and
+	// /v1/devices/{device_id}/messages (end-to-end encryption).
+	DeviceMessages DeviceMessages
 }
 
 // Limiter rate-limits requests per key.
@@ -127,6 +130,7 @@ func New(opts Options) http.Handler {
 	a.routeConsent(authed)
 	a.routeInvites(authed)
 	a.routeKeys(authed)
+	a.routeDeviceMessages(authed)
 	return r
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqchat/mqchat/services/auth"
+	"github.com/mqchat/mqchat/services/devicemsg"
 	"github.com/mqchat/mqchat/services/e2ekeys"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
@@ -68,6 +69,16 @@ func (stubKeys) Claim(context.Context, string, string, string) (e2ekeys.Bundles,
 	return e2ekeys.Bundles{}, nil
 }
 
+type stubDeviceMessages struct{}
+
+func (stubDeviceMessages) Send(context.Context, string, devicemsg.Envelope) (devicemsg.Result, error) {
+	return devicemsg.Result{}, nil
+}
+func (stubDeviceMessages) Pending(context.Context, string, string, uint64, int) ([]store.DeviceMessage, error) {
+	return nil, nil
+}
+func (stubDeviceMessages) Ack(context.Context, string, string, uint64) (int, error) { return 0, nil }
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -90,7 +101,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, DeviceMessages: stubDeviceMessages{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

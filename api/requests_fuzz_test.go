@@ -290,6 +290,17 @@ func FuzzQuery(f *testing.F) {
 			t.Fatalf("%q: chat list %+v", raw, l)
 		}
 
+		dafter, dlimit, err := parseDeviceMessagesQuery(q)
+		switch {
+		case err != nil:
+			wantRequestError(t, "parseDeviceMessagesQuery", err, http.StatusBadRequest, "invalid_query")
+		case limitErr == nil && q.Get("limit") != "" && dlimit != limit,
+			q.Get("limit") == "" && dlimit != defaultDevicePage,
+			dlimit < 1 || dlimit > 200,
+			q.Get("after") != "" && strconv.FormatUint(dafter, 10) != canonicalUint(q.Get("after")):
+			t.Fatalf("%q: device messages after %d limit %d", raw, dafter, dlimit)
+		}
+
 		after, glimit, err := parseGroupsQuery(q)
 		if err != nil {
 			wantRequestError(t, "parseGroupsQuery", err, http.StatusBadRequest, "invalid_query")

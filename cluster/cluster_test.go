@@ -103,7 +103,10 @@ type recorded struct {
 	cond func()
 }
 
-func (r *recorded) DeliverLocal(uid, kind string, qos byte, payload []byte) {
+func (r *recorded) DeliverLocal(uid, kind, device string, qos byte, payload []byte) {
+	if device != "" {
+		kind += "/" + device
+	}
 	r.mu.Lock()
 	r.got = append(r.got, fmt.Sprintf("%s %s %d %s", uid, kind, qos, payload))
 	r.mu.Unlock()
@@ -152,5 +155,26 @@ func TestRelayFollowsHolds(t *testing.T) {
 	}
 	if got := ra.list(); len(got) != 0 {
 		t.Fatalf("a received what it did not hold: %q", got)
+	}
+}
+
+// TestRelayDevice: a device message reaches the node holding its user with
+// the device named, at QoS 1.
+func TestRelayDevice(t *testing.T) {
+	url := startNATS(t)
+	a, b := startNode(t, url, "a"), startNode(t, url, "b")
+	ra, rb := &recorded{}, &recorded{}
+	a.Serve(Handlers{Local: ra})
+	b.Serve(Handlers{Local: rb})
+	if err := b.Hold("u1"); err != nil {
+		t.Fatal(err)
+	}
+	a.RelayDevice("u1", "phone", []byte(`{"seq":1}`))
+	waitFor(t, "b receives the device message", 2*time.Second, func() bool { return len(rb.list()) == 1 })
+	if got := rb.list(); got[0] != `u1 device/phone 1 {"seq":1}` {
+		t.Fatalf("b got %q", got)
+	}
+	if got := ra.list(); len(got) != 0 {
+		t.Fatalf("a received its own relay: %q", got)
 	}
 }

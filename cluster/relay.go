@@ -16,7 +16,7 @@ import (
 // Local delivers what another node relayed to this node's sessions of uid
 // (hooks.Outbox): kind names the topic, as Relay was given it.
 type Local interface {
-	DeliverLocal(uid, kind string, qos byte, payload []byte)
+	DeliverLocal(uid, kind, device string, qos byte, payload []byte)
 }
 
 // Takeovers closes this node's session of a client id that connected to
@@ -119,6 +119,26 @@ func (n *Node) Relay(uid, kind string, qos byte, payload []byte) {
 	n.m.Relayed("out", kind)
 }
 
+// kindDevice is a device message for one device of the user, named in
+// the deviceHeader.
+const (
+	kindDevice   = "device"
+	deviceHeader = "Mqchat-Device"
+)
+
+// RelayDevice sends a device message for device of uid to the other
+// nodes; the one holding the device publishes it to its inbox topic.
+func (n *Node) RelayDevice(uid, device string, payload []byte) {
+	msg := nats.NewMsg(n.userSubject(uid, kindDevice))
+	msg.Data = payload
+	msg.Header.Set(deviceHeader, device)
+	if err := n.nc.PublishMsg(msg); err != nil {
+		n.log.Warn("relay device message to other nodes", "user", uid, "device", device, "error", err)
+		return
+	}
+	n.m.Relayed("out", kindDevice)
+}
+
 // users holds the per-user subscriptions: one per user with at least one
 // session on this node.
 type users struct {
@@ -196,7 +216,7 @@ func (n *Node) serveUser(uid string, m *nats.Msg) {
 		qos = 0
 	}
 	n.m.Relayed("in", kind)
-	h.local.DeliverLocal(uid, kind, qos, m.Data)
+	h.local.DeliverLocal(uid, kind, m.Header.Get(deviceHeader), qos, m.Data)
 }
 
 type takeoverRequest struct {

@@ -81,6 +81,7 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewSessions(d)
 	metrics.NewAccounts(d)
 	metrics.NewE2EKeys(d)
+	metrics.NewDeviceMessages(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := descFamilies(t, d.descs)

@@ -72,6 +72,9 @@ var onPostgres = []struct {
 	{"MessageRequests", TestMessageRequests},
 	{"GroupInviteConsent", TestGroupInviteConsent},
 	{"E2EKeysREST", TestE2EKeysREST},
+	{"DeviceMessagesOfflineDevice", TestDeviceMessagesOfflineDevice},
+	{"DeviceMessageDedupeAndQuota", TestDeviceMessageDedupeAndQuota},
+	{"DeviceMessagesREST", TestDeviceMessagesREST},
 }
 
 const postgresPrefix = "TestOnPostgres/"

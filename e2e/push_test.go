@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -400,5 +402,43 @@ func TestPushQueueFull(t *testing.T) {
 	release()
 	if _, ok := fcm.Wait(waitTimeout, func(r []fcmtest.Request) bool { return len(r) == 3 }); !ok {
 		t.Fatalf("%d pushes after release, want 3", len(fcm.Requests()))
+	}
+}
+
+// TestPushE2EWithoutBody: a push for an "e2e" message carries no body
+// even with push.include_body on, while a text message's does.
+func TestPushE2EWithoutBody(t *testing.T) {
+	s, fcm := startPushServer(t, func(c *config.Config) { c.Push.IncludeBody = true })
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	allowRequestPush(t, s, bob)
+	s.putDevice(t, bob, "phone", "android", "tok-bob")
+	aPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
+
+	const ciphertext = "c2VjcmV0IHBsYW5zIGluIGJhc2U2NA=="
+	raw, _ := json.Marshal(map[string]any{"to": "user:" + bob.ID, "cmid": "e1", "type": "e2e", "body": ciphertext})
+	if rc, err := aPhone.publish(t, "users/"+alice.ID+"/send", raw); err != nil || rc != 0 {
+		t.Fatalf("e2e send: 0x%02x, %v", rc, err)
+	}
+	first := pushesTo(t, fcm, "tok-bob", 1, 2*pushAckTimeout)[0].Message
+	if first.Notification.Body != "New message" {
+		t.Fatalf("e2e push body %q, want the summary", first.Notification.Body)
+	}
+	for k, v := range first.Data {
+		if strings.Contains(v, ciphertext[:12]) {
+			t.Fatalf("push data %s carries the ciphertext: %q", k, v)
+		}
+	}
+	// The e2e message is stored and delivered like any other.
+	if page := s.history(t, bob, directChat(alice.ID, bob.ID), ""); len(page.Messages) != 1 || page.Messages[0].Type != "e2e" ||
+		string(page.Messages[0].Body) != `"`+ciphertext+`"` {
+		t.Fatalf("history %+v", page.Messages)
+	}
+	// Control: with include_body a text message's body does leave, so the
+	// summary above is the e2e rule at work.
+	s.call(t, "POST", "/v1/chats/"+directChat(alice.ID, bob.ID)+"/read", bob.Token, map[string]uint64{"seq": 1}, nil, nil)
+	aPhone.send(t, bob.ID, "t1", "plain words")
+	second := pushesTo(t, fcm, "tok-bob", 2, 2*pushAckTimeout)[1].Message
+	if second.Notification.Body != "plain words" {
+		t.Fatalf("text push body %q, want the text", second.Notification.Body)
 	}
 }

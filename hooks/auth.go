@@ -211,6 +211,9 @@ func (h *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) (allowed bo
 			}
 		}()
 	}
+	if ok, handled := deviceInboxAccess(uid, cl.ID, topic); handled {
+		return ok
+	}
 	allowed, other := readAccess(uid, topic)
 	if allowed || other == "" || h.opts.Relations == nil {
 		return allowed

@@ -11,6 +11,7 @@ import (
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/devicemsg"
 )
 
 // Sender is the chat pipeline as the Chat hook uses it: a send is queued
@@ -52,6 +53,15 @@ type ChatOptions struct {
 	// chat; nil = one per 2 seconds.
 	TypingLimiter  Limiter
 	RequestTimeout time.Duration // bound on one groups, sync, receipts or keys request; 0 = 10s
+	// Devices takes sends whose envelope has to_device (device messages);
+	// nil refuses them as invalid chat envelopes.
+	Devices DeviceSender
+}
+
+// DeviceSender stores device messages (services/devicemsg).
+type DeviceSender interface {
+	DecodeEnvelope(payload []byte) (devicemsg.Envelope, error)
+	Send(ctx context.Context, from string, env devicemsg.Envelope) (devicemsg.Result, error)
 }
 
 // Chat turns publishes on users/{uid}/send into stored chat messages,
@@ -173,6 +183,9 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // clients are pipelined: they learn that bound from the CONNACK, while a
 // 3.1.1 client cannot, and mochi disconnects a client that exceeds it.
 func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
+	if h.opts.Devices != nil && devicemsg.IsDeviceEnvelope(pk.Payload) {
+		return h.deviceSend(cl, uid, pk)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
 	env, wait, err := h.opts.Sender.QueuePayload(ctx, uid, pk.Payload)
 	if err != nil {
@@ -204,6 +217,28 @@ func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseReceiveQuota()
 	}()
 	return packets.ErrRejectPacket // consumed; the PUBACK is ours to send
+}
+
+// deviceSend stores a device message (an envelope with to_device) from the
+// client's own device. It waits for the store in the read loop, as a
+// 3.1.1 chat send does: device messages are rare next to chat messages
+// and are not pipelined.
+func (h *Chat) deviceSend(cl *mqtt.Client, uid string, pk packets.Packet) error {
+	env, err := h.opts.Devices.DecodeEnvelope(pk.Payload)
+	if err != nil {
+		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+	}
+	own, _ := clientDevice(uid, cl.ID) // Auth admits only {uid}/{device} ids
+	if env.FromDevice != "" && env.FromDevice != own {
+		return h.reject(cl, uid, pk, env.CMID, chat.CodeInvalid, "from_device must be the sending device, "+own)
+	}
+	env.FromDevice = own
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
+	defer cancel()
+	if _, err := h.opts.Devices.Send(ctx, uid, env); err != nil {
+		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+	}
+	return packets.CodeSuccessIgnore
 }
 
 // sent waits for a queued send and answers it like OnPublish would: the

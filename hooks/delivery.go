@@ -17,9 +17,18 @@ type DeliveryReceiver interface {
 	Delivered(uid, chat string, seq uint64)
 }
 
+// DeviceAckReceiver takes a device's acknowledgement of its device
+// messages up to seq (services/devicemsg). Called on broker goroutines; it
+// must not block.
+type DeviceAckReceiver interface {
+	Acked(uid, device string, seq uint64)
+}
+
 // DeliveryOptions configures the Delivery hook.
 type DeliveryOptions struct {
 	Receiver DeliveryReceiver
+	// Devices, when set, takes PUBACKs of device inbox messages.
+	Devices DeviceAckReceiver
 	// MaxInflight bounds the entries remembered per client: the broker's
 	// own inflight cap (mqtt.max_inflight). Default 1024.
 	MaxInflight int
@@ -41,6 +50,7 @@ type DeliveryOptions struct {
 type Delivery struct {
 	mqtt.HookBase
 	recv   DeliveryReceiver
+	dev    DeviceAckReceiver
 	limit  int
 	seed   maphash.Seed
 	shards [deliveryShards]deliveryShard
@@ -58,6 +68,8 @@ type clientInflight struct {
 	refs map[uint16]inboxRef
 }
 
+// inboxRef is a chat message (chat, seq) or, with chat "", a device
+// message (seq) of the client's own device inbox.
 type inboxRef struct {
 	chat string
 	seq  uint64
@@ -68,7 +80,7 @@ func NewDelivery(opts DeliveryOptions) *Delivery {
 	if opts.MaxInflight <= 0 {
 		opts.MaxInflight = 1024
 	}
-	h := &Delivery{recv: opts.Receiver, limit: opts.MaxInflight, seed: maphash.MakeSeed()}
+	h := &Delivery{recv: opts.Receiver, dev: opts.Devices, limit: opts.MaxInflight, seed: maphash.MakeSeed()}
 	for i := range h.shards {
 		h.shards[i].clients = make(map[string]*clientInflight)
 	}
@@ -96,10 +108,10 @@ func (h *Delivery) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 		return
 	}
 	uid := cl.Properties.Username
-	if len(uid) == 0 || !isInboxPublish(uid, pk) {
+	if len(uid) == 0 {
 		return
 	}
-	chatID, seq, ok := parseDelivered(pk.Payload)
+	chatID, seq, ok := h.inboxRefOf(uid, cl.ID, pk)
 	if !ok {
 		return
 	}
@@ -141,9 +153,34 @@ func (h *Delivery) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	uid := c.uid
 	delete(c.refs, pk.PacketID)
 	sh.mu.Unlock()
-	if ok && h.recv != nil {
+	switch {
+	case !ok:
+	case ref.chat == "":
+		if device, valid := clientDevice(uid, cl.ID); valid && h.dev != nil {
+			h.dev.Acked(uid, device, ref.seq)
+		}
+	case h.recv != nil:
 		h.recv.Delivered(uid, ref.chat, ref.seq)
 	}
+}
+
+// inboxRefOf reads which message an outgoing QoS 1 publish to the client
+// carries: a chat inbox message (chat, seq), a device message of its own
+// device inbox (chat "", seq), or neither.
+func (h *Delivery) inboxRefOf(uid []byte, clientID string, pk packets.Packet) (chatID string, seq uint64, ok bool) {
+	if isInboxPublish(uid, pk) {
+		if chatID, seq, ok = parseDelivered(pk.Payload); ok || pk.TopicName != "" {
+			return chatID, seq, ok
+		}
+		// An aliased publish that is no chat message may be a device one.
+	} else if h.dev == nil || !isDeviceInboxPublish(uid, clientID, pk.TopicName) {
+		return "", 0, false
+	}
+	if h.dev == nil {
+		return "", 0, false
+	}
+	seq, ok = parseDeviceDelivered(pk.Payload)
+	return "", seq, ok
 }
 
 // OnQosDropped forgets an inflight message mochi gave up on.
@@ -203,6 +240,43 @@ func isInboxPublish(uid []byte, pk packets.Packet) bool {
 		t[:len(prefix)] == prefix &&
 		t[len(prefix):len(prefix)+len(uid)] == string(uid) &&
 		t[len(prefix)+len(uid):] == suffix
+}
+
+// isDeviceInboxPublish reports whether topic is the device inbox of the
+// client's own device, users/{uid}/devices/{device}/inbox with clientID
+// {uid}/{device}, without allocating.
+func isDeviceInboxPublish(uid []byte, clientID, topic string) bool {
+	const prefix, mid, suffix = "users/", "/" + LeafDevices + "/", "/" + LeafInbox
+	n := len(uid)
+	if len(clientID) <= n+1 || clientID[:n] != string(uid) || clientID[n] != '/' {
+		return false
+	}
+	device := clientID[n+1:]
+	return len(topic) == len(prefix)+len(uid)+len(mid)+len(device)+len(suffix) &&
+		topic[:len(prefix)] == prefix &&
+		topic[len(prefix):len(prefix)+len(uid)] == string(uid) &&
+		topic[len(prefix)+len(uid):len(prefix)+len(uid)+len(mid)] == mid &&
+		topic[len(prefix)+len(uid)+len(mid):len(topic)-len(suffix)] == device &&
+		topic[len(topic)-len(suffix):] == suffix
+}
+
+// parseDeviceDelivered reads the seq from the start of a device message,
+// {"seq":N,…} (devicemsg.View always encodes it first), as parseDelivered
+// reads an inbox message.
+func parseDeviceDelivered(p []byte) (seq uint64, ok bool) {
+	s := jsonScan{p: p}
+	if !s.lit("{") || !s.lit(`"seq"`) || !s.lit(":") {
+		return 0, false
+	}
+	seq, ok = s.uint()
+	if !ok || seq == 0 {
+		return 0, false
+	}
+	s.ws()
+	if s.i >= len(p) || p[s.i] != ',' && p[s.i] != '}' {
+		return 0, false
+	}
+	return seq, true
 }
 
 // maxChatID bounds the chat ids parseDelivered accepts.

@@ -119,7 +119,25 @@ func FuzzParseDelivered(f *testing.F) {
 	f.Add([]byte(`{"chat":"d:a:b","seq":17,"id":"x"}`))
 	f.Add([]byte(`{"chat":"g:1","seq":99999999999999999999}`))
 	f.Add([]byte(`{"type":"error"}`))
+	f.Add([]byte(`{"seq":4,"from":"a","cmid":"c","body":{},"sent_at":"x","to_device":"d"}`))
 	f.Fuzz(func(t *testing.T, p []byte) {
+		// A device message's seq, read as an inbox message's: whatever is
+		// accepted agrees with a real decoder reading the first member.
+		if dseq, ok := parseDeviceDelivered(p); ok && json.Valid(p) {
+			d := json.NewDecoder(bytes.NewReader(p))
+			d.UseNumber()
+			var toks []any
+			for range 3 {
+				tok, err := d.Token()
+				if err != nil {
+					t.Fatalf("parseDeviceDelivered(%q) accepted, decoder: %v", p, err)
+				}
+				toks = append(toks, tok)
+			}
+			if toks[0] != json.Delim('{') || toks[1] != "seq" || toks[2].(json.Number).String() != strconv.FormatUint(dseq, 10) {
+				t.Fatalf("parseDeviceDelivered(%q) = %d, decoder says %v", p, dseq, toks)
+			}
+		}
 		chatID, seq, ok := parseDelivered(p)
 		if !ok {
 			return
@@ -181,6 +199,97 @@ func TestDeliveryHookRecordsAndCompletes(t *testing.T) {
 	}
 	if n, _ := h.tracked(cl.ID); n != 0 {
 		t.Fatalf("tracked %d after completion", n)
+	}
+}
+
+type deviceAck struct {
+	uid, device string
+	seq         uint64
+}
+
+type recordingDeviceAcks struct {
+	mu   sync.Mutex
+	acks []deviceAck
+}
+
+func (r *recordingDeviceAcks) Acked(uid, device string, seq uint64) {
+	r.mu.Lock()
+	r.acks = append(r.acks, deviceAck{uid, device, seq})
+	r.mu.Unlock()
+}
+
+func (r *recordingDeviceAcks) all() []deviceAck {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]deviceAck(nil), r.acks...)
+}
+
+func devicePacket(topic string, id uint16, seq uint64) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic, PacketID: id, Origin: mqtt.InlineClientId,
+		Payload: []byte(`{"seq":` + strconv.FormatUint(seq, 10) + `,"from":"bob","cmid":"c","body":"x","sent_at":"2026-11-23T18:46:56.263Z","to_device":"phone"}`),
+	}
+}
+
+// TestDeliveryHookDeviceInbox: a PUBACK of the client's own device inbox
+// message acknowledges that device's messages; chat receipts are not
+// told, and another device's inbox is not the client's.
+func TestDeliveryHookDeviceInbox(t *testing.T) {
+	r, acks := newRecordingReceiver(), &recordingDeviceAcks{}
+	h := NewDelivery(DeliveryOptions{Receiver: r, Devices: acks})
+	cl := fakeClient("alice", "phone")
+	h.OnQosPublish(cl, devicePacket(DeviceInboxTopic("alice", "phone"), 1, 7), 0, 0)
+	h.OnQosPublish(cl, devicePacket(DeviceInboxTopic("alice", "laptop"), 2, 8), 0, 0)
+	h.OnQosPublish(cl, devicePacket(DeviceInboxTopic("bob", "phone"), 3, 9), 0, 0)
+	aliased := devicePacket("", 4, 10)
+	aliased.Properties.TopicAlias = 2
+	h.OnQosPublish(cl, aliased, 0, 0)
+	h.OnQosPublish(cl, inboxPacket(t, "alice", 5, "d:alice:bob", 3), 0, 0)
+	if n, _ := h.tracked(cl.ID); n != 3 {
+		t.Fatalf("tracked %d, want 3", n)
+	}
+	for id := uint16(1); id <= 5; id++ {
+		h.OnQosComplete(cl, puback(id))
+	}
+	want := []deviceAck{{"alice", "phone", 7}, {"alice", "phone", 10}}
+	if got := acks.all(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("device acks %+v, want %+v", got, want)
+	}
+	if got := r.all(); len(got) != 1 || got[0] != (deliveredCall{"alice", "d:alice:bob", 3}) {
+		t.Fatalf("delivered %+v", got)
+	}
+
+	// Without a device receiver nothing about device inboxes is kept.
+	h = NewDelivery(DeliveryOptions{Receiver: r})
+	h.OnQosPublish(cl, devicePacket(DeviceInboxTopic("alice", "phone"), 1, 7), 0, 0)
+	if n, _ := h.tracked(cl.ID); n != 0 {
+		t.Fatalf("tracked %d without a device receiver", n)
+	}
+}
+
+func TestParseDeviceDelivered(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		seq uint64
+		ok  bool
+	}{
+		{`{"seq":4,"from":"a"}`, 4, true},
+		{` { "seq" : 18446744073709551615 }`, 1<<64 - 1, true},
+		{`{"seq":0,"from":"a"}`, 0, false},
+		{`{"seq":01}`, 0, false},
+		{`{"seq":1.5}`, 0, false},
+		{`{"seq":"1"}`, 0, false},
+		{`{"seq":1`, 0, false},
+		{`{"chat":"d:a:b","seq":1}`, 0, false},
+		{`{"from":"a","seq":1}`, 0, false},
+		{`{"seq":18446744073709551616}`, 0, false},
+		{``, 0, false},
+	} {
+		seq, ok := parseDeviceDelivered([]byte(tc.in))
+		if seq != tc.seq || ok != tc.ok {
+			t.Errorf("parseDeviceDelivered(%q) = %d, %v; want %d, %v", tc.in, seq, ok, tc.seq, tc.ok)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/services/devicemsg"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -481,6 +482,21 @@ func FuzzParseDeliveredServerPayload(f *testing.F) {
 		// Every real inbox message is recognised: a miss is a lost receipt.
 		if !ok && chat.ValidChatID(chatID) && seq > 0 {
 			t.Fatalf("parseDelivered(%q) missed chat %q seq %d", payload, chatID, seq)
+		}
+		// Every real device message too (a miss leaves it stored and sent
+		// again), and no device message passes for an inbox one.
+		dpayload, err := json.Marshal(devicemsg.ViewOf(store.DeviceMessage{
+			ToUser: from, ToDevice: typ, Seq: seq, From: from, FromDevice: cmid, CMID: cmid, Body: body, SentAt: time.UnixMilli(ms),
+		}))
+		if err != nil {
+			return
+		}
+		dseq, ok := parseDeviceDelivered(dpayload)
+		if seq > 0 && (!ok || dseq != seq) || seq == 0 && ok {
+			t.Fatalf("parseDeviceDelivered(%q) = %d, %v; seq %d", dpayload, dseq, ok, seq)
+		}
+		if _, _, ok := parseDelivered(dpayload); ok {
+			t.Fatalf("parseDelivered(%q) took a device message for an inbox one", dpayload)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"github.com/mqchat/mqchat/internal/ids"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -22,14 +23,18 @@ type Outbox struct {
 
 // Relay carries deliveries to a user's sessions on other nodes (the
 // cluster's per-user subjects); kind is KindInbox or KindEvents.
+// RelayDevice carries a device message (KindDevice) to the node holding
+// that device.
 type Relay interface {
 	Relay(uid, kind string, qos byte, payload []byte)
+	RelayDevice(uid, device string, payload []byte)
 }
 
 // The kinds of relayed deliveries, each naming a user topic.
 const (
 	KindInbox  = LeafInbox
 	KindEvents = LeafEvents
+	KindDevice = "device" // users/{uid}/devices/{device}/inbox
 )
 
 // SetRelay makes the outbox relay every delivery through r as well.
@@ -37,15 +42,22 @@ const (
 func (o *Outbox) SetRelay(r Relay) { o.relay = r }
 
 // DeliverLocal publishes a delivery relayed by another node to this node's
-// sessions of uid. An unknown kind is dropped: the subject named a topic
-// this release does not have.
-func (o *Outbox) DeliverLocal(uid, kind string, qos byte, payload []byte) {
+// sessions of uid; device names the device of a KindDevice delivery. An
+// unknown kind is dropped: the subject named a topic this release does not
+// have.
+func (o *Outbox) DeliverLocal(uid, kind, device string, qos byte, payload []byte) {
 	var topic string
 	switch kind {
 	case KindInbox:
 		topic = InboxTopic(uid)
 	case KindEvents:
 		topic = EventsTopic(uid)
+	case KindDevice:
+		if !ids.ValidDeviceID(device) {
+			o.logger.Warn("relayed device message without a valid device dropped", "user", uid)
+			return
+		}
+		topic = DeviceInboxTopic(uid, device)
 	default:
 		o.logger.Warn("relayed delivery of an unknown kind dropped", "user", uid, "kind", kind)
 		return
@@ -98,5 +110,17 @@ func (o *Outbox) Event(uid string, v any) {
 	}
 	if o.relay != nil {
 		o.relay.Relay(uid, KindEvents, 1, payload)
+	}
+}
+
+// DeliverDevice publishes a stored device message to the device's inbox at
+// QoS 1, here and, in a cluster, on the node holding the device. Only that
+// device may subscribe to the topic, so it reaches no one else.
+func (o *Outbox) DeliverDevice(uid, device string, payload []byte) {
+	if err := o.server.Publish(DeviceInboxTopic(uid, device), payload, false, 1); err != nil {
+		o.logger.Error("publish device message", "user", uid, "device", device, "error", err)
+	}
+	if o.relay != nil {
+		o.relay.RelayDevice(uid, device, payload)
 	}
 }

@@ -17,6 +17,10 @@ const (
 	// client subscribes to and names as the MQTT 5 Response Topic of its
 	// requests. Only the server publishes there.
 	LeafResponses = "responses"
+	// LeafDevices is the root of users/{uid}/devices/{device}/inbox, one
+	// device's own inbox of device messages: only the client
+	// {uid}/{device} reads it, only the server writes it.
+	LeafDevices = "devices"
 )
 
 // requestLeaf reports whether leaf is one a client may publish to.
@@ -40,6 +44,38 @@ func InboxTopic(uid string) string { return "users/" + uid + "/" + LeafInbox }
 
 // EventsTopic is where uid's devices receive receipts, errors and other events.
 func EventsTopic(uid string) string { return "users/" + uid + "/" + LeafEvents }
+
+// DeviceInboxTopic is where device of uid receives its device messages.
+func DeviceInboxTopic(uid, device string) string {
+	return "users/" + uid + "/" + LeafDevices + "/" + device + "/" + LeafInbox
+}
+
+// deviceInboxLeaf returns the device of a leaf devices/{device}/inbox.
+func deviceInboxLeaf(leaf string) (device string, ok bool) {
+	rest, ok := strings.CutPrefix(leaf, LeafDevices+"/")
+	if !ok {
+		return "", false
+	}
+	device, ok = strings.CutSuffix(rest, "/"+LeafInbox)
+	return device, ok && device != ""
+}
+
+// deviceInboxAccess decides a read of topic (a topic or a filter) when it
+// lies in a device inbox (handled = true): only the client whose id is
+// {uid}/{device} reads users/{uid}/devices/{device}/inbox, exactly that
+// topic, no wildcard, not even the user's other devices.
+func deviceInboxAccess(uid, clientID, topic string) (allowed, handled bool) {
+	owner, leaf, ok := splitUserTopic(topic)
+	if !ok || !strings.HasPrefix(leaf, LeafDevices+"/") {
+		return false, false
+	}
+	device, ok := deviceInboxLeaf(leaf)
+	if !ok || uid == "" || owner != uid {
+		return false, true
+	}
+	own, ok := clientDevice(uid, clientID)
+	return ok && own == device, true
+}
 
 // SendTopic is where uid's devices publish send envelopes.
 func SendTopic(uid string) string { return "users/" + uid + "/" + LeafSend }

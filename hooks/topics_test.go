@@ -121,3 +121,34 @@ func TestWriteAccess(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceInboxAccess(t *testing.T) {
+	const me, other = "aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"
+	phone := DeviceInboxTopic(me, "phone")
+	tests := []struct {
+		uid, client, topic string
+		allowed, handled   bool
+	}{
+		{me, me + "/phone", phone, true, true},
+		{me, me + "/laptop", phone, false, true},      // another device of the same user
+		{other, other + "/phone", phone, false, true}, // another user
+		{other, me + "/phone", phone, false, true},    // a client id that is not the user's
+		{"", "phone", phone, false, true},             // anonymous
+		{me, me + "/phone", "users/" + me + "/devices/+/inbox", false, true},
+		{me, me + "/phone", "users/" + me + "/devices/#", false, true},
+		{me, me + "/phone", "users/" + me + "/devices/phone/#", false, true},
+		{me, me + "/phone", "users/" + me + "/devices/phone", false, true},
+		{me, me + "/phone", "users/" + me + "/devices//inbox", false, true},
+		{me, me + "/phone", "users/" + me + "/devices/phone/inbox/x", false, true},
+		{me, me + "/+", "users/" + me + "/devices/+/inbox", false, true},
+		{me, me + "/phone", "users/" + me + "/inbox", false, false}, // not a device inbox: readAccess decides
+		{me, me + "/phone", "users/" + me + "/#", false, false},
+		{me, me + "/phone", "presence/" + me, false, false},
+	}
+	for _, tc := range tests {
+		allowed, handled := deviceInboxAccess(tc.uid, tc.client, tc.topic)
+		if allowed != tc.allowed || handled != tc.handled {
+			t.Errorf("deviceInboxAccess(%q, %q, %q) = %v, %v; want %v, %v", tc.uid, tc.client, tc.topic, allowed, handled, tc.allowed, tc.handled)
+		}
+	}
+}

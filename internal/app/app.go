@@ -35,6 +35,7 @@ import (
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/consent"
+	"github.com/mqchat/mqchat/services/devicemsg"
 	"github.com/mqchat/mqchat/services/e2ekeys"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/services/people"
@@ -58,7 +59,11 @@ type App struct {
 	accounts *accounts.Service
 	chat     *chat.Service
 	receipts *receipts.Coalescer
-	presence *presence.Service
+	// deviceMsgs and deviceInbox: device-to-device messages and their
+	// replay to a device that subscribes.
+	deviceMsgs  *devicemsg.Service
+	deviceInbox *hooks.DeviceInbox
+	presence    *presence.Service
 	// push and pushTracker are nil with push.provider none.
 	push        *push.Service
 	pushTracker *push.Tracker
@@ -103,6 +108,9 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
+		}
+		if a.deviceMsgs != nil {
+			a.deviceMsgs.Close()
 		}
 		if a.presence != nil {
 			a.presence.Close() // its publishing workers
@@ -298,6 +306,9 @@ func (a *App) build(secret []byte) error {
 		Logger:  a.log.With("component", "receipts"),
 		Metrics: metrics.NewReceipts(reg),
 	})
+	// One budget for chat and device messages: a client cannot double its
+	// send rate by alternating them.
+	sendLimiter := limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst)
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
@@ -307,9 +318,18 @@ func (a *App) build(secret []byte) error {
 		Router:          chatRouter(a.cluster),
 		Fence:           chatFence(a.cluster),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
-		Limiter:         limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst),
+		Limiter:         sendLimiter,
 		Logger:          a.log.With("component", "chat"),
 		Metrics:         pipeline,
+	})
+	// Per-device mailboxes for end-to-end encryption clients.
+	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{
+		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
+		MaxPending:   cfg.Limits.DeviceMessagesPending,
+		Limiter:      sendLimiter,
+		Blocks:       consentSvc,
+		Metrics:      metrics.NewDeviceMessages(reg),
+		Logger:       a.log.With("component", "devicemsg"),
 	})
 	groupsSvc := groups.New(a.store, a.chat, outbox, groups.Options{
 		MaxMembers: cfg.Limits.MaxGroupMembers,
@@ -375,7 +395,7 @@ func (a *App) build(secret []byte) error {
 	chatHook := hooks.NewChat(hooks.ChatOptions{
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
-		Consent: consentSvc, Keys: keysSvc,
+		Consent: consentSvc, Keys: keysSvc, Devices: a.deviceMsgs,
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)
@@ -403,9 +423,15 @@ func (a *App) build(secret []byte) error {
 			return err
 		}
 	}
-	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: delivered, MaxInflight: cfg.MQTT.MaxInflight})
+	deliveryHook := hooks.NewDelivery(hooks.DeliveryOptions{Receiver: delivered, Devices: a.deviceMsgs, MaxInflight: cfg.MQTT.MaxInflight})
 	if err := srv.AddHook(deliveryHook, nil); err != nil {
 		return fmt.Errorf("app: add delivery hook: %w", err)
+	}
+	a.deviceInbox = hooks.NewDeviceInbox(hooks.DeviceInboxOptions{
+		Replayer: a.deviceMsgs, Server: srv, Logger: a.log.With("component", "device-inbox"), MaxInflight: cfg.MQTT.MaxInflight,
+	})
+	if err := srv.AddHook(a.deviceInbox, nil); err != nil {
+		return fmt.Errorf("app: add device inbox hook: %w", err)
 	}
 
 	a.accounts = accounts.New(accounts.Options{
@@ -433,6 +459,7 @@ func (a *App) build(secret []byte) error {
 			ChatRequests:    consentSvc,
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
+			DeviceMessages:  a.deviceMsgs,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -595,6 +622,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("broker: %w", err))
 	}
 	a.chat.Close()
+	a.deviceInbox.Wait() // replays end with their clients, closed above
+	a.deviceMsgs.Close() // its queued acknowledgements, before the store
 	if a.cluster != nil {
 		// Once this node's writers are drained: the others take its chats
 		// at once instead of after the TTL.

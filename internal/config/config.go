@@ -232,6 +232,9 @@ type Limits struct {
 	// the limit off.
 	KeyClaimRate  int `koanf:"key_claim_rate"`
 	KeyClaimBurst int `koanf:"key_claim_burst"`
+	// DeviceMessagesPending bounds the device messages waiting for one
+	// device (end-to-end encryption); past it a send to it is refused.
+	DeviceMessagesPending int `koanf:"device_messages_pending"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -314,6 +317,7 @@ func Default() Config {
 			PrekeysLow:            10,
 			KeyClaimRate:          1,
 			KeyClaimBurst:         20,
+			DeviceMessagesPending: 1000,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

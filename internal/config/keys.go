@@ -233,6 +233,8 @@ func usage(key string) string {
 		return "key bundle fetches (claims) per second allowed to each user (0 = unlimited)"
 	case "limits.key_claim_burst":
 		return "key bundle fetches a user may make at once above key_claim_rate"
+	case "limits.device_messages_pending":
+		return "device messages waiting for one device (1-1000000); past it a send to that device is refused with quota_exceeded"
 	case "presence.grace":
 		return "how long a user stays online after its last device left (0s-1h)"
 	case "presence.visibility_cache_size":

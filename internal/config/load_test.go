@@ -418,6 +418,8 @@ func TestValidate(t *testing.T) {
 		{"limits.prekeys_low", func(c *Config) { c.Limits.PrekeysLow = c.Limits.MaxOneTimePrekeys + 1 }},
 		{"limits.key_claim_rate", func(c *Config) { c.Limits.KeyClaimRate = -1 }},
 		{"limits.key_claim_burst", func(c *Config) { c.Limits.KeyClaimBurst = 0 }},
+		{"limits.device_messages_pending", func(c *Config) { c.Limits.DeviceMessagesPending = 0 }},
+		{"limits.device_messages_pending", func(c *Config) { c.Limits.DeviceMessagesPending = 1_000_001 }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = -time.Second }},
 		{"presence.grace", func(c *Config) { c.Presence.Grace = time.Hour + time.Second }},
 		{"presence.visibility_cache_size", func(c *Config) { c.Presence.VisibilityCacheSize = 0 }},

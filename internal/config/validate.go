@@ -173,6 +173,7 @@ func (c Config) Validate() error {
 	if c.Limits.KeyClaimRate > 0 {
 		between("limits.key_claim_burst", c.Limits.KeyClaimBurst, 1, 1_000_000)
 	}
+	between("limits.device_messages_pending", c.Limits.DeviceMessagesPending, 1, 1_000_000)
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)

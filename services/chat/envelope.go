@@ -101,20 +101,9 @@ func validateEnvelope(env *Envelope) error {
 	if strings.EqualFold(env.Type, "system") {
 		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
 	}
-	body := bytes.TrimSpace(env.Body)
-	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
-		return newError(CodeInvalid, "body is required", nil)
-	}
-	// Recipients decode the body inside their inbox message and history
-	// pages: JSON must be UTF-8 (RFC 8259), and one message a strict
-	// decoder refuses would make a whole history page unreadable.
-	if !utf8.Valid(body) {
-		return newError(CodeInvalid, "body must be UTF-8 JSON", nil)
-	}
-	// An escaped lone surrogate ("\ud800") is valid UTF-8 on the wire but
-	// no character: strict decoders refuse it just the same.
-	if !pairedSurrogates(body) {
-		return newError(CodeInvalid, `body must be Unicode text: a \u escape names half a surrogate pair`, nil)
+	body, err := CheckBody(env.Body)
+	if err != nil {
+		return err
 	}
 	env.Body = body
 	if env.To == "user:" || env.To == "group:" ||
@@ -122,6 +111,29 @@ func validateEnvelope(env *Envelope) error {
 		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
 	}
 	return nil
+}
+
+// CheckBody validates a message body (a JSON value already decoded as
+// such) and returns it trimmed: present, not null, UTF-8 and without a
+// lone surrogate escape. Device messages hold their bodies to the same
+// rule as chat messages.
+func CheckBody(raw json.RawMessage) (json.RawMessage, error) {
+	body := bytes.TrimSpace(raw)
+	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
+		return nil, newError(CodeInvalid, "body is required", nil)
+	}
+	// Recipients decode the body inside their inbox message and history
+	// pages: JSON must be UTF-8 (RFC 8259), and one message a strict
+	// decoder refuses would make a whole history page unreadable.
+	if !utf8.Valid(body) {
+		return nil, newError(CodeInvalid, "body must be UTF-8 JSON", nil)
+	}
+	// An escaped lone surrogate ("\ud800") is valid UTF-8 on the wire but
+	// no character: strict decoders refuse it just the same.
+	if !pairedSurrogates(body) {
+		return nil, newError(CodeInvalid, `body must be Unicode text: a \u escape names half a surrogate pair`, nil)
+	}
+	return body, nil
 }
 
 // printable reports whether s is UTF-8 without control characters. Text

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/mqchat/mqchat/store"
@@ -97,9 +98,18 @@ func (p LogProvider) Send(_ context.Context, n Notification, targets []Target) [
 	return make([]error, len(targets))
 }
 
+// typeE2E is the chat message type of end-to-end encrypted messages: its
+// body is ciphertext for the recipients' devices, never notification text.
+const typeE2E = "e2e"
+
 // bodyText is a message's text for include_body: its body when that is a
-// JSON string (the text type), cut to maxBodyRunes.
+// JSON string (the text type), cut to maxBodyRunes. An e2e message has
+// none, whatever its body looks like: a ciphertext must not leave in a
+// push (nor a client's plaintext mislabelled e2e: folded, so "E2E" is too).
 func bodyText(m store.Message) (string, bool) {
+	if strings.EqualFold(m.Type, typeE2E) {
+		return "", false
+	}
 	var s string
 	if len(m.Body) == 0 || json.Unmarshal(m.Body, &s) != nil || s == "" {
 		return "", false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,6 +182,28 @@ func TestBodyOnlyWhenConfigured(t *testing.T) {
 				t.Fatalf("body %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestE2EBodyNeverPushed: an e2e message's body is ciphertext (or an
+// object of per-device ciphertexts) and never becomes notification text,
+// even with IncludeBody on.
+func TestE2EBodyNeverPushed(t *testing.T) {
+	r := newRig(t, push.Options{IncludeBody: true})
+	r.device(t, "bob", "phone", "tok")
+	for i, typ := range []string{"e2e", "E2E"} {
+		m := msg(fmt.Sprintf("d:alice%d:bob", i), 1, "alice", "c2VjcmV0IHBsYW5z")
+		m.Type = typ
+		r.svc.Enqueue("bob", m)
+		got := r.waitRequests(t, "the push", atLeast(i+1))[i].Message
+		if got.Notification.Body != "New message" {
+			t.Fatalf("type %s: pushed body %q, want the summary", typ, got.Notification.Body)
+		}
+		for k, v := range got.Data {
+			if strings.Contains(v, "c2VjcmV0") {
+				t.Fatalf("type %s: data %s carries the body: %q", typ, k, v)
+			}
+		}
 	}
 }
 
