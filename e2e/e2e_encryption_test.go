@@ -32,43 +32,15 @@ import (
 // Wire shapes of docs/e2e.md. Byte fields are []byte so encoding/json
 // writes and reads them as standard base64, as the API does.
 
-type e2eeSignedPrekey struct {
-	ID        uint32 `json:"id"`
-	Key       []byte `json:"key"`
-	Signature []byte `json:"signature"`
-}
-
-type e2eePrekey struct {
-	ID  uint32 `json:"id"`
-	Key []byte `json:"key"`
-}
-
-// e2eeKeys is the body of PUT /v1/devices/{device}/keys (and, with op,
-// of a publish on users/{me}/keys).
-type e2eeKeys struct {
-	IdentityKey    []byte           `json:"identity_key"`
-	SignedPrekey   e2eeSignedPrekey `json:"signed_prekey"`
-	OneTimePrekeys []e2eePrekey     `json:"one_time_prekeys,omitempty"`
-}
-
-// e2eeBundle is one device of a devices listing or a claim.
-type e2eeBundle struct {
-	DeviceID      string           `json:"device_id"`
-	IdentityKey   []byte           `json:"identity_key"`
-	SignedPrekey  e2eeSignedPrekey `json:"signed_prekey"`
-	OneTimePrekey *e2eePrekey      `json:"one_time_prekey"`
-	UpdatedAt     string           `json:"updated_at"`
-}
-
 // e2eeAnswer is a REST key answer, a keys answer on users/{me}/events, or
 // any other event there this test looks at.
 type e2eeAnswer struct {
-	Type           string       `json:"type"`
-	Op             string       `json:"op"`
-	UserID         string       `json:"user_id"`
-	Devices        []e2eeBundle `json:"devices"`
-	DeviceID       string       `json:"device_id"`
-	OneTimePrekeys int          `json:"one_time_prekeys"`
+	Type           string      `json:"type"`
+	Op             string      `json:"op"`
+	UserID         string      `json:"user_id"`
+	Devices        []keyBundle `json:"devices"`
+	DeviceID       string      `json:"device_id"`
+	OneTimePrekeys int         `json:"one_time_prekeys"`
 	// device_keys_changed and prekeys_low
 	User      string `json:"user"`
 	Device    string `json:"device"`
@@ -170,37 +142,37 @@ func (k *e2eeKeyring) newIdentity(t *testing.T, spkID uint32) {
 	k.otks = map[uint32]*ecdh.PrivateKey{}
 }
 
-func (k *e2eeKeyring) addOneTimePrekeys(t *testing.T, first uint32, n int) []e2eePrekey {
+func (k *e2eeKeyring) addOneTimePrekeys(t *testing.T, first uint32, n int) []oneTimePrekey {
 	t.Helper()
-	var out []e2eePrekey
+	var out []oneTimePrekey
 	for i := range uint32(n) {
 		otk, err := ecdh.X25519().GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
 		k.otks[first+i] = otk
-		out = append(out, e2eePrekey{ID: first + i, Key: otk.PublicKey().Bytes()})
+		out = append(out, oneTimePrekey{ID: first + i, Key: otk.PublicKey().Bytes()})
 	}
 	return out
 }
 
 // publication is what the device publishes: its public keys, the signed
 // prekey signed by the identity key, and the given one-time prekeys.
-func (k *e2eeKeyring) publication(otks []e2eePrekey) e2eeKeys {
+func (k *e2eeKeyring) publication(otks []oneTimePrekey) keyUpload {
 	spk := k.spk.PublicKey().Bytes()
-	return e2eeKeys{
+	return keyUpload{
 		IdentityKey:    k.idPub,
-		SignedPrekey:   e2eeSignedPrekey{ID: k.spkID, Key: spk, Signature: ed25519.Sign(k.idPriv, spk)},
+		SignedPrekey:   signedPrekey{ID: k.spkID, Key: spk, Signature: ed25519.Sign(k.idPriv, spk)},
 		OneTimePrekeys: otks,
 	}
 }
 
-func (k *e2eeKeyring) allOneTimePrekeys() []e2eePrekey {
-	var out []e2eePrekey
+func (k *e2eeKeyring) allOneTimePrekeys() []oneTimePrekey {
+	var out []oneTimePrekey
 	for id, otk := range k.otks {
-		out = append(out, e2eePrekey{ID: id, Key: otk.PublicKey().Bytes()})
+		out = append(out, oneTimePrekey{ID: id, Key: otk.PublicKey().Bytes()})
 	}
-	slices.SortFunc(out, func(a, b e2eePrekey) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b oneTimePrekey) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -254,7 +226,7 @@ func e2eeOpen(t *testing.T, key []byte, s e2eeSealed, ad []byte) []byte {
 // trusts it: the signed prekey is signed by the identity key, and the
 // identity key is the one its user confirmed out of band (here: the key
 // the test knows the device really has).
-func e2eeVerifyBundle(t *testing.T, b e2eeBundle, want *e2eeKeyring) {
+func e2eeVerifyBundle(t *testing.T, b keyBundle, want *e2eeKeyring) {
 	t.Helper()
 	if b.DeviceID != want.device {
 		t.Fatalf("bundle of device %q, want %q", b.DeviceID, want.device)
@@ -272,7 +244,7 @@ func e2eeVerifyBundle(t *testing.T, b e2eeBundle, want *e2eeKeyring) {
 
 // initiate runs the initiator's half of the key agreement against a
 // claimed bundle and returns the session_init body for the responder.
-func (k *e2eeKeyring) initiate(t *testing.T, peer string, b e2eeBundle) e2eeSessionInit {
+func (k *e2eeKeyring) initiate(t *testing.T, peer string, b keyBundle) e2eeSessionInit {
 	t.Helper()
 	if b.OneTimePrekey == nil {
 		t.Fatalf("%s: claim handed out no one-time prekey", peer)
@@ -446,7 +418,7 @@ func (c *e2eeClient) deviceMsg(t *testing.T, k *e2eeKeyring) e2eeDeviceMsg {
 
 // e2eePutKeys publishes over REST and returns how many one-time prekeys the
 // device holds afterwards.
-func e2eePutKeys(t *testing.T, s *server, k *e2eeKeyring, body e2eeKeys) int {
+func e2eePutKeys(t *testing.T, s *server, k *e2eeKeyring, body keyUpload) int {
 	t.Helper()
 	var out e2eeAnswer
 	if st := s.call(t, "PUT", "/v1/devices/"+k.device+"/keys", k.acct.Token, body, nil, &out); st != http.StatusOK || out.DeviceID != k.device {
@@ -560,10 +532,8 @@ func TestEndToEndEncryption(t *testing.T) {
 	}
 
 	// alice's phone over MQTT, the others over REST.
-	pub := struct {
-		Op string `json:"op"`
-		e2eeKeys
-	}{"publish", aPhoneKeys.publication(aPhoneKeys.allOneTimePrekeys())}
+	pub := aPhoneKeys.publication(aPhoneKeys.allOneTimePrekeys())
+	pub.Op = "publish"
 	aPhone.wantRC(t, aPhone.request(t, "keys", pub), 0)
 	if a := aPhone.answer(t, "keys publish", func(a e2eeAnswer) bool { return a.Type == "keys" && a.Op == "publish" }); a.DeviceID != "phone" || a.OneTimePrekeys != 10 {
 		t.Fatalf("MQTT publish answer %+v", a)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/mqchat/mqchat/services/chat"
 )
 
@@ -22,6 +24,24 @@ const maxRequestBytes = 64 << 10
 type replyTo struct {
 	topic       string // "" = users/{uid}/events
 	correlation []byte
+}
+
+// responseRoute is where a request's answer goes: the MQTT 5 Response
+// Topic it names (with its Correlation Data), which must be
+// users/{uid}/events or inside users/{uid}/responses/, or else the events
+// topic. A response topic never lets a client publish into anyone else's
+// subtree, nor into its own inbox, which carries only chat messages.
+func responseRoute(uid string, pk packets.Packet) (replyTo, error) {
+	rt := pk.Properties.ResponseTopic
+	if rt == "" {
+		return replyTo{}, nil
+	}
+	if !validResponseTopic(uid, rt) {
+		return replyTo{}, &chat.Error{
+			Code: chat.CodeNotAuthorized, Message: "the response topic must be users/" + uid + "/events or under users/" + uid + "/responses/",
+		}
+	}
+	return replyTo{topic: rt, correlation: pk.Properties.CorrelationData}, nil
 }
 
 // answer publishes v at QoS 1 where to says.

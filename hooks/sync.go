@@ -57,14 +57,9 @@ func (h *Chat) answerSync(cl *mqtt.Client, uid string, pk packets.Packet) error 
 	if h.opts.Sync == nil {
 		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{}, notEnabled(pk.TopicName))
 	}
-	var to replyTo
-	if rt := pk.Properties.ResponseTopic; rt != "" {
-		if !validResponseTopic(uid, rt) {
-			return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{RequestID: peekID(pk.Payload, "request_id")}, &chat.Error{
-				Code: chat.CodeNotAuthorized, Message: "the response topic must be users/" + uid + "/events or under users/" + uid + "/responses/",
-			})
-		}
-		to = replyTo{topic: rt, correlation: pk.Properties.CorrelationData}
+	to, err := responseRoute(uid, pk)
+	if err != nil {
+		return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{RequestID: peekID(pk.Payload, "request_id")}, err)
 	}
 	q, err := decodeSync(pk.Payload)
 	if err != nil {
