@@ -119,14 +119,7 @@ func (r *recorded) list() []string {
 }
 
 func TestRelayFollowsHolds(t *testing.T) {
-	url := startNATS(t)
-	a, b := startNode(t, url, "a"), startNode(t, url, "b")
-	ra, rb := &recorded{}, &recorded{}
-	a.Serve(Handlers{Local: ra})
-	b.Serve(Handlers{Local: rb})
-	if err := b.Hold("u1"); err != nil {
-		t.Fatal(err)
-	}
+	a, b, ra, rb := twoNodesHoldingU1(t)
 	a.Relay("u1", "inbox", 1, []byte("m1"))
 	a.Relay("u2", "inbox", 1, []byte("nobody holds u2"))
 	a.Relay("u1", "events", 0, []byte("typing"))
@@ -161,14 +154,7 @@ func TestRelayFollowsHolds(t *testing.T) {
 // TestRelayDevice: a device message reaches the node holding its user with
 // the device named, at QoS 1.
 func TestRelayDevice(t *testing.T) {
-	url := startNATS(t)
-	a, b := startNode(t, url, "a"), startNode(t, url, "b")
-	ra, rb := &recorded{}, &recorded{}
-	a.Serve(Handlers{Local: ra})
-	b.Serve(Handlers{Local: rb})
-	if err := b.Hold("u1"); err != nil {
-		t.Fatal(err)
-	}
+	a, _, ra, rb := twoNodesHoldingU1(t)
 	a.RelayDevice("u1", "phone", []byte(`{"seq":1}`))
 	waitFor(t, "b receives the device message", 2*time.Second, func() bool { return len(rb.list()) == 1 })
 	if got := rb.list(); got[0] != `u1 device/phone 1 {"seq":1}` {
@@ -177,4 +163,19 @@ func TestRelayDevice(t *testing.T) {
 	if got := ra.list(); len(got) != 0 {
 		t.Fatalf("a received its own relay: %q", got)
 	}
+}
+
+// twoNodesHoldingU1 starts nodes a and b recording what is relayed to them,
+// b holding a session of user u1.
+func twoNodesHoldingU1(t *testing.T) (a, b *Node, ra, rb *recorded) {
+	t.Helper()
+	url := startNATS(t)
+	a, b = startNode(t, url, "a"), startNode(t, url, "b")
+	ra, rb = &recorded{}, &recorded{}
+	a.Serve(Handlers{Local: ra})
+	b.Serve(Handlers{Local: rb})
+	if err := b.Hold("u1"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, ra, rb
 }
