@@ -1,6 +1,10 @@
 package hooks
 
-import "strings"
+import (
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
 
 // Topic leaves under users/{uid}/.
 const (
@@ -101,14 +105,19 @@ func reservedNamespace(topic string) bool {
 }
 
 // sharedTopicFilter returns the topic filter of a shared subscription
-// ($share/{group}/{filter}), or filter itself when it is not one.
+// ($share/{group}/{filter}), or filter itself when it is not one. mochi
+// reads the prefix in any letter case ($SHARE, $sHAre), so this does too:
+// otherwise such a filter would pass as a plain one outside the namespace
+// while mochi subscribes it to the filter inside.
 func sharedTopicFilter(filter string) string {
-	rest, ok := strings.CutPrefix(filter, "$share/")
-	if !ok {
+	if !mqtt.IsSharedFilter(filter) {
 		return filter
 	}
-	_, topic, _ := strings.Cut(rest, "/")
-	return topic
+	parts := strings.SplitN(filter, "/", 3)
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
 }
 
 // hasWildcard reports whether a filter contains MQTT wildcards.
