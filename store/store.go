@@ -65,6 +65,37 @@ type Message struct {
 	Body    []byte // raw JSON value, opaque to the server
 	ReplyTo uint64 // seq in the same chat, 0 when unset
 	SentAt  time.Time
+	// Change is set on a message that edits, deletes or reacts to an
+	// earlier message of its chat; nil for ordinary messages.
+	Change *Change
+	// Filled by History reads for ordinary messages, never written.
+	EditedAt  time.Time
+	DeletedAt time.Time
+	Reactions []Reaction
+}
+
+// ChangeKind names what a change message does to its target.
+type ChangeKind string
+
+const (
+	ChangeEdit    ChangeKind = "edit"
+	ChangeDelete  ChangeKind = "delete"
+	ChangeReact   ChangeKind = "react"
+	ChangeUnreact ChangeKind = "unreact"
+)
+
+// Change is what a change message does: Kind applied to the message at
+// seq Target of the same chat.
+type Change struct {
+	Kind   ChangeKind
+	Target uint64 // seq in the same chat
+	Emoji  string // react, unreact
+}
+
+// Reaction is one emoji on a message and who put it there.
+type Reaction struct {
+	Emoji string
+	Users []string // sorted
 }
 
 // MessageRef is what a dedupe record points at.
