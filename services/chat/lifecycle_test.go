@@ -44,7 +44,8 @@ type lifecycleFixture struct {
 }
 
 func newLifecycleFixture(t *testing.T, opts Options) *lifecycleFixture {
-	clk := &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	// Near the real time: dedupe records expire by the store's clock.
+	clk := &clock{now: time.Now().UTC().Truncate(time.Millisecond)}
 	opts.Now = clk.Now
 	f := &lifecycleFixture{fixture: newFixture(t, opts), clk: clk}
 	f.a, f.b, f.c, f.d = f.user(), f.user(), f.user(), f.user()
