@@ -87,7 +87,8 @@ func (env *Envelope) change() (*store.Change, error) {
 }
 
 // validateChange checks the change part of env, whose cmid and recipient
-// are checked as for any send, and sets its type.
+// are checked as for any send. The type is left empty, as the client must
+// send it: messageOf gives the stored message its type.
 func validateChange(env *Envelope, c *store.Change) error {
 	field := string(c.Kind)
 	if c.Target == 0 {
@@ -105,22 +106,30 @@ func validateChange(env *Envelope, c *store.Change) error {
 		if err != nil {
 			return err
 		}
-		env.Body, env.Type = body, TypeEdit
-	case store.ChangeDelete:
-		env.Type = TypeDelete
-	default:
+		env.Body = body
+		return nil
+	case store.ChangeReact, store.ChangeUnreact:
 		if err := checkEmoji(field+".emoji", c.Emoji); err != nil {
 			return err
 		}
-		env.Type = TypeReaction
 	}
-	if c.Kind != store.ChangeEdit {
-		if b := bytes.TrimSpace(env.Body); len(b) != 0 && !bytes.Equal(b, []byte("null")) {
-			return newError(CodeInvalid, "body: a "+field+" carries none", nil)
-		}
-		env.Body = nil
+	// Absent or null: what a client that always sends the field writes.
+	if b := bytes.TrimSpace(env.Body); len(b) != 0 && !bytes.Equal(b, []byte("null")) {
+		return newError(CodeInvalid, "body: a "+field+" carries none", nil)
 	}
 	return nil
+}
+
+// changeType is the type a change message is stored and delivered with.
+func changeType(k store.ChangeKind) string {
+	switch k {
+	case store.ChangeEdit:
+		return TypeEdit
+	case store.ChangeDelete:
+		return TypeDelete
+	default:
+		return TypeReaction
+	}
 }
 
 // checkEmoji accepts 1 to 32 bytes of printable UTF-8 without spaces or

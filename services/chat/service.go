@@ -361,11 +361,17 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 
 // messageOf is the message a validated envelope asks to store in chat.
 func messageOf(from, chat string, env Envelope) store.Message {
-	c, _ := env.change() // validated: at most one
-	return store.Message{
+	m := store.Message{
 		Chat: chat, From: from, CMID: env.CMID, Type: env.Type,
-		Body: []byte(env.Body), ReplyTo: env.ReplyTo, Change: c,
+		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
 	}
+	if c, _ := env.change(); c != nil { // validated: at most one
+		m.Change, m.Type = c, changeType(c.Kind)
+		if c.Kind != store.ChangeEdit {
+			m.Body = nil
+		}
+	}
+	return m
 }
 
 // userExists checks a direct send's recipient.
