@@ -117,4 +117,3 @@ func TestLoadNamesTheFile(t *testing.T) {
 		}
 	}
 }
-
