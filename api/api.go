@@ -74,6 +74,10 @@ type Options struct {
 	// DeviceMessages enables /v1/device-messages and
 	// /v1/devices/{device_id}/messages (end-to-end encryption).
 	DeviceMessages DeviceMessages
+	// Origins decides which browser pages may call the API across
+	// origins (CORS); nil sends no CORS headers, so browsers let only
+	// same-origin pages read the answers.
+	Origins OriginChecker
 }
 
 // Limiter rate-limits requests per key.
@@ -131,7 +135,7 @@ func New(opts Options) http.Handler {
 	a.routeInvites(authed)
 	a.routeKeys(authed)
 	a.routeDeviceMessages(authed)
-	return r
+	return a.cors(r)
 }
 
 // openAPI describes every route below; a test keeps the two in step.
