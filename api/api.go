@@ -96,7 +96,7 @@ func New(opts Options) http.Handler {
 	// The client IP is the TCP peer: trusting X-Forwarded-For from anyone
 	// would let a client pick its own rate-limit key.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
+	r.Use(a.cors, a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
 		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
 		abort(c, http.StatusInternalServerError, "internal", "internal error")
 	}), a.limitBody)
@@ -135,7 +135,7 @@ func New(opts Options) http.Handler {
 	a.routeInvites(authed)
 	a.routeKeys(authed)
 	a.routeDeviceMessages(authed)
-	return a.cors(r)
+	return r
 }
 
 // openAPI describes every route below; a test keeps the two in step.

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/gin-gonic/gin"
 )
 
 // OriginChecker decides whether a browser page may use the API: ok, or the
@@ -27,40 +29,35 @@ const (
 )
 
 // cors answers preflight requests and marks answers to allowed origins
-// readable by their page. It wraps the router rather than running as gin
-// middleware so that an OPTIONS preflight is answered before routing,
-// which would refuse it as an unknown method. Requests without an Origin
-// (native apps, devices, curl) pass untouched.
-func (a *api) cors(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		origin := r.Header.Get("Origin")
-		if origin == "" || a.opts.Origins == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		h := w.Header()
-		h.Add("Vary", "Origin")
-		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
-		if ok, reason := a.opts.Origins.Check(r); !ok {
-			a.opts.Logger.Info("cross-origin request refused",
-				"origin", origin, "host", r.Host, "method", r.Method, "path", r.URL.Path,
-				"remote", r.RemoteAddr, "reason", reason)
-			// Refused outright, not only left unreadable: a form post from
-			// any site would otherwise still reach the handlers.
-			h.Set("Content-Type", "application/json; charset=utf-8")
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = w.Write([]byte(`{"error":{"code":"not_authorized","message":"origin not allowed"}}`))
-			return
-		}
-		h.Set("Access-Control-Allow-Origin", origin)
-		if preflight {
-			h.Set("Access-Control-Allow-Methods", corsMethods)
-			h.Set("Access-Control-Allow-Headers", corsHeaders)
-			h.Set("Access-Control-Max-Age", strconv.Itoa(int(corsMaxAge/time.Second)))
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		h.Set("Access-Control-Expose-Headers", corsExpose)
-		next.ServeHTTP(w, r)
-	})
+// readable by their page. As global middleware it also runs for requests
+// no route matches, which is how an OPTIONS preflight reaches it: routing
+// alone would answer 405. Requests without an Origin (native apps,
+// devices, curl) pass untouched.
+func (a *api) cors(c *gin.Context) {
+	r := c.Request
+	origin := r.Header.Get("Origin")
+	if origin == "" || a.opts.Origins == nil {
+		c.Next()
+		return
+	}
+	c.Writer.Header().Add("Vary", "Origin")
+	if ok, reason := a.opts.Origins.Check(r); !ok {
+		a.opts.Logger.Info("cross-origin request refused",
+			"origin", origin, "host", r.Host, "method", r.Method, "path", r.URL.Path,
+			"remote", r.RemoteAddr, "reason", reason)
+		// Refused outright, not only left unreadable: a form posted from
+		// any site would otherwise still reach the handlers.
+		abort(c, http.StatusForbidden, "not_authorized", "origin not allowed")
+		return
+	}
+	c.Header("Access-Control-Allow-Origin", origin)
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		c.Header("Access-Control-Allow-Methods", corsMethods)
+		c.Header("Access-Control-Allow-Headers", corsHeaders)
+		c.Header("Access-Control-Max-Age", strconv.Itoa(int(corsMaxAge/time.Second)))
+		c.AbortWithStatus(http.StatusNoContent)
+		return
+	}
+	c.Header("Access-Control-Expose-Headers", corsExpose)
+	c.Next()
 }
