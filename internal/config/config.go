@@ -103,18 +103,16 @@ type LogConfig struct {
 }
 
 type MQTTConfig struct {
-	Addr   string `koanf:"addr"`
-	WSAddr string `koanf:"ws_addr"` // empty disables the WebSocket listener
-	WSPath string `koanf:"ws_path"`
-	// WSAllowedOrigins is the deprecated name of http.allowed_origins;
-	// its entries are added to that list (see Config.AllowedOrigins).
+	Addr             string   `koanf:"addr"`
+	WSAddr           string   `koanf:"ws_addr"` // empty disables the WebSocket listener
+	WSPath           string   `koanf:"ws_path"`
 	WSAllowedOrigins []string `koanf:"ws_allowed_origins"`
+	TLSAddr          string   `koanf:"tls_addr"` // empty disables TLS; needs tls_cert and tls_key
+	TLSCert          string   `koanf:"tls_cert"`
+	TLSKey           string   `koanf:"tls_key"`
 	// WSTLSCert and WSTLSKey make the WebSocket listener serve wss://.
 	WSTLSCert string `koanf:"ws_tls_cert"`
 	WSTLSKey  string `koanf:"ws_tls_key"`
-	TLSAddr   string `koanf:"tls_addr"` // empty disables TLS; needs tls_cert and tls_key
-	TLSCert   string `koanf:"tls_cert"`
-	TLSKey    string `koanf:"tls_key"`
 	// ClientWritesPending bounds each connection's outbound queue. mochi
 	// allocates it up front (8 bytes a slot), so it is the main per-connection
 	// memory lever.
