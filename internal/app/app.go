@@ -75,6 +75,7 @@ type App struct {
 	metrics     *http.Server // nil unless http.metrics_addr is set
 	metricsLn   net.Listener
 	admin       *adminServer
+	lock        *dirLock // the data dir, held until Shutdown
 	live        atomic.Bool
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
@@ -96,15 +97,21 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := privateDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
 	st, err := openStore(cfg, log)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: st}
+	a := &App{cfg: cfg, log: log, store: st, lock: lock}
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
@@ -120,6 +127,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 			a.cluster.Close()
 		}
 		_ = st.Close()
+		_ = lock.release()
 		return nil, err
 	}
 	return a, nil
@@ -636,6 +644,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if err := a.lock.release(); err != nil {
+		errs = append(errs, fmt.Errorf("data dir lock: %w", err))
 	}
 	a.log.Info("chatd stopped")
 	return errors.Join(errs...)
