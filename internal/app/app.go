@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,7 +76,9 @@ type App struct {
 	metrics     *http.Server // nil unless http.metrics_addr is set
 	metricsLn   net.Listener
 	admin       *adminServer
-	lock        *dirLock // the data dir, held until Shutdown
+	lock        *dirLock       // the data dir, held until Shutdown
+	stopEnders  chan struct{}  // closed by Shutdown: sessionEnder's second passes end
+	enders      sync.WaitGroup // sessionEnder's second passes
 	live        atomic.Bool
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
@@ -111,7 +114,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		_ = lock.release()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: st, lock: lock}
+	a := &App{cfg: cfg, log: log, store: st, lock: lock, stopEnders: make(chan struct{})}
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
@@ -444,9 +447,10 @@ func (a *App) build(secret []byte) error {
 
 	a.accounts = accounts.New(accounts.Options{
 		Store: a.store, Passwords: a.auth, Memberships: groupsSvc, Recipients: a.chat,
-		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts")},
-		Metrics:  accountMetrics,
-		Logger:   a.log.With("component", "accounts"),
+		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts"),
+			stop: a.stopEnders, pending: &a.enders},
+		Metrics: accountMetrics,
+		Logger:  a.log.With("component", "accounts"),
 	})
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
@@ -637,6 +641,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 		// at once instead of after the TTL.
 		a.cluster.Leave(ctx)
 	}
+	select {
+	case <-a.stopEnders: // a second Shutdown
+	default:
+		close(a.stopEnders)
+	}
+	a.enders.Wait()    // a pending second revocation uses the store
 	a.receipts.Close() // after every source of moves, before the store
 	a.closePush()      // after fan-out stopped queueing, before the store
 	if a.cluster != nil {
