@@ -226,14 +226,14 @@ func OpenOperator(cfg config.Config, log *slog.Logger, opts OperatorOptions) (Op
 	}
 	var msg string
 	switch _, err := os.Stat(dir); {
+	case !needsDataDir(cfg):
+		// Accounts and the secret live elsewhere (PostgreSQL, auth.jwt_secret):
+		// the data dir is not used, so there is nothing to refuse.
+		msg = fmt.Sprintf("no running server at %s; opening the configured store directly", dir)
 	case err == nil:
 		msg = fmt.Sprintf("no running server at %s; opening %s directly", dir, dir)
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, nil, fmt.Errorf("app: data dir: %w", err)
-	case !needsDataDir(cfg):
-		// Accounts and the secret live elsewhere (PostgreSQL, auth.jwt_secret):
-		// nothing would be written to the data dir, so there is nothing to refuse.
-		msg = fmt.Sprintf("no running server at %s; opening the configured store directly", dir)
 	case !opts.Create:
 		return nil, nil, fmt.Errorf("no running server at %s and no data dir there: give the server's --data_dir or --config (the default ./data is relative to the working directory), or add --create to make a new data dir", dir)
 	default:

@@ -21,13 +21,13 @@ import (
 // for the common case, someone else already on the port.
 func Preflight(cfg config.Config) error {
 	if _, err := os.Stat(cfg.DataDir); err == nil {
+		// Only "held by another process" is this check's to report: a data
+		// dir chatd may not write gets New's message, with the fix.
 		l, err := lockDataDir(cfg.DataDir)
-		if err != nil {
+		if errors.Is(err, ErrDataDirInUse) {
 			return err
 		}
-		if err := l.release(); err != nil {
-			return fmt.Errorf("app: data dir lock: %w", err)
-		}
+		_ = l.release()
 	}
 	return checkPorts(listenAddrs(cfg))
 }
