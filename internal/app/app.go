@@ -535,6 +535,13 @@ func (a *App) ready(ctx context.Context) error {
 
 // Start binds every listener and starts serving.
 func (a *App) Start() error {
+	// The HTTP port is bound first: the cluster heartbeat advertises it
+	// from the moment the node joins.
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	a.httpLn = ln
 	if a.cluster != nil {
 		// Joined before the first client: sends are routed from the start.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -548,11 +555,6 @@ func (a *App) Start() error {
 		return fmt.Errorf("app: start broker: %w", err)
 	}
 	a.restorePresence()
-	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
-	}
-	a.httpLn = ln
 	// Pages chatd serves on one of its ports may use the others.
 	a.browsers.origins.AddOwnPort(ln.Addr().String())
 	if ws := a.broker.Addrs().WS; ws != "" {
