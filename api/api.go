@@ -74,6 +74,8 @@ type Options struct {
 	// DeviceMessages enables /v1/device-messages and
 	// /v1/devices/{device_id}/messages (end-to-end encryption).
 	DeviceMessages DeviceMessages
+	// Web serves the web client under /app/ (paths relative to it).
+	Web http.Handler
 }
 
 // Limiter rate-limits requests per key.
@@ -107,6 +109,7 @@ func New(opts Options) http.Handler {
 		r.GET("/metrics", gin.WrapH(opts.Metrics))
 	}
 
+	a.routeWeb(r)
 	v1 := r.Group("/v1")
 	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
 	a.routeDiscovery(v1)

@@ -48,6 +48,7 @@ import (
 	"github.com/mqchat/mqchat/store/compose"
 	"github.com/mqchat/mqchat/store/pebble"
 	"github.com/mqchat/mqchat/store/postgres"
+	"github.com/mqchat/mqchat/web"
 )
 
 // App is a running chatd node.
@@ -460,6 +461,7 @@ func (a *App) build(secret []byte) error {
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
+			Web:             web.Handler(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
