@@ -51,6 +51,7 @@
     cursors: {},       // chat -> {uid: {d, r}}: other members' delivered/read seqs
     members: new Map(),// group chat -> [user ids]
     outbox: [],        // unacknowledged sends {cmid, chat, env}
+    acked: new Map(),  // cmid -> send acknowledged but its copy not yet back
     failed: new Map(), // cmid -> reason, for sends the server refused
     syncCursor: null,
     typing: new Map(), // chat -> {user, until}
@@ -181,7 +182,7 @@
     for (const m of list) {
       const fresh = !held.has(m.seq);
       if (!isChange(m) || fresh) held.set(m.seq, m);
-      if (m.cmid && m.from === state.me.id) settle(m.cmid);
+      if (m.cmid && m.from === state.me.id) { settle(m.cmid); state.acked.delete(m.cmid); }
       if (isChange(m) && fresh && before.has(m.change.seq)) applyChange(chat, m);
       if (m.seq > s.last_seq) {
         s.last_seq = m.seq;
@@ -232,7 +233,13 @@
   function publishSend(env) {
     if (!mq || !mq.connected) return; // sent on the next connect
     mq.publish(`users/${state.me.id}/send`, JSON.stringify(env), { qos: 1 }, (err) => {
-      if (!err) return settle(env.cmid);
+      if (!err) {
+        // Stored: never sent again. Shown as pending until our own copy
+        // (with its seq) comes back on the inbox.
+        const o = state.outbox.find((x) => x.cmid === env.cmid);
+        if (o && o.env.body !== undefined && !o.env.edit) state.acked.set(o.cmid, o);
+        return settle(env.cmid);
+      }
       // A v5 PUBACK refusal: the error event that comes with it says why.
       if (err.code !== undefined && err.code < 0x80) return;
       if (err.code === 0x89 || err.code === 0x97 || err.code === 0x80) return; // busy: retried on reconnect
@@ -310,7 +317,12 @@
       });
     });
     client.on("message", (topic, payload) => onMessage(topic, payload.toString()));
-    client.on("error", (e) => console.warn("mqtt", e.message));
+    client.on("error", (e) => {
+      console.warn("mqtt", e.message);
+      // CONNACK "bad username or password": the token expired or its
+      // session was revoked. A refresh tells which (and signs out if revoked).
+      if (e.code === 0x86 && client === mq) refreshTokens(true).catch(() => {});
+    });
     client.on("close", () => {
       if (client !== mq) return;
       setConn("offline");
@@ -365,7 +377,7 @@
         break;
       case "sent": // a retry of a message stored before: fetch what we missed
         settle(e.cmid);
-        syncing = syncing.then(() => pageForward(e.chat)).catch(() => {});
+        syncing = syncing.then(() => pageForward(e.chat)).then(() => { state.acked.delete(e.cmid); render(); }).catch(() => {});
         break;
       case "error":
         if (e.cmid) fail(e.cmid, e.message);
@@ -684,7 +696,7 @@
     const sc = $("scroller");
     const atBottom = toBottom || sc.scrollHeight - sc.scrollTop - sc.clientHeight < 40;
     const items = seqs.map((q) => held.get(q)).filter((m) => !isChange(m)).map((m) => renderMessage(chat, m));
-    for (const o of state.outbox) if (o.chat === chat && o.env.body !== undefined && !o.env.edit) items.push(renderPending(o));
+    for (const o of [...state.outbox, ...state.acked.values()]) if (o.chat === chat && o.env.body !== undefined && !o.env.edit) items.push(renderPending(o));
     for (const f of state.failed.values()) if (f.chat === chat) items.push(renderPending(f, f));
     $("messages").replaceChildren(...items);
     if (atBottom) sc.scrollTop = sc.scrollHeight;
