@@ -124,6 +124,7 @@ func New(opts Options) http.Handler {
 	authed.GET("/chats/:chat/messages", a.history)
 	authed.POST("/chats/:chat/messages", a.send)
 	authed.POST("/chats/:chat/read", a.markRead)
+	a.routeMessages(authed)
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)

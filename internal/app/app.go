@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -322,6 +323,10 @@ func (a *App) build(secret []byte) error {
 		Limiter:         sendLimiter,
 		Logger:          a.log.With("component", "chat"),
 		Metrics:         pipeline,
+
+		// 0 in the config turns edits off; 0 in chat.Options is the default.
+		EditWindow:          cmp.Or(cfg.Limits.EditWindow, -1),
+		ReactionsPerMessage: cfg.Limits.ReactionsPerMessage,
 	})
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{

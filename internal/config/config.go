@@ -235,6 +235,12 @@ type Limits struct {
 	// DeviceMessagesPending bounds the device messages waiting for one
 	// device (end-to-end encryption); past it a send to it is refused.
 	DeviceMessagesPending int `koanf:"device_messages_pending"`
+	// EditWindow is how long after sending a message its sender may edit
+	// it; 0 turns edits off. Deletes and reactions have no window.
+	EditWindow time.Duration `koanf:"edit_window"`
+	// ReactionsPerMessage bounds the distinct emoji on one message, so a
+	// history page stays small whatever a group does to one message.
+	ReactionsPerMessage int `koanf:"reactions_per_message"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -318,6 +324,8 @@ func Default() Config {
 			KeyClaimRate:          1,
 			KeyClaimBurst:         20,
 			DeviceMessagesPending: 1000,
+			EditWindow:            48 * time.Hour,
+			ReactionsPerMessage:   20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

@@ -227,6 +227,10 @@ func usage(key string) string {
 		return "largest end-to-end key, signed prekey or signature a device may publish, in bytes (32-65536)"
 	case "limits.max_one_time_prekeys":
 		return "one-time prekeys one device may hold (1-100000); an upload past it is refused whole"
+	case "limits.edit_window":
+		return "how long after sending a message its sender may edit it (0 = no edits)"
+	case "limits.reactions_per_message":
+		return "most distinct emoji one message may carry as reactions (1-1000)"
 	case "limits.prekeys_low":
 		return "a claim leaving a device fewer one-time prekeys than this sends its owner a prekeys_low event (0 = only at 0)"
 	case "limits.key_claim_rate":

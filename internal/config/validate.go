@@ -166,6 +166,10 @@ func (c Config) Validate() error {
 	if c.Limits.LookupRate > 0 {
 		between("limits.lookup_burst", c.Limits.LookupBurst, 1, 1_000_000)
 	}
+	if w := c.Limits.EditWindow; w < 0 || w > 365*24*time.Hour {
+		bad("limits.edit_window", "must be between 0 (no edits) and 8760h, got %s", w)
+	}
+	between("limits.reactions_per_message", c.Limits.ReactionsPerMessage, 1, 1000)
 	between("limits.max_key_bytes", c.Limits.MaxKeyBytes, 32, 64<<10)
 	between("limits.max_one_time_prekeys", c.Limits.MaxOneTimePrekeys, 1, 100_000)
 	between("limits.prekeys_low", c.Limits.PrekeysLow, 0, c.Limits.MaxOneTimePrekeys)
