@@ -237,11 +237,12 @@ func (p *page) send(text string) {
 func TestBrowserChat(t *testing.T) {
 	b := newBrowser(t)
 	httpAddr, wsAddr := freePort(t), freePort(t)
-	srv := startChatdWith(t, "chatd", t.TempDir(), procOpts{httpAddr: httpAddr, lifetime: 5 * time.Minute, args: []string{
+	opts := procOpts{httpAddr: httpAddr, lifetime: 5 * time.Minute, args: []string{
 		"--mqtt.ws_addr", wsAddr,
 		// The page comes from the REST port, the WebSocket is another one.
 		"--mqtt.ws_allowed_origins", "http://" + httpAddr,
-	}})
+	}}
+	srv := startChatdWith(t, "chatd", t.TempDir(), opts)
 	base := srv.base
 
 	alice, bob := b.page("alice"), b.page("bob")
@@ -326,6 +327,25 @@ func TestBrowserChat(t *testing.T) {
 	bob.waitFor("the message sent while away", msgWith("while you were away"))
 	bob.waitFor("history before it kept", msgWith("hi alice"))
 	alice.waitFor("read after the return", msgWith("while you were away")+`.querySelector(".ticks").dataset.state === "read"`)
+
+	// The server restarts. A message written while it is down waits in
+	// Alice's outbox, goes out once her client has reconnected on its own,
+	// and reaches Bob, whose client reconnected too.
+	srv.stop(t)
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("the connection lost", `document.querySelector("#conn-state").dataset.state !== "online"`)
+	}
+	alice.do("write while the server is down",
+		chromedp.SendKeys(chromedp.ID("composer-input"), "sent during the restart"),
+		chromedp.Click(chromedp.ID("send-btn")),
+	)
+	alice.waitFor("the message pending", msgWith("sent during the restart")+`?.querySelector('.ticks[data-state="pending"]')`)
+	srv = startChatdWith(t, "chatd (restarted)", srv.dataDir, procOpts{
+		mqttAddr: srv.mqttAddr, httpAddr: srv.httpAddr, lifetime: opts.lifetime, args: opts.args,
+	})
+	alice.waitFor("stored after the restart", msgWith("sent during the restart")+`?.dataset.seq > 0`)
+	bob.waitFor("received after the restart", msgWith("sent during the restart"))
+	bob.waitFor("bob reconnected", `document.querySelector("#conn-state").dataset.state === "online"`)
 
 	testBrowserLifecycle(t, alice, bob)
 

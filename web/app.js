@@ -334,7 +334,7 @@
     if (!state.me) return;
     clearTimeout(reconnectTimer);
     reconnectTimer = setTimeout(connect, backoff);
-    backoff = Math.min(backoff * 2, 15000);
+    backoff = Math.min(backoff * 2, 10000);
   }
   function setConn(s) {
     $("conn-state").dataset.state = s;
