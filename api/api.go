@@ -74,6 +74,10 @@ type Options struct {
 	// DeviceMessages enables /v1/device-messages and
 	// /v1/devices/{device_id}/messages (end-to-end encryption).
 	DeviceMessages DeviceMessages
+	// Origins decides which browser pages may call the API across
+	// origins (CORS); nil sends no CORS headers, so browsers let only
+	// same-origin pages read the answers.
+	Origins OriginChecker
 	// Web serves the web client under /app/ (paths relative to it).
 	Web http.Handler
 }
@@ -94,7 +98,7 @@ func New(opts Options) http.Handler {
 	// The client IP is the TCP peer: trusting X-Forwarded-For from anyone
 	// would let a client pick its own rate-limit key.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
+	r.Use(a.cors, a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
 		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
 		abort(c, http.StatusInternalServerError, "internal", "internal error")
 	}), a.limitBody)

@@ -199,7 +199,7 @@ func startChatdWith(t *testing.T, name, dataDir string, opts procOpts) *chatdPro
 		p.kill(t)
 		// Ports are picked then released, so another process can win one;
 		// fixed ports are the caller's to keep.
-		if i < attempts && opts.mqttAddr == "" && strings.Contains(p.stderr.String(), "address already in use") {
+		if i < attempts && opts.mqttAddr == "" && strings.Contains(p.stderr.String(), "already in use") {
 			t.Logf("%s: port taken, retrying: %v", name, err)
 			continue
 		}
@@ -351,10 +351,18 @@ func (r cliResult) String() string {
 // (MQCHAT_-free) environment.
 func runChatd(t *testing.T, env []string, args ...string) cliResult {
 	t.Helper()
+	return runChatdIn(t, "", env, args...)
+}
+
+// runChatdIn is runChatd with dir as the working directory ("": the
+// test's).
+func runChatdIn(t *testing.T, dir string, env []string, args ...string) cliResult {
+	t.Helper()
 	bin := chatdBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
 	cmd.Env = childEnv(append(backendEnv(t), env...)...)
 	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer

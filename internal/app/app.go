@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,10 +78,15 @@ type App struct {
 	metrics     *http.Server // nil unless http.metrics_addr is set
 	metricsLn   net.Listener
 	admin       *adminServer
+	lock        *dirLock       // the data dir, held until Shutdown
+	stopEnders  chan struct{}  // closed by Shutdown: sessionEnder's second passes end
+	enders      sync.WaitGroup // sessionEnder's second passes
 	live        atomic.Bool
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
 	ids     *ids.Generator
+	// browsers: origins and TLS certificates (browsers.go).
+	browsers *browserSetup
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -98,15 +104,21 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := privateDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
 	st, err := openStore(cfg, log)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: st}
+	a := &App{cfg: cfg, log: log, store: st, lock: lock, stopEnders: make(chan struct{})}
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
@@ -122,6 +134,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 			a.cluster.Close()
 		}
 		_ = st.Close()
+		_ = lock.release()
 		return nil, err
 	}
 	return a, nil
@@ -230,11 +243,15 @@ func (a *App) build(secret []byte) error {
 		return fmt.Errorf("app: %w", err)
 	}
 	a.ids = gen
+	if a.browsers, err = a.newBrowserSetup(); err != nil {
+		return err
+	}
 
 	a.broker, err = broker.New(broker.Options{
 		TCPAddr: cfg.MQTT.Addr,
-		TLSAddr: cfg.MQTT.TLSAddr, TLSCert: cfg.MQTT.TLSCert, TLSKey: cfg.MQTT.TLSKey,
-		WSAddr: cfg.MQTT.WSAddr, WSPath: cfg.MQTT.WSPath, WSAllowedOrigins: cfg.MQTT.WSAllowedOrigins,
+		TLSAddr: cfg.MQTT.TLSAddr, TLSCert: cfg.MQTT.TLSCert, TLSKey: cfg.MQTT.TLSKey, TLSConfig: tlsConfig(a.browsers.mqttTLS),
+		WSAddr: cfg.MQTT.WSAddr, WSPath: cfg.MQTT.WSPath, WSTLSConfig: tlsConfig(a.browsers.wsTLS),
+		Origins:             a.browsers.origins,
 		SessionDir:          filepath.Join(cfg.DataDir, "sessions"),
 		ClientWritesPending: cfg.MQTT.ClientWritesPending,
 		MaxInflight:         cfg.MQTT.MaxInflight,
@@ -442,9 +459,10 @@ func (a *App) build(secret []byte) error {
 
 	a.accounts = accounts.New(accounts.Options{
 		Store: a.store, Passwords: a.auth, Memberships: groupsSvc, Recipients: a.chat,
-		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts")},
-		Metrics:  accountMetrics,
-		Logger:   a.log.With("component", "accounts"),
+		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts"),
+			stop: a.stopEnders, pending: &a.enders},
+		Metrics: accountMetrics,
+		Logger:  a.log.With("component", "accounts"),
 	})
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
@@ -466,8 +484,10 @@ func (a *App) build(secret []byte) error {
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
+			Origins:         a.browsers.origins,
 			Web:             web.Handler(),
 		}),
+		TLSConfig:         tlsConfig(a.browsers.httpTLS),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -535,8 +555,19 @@ func (a *App) Start() error {
 		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.httpLn = ln
+	// Pages chatd serves on one of its ports may use the others.
+	a.browsers.origins.AddOwnPort(ln.Addr().String())
+	if ws := a.broker.Addrs().WS; ws != "" {
+		a.browsers.origins.AddOwnPort(ws)
+	}
+	a.browsers.watch()
 	go func() {
-		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := a.http.Serve
+		if a.http.TLSConfig != nil {
+			// The certificate comes from TLSConfig; ServeTLS adds HTTP/2.
+			serve = func(ln net.Listener) error { return a.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "error", err)
 		}
 	}()
@@ -636,13 +667,23 @@ func (a *App) Shutdown(ctx context.Context) error {
 		// at once instead of after the TTL.
 		a.cluster.Leave(ctx)
 	}
+	select {
+	case <-a.stopEnders: // a second Shutdown
+	default:
+		close(a.stopEnders)
+	}
+	a.enders.Wait()    // a pending second revocation uses the store
 	a.receipts.Close() // after every source of moves, before the store
 	a.closePush()      // after fan-out stopped queueing, before the store
 	if a.cluster != nil {
 		a.cluster.Close()
 	}
+	a.browsers.stop()
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if err := a.lock.release(); err != nil {
+		errs = append(errs, fmt.Errorf("data dir lock: %w", err))
 	}
 	a.log.Info("chatd stopped")
 	return errors.Join(errs...)

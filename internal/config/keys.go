@@ -144,7 +144,11 @@ func usage(key string) string {
 	case "mqtt.ws_path":
 		return "HTTP path of the MQTT WebSocket endpoint"
 	case "mqtt.ws_allowed_origins":
-		return "browser Origins allowed to open the WebSocket; empty allows same-origin only"
+		return "deprecated: use http.allowed_origins; entries here are added to it"
+	case "mqtt.ws_tls_cert":
+		return "PEM certificate chain file; with ws_tls_key the WebSocket listener serves wss://"
+	case "mqtt.ws_tls_key":
+		return "PEM private key file for the WebSocket listener's TLS"
 	case "mqtt.tls_addr":
 		return "host:port of the MQTT-over-TLS listener; empty disables it (needs tls_cert and tls_key)"
 	case "mqtt.tls_cert":
@@ -175,6 +179,12 @@ func usage(key string) string {
 		return "filters granted from one SUBSCRIBE (1 to max_subscriptions); the rest get SUBACK 0x97 (0x80 for 3.1.1)"
 	case "http.addr":
 		return "host:port of the HTTP API"
+	case "http.allowed_origins":
+		return "browser origins (scheme://host[:port]) allowed to open the WebSocket and call the API besides chatd's own pages; \"*\" alone allows any"
+	case "http.tls_cert":
+		return "PEM certificate chain file; with tls_key the HTTP API serves HTTPS"
+	case "http.tls_key":
+		return "PEM private key file for the HTTP API's TLS"
 	case "http.pprof_addr":
 		return "loopback host:port serving Go's pprof profiles; empty disables"
 	case "http.metrics_addr":

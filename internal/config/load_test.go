@@ -379,6 +379,22 @@ func TestValidate(t *testing.T) {
 		{"", func(c *Config) { c.HTTP.MetricsAddr, c.HTTP.PprofAddr = "127.0.0.1:6060", "127.0.0.1:6060" }},
 		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = ":8080" }},
 		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = "9090" }},
+		{"", func(c *Config) { c.HTTP.AllowedOrigins = []string{"https://a.example", "http://b.example:8080"} }},
+		{"", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"a.example"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"https://a.example/app"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*", "https://a.example"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{" "} }},
+		{"http.allowed_origins", func(c *Config) {
+			c.HTTP.AllowedOrigins, c.MQTT.WSAllowedOrigins = []string{"*"}, []string{"https://a.example"}
+		}},
+		{"mqtt.ws_allowed_origins", func(c *Config) { c.MQTT.WSAllowedOrigins = []string{"https://a.example?x"} }},
+		{"", func(c *Config) { c.HTTP.TLSCert, c.HTTP.TLSKey = "c", "k" }},
+		{"http.tls_cert", func(c *Config) { c.HTTP.TLSCert = "c" }},
+		{"http.tls_cert", func(c *Config) { c.HTTP.TLSKey = "k" }},
+		{"", func(c *Config) { c.MQTT.WSTLSCert, c.MQTT.WSTLSKey = "c", "k" }},
+		{"mqtt.ws_tls_cert", func(c *Config) { c.MQTT.WSTLSKey = "k" }},
+		{"mqtt.ws_tls_cert", func(c *Config) { c.MQTT.WSAddr, c.MQTT.WSTLSCert, c.MQTT.WSTLSKey = "", "c", "k" }},
 		{"auth.access_ttl", func(c *Config) { c.Auth.AccessTTL = 59 * time.Second }},
 		{"auth.refresh_ttl", func(c *Config) { c.Auth.RefreshTTL = c.Auth.AccessTTL }},
 		{"auth.bcrypt_cost", func(c *Config) { c.Auth.BcryptCost = 3 }},
@@ -441,6 +457,26 @@ func TestValidate(t *testing.T) {
 		case tt.key != "" && !strings.Contains(err.Error(), `invalid value for "`+tt.key+`"`):
 			t.Errorf("Validate with bad %s = %q, does not name the key", tt.key, err)
 		}
+	}
+}
+
+// The deprecated mqtt.ws_allowed_origins adds to http.allowed_origins,
+// whichever layer sets each.
+func TestAllowedOriginsMergesAlias(t *testing.T) {
+	clearEnv(t)
+	path := filepath.Join(t.TempDir(), "chatd.yaml")
+	yaml := "mqtt:\n  ws_allowed_origins: [https://old.example, https://both.example]\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MQCHAT_HTTP_ALLOWED_ORIGINS", "https://new.example,https://both.example")
+	c, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://new.example", "https://both.example", "https://old.example"}
+	if got := c.AllowedOrigins(); !slices.Equal(got, want) {
+		t.Fatalf("AllowedOrigins() = %q, want %q", got, want)
 	}
 }
 
@@ -598,9 +634,90 @@ func TestLogValueRedactsSecret(t *testing.T) {
 			t.Fatalf("secret %q leaked into log: %s", secret, out)
 		}
 	}
-	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""}`, `"session_expiry":604800000000000`} {
+	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""`, `"session_expiry":604800000000000`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log %s lacks %s", out, want)
 		}
+	}
+}
+
+// TestLoadReportsEveryLayersProblems: a problem in one layer does not hide
+// those of the others, nor what validating the merged result finds; a key
+// whose value could not be read is reported once, not again by validation
+// of the default left in its place.
+func TestLoadReportsEveryLayersProblems(t *testing.T) {
+	tests := []struct {
+		name     string
+		yaml     string // "-": a file that does not exist
+		env      map[string]string
+		args     []string
+		want     []string // each in the error
+		wantOnce string   // in the error exactly once
+	}{
+		{
+			name: "file, env, flag and validation",
+			yaml: "mqtt:\n  adr: \":1\"\nlimits:\n  max_message_bytes: lots\n",
+			env:  map[string]string{"MQCHAT_LOG_LEVEL": "loud", "MQCHAT_NOPE": "1"},
+			args: []string{"--node_id=5000", "--mqtt.ws_path=mqtt"},
+			want: []string{`"mqtt.adr"`, `"limits.max_message_bytes"`, `"log.level"`, "MQCHAT_NOPE",
+				`"node_id"`, `"mqtt.ws_path"`},
+		},
+		{
+			name: "missing file does not hide the environment",
+			yaml: "-",
+			env:  map[string]string{"MQCHAT_LOG_FORMAT": "xml"},
+			want: []string{"nope.yaml", `"log.format"`},
+		},
+		{
+			name: "unparsable file does not hide flags",
+			yaml: "mqtt: [\n",
+			args: []string{"--node_id=5000"},
+			want: []string{"config: parse", `"node_id"`},
+		},
+		{
+			// The file's 3 stays when the environment's value cannot be
+			// read: one problem with the key, not also a complaint about
+			// the value the unread one would have replaced.
+			name:     "unreadable value reported once",
+			yaml:     "auth:\n  bcrypt_cost: 3\n",
+			env:      map[string]string{"MQCHAT_AUTH_BCRYPT_COST": "many"},
+			want:     []string{`"auth.bcrypt_cost"`},
+			wantOnce: `"auth.bcrypt_cost"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			switch tt.yaml {
+			case "":
+			case "-":
+				path = filepath.Join(t.TempDir(), "nope.yaml")
+			default:
+				path = writeFile(t, tt.yaml)
+			}
+			fs := pflag.NewFlagSet("chatd", pflag.ContinueOnError)
+			RegisterFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path, fs)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not name %s:\n%v", w, err)
+				}
+			}
+			if tt.wantOnce != "" {
+				if n := strings.Count(err.Error(), tt.wantOnce); n != 1 {
+					t.Errorf("error names %s %d times, want once:\n%v", tt.wantOnce, n, err)
+				}
+			}
+		})
 	}
 }

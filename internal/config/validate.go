@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mqchat/mqchat/internal/origin"
 )
 
 // Bounds that come from outside chatd rather than taste.
@@ -29,7 +31,7 @@ const (
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: invalid value for %q: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, invalid(key, ": "+format, args...))
 	}
 	between := func(key string, v, lo, hi int) {
 		if v < lo || v > hi {
@@ -66,12 +68,30 @@ func (c Config) Validate() error {
 	if !strings.HasPrefix(m.WSPath, "/") {
 		bad("mqtt.ws_path", "must start with \"/\", got %q", m.WSPath)
 	}
-	for _, o := range m.WSAllowedOrigins {
-		if strings.TrimSpace(o) == "" {
-			bad("mqtt.ws_allowed_origins", "must not contain empty entries")
-			break
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"http.allowed_origins", c.HTTP.AllowedOrigins}, {"mqtt.ws_allowed_origins", m.WSAllowedOrigins}} {
+		key, list := l.key, l.list
+		if slices.ContainsFunc(list, func(o string) bool { return strings.TrimSpace(o) == "" }) {
+			bad(key, "must not contain empty entries")
+		} else if _, err := origin.New(list); err != nil {
+			bad(key, "%v", err)
 		}
 	}
+	if _, err := origin.New(c.AllowedOrigins()); err != nil && slices.Contains(c.AllowedOrigins(), "*") {
+		bad("http.allowed_origins", "\"*\" must be the only entry, mqtt.ws_allowed_origins (its deprecated alias) included")
+	}
+	pair := func(certKey, cert, keyKey, key string) {
+		if (cert == "") != (key == "") {
+			bad(certKey, "%s and %s go together", certKey, keyKey)
+		}
+	}
+	pair("mqtt.ws_tls_cert", m.WSTLSCert, "mqtt.ws_tls_key", m.WSTLSKey)
+	if m.WSAddr == "" && m.WSTLSCert != "" {
+		bad("mqtt.ws_tls_cert", "set but mqtt.ws_addr is empty")
+	}
+	pair("http.tls_cert", c.HTTP.TLSCert, "http.tls_key", c.HTTP.TLSKey)
 	if m.TLSAddr != "" {
 		addr("mqtt.tls_addr", m.TLSAddr)
 		if m.TLSCert == "" {

@@ -160,7 +160,8 @@ func (s *Store) appendPartition(ctx context.Context, msgs []store.Message, idx [
 	for _, i := range idx {
 		m := &msgs[i]
 		if plan != nil {
-			b.Query(plan.insert(m, bucket))
+			cql, args := plan.insert(m, bucket)
+			b.Query(cql, args...)
 			continue
 		}
 		b.Query(insertMessage, m.Chat, bucket, int64(m.Seq), int64(m.ID), m.From, []byte(m.CMID), m.Type,
