@@ -84,7 +84,8 @@
     if (auth) headers.Authorization = "Bearer " + (await freshToken());
     const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await res.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { /* not ours: a proxy's error page */ }
     if (res.status === 401 && auth && !retried) {
       await refreshTokens(true);
       return rest(method, path, body, { auth, retried: true });
