@@ -182,6 +182,7 @@ func startChatd(t *testing.T, name, dataDir string) *chatdProc {
 type procOpts struct {
 	args               []string
 	mqttAddr, httpAddr string
+	lifetime           time.Duration // the watchdog's; 0 is procLifetime
 }
 
 // startChatdWith is startChatd with opts.
@@ -240,7 +241,11 @@ func launchChatd(t *testing.T, bin, name, dataDir string, opts procOpts) *chatdP
 		p.waitErr = p.cmd.Wait()
 		close(p.exited)
 	}()
-	p.watchdog = time.AfterFunc(procLifetime, func() {
+	lifetime := opts.lifetime
+	if lifetime == 0 {
+		lifetime = procLifetime
+	}
+	p.watchdog = time.AfterFunc(lifetime, func() {
 		p.timedOut.Store(true)
 		_ = p.cmd.Process.Kill()
 	})
@@ -253,7 +258,7 @@ func launchChatd(t *testing.T, bin, name, dataDir string, opts procOpts) *chatdP
 			<-p.exited
 		}
 		if p.timedOut.Load() {
-			t.Errorf("%s was still running after %v and was killed", name, procLifetime)
+			t.Errorf("%s was still running after %v and was killed", name, lifetime)
 		}
 		if t.Failed() {
 			t.Logf("%s (data dir %s) stderr:\n%s", name, dataDir, p.stderr)

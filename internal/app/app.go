@@ -50,6 +50,7 @@ import (
 	"github.com/mqchat/mqchat/store/compose"
 	"github.com/mqchat/mqchat/store/pebble"
 	"github.com/mqchat/mqchat/store/postgres"
+	"github.com/mqchat/mqchat/web"
 )
 
 // App is a running chatd node.
@@ -484,6 +485,7 @@ func (a *App) build(secret []byte) error {
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
 			Origins:         a.browsers.origins,
+			Web:             web.Handler(),
 		}),
 		TLSConfig:         tlsConfig(a.browsers.httpTLS),
 		ReadHeaderTimeout: 10 * time.Second,
