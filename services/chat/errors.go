@@ -47,7 +47,7 @@ type Error struct {
 	// Field names the request field at fault (a JSON key, query or path
 	// parameter, or header), dotted for nested keys; "" when no one field is.
 	Field string
-	Err     error // cause, for logs; never shown to clients
+	Err   error // cause, for logs; never shown to clients
 	// RetryAfter is how long a rate-limited caller should wait before
 	// retrying; 0 when the refusal says nothing about time.
 	RetryAfter time.Duration
