@@ -55,7 +55,7 @@ func fail(c *gin.Context, err error) {
 		status = http.StatusInternalServerError
 	}
 	if e.Code == chat.CodeUnauthenticated {
-		c.Header("WWW-Authenticate", `Bearer realm="mqchat"`)
+		c.Header("WWW-Authenticate", challenge(err))
 	}
 	if e.RetryAfter > 0 {
 		// Whole seconds, rounded up: retrying early would only be refused again.
@@ -98,6 +98,20 @@ func refusal(err error) *chat.Error {
 	default:
 		return &chat.Error{Code: chat.CodeInternal, Message: "internal error", Err: err}
 	}
+}
+
+// challenge is the WWW-Authenticate header of a 401 (RFC 6750 §3): a
+// presented token that failed says invalid_token, and an expired one says
+// so, which is how a client tells "refresh" from "log in again" without
+// a code of its own.
+func challenge(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return `Bearer realm="mqchat", error="invalid_token", error_description="token expired"`
+	case errors.Is(err, auth.ErrInvalidToken), errors.Is(err, auth.ErrUnknownUser):
+		return `Bearer realm="mqchat", error="invalid_token"`
+	}
+	return `Bearer realm="mqchat"`
 }
 
 // noMethod answers a known path asked with a method it does not serve:

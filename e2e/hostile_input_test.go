@@ -43,13 +43,13 @@ func TestHostileStringsAreRefusedNotFailed(t *testing.T) {
 		{"read marker in a chat id with NUL", "POST", "/v1/chats/" + fakeDirect + "/read", `{"seq":1}`, "", 403, "not_authorized"},
 		{"group name with NUL", "POST", "/v1/groups", `{"name":"a\u0000b"}`, "", 400, "invalid_payload"},
 		{"group rename with a control character", "PATCH", "/v1/groups/" + g.GroupID, `{"name":"a\u001bb"}`, "", 400, "invalid_payload"},
-		{"groups page after NUL", "GET", "/v1/groups?after=%00", "", "", 400, "invalid_query"},
-		{"groups page after invalid UTF-8", "GET", "/v1/groups?after=%FF", "", "", 400, "invalid_query"},
-		{"push token with NUL", "PUT", "/v1/devices/phone", `{"platform":"android","push_token":"a\u0000b"}`, "", 400, "invalid_push_token"},
+		{"groups page after NUL", "GET", "/v1/groups?after=%00", "", "", 400, "invalid_payload"},
+		{"groups page after invalid UTF-8", "GET", "/v1/groups?after=%FF", "", "", 400, "invalid_payload"},
+		{"push token with NUL", "PUT", "/v1/devices/phone", `{"platform":"android","push_token":"a\u0000b"}`, "", 400, "invalid_payload"},
 		{"delete device id with NUL", "DELETE", "/v1/devices/%00", "", "", 404, "not_found"},
 		{"delete device id with invalid UTF-8", "DELETE", "/v1/devices/%FF", "", "", 404, "not_found"},
 		{"presence of a user id with NUL", "GET", "/v1/presence/%00", "", "", 403, "not_authorized"},
-		{"body with a second JSON value", "POST", "/v1/chats/" + direct + "/read", `{"seq":1} {"seq":2}`, "", 400, "invalid_body"},
+		{"body with a second JSON value", "POST", "/v1/chats/" + direct + "/read", `{"seq":1} {"seq":2}`, "", 400, "invalid_payload"},
 	}
 	for _, tc := range rest {
 		t.Run("REST/"+tc.name, func(t *testing.T) {

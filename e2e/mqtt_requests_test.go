@@ -690,7 +690,7 @@ func TestMQTTReceipts(t *testing.T) {
 				{"read_seq 0", map[string]any{"chat": ab, "read_seq": 0}, "invalid_payload", 0x99},
 				{"negative read_seq", `{"chat":"` + ab + `","read_seq":-1}`, "invalid_payload", 0x99},
 				{"missing chat", map[string]any{"read_seq": 1}, "invalid_payload", 0x99},
-				{"unknown field", map[string]any{"chat": ab, "seq": 1}, "invalid_payload", 0x99},
+				{"unknown field", map[string]any{"chat": ab, "sequence": 1}, "invalid_payload", 0x99},
 				{"not json", "read", "invalid_payload", 0x99},
 			}
 			for _, tc := range tests {

@@ -115,11 +115,11 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 		return groupOpRequest{OpID: peekID(payload, "op_id")}, err
 	}
 	if !validID(req.OpID) {
-		return groupOpRequest{}, invalidRequest("op_id must be " + idRule)
+		return groupOpRequest{}, invalidRequest("op_id", "op_id must be "+idRule)
 	}
 	fields, ok := groupOpFields[req.Op]
 	if !ok {
-		return req, invalidRequest("op must be one of create, rename, delete, add_members, remove_member, set_role, accept_invite, decline_invite")
+		return req, invalidRequest("op", "op must be one of create, rename, delete, add_members, remove_member, set_role, accept_invite, decline_invite")
 	}
 	set := map[string]bool{
 		"group_id": req.GroupID != "", "name": req.Name != "", "user_ids": req.UserIDs != nil,
@@ -128,20 +128,20 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 	for _, f := range fields {
 		f, optional := strings.CutPrefix(f, "?")
 		if !set[f] && !optional {
-			return req, invalidRequest(f + " is required for " + req.Op)
+			return req, invalidRequest(f, f+" is required for "+req.Op)
 		}
 		delete(set, f)
 	}
 	for _, f := range []string{"group_id", "name", "user_ids", "user_id", "role"} {
 		if set[f] {
-			return req, invalidRequest(f + " is not used by " + req.Op)
+			return req, invalidRequest(f, f+" is not used by "+req.Op)
 		}
 	}
 	if req.Op == "add_members" && len(req.UserIDs) == 0 {
-		return req, invalidRequest("user_ids must list at least one user")
+		return req, invalidRequest("user_ids", "user_ids must list at least one user")
 	}
 	if req.GroupID != "" && !ids.ValidUserID(req.GroupID) { // group ids are shaped like user ids
-		return req, &chat.Error{Code: chat.CodeNotFound, Message: "no such group: " + req.GroupID}
+		return req, &chat.Error{Code: chat.CodeNotFound, Field: "group_id", Message: "no such group: " + req.GroupID}
 	}
 	return req, nil
 }
