@@ -54,6 +54,7 @@ type GroupOpEvent struct {
 	Code           string `json:"code,omitempty"`
 	ReasonCode     byte   `json:"reason_code,omitempty"`
 	Message        string `json:"message,omitempty"`
+	Field          string `json:"field,omitempty"` // as in error events
 }
 
 // groupOpFields lists, per op, the fields it requires and (after a '?')
@@ -95,7 +96,7 @@ func (h *Chat) groupOp(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	h.opts.Logger.Debug("group operation failed", "client", cl.ID, "op", req.Op, "code", code, "error", err)
 	ev := GroupOpEvent{
 		Type: "group_op", OpID: req.OpID, Op: req.Op, GroupID: req.GroupID,
-		Code: string(code), ReasonCode: rc.Code, Message: chat.MessageOf(err),
+		Code: string(code), ReasonCode: rc.Code, Message: chat.MessageOf(err), Field: chat.FieldOf(err),
 	}
 	if _, known := groupOpFields[req.Op]; !known {
 		ev.Op = "" // never echo back what failed validation
