@@ -148,6 +148,9 @@ func sendEnvelope(uid, chatID, cmid string, body io.Reader) (chat.Envelope, erro
 	if cmid == "" {
 		return chat.Envelope{}, invalid("Idempotency-Key", "the Idempotency-Key header is required (it is the message's cmid)")
 	}
+	if !chat.ValidChatID(chatID) {
+		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"}
+	}
 	var to string
 	if x, y, ok := chat.DirectMembers(chatID); ok && (uid == x || uid == y) {
 		to = "user:" + x
@@ -156,10 +159,8 @@ func sendEnvelope(uid, chatID, cmid string, body io.Reader) (chat.Envelope, erro
 		}
 	} else if gid, ok := chat.GroupID(chatID); ok {
 		to = "group:" + gid // membership is checked by the pipeline
-	} else if chat.ValidChatID(chatID) {
-		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotAuthorized, Message: "not a member of this chat"}
 	} else {
-		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"}
+		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotAuthorized, Message: "not a member of this chat"}
 	}
 	var in sendBody
 	if err := decodeJSON(body, &in); err != nil {

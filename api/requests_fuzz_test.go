@@ -168,9 +168,13 @@ func FuzzSendRequest(f *testing.F) {
 				t.Fatalf("sendEnvelope: %#v", err)
 			case cmid == "":
 				wantRequestError(t, "no Idempotency-Key", err, http.StatusBadRequest, "invalid_payload")
-			case code == chat.CodeNotAuthorized, code == chat.CodeNotFound:
-				if (code == chat.CodeNotFound) == chat.ValidChatID(chatID) {
+			case code == chat.CodeNotFound:
+				if chat.ValidChatID(chatID) {
 					t.Fatalf("%q: %v; not_found is for what is no chat id", chatID, err)
+				}
+			case code == chat.CodeNotAuthorized:
+				if !chat.ValidChatID(chatID) {
+					t.Fatalf("%q is no chat id: %v, want not_found", chatID, err)
 				}
 				if a, b, ok := chat.DirectMembers(chatID); ok && (a == me || b == me) {
 					t.Fatalf("%q is %s's chat, refused: %v", chatID, me, err)

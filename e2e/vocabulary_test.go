@@ -84,9 +84,11 @@ func TestOneVocabulary(t *testing.T) {
 		field  string
 	}{
 		{
-			name:   "send without body",
-			rest:   &restRequest{method: "POST", path: "/v1/chats/" + ab + "/messages", body: `{"type":"text"}`, token: true, idempotencyKey: "nobody"},
-			mqtt:   func(ver string) *mqttRequest { return &mqttRequest{"send", `{"to":"user:` + bob.ID + `","cmid":"nobody-` + ver + `"}`, "error"} },
+			name: "send without body",
+			rest: &restRequest{method: "POST", path: "/v1/chats/" + ab + "/messages", body: `{"type":"text"}`, token: true, idempotencyKey: "nobody"},
+			mqtt: func(ver string) *mqttRequest {
+				return &mqttRequest{"send", `{"to":"user:` + bob.ID + `","cmid":"nobody-` + ver + `"}`, "error"}
+			},
 			status: 400, rc: 0x99, code: "invalid_payload", field: "body",
 		},
 		{
@@ -120,21 +122,27 @@ func TestOneVocabulary(t *testing.T) {
 			status: 400, rc: 0x99, code: "invalid_payload", field: "seq",
 		},
 		{
-			name:   "read_seq -1",
-			rest:   &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"read_seq":-1}`, token: true},
-			mqtt:   func(string) *mqttRequest { return &mqttRequest{"receipts", `{"chat":"` + ab + `","read_seq":-1}`, "error"} },
+			name: "read_seq -1",
+			rest: &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"read_seq":-1}`, token: true},
+			mqtt: func(string) *mqttRequest {
+				return &mqttRequest{"receipts", `{"chat":"` + ab + `","read_seq":-1}`, "error"}
+			},
 			status: 400, rc: 0x99, code: "invalid_payload", field: "read_seq",
 		},
 		{
-			name:   "read_seq as a string",
-			rest:   &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"read_seq":"2"}`, token: true},
-			mqtt:   func(string) *mqttRequest { return &mqttRequest{"receipts", `{"chat":"` + ab + `","read_seq":"2"}`, "error"} },
+			name: "read_seq as a string",
+			rest: &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"read_seq":"2"}`, token: true},
+			mqtt: func(string) *mqttRequest {
+				return &mqttRequest{"receipts", `{"chat":"` + ab + `","read_seq":"2"}`, "error"}
+			},
 			status: 400, rc: 0x99, code: "invalid_payload", field: "read_seq",
 		},
 		{
-			name:   "unknown field",
-			rest:   &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"sequence":1}`, token: true},
-			mqtt:   func(string) *mqttRequest { return &mqttRequest{"receipts", `{"chat":"` + ab + `","sequence":1}`, "error"} },
+			name: "unknown field",
+			rest: &restRequest{method: "POST", path: "/v1/chats/" + ab + "/read", body: `{"sequence":1}`, token: true},
+			mqtt: func(string) *mqttRequest {
+				return &mqttRequest{"receipts", `{"chat":"` + ab + `","sequence":1}`, "error"}
+			},
 			status: 400, rc: 0x99, code: "invalid_payload", field: "sequence",
 		},
 		{
@@ -154,9 +162,11 @@ func TestOneVocabulary(t *testing.T) {
 			status: 404, rc: 0x87, code: "not_found", field: "chat",
 		},
 		{
-			name:   "read marker in chat nonsense",
-			rest:   &restRequest{method: "POST", path: "/v1/chats/nonsense/read", body: `{"read_seq":1}`, token: true},
-			mqtt:   func(string) *mqttRequest { return &mqttRequest{"receipts", `{"chat":"nonsense","read_seq":1}`, "error"} },
+			name: "read marker in chat nonsense",
+			rest: &restRequest{method: "POST", path: "/v1/chats/nonsense/read", body: `{"read_seq":1}`, token: true},
+			mqtt: func(string) *mqttRequest {
+				return &mqttRequest{"receipts", `{"chat":"nonsense","read_seq":1}`, "error"}
+			},
 			status: 404, rc: 0x87, code: "not_found", field: "chat",
 		},
 		{
