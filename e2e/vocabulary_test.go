@@ -317,3 +317,21 @@ func TestOneVocabulary(t *testing.T) {
 		}
 	})
 }
+
+// TestForwardedRefusalNamesField: a send refused by the chat's owner node
+// in a cluster names its field as one refused locally does.
+func TestForwardedRefusalNamesField(t *testing.T) {
+	c := startCluster(t, 2)
+	s := c.server(0)
+	alice := s.register(t, "alice")
+	bob := c.peerOwnedBy(t, 0, 1, "bob", alice) // the chat lives on node 1
+	h := bearer(alice.Token)
+	h["Idempotency-Key"] = "far-reply"
+	r := rawHTTP(t, s, "POST", "/v1/chats/"+directChat(alice.ID, bob.ID)+"/messages", h, `{"body":"x","reply_to":99}`)
+	e := r.wantAPIError(t, http.StatusBadRequest, "invalid_payload")
+	var full struct{ Error fieldError }
+	if err := json.Unmarshal(r.body, &full); err != nil || full.Error.Field != "reply_to" {
+		t.Fatalf("forwarded refusal %s: field %q, want reply_to (%v)", r.body, full.Error.Field, err)
+	}
+	wantClean(t, "forwarded refusal", e.Error.Message)
+}
