@@ -5,7 +5,7 @@ package api
 import (
 	"context"
 	_ "embed"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -99,13 +99,12 @@ func New(opts Options) http.Handler {
 	// would let a client pick its own rate-limit key.
 	_ = r.SetTrustedProxies(nil)
 	r.Use(a.cors, a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
-		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
-		abort(c, http.StatusInternalServerError, "internal", "internal error")
+		fail(c, fmt.Errorf("panic in handler: %v", v))
 	}), a.limitBody)
-	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
-	r.NoMethod(func(c *gin.Context) {
-		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
+	r.NoRoute(func(c *gin.Context) {
+		fail(c, &chat.Error{Code: chat.CodeNotFound, Message: "no such endpoint"})
 	})
+	r.NoMethod(noMethod)
 
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", a.ready)
@@ -149,20 +148,6 @@ var openAPI []byte
 
 type api struct{ opts Options }
 
-// errorBody is the one error shape every endpoint uses.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func abort(c *gin.Context, status int, code, msg string) {
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, msg
-	c.AbortWithStatusJSON(status, b)
-}
-
 func (a *api) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
@@ -170,9 +155,12 @@ func (a *api) logRequests(c *gin.Context) {
 	if c.Writer.Status() >= 500 {
 		level = slog.LevelError
 	}
-	a.opts.Logger.Log(c.Request.Context(), level, "http request",
-		"method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(),
-		"duration", time.Since(start), "remote", c.ClientIP())
+	attrs := []any{"method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(),
+		"duration", time.Since(start), "remote", c.ClientIP()}
+	if err := c.Errors.Last(); err != nil {
+		attrs = append(attrs, "error", err.Err) // the cause of an internal error (fail)
+	}
+	a.opts.Logger.Log(c.Request.Context(), level, "http request", attrs...)
 }
 
 // limitBody caps request bodies: nothing chatd accepts is larger than a
@@ -186,8 +174,7 @@ func (a *api) limitBody(c *gin.Context) {
 
 func (a *api) limitAuth(c *gin.Context) {
 	if a.opts.AuthLimiter != nil && !a.opts.AuthLimiter.Allow(c.ClientIP()) {
-		c.Header("Retry-After", "1")
-		abort(c, http.StatusTooManyRequests, "rate_limited", "too many requests, retry later")
+		fail(c, &chat.Error{Code: chat.CodeRateLimited, Message: "too many requests, retry later", RetryAfter: time.Second})
 		return
 	}
 	c.Next()
@@ -199,7 +186,7 @@ func (a *api) ready(c *gin.Context) {
 	if a.opts.Ready != nil {
 		if err := a.opts.Ready(ctx); err != nil {
 			a.opts.Logger.Warn("not ready", "error", err)
-			abort(c, http.StatusServiceUnavailable, "not_ready", err.Error())
+			fail(c, &chat.Error{Code: chat.CodeUnavailable, Message: "not ready: " + err.Error()})
 			return
 		}
 	}
@@ -210,7 +197,7 @@ func (a *api) ready(c *gin.Context) {
 // with a clear 4xx.
 func bindJSON(c *gin.Context, v any) bool {
 	if err := decodeJSON(c.Request.Body, v); err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return false
 	}
 	return true
@@ -222,34 +209,15 @@ func (a *api) authenticate(c *gin.Context) {
 	h := c.GetHeader("Authorization")
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || token == "" {
-		c.Header("WWW-Authenticate", `Bearer realm="mqchat"`)
-		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer token")
+		fail(c, &chat.Error{Code: chat.CodeUnauthenticated, Field: "Authorization", Message: "missing bearer token"})
 		return
 	}
 	id, err := a.opts.Accounts.Identify(c.Request.Context(), token)
 	if err != nil {
-		a.authError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Set(userKey, id.UserID)
 	c.Set(sessionKey, id.SessionID)
 	c.Next()
-}
-
-func (a *api) authError(c *gin.Context, err error) {
-	switch {
-	case errors.Is(err, auth.ErrTokenExpired):
-		c.Header("WWW-Authenticate", `Bearer realm="mqchat", error="invalid_token"`)
-		abort(c, http.StatusUnauthorized, "token_expired", "token expired, refresh it")
-	case errors.Is(err, auth.ErrInvalidToken), errors.Is(err, auth.ErrUnknownUser):
-		c.Header("WWW-Authenticate", `Bearer realm="mqchat", error="invalid_token"`)
-		abort(c, http.StatusUnauthorized, "invalid_token", "invalid token")
-	default:
-		a.internal(c, err)
-	}
-}
-
-func (a *api) internal(c *gin.Context, err error) {
-	a.opts.Logger.Error("request failed", "path", c.FullPath(), "error", err)
-	abort(c, http.StatusInternalServerError, "internal", "internal error")
 }

@@ -40,7 +40,7 @@ func decodeBlock(body io.Reader) (blockBody, error) {
 		return blockBody{}, err
 	}
 	if in.UserID == "" {
-		return blockBody{}, invalidBody("user_id is required")
+		return blockBody{}, invalid("user_id", "user_id is required")
 	}
 	return in, nil
 }
@@ -70,7 +70,7 @@ func (a *api) routeConsent(r gin.IRoutes) {
 // chat was a request (accepting twice is harmless).
 func (a *api) acceptChat(c *gin.Context) {
 	if err := a.opts.ChatRequests.Accept(c.Request.Context(), c.GetString(userKey), c.Param("chat")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -81,12 +81,12 @@ func (a *api) acceptChat(c *gin.Context) {
 func (a *api) block(c *gin.Context) {
 	in, err := decodeBlock(c.Request.Body)
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	b, err := a.opts.Blocks.Block(c.Request.Context(), c.GetString(userKey), in.UserID)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, blockView(b))
@@ -94,7 +94,7 @@ func (a *api) block(c *gin.Context) {
 
 func (a *api) unblock(c *gin.Context) {
 	if err := a.opts.Blocks.Unblock(c.Request.Context(), c.GetString(userKey), c.Param("user_id")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -105,7 +105,7 @@ func (a *api) unblock(c *gin.Context) {
 func (a *api) listBlocks(c *gin.Context) {
 	bs, err := a.opts.Blocks.List(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	out := make([]BlockView, len(bs))

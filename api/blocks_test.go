@@ -3,9 +3,9 @@ package api
 import (
 	"bytes"
 	"context"
-	"errors"
 	"testing"
 
+	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/consent"
 	"github.com/mqchat/mqchat/services/groups"
 	"github.com/mqchat/mqchat/store"
@@ -41,27 +41,26 @@ func TestDecodeBlock(t *testing.T) {
 		want string // "" = accepted
 	}{
 		{`{"user_id":"abc"}`, ""},
-		{`{}`, "invalid_body"},
-		{`{"user_id":""}`, "invalid_body"},
-		{`{"user_id":1}`, "invalid_body"},
-		{`{"user_id":"a","x":1}`, "invalid_body"},
-		{`{"user_id":"a"} {}`, "invalid_body"},
-		{``, "invalid_body"},
+		{`{}`, "invalid_payload"},
+		{`{"user_id":""}`, "invalid_payload"},
+		{`{"user_id":1}`, "invalid_payload"},
+		{`{"user_id":"a","x":1}`, "invalid_payload"},
+		{`{"user_id":"a"} {}`, "invalid_payload"},
+		{``, "invalid_payload"},
 	} {
 		in, err := decodeBlock(bytes.NewReader([]byte(tc.body)))
-		var re *requestError
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.body, err)
 		case tc.want == "" && in.UserID == "":
 			t.Errorf("%s: accepted without a user id", tc.body)
-		case tc.want != "" && (!errors.As(err, &re) || re.code != tc.want):
+		case tc.want != "" && string(chat.CodeOf(err)) != tc.want:
 			t.Errorf("%s: err = %v, want %s", tc.body, err, tc.want)
 		}
 	}
 }
 
-// FuzzDecodeBlock: any body is either refused with a requestError or
+// FuzzDecodeBlock: any body is either refused as invalid_payload or
 // yields a non-empty user id.
 func FuzzDecodeBlock(f *testing.F) {
 	for _, s := range []string{`{"user_id":"abc"}`, `{}`, `{"user_id":null}`, `[]`, "{\"user_id\":\"\xff\"}"} {
@@ -69,9 +68,8 @@ func FuzzDecodeBlock(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		in, err := decodeBlock(bytes.NewReader(body))
-		var re *requestError
-		if err != nil && !errors.As(err, &re) {
-			t.Fatalf("%q: error %v is not a requestError", body, err)
+		if err != nil && chat.CodeOf(err) != chat.CodeInvalid {
+			t.Fatalf("%q: error %v is not an invalid_payload refusal", body, err)
 		}
 		if err == nil && in.UserID == "" {
 			t.Fatalf("%q: accepted without a user id", body)
@@ -95,14 +93,13 @@ func TestDecodePrivacy(t *testing.T) {
 		{`[]`, false},
 	} {
 		ch, err := decodePrivacy(bytes.NewReader([]byte(tc.body)))
-		var re *requestError
-		if tc.ok != (err == nil) || (err != nil && !errors.As(err, &re)) || (err == nil && ch.Presence == nil && ch.RequestPush == nil) {
+		if tc.ok != (err == nil) || (err != nil && chat.CodeOf(err) != chat.CodeInvalid) || (err == nil && ch.Presence == nil && ch.RequestPush == nil) {
 			t.Errorf("%s: %+v, %v", tc.body, ch, err)
 		}
 	}
 }
 
-// FuzzDecodePrivacy: any body is either refused with a requestError or
+// FuzzDecodePrivacy: any body is either refused as invalid_payload or
 // yields a change of at least one setting.
 func FuzzDecodePrivacy(f *testing.F) {
 	for _, s := range []string{`{"presence":"nobody"}`, `{"request_push":true}`, `{}`, `{"presence":null}`, `[]`, "{\"presence\":\"\xff\"}"} {
@@ -110,9 +107,8 @@ func FuzzDecodePrivacy(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ch, err := decodePrivacy(bytes.NewReader(body))
-		var re *requestError
-		if err != nil && !errors.As(err, &re) {
-			t.Fatalf("%q: error %v is not a requestError", body, err)
+		if err != nil && chat.CodeOf(err) != chat.CodeInvalid {
+			t.Fatalf("%q: error %v is not an invalid_payload refusal", body, err)
 		}
 		if err == nil && ch.Presence == nil && ch.RequestPush == nil {
 			t.Fatalf("%q: accepted without a change", body)

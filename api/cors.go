@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/mqchat/mqchat/services/chat"
 )
 
 // OriginChecker decides whether a browser page may use the API: ok, or the
@@ -47,7 +49,7 @@ func (a *api) cors(c *gin.Context) {
 			"remote", r.RemoteAddr, "reason", reason)
 		// Refused outright, not only left unreadable: a form posted from
 		// any site would otherwise still reach the handlers.
-		abort(c, http.StatusForbidden, "not_authorized", "origin not allowed")
+		fail(c, &chat.Error{Code: chat.CodeNotAuthorized, Field: "Origin", Message: "origin not allowed"})
 		return
 	}
 	c.Header("Access-Control-Allow-Origin", origin)

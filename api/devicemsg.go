@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -42,7 +43,7 @@ type deviceMessageSent struct {
 func (a *api) sendDeviceMessage(c *gin.Context) {
 	env, err := decodeDeviceMessage(c.Request.Body)
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	res, err := a.opts.DeviceMessages.Send(c.Request.Context(), c.GetString(userKey), env)
@@ -64,12 +65,12 @@ func (a *api) sendDeviceMessage(c *gin.Context) {
 func (a *api) pendingDeviceMessages(c *gin.Context) {
 	after, limit, err := parseDeviceMessagesQuery(c.Request.URL.Query())
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	device := c.Param("device_id")
 	if !ids.ValidDeviceID(device) {
-		abort(c, http.StatusBadRequest, "invalid_device_id", "not a valid device id")
+		fail(c, invalid("device_id", "device_id must be 1 to 64 printable ASCII characters without / + #"))
 		return
 	}
 	msgs, err := a.opts.DeviceMessages.Pending(c.Request.Context(), c.GetString(userKey), device, after, limit)
@@ -87,13 +88,13 @@ func (a *api) pendingDeviceMessages(c *gin.Context) {
 // ackDeviceMessages answers POST /v1/devices/{device_id}/messages/ack:
 // deletes the caller's device's messages up to seq.
 func (a *api) ackDeviceMessages(c *gin.Context) {
-	var in readBody
+	var in ackBody
 	if !bindJSON(c, &in) {
 		return
 	}
 	device := c.Param("device_id")
 	if !ids.ValidDeviceID(device) {
-		abort(c, http.StatusBadRequest, "invalid_device_id", "not a valid device id")
+		fail(c, invalid("device_id", "device_id must be 1 to 64 printable ASCII characters without / + #"))
 		return
 	}
 	n, err := a.opts.DeviceMessages.Ack(c.Request.Context(), c.GetString(userKey), device, in.Seq)
@@ -107,11 +108,10 @@ func (a *api) ackDeviceMessages(c *gin.Context) {
 // deviceMessageError maps refusals as chatError does, except that an
 // unknown recipient is a plain 404 not_found, as for the key directory.
 func (a *api) deviceMessageError(c *gin.Context, err error) {
-	if chat.CodeOf(err) == chat.CodeUnknownRecipient {
-		abort(c, http.StatusNotFound, "not_found", chat.MessageOf(err))
-		return
+	if ce, ok := errors.AsType[*chat.Error](err); ok && ce.Code == chat.CodeUnknownRecipient {
+		err = &chat.Error{Code: chat.CodeNotFound, Field: ce.Field, Message: ce.Message}
 	}
-	a.chatError(c, err)
+	fail(c, err)
 }
 
 // decodeDeviceMessage reads POST /v1/device-messages; the service
@@ -136,7 +136,7 @@ func parseDeviceMessagesQuery(q url.Values) (after uint64, limit int, err error)
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > devicemsg.MaxPage {
-			return 0, 0, invalidQuery("limit must be an integer from 1 to 200")
+			return 0, 0, invalid("limit", "limit must be an integer from 1 to 200")
 		}
 		limit = n
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mqchat/mqchat/services/chat"
 	"net/http"
 	"slices"
 	"time"
@@ -57,18 +58,18 @@ func (a *api) putDevice(c *gin.Context) {
 	id := c.Param("device_id")
 	in, err := decodeDevice(id, c.Request.Body)
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	uid := c.GetString(userKey)
 	have, err := a.opts.Devices.Devices(c.Request.Context(), uid)
 	if err != nil {
-		a.internal(c, err)
+		fail(c, err)
 		return
 	}
 	if len(have) >= maxDevices && !slices.ContainsFunc(have, func(d store.Device) bool { return d.DeviceID == id }) {
-		abort(c, http.StatusConflict, "too_many_devices",
-			fmt.Sprintf("at most %d devices per user: delete one (DELETE /v1/devices/{device_id}) first", maxDevices))
+		fail(c, &chat.Error{Code: chat.CodeConflict, Field: "device_id", Message: fmt.Sprintf(
+			"at most %d devices per user: delete one (DELETE /v1/devices/{device_id}) first", maxDevices)})
 		return
 	}
 	d := store.Device{
@@ -76,7 +77,7 @@ func (a *api) putDevice(c *gin.Context) {
 		UpdatedAt: time.Now().UTC().Truncate(time.Millisecond),
 	}
 	if err := a.opts.Devices.PutDevice(c.Request.Context(), d); err != nil {
-		a.internal(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, deviceView(d))
@@ -90,9 +91,9 @@ func (a *api) deleteDevice(c *gin.Context) {
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		abort(c, http.StatusNotFound, "not_found", "no such device")
+		fail(c, &chat.Error{Code: chat.CodeNotFound, Field: "device_id", Message: "no such device"})
 	case err != nil:
-		a.internal(c, err)
+		fail(c, err)
 	default:
 		c.Status(http.StatusNoContent)
 	}
@@ -103,7 +104,7 @@ func (a *api) deleteDevice(c *gin.Context) {
 func (a *api) listDevices(c *gin.Context) {
 	ds, err := a.opts.Devices.Devices(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
-		a.internal(c, err)
+		fail(c, err)
 		return
 	}
 	out := make([]DeviceView, len(ds))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/mqchat/mqchat/services/chat"
 	"math/rand/v2"
 	"net/http"
 
@@ -36,7 +37,7 @@ func (a *api) routeDiscovery(r gin.IRoutes) {
 func (a *api) discovery(c *gin.Context) {
 	nodes := a.opts.Discovery()
 	if len(nodes) == 0 {
-		abort(c, http.StatusServiceUnavailable, "unavailable", "no node is serving clients")
+		fail(c, &chat.Error{Code: chat.CodeUnavailable, Message: "no node is serving clients"})
 		return
 	}
 	best := nodes[rand.IntN(len(nodes))]

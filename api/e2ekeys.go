@@ -36,12 +36,12 @@ func (a *api) publishKeys(c *gin.Context) {
 	id := c.Param("device_id")
 	up, err := decodeKeys(id, c.Request.Body)
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	out, err := a.opts.Keys.Publish(c.Request.Context(), c.GetString(userKey), id, up)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, out)
@@ -49,7 +49,7 @@ func (a *api) publishKeys(c *gin.Context) {
 
 func (a *api) deleteKeys(c *gin.Context) {
 	if err := a.opts.Keys.Delete(c.Request.Context(), c.GetString(userKey), c.Param("device_id")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -60,7 +60,7 @@ func (a *api) deleteKeys(c *gin.Context) {
 func (a *api) userDevices(c *gin.Context) {
 	out, err := a.opts.Keys.Devices(c.Request.Context(), c.GetString(userKey), c.Param("user_id"))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, out)
@@ -71,12 +71,12 @@ func (a *api) userDevices(c *gin.Context) {
 func (a *api) claimKeys(c *gin.Context) {
 	device, err := parseKeysQuery(c.Request.URL.Query())
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	out, err := a.opts.Keys.Claim(c.Request.Context(), c.GetString(userKey), c.Param("user_id"), device)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, out)
@@ -86,7 +86,7 @@ func (a *api) claimKeys(c *gin.Context) {
 // checks the keys themselves.
 func decodeKeys(id string, body io.Reader) (e2ekeys.Upload, error) {
 	if !ids.ValidDeviceID(id) {
-		return e2ekeys.Upload{}, &requestError{http.StatusBadRequest, "invalid_device_id", "device id must be 1 to 64 printable ASCII characters without / + #"}
+		return e2ekeys.Upload{}, invalid("device_id", "device_id must be 1 to 64 printable ASCII characters without / + #")
 	}
 	var up e2ekeys.Upload
 	if err := decodeJSON(body, &up); err != nil {
@@ -100,7 +100,7 @@ func decodeKeys(id string, body io.Reader) (e2ekeys.Upload, error) {
 func parseKeysQuery(q map[string][]string) (string, error) {
 	for k := range q {
 		if k != "device" {
-			return "", invalidQuery("unknown query parameter " + k + ": only device is accepted")
+			return "", invalid(k, "unknown query parameter "+k+": only device is accepted")
 		}
 	}
 	ds := q["device"]
@@ -108,7 +108,7 @@ func parseKeysQuery(q map[string][]string) (string, error) {
 	case len(ds) == 0:
 		return "", nil
 	case len(ds) > 1 || !ids.ValidDeviceID(ds[0]):
-		return "", invalidQuery("device must be one device id: 1 to 64 printable ASCII characters without / + #")
+		return "", invalid("device", "device must be one device id: 1 to 64 printable ASCII characters without / + #")
 	}
 	return ds[0], nil
 }

@@ -31,9 +31,9 @@ func FuzzKeysRequest(f *testing.F) {
 		up, err := decodeKeys(id, http.MaxBytesReader(nil, io.NopCloser(bytes.NewReader(body)), bodyLimit))
 		switch {
 		case !ids.ValidDeviceID(id):
-			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_device_id")
+			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_payload")
 		case err != nil:
-			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_body")
+			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_payload")
 			var ref e2ekeys.Upload
 			if len(body) <= bodyLimit && strictJSON(body, &ref) == nil {
 				t.Fatalf("%q refused (%v), encoding/json accepts it", body, err)
@@ -53,7 +53,7 @@ func FuzzKeysRequest(f *testing.F) {
 		}
 		device, err := parseKeysQuery(q)
 		if err != nil {
-			wantRequestError(t, "parseKeysQuery", err, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parseKeysQuery", err, http.StatusBadRequest, "invalid_payload")
 			if len(q) == 1 && len(q["device"]) == 1 && ids.ValidDeviceID(q["device"][0]) {
 				t.Fatalf("%q refused", query)
 			}

@@ -38,9 +38,14 @@ func (a *api) createGroup(c *gin.Context) {
 	if !bindJSON(c, &in) {
 		return
 	}
-	v, err := a.opts.Groups.Create(c.Request.Context(), c.GetString(userKey), in.Name, in.Members)
+	members, err := in.userIDs()
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
+		return
+	}
+	v, err := a.opts.Groups.Create(c.Request.Context(), c.GetString(userKey), in.Name, members)
+	if err != nil {
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, v)
@@ -49,7 +54,7 @@ func (a *api) createGroup(c *gin.Context) {
 func (a *api) getGroup(c *gin.Context) {
 	v, err := a.opts.Groups.Get(c.Request.Context(), c.GetString(userKey), c.Param("id"))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -62,7 +67,7 @@ func (a *api) renameGroup(c *gin.Context) {
 	}
 	v, err := a.opts.Groups.Rename(c.Request.Context(), c.GetString(userKey), c.Param("id"), in.Name)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -70,7 +75,7 @@ func (a *api) renameGroup(c *gin.Context) {
 
 func (a *api) deleteGroup(c *gin.Context) {
 	if err := a.opts.Groups.Delete(c.Request.Context(), c.GetString(userKey), c.Param("id")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -82,12 +87,12 @@ func (a *api) addMembers(c *gin.Context) {
 		return
 	}
 	if err := in.check(); err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	v, err := a.opts.Groups.AddMembers(c.Request.Context(), c.GetString(userKey), c.Param("id"), in.UserIDs)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -100,7 +105,7 @@ func (a *api) setRole(c *gin.Context) {
 	}
 	v, err := a.opts.Groups.SetRole(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("user_id"), in.Role)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -108,7 +113,7 @@ func (a *api) setRole(c *gin.Context) {
 
 func (a *api) removeMember(c *gin.Context) {
 	if err := a.opts.Groups.RemoveMember(c.Request.Context(), c.GetString(userKey), c.Param("id"), c.Param("user_id")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -117,12 +122,12 @@ func (a *api) removeMember(c *gin.Context) {
 func (a *api) myGroups(c *gin.Context) {
 	after, limit, err := parseGroupsQuery(c.Request.URL.Query())
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	vs, err := a.opts.Groups.Mine(c.Request.Context(), c.GetString(userKey), after, limit)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	out := gin.H{"groups": vs, "next": nil}

@@ -37,7 +37,7 @@ func (a *api) routeInvites(r gin.IRoutes) {
 func (a *api) listInvites(c *gin.Context) {
 	invs, err := a.opts.Invites.Invites(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	out := make([]InviteView, len(invs))
@@ -52,7 +52,7 @@ func (a *api) listInvites(c *gin.Context) {
 func (a *api) acceptInvite(c *gin.Context) {
 	v, err := a.opts.Invites.AcceptInvite(c.Request.Context(), c.GetString(userKey), c.Param("group_id"))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -60,7 +60,7 @@ func (a *api) acceptInvite(c *gin.Context) {
 
 func (a *api) declineInvite(c *gin.Context) {
 	if err := a.opts.Invites.DeclineInvite(c.Request.Context(), c.GetString(userKey), c.Param("group_id")); err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)

@@ -3,9 +3,8 @@ package api
 import (
 	"context"
 	"errors"
-	"math"
+	"github.com/mqchat/mqchat/services/chat"
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -37,21 +36,17 @@ func (a *api) deleteMe(c *gin.Context) {
 		return
 	}
 	if in.Password == "" {
-		abort(c, http.StatusBadRequest, "invalid_password", "password: required to delete the account")
+		fail(c, invalid("password", "password is required to delete the account"))
 		return
 	}
 	err := a.opts.Lifecycle.DeleteOwn(c.Request.Context(), c.GetString(userKey), in.Password)
-	var throttled *auth.ThrottledError
 	switch {
 	case err == nil:
 		c.Status(http.StatusNoContent)
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		// 403, not 401: the token is fine, the confirmation is not.
-		abort(c, http.StatusForbidden, "invalid_credentials", "wrong password")
-	case errors.As(err, &throttled):
-		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
-		abort(c, http.StatusTooManyRequests, "rate_limited", "too many wrong passwords, retry later")
+		fail(c, &chat.Error{Code: chat.CodeNotAuthorized, Field: "password", Message: "wrong password"})
 	default:
-		a.authError(c, err)
+		fail(c, err)
 	}
 }

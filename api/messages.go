@@ -46,7 +46,7 @@ func (a *api) editMessage(c *gin.Context) {
 	cmid := in.CMID
 	if key := c.GetHeader("Idempotency-Key"); key != "" {
 		if cmid != "" && cmid != key {
-			a.chatError(c, invalid("cmid and the Idempotency-Key header differ; send one of them"))
+			fail(c, invalid("cmid", "cmid and the Idempotency-Key header differ; send one of them"))
 			return
 		}
 		cmid = key
@@ -76,24 +76,24 @@ func (a *api) unreact(c *gin.Context) {
 func (a *api) change(c *gin.Context, cmid string, body json.RawMessage, set func(env *chat.Envelope, seq uint64)) {
 	uid := c.GetString(userKey)
 	if cmid == "" {
-		a.chatError(c, invalid("cmid: the Idempotency-Key header is required (it is the change's cmid)"))
+		fail(c, invalid("Idempotency-Key", "the Idempotency-Key header is required (it is the change's cmid)"))
 		return
 	}
 	seq, err := strconv.ParseUint(c.Param("seq"), 10, 64)
 	if err != nil || seq == 0 {
-		a.chatError(c, invalid("seq must be the seq of a message of the chat (1 or more)"))
+		fail(c, invalid("seq", "seq must be the seq of a message of the chat (1 or more)"))
 		return
 	}
 	to, ok := chat.Address(uid, c.Param("chat"))
 	if !ok {
-		a.chatError(c, &chat.Error{Code: chat.CodeNotAuthorized, Message: "not a member of this chat"})
+		fail(c, &chat.Error{Code: chat.CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"})
 		return
 	}
 	env := chat.Envelope{To: to, CMID: cmid, Body: body}
 	set(&env, seq)
 	res, err := a.opts.Chats.Send(c.Request.Context(), uid, env)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	if res.Duplicate {
@@ -102,5 +102,3 @@ func (a *api) change(c *gin.Context, cmid string, body json.RawMessage, set func
 	v := chat.View(res.Message)
 	c.JSON(http.StatusOK, ChangeAnswer{Chat: v.Chat, Seq: v.Seq, ID: v.ID, SentAt: v.SentAt, Duplicate: res.Duplicate})
 }
-
-func invalid(msg string) error { return &chat.Error{Code: chat.CodeInvalid, Message: msg} }

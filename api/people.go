@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"unicode/utf8"
@@ -36,12 +37,12 @@ func (a *api) lookupUser(c *gin.Context) {
 	q := c.Request.URL.Query()
 	names, ok := q["username"]
 	if !ok || len(names) != 1 || len(q) != 1 {
-		abortRequest(c, invalidQuery("give exactly one username: /v1/users?username={name}"))
+		fail(c, invalid("username", "give exactly one username: /v1/users?username={name}"))
 		return
 	}
 	found, err := a.opts.People.Lookup(c.Request.Context(), c.GetString(userKey), names[0])
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, found)
@@ -50,7 +51,7 @@ func (a *api) lookupUser(c *gin.Context) {
 func (a *api) userProfile(c *gin.Context) {
 	v, err := a.opts.People.Get(c.Request.Context(), c.GetString(userKey), c.Param("user_id"))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -60,7 +61,7 @@ func (a *api) userProfile(c *gin.Context) {
 func (a *api) myProfile(c *gin.Context) {
 	own, err := a.opts.People.Mine(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, own)
@@ -71,21 +72,25 @@ func (a *api) updateMe(c *gin.Context) {
 	// other user would then see a mangled profile; refuse it instead.
 	raw, err := io.ReadAll(c.Request.Body)
 	if err != nil {
-		abortRequest(c, invalidBody("request body too large or unreadable"))
+		var tooBig *http.MaxBytesError
+		if !errors.As(err, &tooBig) {
+			err = invalid("", "request body is unreadable")
+		}
+		fail(c, err)
 		return
 	}
 	if !utf8.Valid(raw) {
-		abortRequest(c, invalidBody("request body must be UTF-8"))
+		fail(c, invalid("", "request body must be UTF-8"))
 		return
 	}
 	var in people.Patch
 	if err := decodeJSON(bytes.NewReader(raw), &in); err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	own, err := a.opts.People.Update(c.Request.Context(), c.GetString(userKey), in)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, own)

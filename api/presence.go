@@ -51,11 +51,11 @@ func (a *api) presenceOne(c *gin.Context) {
 		ok, err = a.opts.Relations.SharesChat(c.Request.Context(), uid, other)
 	}
 	if err != nil {
-		a.internal(c, err)
+		fail(c, err)
 		return
 	}
 	if !ok {
-		abort(c, http.StatusForbidden, string(chat.CodeNotAuthorized), "no shared chat with this user")
+		fail(c, &chat.Error{Code: chat.CodeNotAuthorized, Message: "no shared chat with this user"})
 		return
 	}
 	c.JSON(http.StatusOK, PresenceEntry{UserID: other, View: a.opts.Presence.View(other)})
@@ -67,14 +67,14 @@ func (a *api) presenceMany(c *gin.Context) {
 	uid := c.GetString(userKey)
 	asked, err := parsePresenceIDs(c.Request.URL.Query())
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	out := make([]PresenceEntry, 0, len(asked))
 	for _, id := range asked {
 		ok, err := a.opts.Relations.SharesChat(c.Request.Context(), uid, id)
 		if err != nil {
-			a.internal(c, err)
+			fail(c, err)
 			return
 		}
 		if ok {

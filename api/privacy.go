@@ -29,7 +29,7 @@ func decodePrivacy(body io.Reader) (consent.PrivacyChange, error) {
 		return consent.PrivacyChange{}, err
 	}
 	if in.Presence == nil && in.RequestPush == nil {
-		return consent.PrivacyChange{}, invalidBody("nothing to change: set presence or request_push")
+		return consent.PrivacyChange{}, invalid("presence", "nothing to change: set presence or request_push")
 	}
 	return consent.PrivacyChange{Presence: in.Presence, RequestPush: in.RequestPush}, nil
 }
@@ -37,7 +37,7 @@ func decodePrivacy(body io.Reader) (consent.PrivacyChange, error) {
 func (a *api) getPrivacy(c *gin.Context) {
 	v, err := a.opts.Privacy.Privacy(c.Request.Context(), c.GetString(userKey))
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)
@@ -46,12 +46,12 @@ func (a *api) getPrivacy(c *gin.Context) {
 func (a *api) patchPrivacy(c *gin.Context) {
 	ch, err := decodePrivacy(c.Request.Body)
 	if err != nil {
-		abortRequest(c, err)
+		fail(c, err)
 		return
 	}
 	v, err := a.opts.Privacy.SetPrivacy(c.Request.Context(), c.GetString(userKey), ch)
 	if err != nil {
-		a.chatError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, v)

@@ -11,9 +11,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/jsonerr"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -23,40 +22,12 @@ import (
 // is a plain function of the raw input, so the handlers only wire them to
 // the services, and each has a fuzz target (requests_fuzz_test.go).
 
-// requestError is a refused request: its HTTP status, error code and the
-// message for the client.
-type requestError struct {
-	status    int
-	code, msg string
-}
+// Every decoder refuses with a *chat.Error: invalid_payload naming the
+// field (body key, query or path parameter, header) at fault, which fail
+// answers like any other refusal.
 
-func (e *requestError) Error() string { return e.code + ": " + e.msg }
-
-func invalidBody(msg string) error {
-	return &requestError{http.StatusBadRequest, "invalid_body", msg}
-}
-
-func invalidQuery(msg string) error {
-	return &requestError{http.StatusBadRequest, "invalid_query", msg}
-}
-
-// abortRequest answers a request refused with a requestError.
-func abortRequest(c *gin.Context, err error) {
-	re := &requestError{http.StatusBadRequest, "invalid_body", "request refused"}
-	errors.As(err, &re)
-	abort(c, re.status, re.code, re.msg)
-}
-
-// fail answers a refused request: a requestError as it says, any other
-// error (the chat service's) as chatError does.
-func (a *api) fail(c *gin.Context, err error) {
-	var re *requestError
-	if errors.As(err, &re) {
-		abortRequest(c, err)
-		return
-	}
-	a.chatError(c, err)
-}
+// invalid refuses the request because of field.
+func invalid(field, msg string) error { return chat.Invalid(field, msg) }
 
 // decodeJSON decodes a request body that is exactly one JSON value into v,
 // refusing unknown fields and oversize bodies.
@@ -75,9 +46,10 @@ func decodeJSON(r io.Reader, v any) error {
 	}
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return &requestError{http.StatusRequestEntityTooLarge, "payload_too_large", "request body is too large"}
+		return &chat.Error{Code: chat.CodeTooLarge, Message: "request body is too large"}
 	}
-	return invalidBody("request body is not valid JSON for this endpoint: " + err.Error())
+	field, msg := jsonerr.Explain(err)
+	return invalid(field, msg)
 }
 
 // refreshBody is POST /v1/auth/refresh.
@@ -85,17 +57,33 @@ type refreshBody struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+// check refuses a missing token as unauthenticated, as a bad one is: login
+// without a password and refresh without a token are the same mistake.
 func (b refreshBody) check() error {
 	if b.RefreshToken == "" {
-		return invalidBody("refresh_token is required")
+		return &chat.Error{Code: chat.CodeUnauthenticated, Field: "refresh_token", Message: "refresh_token is required"}
 	}
 	return nil
 }
 
 // groupBody is POST /v1/groups; the groups service checks its fields.
+// Members is the deprecated name of UserIDs, the name every other
+// members list uses.
 type groupBody struct {
 	Name    string   `json:"name"`
+	UserIDs []string `json:"user_ids"`
 	Members []string `json:"members"`
+}
+
+// userIDs merges user_ids and its alias members.
+func (b groupBody) userIDs() ([]string, error) {
+	if b.UserIDs != nil && b.Members != nil {
+		return nil, invalid("members", "members is the old name of user_ids: send only user_ids")
+	}
+	if b.UserIDs != nil {
+		return b.UserIDs, nil
+	}
+	return b.Members, nil
 }
 
 // renameBody is PATCH /v1/groups/{id}.
@@ -110,7 +98,7 @@ type membersBody struct {
 
 func (b membersBody) check() error {
 	if len(b.UserIDs) == 0 {
-		return invalidBody("user_ids must list at least one user")
+		return invalid("user_ids", "user_ids must list at least one user")
 	}
 	return nil
 }
@@ -120,8 +108,29 @@ type roleBody struct {
 	Role store.Role `json:"role"`
 }
 
-// readBody is POST /v1/chats/{chat}/read.
+// readBody is POST /v1/chats/{chat}/read: read_seq, the name MQTT
+// receipts use, or its deprecated alias seq.
 type readBody struct {
+	ReadSeq *uint64 `json:"read_seq"`
+	Seq     *uint64 `json:"seq"`
+}
+
+// readSeq is the seq the body names; the chat service refuses 0.
+func (b readBody) readSeq() (uint64, error) {
+	switch {
+	case b.ReadSeq != nil && b.Seq != nil && *b.ReadSeq != *b.Seq:
+		return 0, invalid("seq", "seq is the old name of read_seq: send only read_seq")
+	case b.ReadSeq != nil:
+		return *b.ReadSeq, nil
+	case b.Seq != nil:
+		return *b.Seq, nil
+	}
+	return 0, invalid("read_seq", "read_seq is required")
+}
+
+// ackBody is POST /v1/devices/{device_id}/messages/ack: delete the
+// device's messages up to seq.
+type ackBody struct {
 	Seq uint64 `json:"seq"`
 }
 
@@ -137,7 +146,10 @@ type sendBody struct {
 // service validates it like one published on MQTT.
 func sendEnvelope(uid, chatID, cmid string, body io.Reader) (chat.Envelope, error) {
 	if cmid == "" {
-		return chat.Envelope{}, &requestError{http.StatusBadRequest, "invalid_payload", "the Idempotency-Key header is required (it is the message's cmid)"}
+		return chat.Envelope{}, invalid("Idempotency-Key", "the Idempotency-Key header is required (it is the message's cmid)")
+	}
+	if !chat.ValidChatID(chatID) {
+		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"}
 	}
 	var to string
 	if x, y, ok := chat.DirectMembers(chatID); ok && (uid == x || uid == y) {
@@ -148,7 +160,7 @@ func sendEnvelope(uid, chatID, cmid string, body io.Reader) (chat.Envelope, erro
 	} else if gid, ok := chat.GroupID(chatID); ok {
 		to = "group:" + gid // membership is checked by the pipeline
 	} else {
-		return chat.Envelope{}, &requestError{http.StatusForbidden, string(chat.CodeNotAuthorized), "not a member of this chat"}
+		return chat.Envelope{}, &chat.Error{Code: chat.CodeNotAuthorized, Message: "not a member of this chat"}
 	}
 	var in sendBody
 	if err := decodeJSON(body, &in); err != nil {
@@ -167,7 +179,7 @@ type deviceBody struct {
 // trimmed.
 func decodeDevice(id string, body io.Reader) (deviceBody, error) {
 	if !ids.ValidDeviceID(id) {
-		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_device_id", "device id must be 1 to 64 printable ASCII characters without / + #"}
+		return deviceBody{}, invalid("device_id", "device_id must be 1 to 64 printable ASCII characters without / + #")
 	}
 	var in deviceBody
 	if err := decodeJSON(body, &in); err != nil {
@@ -176,14 +188,14 @@ func decodeDevice(id string, body io.Reader) (deviceBody, error) {
 	switch in.Platform {
 	case store.PlatformAndroid, store.PlatformIOS, store.PlatformWeb:
 	default:
-		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_platform", `platform must be "android", "ios" or "web"`}
+		return deviceBody{}, invalid("platform", `platform must be "android", "ios" or "web"`)
 	}
 	in.PushToken = strings.TrimSpace(in.PushToken)
 	// Control characters are in no FCM token, and PostgreSQL text cannot
 	// hold NUL.
 	if in.PushToken == "" || len(in.PushToken) > maxPushToken || !utf8.ValidString(in.PushToken) ||
 		strings.IndexFunc(in.PushToken, unicode.IsControl) >= 0 {
-		return deviceBody{}, &requestError{http.StatusBadRequest, "invalid_push_token", "push_token must be a non-empty FCM registration token"}
+		return deviceBody{}, invalid("push_token", "push_token must be a non-empty FCM registration token")
 	}
 	return in, nil
 }
@@ -196,7 +208,7 @@ func parseLimit(q url.Values) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 200 {
-		return 0, invalidQuery("limit must be an integer from 1 to 200")
+		return 0, invalid("limit", "limit must be an integer from 1 to 200")
 	}
 	return n, nil
 }
@@ -209,7 +221,7 @@ func parseSeq(q url.Values, name string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, invalidQuery(name + " must be a non-negative integer seq")
+		return 0, invalid(name, name+" must be a non-negative integer seq")
 	}
 	return v, nil
 }
@@ -228,7 +240,7 @@ func parseHistoryQuery(q url.Values) (chat.PageQuery, error) {
 	}
 	p.Forward = q.Has("after")
 	if p.Forward && q.Has("before") {
-		return chat.PageQuery{}, invalidQuery("use either after or before, not both")
+		return chat.PageQuery{}, invalid("before", "use either after or before, not both")
 	}
 	if p.Limit, err = parseLimit(q); err != nil {
 		return chat.PageQuery{}, err
@@ -260,7 +272,7 @@ func parseGroupsQuery(q url.Values) (after string, limit int, err error) {
 	}
 	after = q.Get("after")
 	if after != "" && !ids.ValidUserID(after) { // group ids are shaped like user ids
-		return "", 0, invalidQuery("after must be the last group id of the previous page")
+		return "", 0, invalid("after", "after must be the last group id of the previous page")
 	}
 	return after, limit, nil
 }
@@ -284,7 +296,7 @@ func parsePresenceIDs(q url.Values) ([]string, error) {
 		}
 	}
 	if len(asked) == 0 || len(asked) > maxPresenceIDs {
-		return nil, invalidQuery("ids must list 1 to 100 user ids")
+		return nil, invalid("ids", "ids must list 1 to 100 user ids")
 	}
 	return out, nil
 }

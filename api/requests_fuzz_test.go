@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -24,13 +23,19 @@ import (
 // check what they are handed (usernames, group names, envelopes) and have
 // fuzz targets of their own.
 
-// wantRequestError fails unless err is a requestError with the status and
+// wantRequestError fails unless err is a refusal with the status and
 // one of the codes, and a message.
 func wantRequestError(t *testing.T, what string, err error, status int, codes ...string) {
 	t.Helper()
-	var re *requestError
-	if !errors.As(err, &re) || re.status != status || !slices.Contains(codes, re.code) || re.msg == "" {
+	e := refusal(err)
+	if statusOf[e.Code] != status || !slices.Contains(codes, string(e.Code)) || e.Message == "" {
 		t.Fatalf("%s: error %#v, want %d with one of %v", what, err, status, codes)
+	}
+	// The client's language is JSON: no Go type, struct or package names.
+	for _, leak := range []string{"Go ", "struct", "uint64", "int64", "json: "} {
+		if strings.Contains(e.Message, leak) {
+			t.Fatalf("%s: message %q names Go internals (%q)", what, e.Message, leak)
+		}
 	}
 }
 
@@ -62,14 +67,13 @@ func checkBody[T any](t *testing.T, body []byte, check func(T) error) (T, bool) 
 	err := decodeLimited(body, &got)
 	refErr := strictJSON(body, &ref)
 	if err != nil {
-		var re *requestError
-		if errors.As(err, &re) && re.status == http.StatusRequestEntityTooLarge {
+		if chat.CodeOf(err) == chat.CodeTooLarge {
 			if len(body) <= bodyLimit {
 				t.Fatalf("%q: 413 for %d bytes", body, len(body))
 			}
 			return got, false
 		}
-		wantRequestError(t, "decodeJSON", err, http.StatusBadRequest, "invalid_body")
+		wantRequestError(t, "decodeJSON", err, http.StatusBadRequest, "invalid_payload")
 		if refErr == nil && len(body) <= bodyLimit {
 			t.Fatalf("%q refused (%v), encoding/json accepts it", body, err)
 		}
@@ -83,7 +87,12 @@ func checkBody[T any](t *testing.T, body []byte, check func(T) error) (T, bool) 
 	}
 	if check != nil {
 		if err := check(got); err != nil {
-			wantRequestError(t, "check", err, http.StatusBadRequest, "invalid_body")
+			// A missing refresh token is unauthenticated, like a bad one.
+			if chat.CodeOf(err) == chat.CodeUnauthenticated {
+				wantRequestError(t, "check", err, http.StatusUnauthorized, "unauthenticated")
+			} else {
+				wantRequestError(t, "check", err, http.StatusBadRequest, "invalid_payload")
+			}
 			return got, false
 		}
 	}
@@ -101,6 +110,8 @@ func FuzzRequestBody(f *testing.F) {
 		`{"user_ids":["` + u + `"]}`, `{"user_ids":[]}`, `{"user_ids":[1]}`,
 		`{"role":"admin"}`, `{"role":7}`,
 		`{"seq":1}`, `{"seq":18446744073709551616}`, `{"seq":-1}`, `{"seq":1} {"seq":2}`,
+		`{"read_seq":1}`, `{"read_seq":1,"seq":1}`, `{"read_seq":1,"seq":2}`, `{"read_seq":-1}`,
+		`{"name":"x","user_ids":["` + u + `"],"members":[]}`,
 		`{"name":"x"}` + strings.Repeat(" ", bodyLimit),
 		`{"name":"` + strings.Repeat("x", bodyLimit) + `"}`,
 	}
@@ -116,7 +127,7 @@ func FuzzRequestBody(f *testing.F) {
 				t.Fatalf("%q: accepted without a refresh token", body)
 			}
 		case 2: // POST /v1/groups
-			checkBody[groupBody](t, body, nil)
+			checkBody(t, body, func(b groupBody) error { _, err := b.userIDs(); return err })
 		case 3: // PATCH /v1/groups/{id}
 			checkBody[renameBody](t, body, nil)
 		case 4: // POST /v1/groups/{id}/members
@@ -126,7 +137,7 @@ func FuzzRequestBody(f *testing.F) {
 		case 5: // PATCH /v1/groups/{id}/members/{user_id}
 			checkBody[roleBody](t, body, nil)
 		case 6: // POST /v1/chats/{chat}/read
-			checkBody[readBody](t, body, nil)
+			checkBody(t, body, func(b readBody) error { _, err := b.readSeq(); return err })
 		}
 	})
 }
@@ -152,13 +163,19 @@ func FuzzSendRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, chatID, cmid string, body []byte) {
 		env, err := sendEnvelope(me, chatID, cmid, bytes.NewReader(body))
 		if err != nil {
-			var re *requestError
-			switch {
-			case !errors.As(err, &re):
+			switch code := chat.CodeOf(err); {
+			case code == chat.CodeInternal:
 				t.Fatalf("sendEnvelope: %#v", err)
 			case cmid == "":
 				wantRequestError(t, "no Idempotency-Key", err, http.StatusBadRequest, "invalid_payload")
-			case re.status == http.StatusForbidden:
+			case code == chat.CodeNotFound:
+				if chat.ValidChatID(chatID) {
+					t.Fatalf("%q: %v; not_found is for what is no chat id", chatID, err)
+				}
+			case code == chat.CodeNotAuthorized:
+				if !chat.ValidChatID(chatID) {
+					t.Fatalf("%q is no chat id: %v, want not_found", chatID, err)
+				}
 				if a, b, ok := chat.DirectMembers(chatID); ok && (a == me || b == me) {
 					t.Fatalf("%q is %s's chat, refused: %v", chatID, me, err)
 				}
@@ -166,7 +183,7 @@ func FuzzSendRequest(f *testing.F) {
 					t.Fatalf("group chat %q refused before the pipeline: %v", chatID, err)
 				}
 			default:
-				wantRequestError(t, "body", err, http.StatusBadRequest, "invalid_body")
+				wantRequestError(t, "body", err, http.StatusBadRequest, "invalid_payload")
 			}
 			return
 		}
@@ -208,9 +225,8 @@ func FuzzDeviceRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id string, body []byte) {
 		d, err := decodeDevice(id, bytes.NewReader(body))
 		if err != nil {
-			wantRequestError(t, "decodeDevice", err, http.StatusBadRequest, "invalid_device_id", "invalid_platform", "invalid_push_token", "invalid_body")
-			var re *requestError
-			if errors.As(err, &re); re.code == "invalid_device_id" && ids.ValidDeviceID(id) {
+			wantRequestError(t, "decodeDevice", err, http.StatusBadRequest, "invalid_payload")
+			if chat.FieldOf(err) == "device_id" && ids.ValidDeviceID(id) {
 				t.Fatalf("device id %q refused", id)
 			}
 			return
@@ -258,7 +274,7 @@ func FuzzQuery(f *testing.F) {
 		q := (&url.URL{RawQuery: raw}).Query()
 		limit, limitErr := parseLimit(q)
 		if limitErr != nil {
-			wantRequestError(t, "parseLimit", limitErr, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parseLimit", limitErr, http.StatusBadRequest, "invalid_payload")
 		} else if limit < 1 || limit > 200 || q.Get("limit") == "" && limit != defaultPage ||
 			q.Get("limit") != "" && mustAtoi(t, q.Get("limit")) != limit {
 			t.Fatalf("%q: limit %d", raw, limit)
@@ -267,7 +283,7 @@ func FuzzQuery(f *testing.F) {
 		p, err := parseHistoryQuery(q)
 		switch {
 		case err != nil:
-			wantRequestError(t, "parseHistoryQuery", err, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parseHistoryQuery", err, http.StatusBadRequest, "invalid_payload")
 		case limitErr != nil || p.Limit != limit:
 			t.Fatalf("%q: history limit %d, limit %d (%v)", raw, p.Limit, limit, limitErr)
 		case p.Forward != q.Has("after") || p.Forward && q.Has("before"):
@@ -279,11 +295,9 @@ func FuzzQuery(f *testing.F) {
 
 		l, err := parseChatListQuery(q)
 		if err != nil {
-			var ce *chat.Error
-			if !errors.As(err, &ce) {
-				wantRequestError(t, "parseChatListQuery", err, http.StatusBadRequest, "invalid_query")
-			} else if ce.Code != chat.CodeInvalid || q.Get("changed_since") == "" {
-				t.Fatalf("%q: %v", raw, err)
+			wantRequestError(t, "parseChatListQuery", err, http.StatusBadRequest, "invalid_payload")
+			if f := chat.FieldOf(err); f != "limit" && (f != "changed_since" || q.Get("changed_since") == "") {
+				t.Fatalf("%q: %v blames %q", raw, err, f)
 			}
 		} else if l.Limit != limit || l.After != q.Get("after") ||
 			q.Get("changed_since") == "" != l.ChangedSince.IsZero() || !l.ChangedSince.IsZero() && l.ChangedSince.UnixMilli() < 0 {
@@ -293,7 +307,7 @@ func FuzzQuery(f *testing.F) {
 		dafter, dlimit, err := parseDeviceMessagesQuery(q)
 		switch {
 		case err != nil:
-			wantRequestError(t, "parseDeviceMessagesQuery", err, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parseDeviceMessagesQuery", err, http.StatusBadRequest, "invalid_payload")
 		case limitErr == nil && q.Get("limit") != "" && dlimit != limit,
 			q.Get("limit") == "" && dlimit != defaultDevicePage,
 			dlimit < 1 || dlimit > 200,
@@ -303,14 +317,14 @@ func FuzzQuery(f *testing.F) {
 
 		after, glimit, err := parseGroupsQuery(q)
 		if err != nil {
-			wantRequestError(t, "parseGroupsQuery", err, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parseGroupsQuery", err, http.StatusBadRequest, "invalid_payload")
 		} else if glimit != limit || after != q.Get("after") || after != "" && !ids.ValidUserID(after) {
 			t.Fatalf("%q: groups after %q limit %d", raw, after, glimit)
 		}
 
 		asked, err := parsePresenceIDs(q)
 		if err != nil {
-			wantRequestError(t, "parsePresenceIDs", err, http.StatusBadRequest, "invalid_query")
+			wantRequestError(t, "parsePresenceIDs", err, http.StatusBadRequest, "invalid_payload")
 			return
 		}
 		seen := map[string]bool{}

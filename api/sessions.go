@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -51,7 +50,7 @@ func (a *api) labelSession(c *gin.Context) {
 
 func (a *api) logout(c *gin.Context) {
 	if err := a.opts.Sessions.Logout(c.Request.Context(), c.GetString(userKey), c.GetString(sessionKey)); err != nil {
-		a.sessionError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -59,7 +58,7 @@ func (a *api) logout(c *gin.Context) {
 
 func (a *api) logoutAll(c *gin.Context) {
 	if err := a.opts.Sessions.RevokeAll(c.Request.Context(), c.GetString(userKey)); err != nil {
-		a.sessionError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -68,7 +67,7 @@ func (a *api) logoutAll(c *gin.Context) {
 func (a *api) listSessions(c *gin.Context) {
 	list, err := a.opts.Sessions.Sessions(c.Request.Context(), c.GetString(userKey), c.GetString(sessionKey))
 	if err != nil {
-		a.sessionError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"sessions": list})
@@ -76,7 +75,7 @@ func (a *api) listSessions(c *gin.Context) {
 
 func (a *api) deleteSession(c *gin.Context) {
 	if err := a.opts.Sessions.Logout(c.Request.Context(), c.GetString(userKey), c.Param("session_id")); err != nil {
-		a.sessionError(c, err)
+		fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
@@ -89,19 +88,8 @@ func (a *api) changePassword(c *gin.Context) {
 	}
 	tok, err := a.opts.Sessions.ChangePassword(c.Request.Context(), c.GetString(userKey), c.GetString(sessionKey), in.OldPassword, in.NewPassword)
 	if err != nil {
-		a.sessionError(c, err)
+		fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, tok)
-}
-
-func (a *api) sessionError(c *gin.Context, err error) {
-	switch {
-	case errors.Is(err, auth.ErrSessionNotFound):
-		abort(c, http.StatusNotFound, "session_not_found", "no such session")
-	case errors.Is(err, auth.ErrWrongPassword):
-		abort(c, http.StatusForbidden, "wrong_password", "the old password is wrong")
-	default:
-		a.accountError(c, err)
-	}
 }

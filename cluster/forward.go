@@ -87,6 +87,7 @@ type sendReply struct {
 	Duplicate bool          `json:"duplicate,omitempty"`
 	Code      chat.Code     `json:"code,omitempty"`
 	Error     string        `json:"error,omitempty"`
+	Field     string        `json:"field,omitempty"` // the refusal's field, so a forwarded send names it as a local one does
 }
 
 const timeoutHeader = "Mqchat-Timeout-Ms"
@@ -131,7 +132,7 @@ func (n *Node) Forward(ctx context.Context, node string, m store.Message, recipi
 		}
 		n.m.Forwarded("ok", time.Since(start))
 		if rep.Code != "" {
-			return chat.Result{}, &chat.Error{Code: rep.Code, Message: rep.Error}
+			return chat.Result{}, &chat.Error{Code: rep.Code, Message: rep.Error, Field: rep.Field}
 		}
 		return chat.Result{Message: rep.Msg, Duplicate: rep.Duplicate}, nil
 	}, nil
@@ -160,7 +161,7 @@ func (n *Node) serveSend(msg *nats.Msg) {
 		}
 	}
 	refuse := func(err error) {
-		answer(sendReply{Code: chat.CodeOf(err), Error: chat.MessageOf(err)})
+		answer(sendReply{Code: chat.CodeOf(err), Error: chat.MessageOf(err), Field: chat.FieldOf(err)})
 	}
 	if err := n.Check(); err != nil {
 		refuse(unavailable("the chat's node is leaving the cluster, retry with the same cmid", err))

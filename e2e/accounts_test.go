@@ -185,10 +185,10 @@ func TestDeleteAccount(t *testing.T) {
 
 	// The password is required and checked.
 	var e apiError
-	if st := s.call(t, "DELETE", "/v1/me", alice.Token, map[string]string{}, nil, &e); st != http.StatusBadRequest || e.Error.Code != "invalid_password" {
+	if st := s.call(t, "DELETE", "/v1/me", alice.Token, map[string]string{}, nil, &e); st != http.StatusBadRequest || e.Error.Code != "invalid_payload" {
 		t.Fatalf("DELETE /v1/me without password: %d %+v", st, e)
 	}
-	if st := s.call(t, "DELETE", "/v1/me", alice.Token, map[string]string{"password": "not her password"}, nil, &e); st != http.StatusForbidden || e.Error.Code != "invalid_credentials" {
+	if st := s.call(t, "DELETE", "/v1/me", alice.Token, map[string]string{"password": "not her password"}, nil, &e); st != http.StatusForbidden || e.Error.Code != "not_authorized" {
 		t.Fatalf("DELETE /v1/me with a wrong password: %d %+v", st, e)
 	}
 	if st := s.call(t, "GET", "/v1/me", alice.Token, nil, nil, nil); st != http.StatusOK {
@@ -217,8 +217,8 @@ func TestDeleteAccount(t *testing.T) {
 	if st := s.call(t, "POST", "/v1/auth/refresh", "", map[string]string{"refresh_token": alice.Refresh}, nil, nil); st != http.StatusUnauthorized {
 		t.Fatalf("old refresh token: %d, want 401", st)
 	}
-	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, &e); st != http.StatusUnauthorized || e.Error.Code != "invalid_credentials" {
-		t.Fatalf("login: %d %+v, want 401 invalid_credentials", st, e)
+	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, &e); st != http.StatusUnauthorized || e.Error.Code != "unauthenticated" {
+		t.Fatalf("login: %d %+v, want 401 unauthenticated", st, e)
 	}
 	if _, ack, err := connectV5(tcpConn(t, s.addrs.MQTT), alice.ID, alice.Token, alice.ID+"/again", nil); err == nil || ack == nil || ack.ReasonCode == 0 {
 		t.Fatalf("CONNECT with the old token: %v (connack %+v), want a refusal", err, ack)
@@ -335,8 +335,8 @@ func TestDisableAndDeleteThroughCLI(t *testing.T) {
 	if st := s.call(t, "POST", "/v1/auth/refresh", "", map[string]string{"refresh_token": alice.Refresh}, nil, nil); st != http.StatusUnauthorized {
 		t.Fatalf("disabled: refresh %d, want 401", st)
 	}
-	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, &e); st != http.StatusUnauthorized || e.Error.Code != "invalid_credentials" {
-		t.Fatalf("disabled: login %d %+v, want 401 invalid_credentials", st, e)
+	if st := s.call(t, "POST", "/v1/auth/login", "", map[string]string{"username": "alice", "password": "correct horse"}, nil, &e); st != http.StatusUnauthorized || e.Error.Code != "unauthenticated" {
+		t.Fatalf("disabled: login %d %+v, want 401 unauthenticated", st, e)
 	}
 	if _, ack, err := connectV5(tcpConn(t, s.addrs.MQTT), alice.ID, alice.Token, alice.ID+"/tablet", nil); err == nil || ack == nil || ack.ReasonCode == 0 {
 		t.Fatalf("disabled: CONNECT %v (connack %+v), want a refusal", err, ack)

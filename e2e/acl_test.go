@@ -100,13 +100,23 @@ func TestSubtreeIsolation(t *testing.T) {
 		t.Errorf("presence of a stranger allowed: 0x%02x", rc[0])
 	}
 
-	// History: only members read a chat.
-	for _, chat := range []string{directChat(bob.ID, carol.ID), "d:" + bob.ID, "g:whatever", "nonsense"} {
+	// History: only members read a chat; a string that is no chat id
+	// names nothing.
+	for _, tc := range []struct {
+		chat   string
+		status int
+		code   string
+	}{
+		{directChat(bob.ID, carol.ID), http.StatusForbidden, "not_authorized"},
+		{"d:" + bob.ID, http.StatusNotFound, "not_found"},
+		{"g:whatever", http.StatusNotFound, "not_found"},
+		{"nonsense", http.StatusNotFound, "not_found"},
+	} {
 		var e struct {
 			Error struct{ Code string } `json:"error"`
 		}
-		if st := s.call(t, "GET", "/v1/chats/"+chat+"/messages", alice.Token, nil, nil, &e); st != http.StatusForbidden || e.Error.Code != "not_authorized" {
-			t.Errorf("history of %s: status %d %+v, want 403 not_authorized", chat, st, e)
+		if st := s.call(t, "GET", "/v1/chats/"+tc.chat+"/messages", alice.Token, nil, nil, &e); st != tc.status || e.Error.Code != tc.code {
+			t.Errorf("history of %s: status %d %+v, want %d %s", tc.chat, st, e, tc.status, tc.code)
 		}
 	}
 }

@@ -149,7 +149,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 	t.Run("duplicate username", func(t *testing.T) {
 		for _, name := range []string{"alice", "ALICE", " alice "} {
 			rawHTTP(t, s, "POST", "/v1/auth/register", nil, credentialsJSON(name, "another password")).
-				wantAPIError(t, http.StatusConflict, "username_taken")
+				wantAPIError(t, http.StatusConflict, "conflict")
 		}
 	})
 
@@ -157,23 +157,22 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		tests := []struct {
 			name, path, body, code string
 		}{
-			{"register not JSON", "/v1/auth/register", "hello", "invalid_body"},
-			{"register truncated JSON", "/v1/auth/register", `{"username":"carol"`, "invalid_body"},
-			{"register unknown field", "/v1/auth/register", `{"username":"carol","password":"correct horse","admin":true}`, "invalid_body"},
-			{"register wrong type", "/v1/auth/register", `{"username":1,"password":"correct horse"}`, "invalid_body"},
-			{"register empty body", "/v1/auth/register", "", "invalid_body"},
-			{"register empty object", "/v1/auth/register", `{}`, "invalid_username"},
-			{"register short password", "/v1/auth/register", credentialsJSON("carol", "short"), "invalid_password"},
-			{"register long password", "/v1/auth/register", credentialsJSON("carol", strings.Repeat("p", 73)), "invalid_password"},
-			{"register bad username chars", "/v1/auth/register", credentialsJSON("car ol!", password), "invalid_username"},
-			{"register short username", "/v1/auth/register", credentialsJSON("cc", password), "invalid_username"},
-			{"login not JSON", "/v1/auth/login", "hello", "invalid_body"},
-			{"login unknown field", "/v1/auth/login", `{"username":"alice","password":"correct horse","otp":1}`, "invalid_body"},
-			{"login empty body", "/v1/auth/login", "", "invalid_body"},
-			{"refresh not JSON", "/v1/auth/refresh", "hello", "invalid_body"},
-			{"refresh empty body", "/v1/auth/refresh", "", "invalid_body"},
-			{"refresh without token", "/v1/auth/refresh", `{}`, "invalid_body"},
-			{"refresh unknown field", "/v1/auth/refresh", `{"refresh_token":"x","access_token":"y"}`, "invalid_body"},
+			{"register not JSON", "/v1/auth/register", "hello", "invalid_payload"},
+			{"register truncated JSON", "/v1/auth/register", `{"username":"carol"`, "invalid_payload"},
+			{"register unknown field", "/v1/auth/register", `{"username":"carol","password":"correct horse","admin":true}`, "invalid_payload"},
+			{"register wrong type", "/v1/auth/register", `{"username":1,"password":"correct horse"}`, "invalid_payload"},
+			{"register empty body", "/v1/auth/register", "", "invalid_payload"},
+			{"register empty object", "/v1/auth/register", `{}`, "invalid_payload"},
+			{"register short password", "/v1/auth/register", credentialsJSON("carol", "short"), "invalid_payload"},
+			{"register long password", "/v1/auth/register", credentialsJSON("carol", strings.Repeat("p", 73)), "invalid_payload"},
+			{"register bad username chars", "/v1/auth/register", credentialsJSON("car ol!", password), "invalid_payload"},
+			{"register short username", "/v1/auth/register", credentialsJSON("cc", password), "invalid_payload"},
+			{"login not JSON", "/v1/auth/login", "hello", "invalid_payload"},
+			{"login unknown field", "/v1/auth/login", `{"username":"alice","password":"correct horse","otp":1}`, "invalid_payload"},
+			{"login empty body", "/v1/auth/login", "", "invalid_payload"},
+			{"refresh not JSON", "/v1/auth/refresh", "hello", "invalid_payload"},
+			{"refresh empty body", "/v1/auth/refresh", "", "invalid_payload"},
+			{"refresh unknown field", "/v1/auth/refresh", `{"refresh_token":"x","access_token":"y"}`, "invalid_payload"},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -182,7 +181,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		}
 		// None of the refused registrations created carol.
 		rawHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON("carol", password)).
-			wantAPIError(t, http.StatusUnauthorized, "invalid_credentials")
+			wantAPIError(t, http.StatusUnauthorized, "unauthenticated")
 	})
 
 	t.Run("login", func(t *testing.T) {
@@ -205,7 +204,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 		for _, tc := range refused {
 			t.Run(tc.name, func(t *testing.T) {
 				e := rawHTTP(t, s, "POST", "/v1/auth/login", nil, credentialsJSON(tc.username, tc.password)).
-					wantAPIError(t, http.StatusUnauthorized, "invalid_credentials")
+					wantAPIError(t, http.StatusUnauthorized, "unauthenticated")
 				messages = append(messages, e.Error.Message)
 			})
 		}
@@ -239,7 +238,7 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			{"garbage", "garbage"},
 		} {
 			body, _ := json.Marshal(map[string]string{"refresh_token": bad.token})
-			rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "invalid_token")
+			rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "unauthenticated")
 		}
 	})
 
@@ -249,12 +248,12 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			header map[string]string
 			code   string
 		}{
-			{"no header", nil, "unauthorized"},
-			{"empty bearer", map[string]string{"Authorization": "Bearer "}, "unauthorized"},
-			{"basic auth", map[string]string{"Authorization": "Basic YWxpY2U6Y29ycmVjdCBob3JzZQ=="}, "unauthorized"},
-			{"garbage token", bearer("garbage"), "invalid_token"},
-			{"refresh token", bearer(alice.RefreshToken), "invalid_token"},
-			{"tampered token", bearer(alice.AccessToken[:len(alice.AccessToken)-2] + "xx"), "invalid_token"},
+			{"no header", nil, "unauthenticated"},
+			{"empty bearer", map[string]string{"Authorization": "Bearer "}, "unauthenticated"},
+			{"basic auth", map[string]string{"Authorization": "Basic YWxpY2U6Y29ycmVjdCBob3JzZQ=="}, "unauthenticated"},
+			{"garbage token", bearer("garbage"), "unauthenticated"},
+			{"refresh token", bearer(alice.RefreshToken), "unauthenticated"},
+			{"tampered token", bearer(alice.AccessToken[:len(alice.AccessToken)-2] + "xx"), "unauthenticated"},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -276,10 +275,10 @@ func TestRESTAccountsAndTokens(t *testing.T) {
 			{"GET", "/nope", http.StatusNotFound, "not_found"},
 			{"GET", "/v1/auth/nope", http.StatusNotFound, "not_found"},
 			{"POST", "/v2/auth/login", http.StatusNotFound, "not_found"},
-			{"GET", "/v1/auth/register", http.StatusMethodNotAllowed, "method_not_allowed"},
-			{"PUT", "/v1/auth/login", http.StatusMethodNotAllowed, "method_not_allowed"},
-			{"PUT", "/v1/me", http.StatusMethodNotAllowed, "method_not_allowed"}, // GET reads it, DELETE deletes the account
-			{"POST", "/healthz", http.StatusMethodNotAllowed, "method_not_allowed"},
+			{"GET", "/v1/auth/register", http.StatusMethodNotAllowed, "not_found"},
+			{"PUT", "/v1/auth/login", http.StatusMethodNotAllowed, "not_found"},
+			{"PUT", "/v1/me", http.StatusMethodNotAllowed, "not_found"}, // GET reads it, DELETE deletes the account
+			{"POST", "/healthz", http.StatusMethodNotAllowed, "not_found"},
 		}
 		for _, tc := range tests {
 			t.Run(tc.method+" "+tc.path, func(t *testing.T) {
@@ -356,12 +355,12 @@ func TestExpiredTokenRESTAndMQTT(t *testing.T) {
 
 	t.Run("REST", func(t *testing.T) {
 		r := rawHTTP(t, s, "GET", "/v1/me", bearer(expired), "")
-		r.wantAPIError(t, http.StatusUnauthorized, "token_expired")
-		if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token"`) {
-			t.Fatalf("WWW-Authenticate = %q, want error=\"invalid_token\"", h)
+		r.wantAPIError(t, http.StatusUnauthorized, "unauthenticated")
+		if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token", error_description="token expired"`) {
+			t.Fatalf("WWW-Authenticate = %q, want error=\"invalid_token\" and the expiry", h)
 		}
 		body, _ := json.Marshal(map[string]string{"refresh_token": mintToken(t, secret, alice.ID, alice.Token, "refresh", time.Now().Add(-time.Minute))})
-		rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "token_expired")
+		rawHTTP(t, s, "POST", "/v1/auth/refresh", nil, string(body)).wantAPIError(t, http.StatusUnauthorized, "unauthenticated")
 	})
 	t.Run("MQTT 5", func(t *testing.T) {
 		conn := tcpConn(t, s.addrs.MQTT)

@@ -206,8 +206,8 @@ func TestBlockRequests(t *testing.T) {
 	}{
 		{"self", map[string]string{"user_id": alice.ID}, http.StatusBadRequest, "invalid_payload"},
 		{"not an id", map[string]string{"user_id": "bob"}, http.StatusBadRequest, "invalid_payload"},
-		{"no id", map[string]string{}, http.StatusBadRequest, "invalid_body"},
-		{"unknown field", map[string]string{"user_id": bob.ID, "x": "y"}, http.StatusBadRequest, "invalid_body"},
+		{"no id", map[string]string{}, http.StatusBadRequest, "invalid_payload"},
+		{"unknown field", map[string]string{"user_id": bob.ID, "x": "y"}, http.StatusBadRequest, "invalid_payload"},
 	} {
 		e.Error.Code = ""
 		if st := s.call(t, "POST", "/v1/blocks", alice.Token, tc.body, nil, &e); st != tc.status || e.Error.Code != tc.code {

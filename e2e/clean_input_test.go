@@ -58,9 +58,9 @@ func TestCleanInputRefused(t *testing.T) {
 		{"type SYSTEM", "", `"type":"SYSTEM","body":"x"`, "invalid_payload", 0x99, http.StatusBadRequest},
 		{"reply_to past the chat's last message", "", `"body":"re","reply_to":999`, "invalid_payload", 0x99, http.StatusBadRequest},
 		{"reply_to one past the last message", "", `"body":"re","reply_to":3`, "invalid_payload", 0x99, http.StatusBadRequest},
-		{"cmid reused with another body", "c1", `"body":"not one"`, "cmid_reused", 0x83, http.StatusUnprocessableEntity},
-		{"cmid reused with another type", "c1", `"type":"note","body":"one"`, "cmid_reused", 0x83, http.StatusUnprocessableEntity},
-		{"cmid reused with a reply_to", "c1", `"body":"one","reply_to":1`, "cmid_reused", 0x83, http.StatusUnprocessableEntity},
+		{"cmid reused with another body", "c1", `"body":"not one"`, "cmid_reused", 0x83, http.StatusConflict},
+		{"cmid reused with another type", "c1", `"type":"note","body":"one"`, "cmid_reused", 0x83, http.StatusConflict},
+		{"cmid reused with a reply_to", "c1", `"body":"one","reply_to":1`, "cmid_reused", 0x83, http.StatusConflict},
 	}
 	onError := func(cmid string) func(received) bool {
 		return func(r received) bool {

@@ -112,7 +112,7 @@ func TestTopicAliasLimits(t *testing.T) {
 		if rc := r.disconnected(); rc != 0x94 {
 			t.Fatalf("DISCONNECT reason 0x%02x, want 0x94", rc)
 		}
-		if ev := errorEvent(t, watch.box, alice); ev.Code != "topic_alias_invalid" || ev.ReasonCode != 0x94 {
+		if ev := errorEvent(t, watch.box, alice); ev.Code != "invalid_payload" || ev.ReasonCode != 0x94 {
 			t.Fatalf("error event %+v", ev)
 		}
 		waitMetric(t, s, `mqchat_limit_refusals_total{limit="topic_alias"}`, before+1)

@@ -36,20 +36,20 @@ func TestHostileStringsAreRefusedNotFailed(t *testing.T) {
 		{"send type with NUL", "POST", "/v1/chats/" + direct + "/messages", `{"type":"a\u0000b","body":"x"}`, "t-nul", 400, "invalid_payload"},
 		{"send type with a control character", "POST", "/v1/chats/" + direct + "/messages", `{"type":"a\u0085b","body":"x"}`, "t-c1", 400, "invalid_payload"},
 		{"send body not UTF-8", "POST", "/v1/chats/" + direct + "/messages", "{\"body\":\"\xff\"}", "b-ff", 400, "invalid_payload"},
-		{"send to a group id with NUL", "POST", "/v1/chats/g:%00/messages", `{"body":"x"}`, "g-nul", 403, "not_authorized"},
-		{"send to a group id with invalid UTF-8", "POST", "/v1/chats/g:%FF/messages", `{"body":"x"}`, "g-ff", 403, "not_authorized"},
-		{"history of a chat id with NUL", "GET", "/v1/chats/" + fakeDirect + "/messages", "", "", 403, "not_authorized"},
-		{"history of a group id with invalid UTF-8", "GET", "/v1/chats/g:%FF/messages", "", "", 403, "not_authorized"},
-		{"read marker in a chat id with NUL", "POST", "/v1/chats/" + fakeDirect + "/read", `{"seq":1}`, "", 403, "not_authorized"},
+		{"send to a group id with NUL", "POST", "/v1/chats/g:%00/messages", `{"body":"x"}`, "g-nul", 404, "not_found"},
+		{"send to a group id with invalid UTF-8", "POST", "/v1/chats/g:%FF/messages", `{"body":"x"}`, "g-ff", 404, "not_found"},
+		{"history of a chat id with NUL", "GET", "/v1/chats/" + fakeDirect + "/messages", "", "", 404, "not_found"},
+		{"history of a group id with invalid UTF-8", "GET", "/v1/chats/g:%FF/messages", "", "", 404, "not_found"},
+		{"read marker in a chat id with NUL", "POST", "/v1/chats/" + fakeDirect + "/read", `{"seq":1}`, "", 404, "not_found"},
 		{"group name with NUL", "POST", "/v1/groups", `{"name":"a\u0000b"}`, "", 400, "invalid_payload"},
 		{"group rename with a control character", "PATCH", "/v1/groups/" + g.GroupID, `{"name":"a\u001bb"}`, "", 400, "invalid_payload"},
-		{"groups page after NUL", "GET", "/v1/groups?after=%00", "", "", 400, "invalid_query"},
-		{"groups page after invalid UTF-8", "GET", "/v1/groups?after=%FF", "", "", 400, "invalid_query"},
-		{"push token with NUL", "PUT", "/v1/devices/phone", `{"platform":"android","push_token":"a\u0000b"}`, "", 400, "invalid_push_token"},
+		{"groups page after NUL", "GET", "/v1/groups?after=%00", "", "", 400, "invalid_payload"},
+		{"groups page after invalid UTF-8", "GET", "/v1/groups?after=%FF", "", "", 400, "invalid_payload"},
+		{"push token with NUL", "PUT", "/v1/devices/phone", `{"platform":"android","push_token":"a\u0000b"}`, "", 400, "invalid_payload"},
 		{"delete device id with NUL", "DELETE", "/v1/devices/%00", "", "", 404, "not_found"},
 		{"delete device id with invalid UTF-8", "DELETE", "/v1/devices/%FF", "", "", 404, "not_found"},
 		{"presence of a user id with NUL", "GET", "/v1/presence/%00", "", "", 403, "not_authorized"},
-		{"body with a second JSON value", "POST", "/v1/chats/" + direct + "/read", `{"seq":1} {"seq":2}`, "", 400, "invalid_body"},
+		{"body with a second JSON value", "POST", "/v1/chats/" + direct + "/read", `{"seq":1} {"seq":2}`, "", 400, "invalid_payload"},
 	}
 	for _, tc := range rest {
 		t.Run("REST/"+tc.name, func(t *testing.T) {
@@ -88,9 +88,9 @@ func TestHostileStringsAreRefusedNotFailed(t *testing.T) {
 		{"send type with NUL", "send", enc(map[string]any{"to": "user:" + bob.ID, "cmid": "m1", "type": "a\x00", "body": "x"}), 0x99, "invalid_payload"},
 		{"send to a group id with NUL", "send", enc(map[string]any{"to": "group:\x00", "cmid": "m2", "body": "x"}), 0x87, "not_authorized"},
 		{"send body not UTF-8", "send", []byte("{\"to\":\"user:" + bob.ID + "\",\"cmid\":\"m3\",\"body\":\"\xff\"}"), 0x99, "invalid_payload"},
-		{"typing in a chat id with NUL", "typing", enc(map[string]any{"chat": nulDirect}), 0x87, "not_authorized"},
-		{"read receipt in a group id with NUL", "receipts", enc(map[string]any{"chat": "g:\x00", "read_seq": 1}), 0x87, "not_authorized"},
-		{"history of a chat id with NUL", "sync", enc(map[string]any{"chat": nulDirect}), 0x87, "not_authorized"},
+		{"typing in a chat id with NUL", "typing", enc(map[string]any{"chat": nulDirect}), 0x87, "not_found"},
+		{"read receipt in a group id with NUL", "receipts", enc(map[string]any{"chat": "g:\x00", "read_seq": 1}), 0x87, "not_found"},
+		{"history of a chat id with NUL", "sync", enc(map[string]any{"chat": nulDirect}), 0x87, "not_found"},
 	}
 	for _, tc := range mqtt {
 		t.Run("MQTT/"+tc.name, func(t *testing.T) {

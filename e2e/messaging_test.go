@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+
+	"github.com/mqchat/mqchat/internal/ids"
 )
 
 // TestDirectMessagingAcrossVersionsAndTransports: two users registered over
@@ -136,12 +138,12 @@ func TestSendOverHTTP(t *testing.T) {
 		code   string
 	}{
 		{"no idempotency key", chat, alice.Token, nil, body, 400, "invalid_payload"},
-		{"bad json", chat, alice.Token, map[string]string{"Idempotency-Key": "x1"}, `{"body":`, 400, "invalid_body"},
-		{"unknown field", chat, alice.Token, map[string]string{"Idempotency-Key": "x2"}, `{"bdy":"x"}`, 400, "invalid_body"},
+		{"bad json", chat, alice.Token, map[string]string{"Idempotency-Key": "x1"}, `{"body":`, 400, "invalid_payload"},
+		{"unknown field", chat, alice.Token, map[string]string{"Idempotency-Key": "x2"}, `{"bdy":"x"}`, 400, "invalid_payload"},
 		{"missing body", chat, alice.Token, map[string]string{"Idempotency-Key": "x3"}, `{"type":"text"}`, 400, "invalid_payload"},
-		{"not a member", directChat(bob.ID, "zzzzzzzzzzzzzzzzzzzz"), alice.Token, map[string]string{"Idempotency-Key": "x4"}, body, 403, "not_authorized"},
-		{"no token", chat, "", map[string]string{"Idempotency-Key": "x5"}, body, 401, "unauthorized"},
-		{"garbage token", chat, "nope", map[string]string{"Idempotency-Key": "x6"}, body, 401, "invalid_token"},
+		{"not a member", directChat(bob.ID, ids.NewUserID()), alice.Token, map[string]string{"Idempotency-Key": "x4"}, body, 403, "not_authorized"},
+		{"no token", chat, "", map[string]string{"Idempotency-Key": "x5"}, body, 401, "unauthenticated"},
+		{"garbage token", chat, "nope", map[string]string{"Idempotency-Key": "x6"}, body, 401, "unauthenticated"},
 		{"too large", chat, alice.Token, map[string]string{"Idempotency-Key": "x7"}, map[string]any{"body": string(make([]byte, 70<<10))}, 413, ""},
 	}
 	for _, tc := range tests {

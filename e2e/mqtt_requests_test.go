@@ -488,7 +488,7 @@ func TestMQTTSync(t *testing.T) {
 				reqID   string
 			}{
 				{"not a member", map[string]any{"request_id": "nm", "chat": directChat(alice.ID, carol.ID)}, "not_authorized", 0x87, "nm"},
-				{"no such chat", map[string]any{"request_id": "nc", "chat": "nonsense"}, "not_authorized", 0x87, "nc"},
+				{"no such chat", map[string]any{"request_id": "nc", "chat": "nonsense"}, "not_found", 0x87, "nc"},
 				{"after as string in history", map[string]any{"request_id": "as", "chat": ab, "after": "3"}, "invalid_payload", 0x99, "as"},
 				{"after and before", map[string]any{"chat": ab, "after": 1, "before": 3}, "invalid_payload", 0x99, ""},
 				{"limit 0", map[string]any{"limit": 0}, "invalid_payload", 0x99, ""},
@@ -690,7 +690,7 @@ func TestMQTTReceipts(t *testing.T) {
 				{"read_seq 0", map[string]any{"chat": ab, "read_seq": 0}, "invalid_payload", 0x99},
 				{"negative read_seq", `{"chat":"` + ab + `","read_seq":-1}`, "invalid_payload", 0x99},
 				{"missing chat", map[string]any{"read_seq": 1}, "invalid_payload", 0x99},
-				{"unknown field", map[string]any{"chat": ab, "seq": 1}, "invalid_payload", 0x99},
+				{"unknown field", map[string]any{"chat": ab, "sequence": 1}, "invalid_payload", 0x99},
 				{"not json", "read", "invalid_payload", 0x99},
 			}
 			for _, tc := range tests {
@@ -765,7 +765,7 @@ func TestMQTTTyping(t *testing.T) {
 	}{
 		{"stranger in a 1:1 chat", string(typing(ab)), "not_authorized", 0x87},
 		{"stranger in a group", string(typing(g.Chat)), "not_authorized", 0x87},
-		{"not a chat", string(typing("nonsense")), "not_authorized", 0x87},
+		{"not a chat", string(typing("nonsense")), "not_found", 0x87},
 		{"missing chat", `{}`, "invalid_payload", 0x99},
 		{"unknown field", `{"chat":"` + ab + `","state":"on"}`, "invalid_payload", 0x99},
 	}

@@ -117,7 +117,7 @@ func TestNoSilentExistenceOracle(t *testing.T) {
 		t.Fatalf("group after probes: %d %+v", st, after)
 	}
 
-	// A cmid already used (here with carol) is refused as reused (422) for
+	// A cmid already used (here with carol) is refused as reused (409) for
 	// any other recipient, existing or not, and delivers nothing.
 	send := func(to string) answer {
 		t.Helper()
@@ -130,7 +130,7 @@ func TestNoSilentExistenceOracle(t *testing.T) {
 		t.Fatalf("first send: %+v", a)
 	}
 	existing, missing := send(bob.ID), send(unknown)
-	if existing != missing || existing.status != http.StatusUnprocessableEntity {
+	if existing != missing || existing.status != http.StatusConflict {
 		t.Fatalf("cmid reuse: existing user %+v, unknown user %+v", existing, missing)
 	}
 	if page := s.history(t, bob, directChat(alice.ID, bob.ID), ""); len(page.Messages) != 0 {

@@ -136,10 +136,10 @@ func TestDeviceTokensREST(t *testing.T) {
 	for _, c := range []struct {
 		path, body, code string
 	}{
-		{"/v1/devices/phone", `{"platform":"symbian","push_token":"x"}`, "invalid_platform"},
-		{"/v1/devices/phone", `{"platform":"ios","push_token":""}`, "invalid_push_token"},
-		{"/v1/devices/phone", `{"platform":"ios","push_token":"x","extra":1}`, "invalid_body"},
-		{"/v1/devices/a+b", `{"platform":"ios","push_token":"x"}`, "invalid_device_id"},
+		{"/v1/devices/phone", `{"platform":"symbian","push_token":"x"}`, "invalid_payload"},
+		{"/v1/devices/phone", `{"platform":"ios","push_token":""}`, "invalid_payload"},
+		{"/v1/devices/phone", `{"platform":"ios","push_token":"x","extra":1}`, "invalid_payload"},
+		{"/v1/devices/a+b", `{"platform":"ios","push_token":"x"}`, "invalid_payload"},
 	} {
 		e.Error.Code = ""
 		if st := s.call(t, "PUT", c.path, alice.Token, c.body, nil, &e); st != http.StatusBadRequest || e.Error.Code != c.code {
@@ -157,8 +157,8 @@ func TestDeviceTokensREST(t *testing.T) {
 		s.putDevice(t, carol, fmt.Sprint("d", i), "android", fmt.Sprint("carol-tok-", i))
 	}
 	e.Error.Code = ""
-	if st := s.call(t, "PUT", "/v1/devices/one-more", carol.Token, map[string]string{"platform": "web", "push_token": "x"}, nil, &e); st != http.StatusConflict || e.Error.Code != "too_many_devices" {
-		t.Fatalf("33rd device: %d %q, want 409 too_many_devices", st, e.Error.Code)
+	if st := s.call(t, "PUT", "/v1/devices/one-more", carol.Token, map[string]string{"platform": "web", "push_token": "x"}, nil, &e); st != http.StatusConflict || e.Error.Code != "conflict" {
+		t.Fatalf("33rd device: %d %q, want 409 conflict", st, e.Error.Code)
 	}
 	s.putDevice(t, carol, "d0", "ios", "carol-tok-new")
 	if d := s.devices(t, carol).Devices; len(d) != 32 || d[0].PushToken != "carol-tok-new" {

@@ -48,7 +48,7 @@ func (s *server) wantToken(t *testing.T, what, token string, want int) {
 	if st := s.call(t, "GET", "/v1/me", token, nil, nil, &body); st != want {
 		t.Fatalf("%s: GET /v1/me = %d %+v, want %d", what, st, body, want)
 	}
-	if want == http.StatusUnauthorized && body.Error.Code != "invalid_token" && body.Error.Code != "token_expired" {
+	if want == http.StatusUnauthorized && body.Error.Code != "unauthenticated" {
 		t.Fatalf("%s: error code %q", what, body.Error.Code)
 	}
 }
@@ -231,12 +231,12 @@ func TestLogoutEndsOnlyThisSession(t *testing.T) {
 		t.Fatal("logout closed another session's connection")
 	}
 	var e errorBody
-	if st := s.call(t, "DELETE", "/v1/sessions/"+phoneSession, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "session_not_found" {
-		t.Fatalf("DELETE of a logged-out session: %d %+v, want 404 session_not_found", st, e)
+	if st := s.call(t, "DELETE", "/v1/sessions/"+phoneSession, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "not_found" {
+		t.Fatalf("DELETE of a logged-out session: %d %+v, want 404 not_found", st, e)
 	}
 	for _, bad := range []string{"%00", "x", "%ff%fe", strings.Repeat("a", 300)} {
-		if st := s.call(t, "DELETE", "/v1/sessions/"+bad, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "session_not_found" {
-			t.Fatalf("DELETE /v1/sessions/%s: %d %+v, want 404 session_not_found", bad, st, e)
+		if st := s.call(t, "DELETE", "/v1/sessions/"+bad, laptop.AccessToken, nil, nil, &e); st != http.StatusNotFound || e.Error.Code != "not_found" {
+			t.Fatalf("DELETE /v1/sessions/%s: %d %+v, want 404 not_found", bad, st, e)
 		}
 	}
 	// Another user's session is as unknown as a missing one.
@@ -303,9 +303,9 @@ func TestPasswordChangeRevokesOtherSessions(t *testing.T) {
 		code       string
 		revokesAll bool
 	}{
-		{"wrong old password", `{"old_password":"not it at all","new_password":"a much better one"}`, http.StatusForbidden, "wrong_password", false},
-		{"new password too short", `{"old_password":"correct horse","new_password":"short"}`, http.StatusBadRequest, "invalid_password", false},
-		{"unknown field", `{"old_password":"correct horse","new_password":"a much better one","x":1}`, http.StatusBadRequest, "invalid_body", false},
+		{"wrong old password", `{"old_password":"not it at all","new_password":"a much better one"}`, http.StatusForbidden, "not_authorized", false},
+		{"new password too short", `{"old_password":"correct horse","new_password":"short"}`, http.StatusBadRequest, "invalid_payload", false},
+		{"unknown field", `{"old_password":"correct horse","new_password":"a much better one","x":1}`, http.StatusBadRequest, "invalid_payload", false},
 	}
 	for _, tc := range cases {
 		var e errorBody

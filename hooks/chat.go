@@ -122,7 +122,9 @@ type ErrorEvent struct {
 	Code       string `json:"code"`
 	ReasonCode byte   `json:"reason_code"`
 	Message    string `json:"message"`
-	Topic      string `json:"topic"`
+	// Field names the request field at fault, as in REST error answers.
+	Field string `json:"field,omitempty"`
+	Topic string `json:"topic"`
 }
 
 // SentEvent confirms a retried send that was already stored: no new inbox
@@ -145,7 +147,7 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if h.opts.Metrics != nil {
 			h.opts.Metrics.ObserveReject(chat.CodeNotAuthorized) // the pipeline counts its own refusals
 		}
-		return pk, h.reject(cl, uid, pk, "", chat.CodeNotAuthorized, "publishing to "+pk.TopicName+" is not allowed")
+		return pk, h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
 	}
 	if uid == "" {
 		return pk, nil // anonymous plain-broker traffic outside the chat namespace
@@ -168,8 +170,12 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// writeAccess admits only request leaves, so this is one added
 		// there without a handler here: refuse it rather than store it as
 		// a send.
-		return pk, h.reject(cl, uid, pk, "", chat.CodeNotAuthorized, "publishing to "+pk.TopicName+" is not allowed")
+		return pk, h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
 	}
+}
+
+func notAllowed(topic string) error {
+	return &chat.Error{Code: chat.CodeNotAuthorized, Message: "publishing to " + topic + " is not allowed"}
 }
 
 // send stores a send envelope; the PUBACK follows the commit.
@@ -190,7 +196,7 @@ func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	env, wait, err := h.opts.Sender.QueuePayload(ctx, uid, pk.Payload)
 	if err != nil {
 		cancel()
-		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+		return h.reject(cl, uid, pk, env.CMID, err)
 	}
 	if pk.FixedHeader.Qos != 1 || cl.Properties.ProtocolVersion < 5 {
 		defer cancel()
@@ -226,17 +232,17 @@ func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 func (h *Chat) deviceSend(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	env, err := h.opts.Devices.DecodeEnvelope(pk.Payload)
 	if err != nil {
-		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+		return h.reject(cl, uid, pk, env.CMID, err)
 	}
 	own, _ := clientDevice(uid, cl.ID) // Auth admits only {uid}/{device} ids
 	if env.FromDevice != "" && env.FromDevice != own {
-		return h.reject(cl, uid, pk, env.CMID, chat.CodeInvalid, "from_device must be the sending device, "+own)
+		return h.reject(cl, uid, pk, env.CMID, chat.Invalid("from_device", "from_device must be the sending device, "+own))
 	}
 	env.FromDevice = own
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.SendTimeout)
 	defer cancel()
 	if _, err := h.opts.Devices.Send(ctx, uid, env); err != nil {
-		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+		return h.reject(cl, uid, pk, env.CMID, err)
 	}
 	return packets.CodeSuccessIgnore
 }
@@ -246,7 +252,7 @@ func (h *Chat) deviceSend(cl *mqtt.Client, uid string, pk packets.Packet) error 
 func (h *Chat) sent(cl *mqtt.Client, uid string, pk packets.Packet, env chat.Envelope, wait func() (chat.Result, error)) error {
 	res, err := wait()
 	if err != nil {
-		return h.reject(cl, uid, pk, env.CMID, chat.CodeOf(err), chat.MessageOf(err))
+		return h.reject(cl, uid, pk, env.CMID, err)
 	}
 	if res.Duplicate {
 		h.opts.Events.Event(uid, SentEvent{
@@ -260,11 +266,11 @@ func (h *Chat) sent(cl *mqtt.Client, uid string, pk packets.Packet, env chat.Env
 // reject answers a refused publish: a reason code in the PUBACK for v5 QoS>0
 // publishes, an error event for every client that has an events topic, and
 // the packet consumed either way.
-func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid string, code chat.Code, msg string) error {
+func (h *Chat) reject(cl *mqtt.Client, uid string, pk packets.Packet, cmid string, err error) error {
 	if !chat.ValidCMID(cmid) {
 		cmid = "" // never echo back what failed validation
 	}
-	return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{CMID: cmid}, &chat.Error{Code: code, Message: msg})
+	return h.refuse(cl, uid, pk, replyTo{}, ErrorEvent{CMID: cmid}, err)
 }
 
 // refuse is reject for any request: ev carries the request's (valid) id,
@@ -276,6 +282,7 @@ func (h *Chat) refuse(cl *mqtt.Client, uid string, pk packets.Packet, to replyTo
 	h.opts.Logger.Debug("publish refused", "client", cl.ID, "topic", pk.TopicName, "code", code, "message", msg)
 	if uid != "" {
 		ev.Type, ev.Code, ev.ReasonCode, ev.Message, ev.Topic = "error", string(code), rc.Code, msg, pk.TopicName
+		ev.Field = chat.FieldOf(err)
 		h.answer(uid, to, ev)
 	}
 	return ack(cl, pk, rc)
@@ -296,7 +303,7 @@ func reasonCode(code chat.Code) packets.Code {
 		return packets.ErrPayloadFormatInvalid
 	case chat.CodeTooLarge:
 		return packets.ErrPacketTooLarge
-	case chat.CodeNotAuthorized, chat.CodeUnknownRecipient, chat.CodeNotFound:
+	case chat.CodeNotAuthorized, chat.CodeUnknownRecipient, chat.CodeNotFound, chat.CodeUnauthenticated:
 		return packets.ErrNotAuthorized
 	case chat.CodeQuota:
 		return packets.ErrQuotaExceeded

@@ -29,6 +29,13 @@ func wantRequestRefusal(t *testing.T, what string, err error, codes ...chat.Code
 	if !errors.As(err, &e) || !slices.Contains(codes, e.Code) || e.Message == "" {
 		t.Fatalf("%s: error %#v, want a refusal with a message and one of %v", what, err, codes)
 	}
+	// Clients speak JSON: no Go type or struct names (a client's own
+	// unknown key is echoed, so only the decoder's vocabulary counts).
+	for _, leak := range []string{"Go struct", "uint64", "json: "} {
+		if strings.Contains(e.Message, leak) {
+			t.Fatalf("%s: message %q names Go internals", what, e.Message)
+		}
+	}
 }
 
 // strictJSON is the request decoding rule in plain encoding/json terms:
@@ -208,6 +215,10 @@ func FuzzDecodeReceipt(f *testing.F) {
 		`{"chat":"`+c+`","read_seq":1e2}`,
 		`{"chat":"","read_seq":1}`,
 		`{"read_seq":1}`,
+		`{"chat":"`+c+`","seq":1}`,
+		`{"chat":"`+c+`","seq":-1}`,
+		`{"chat":"`+c+`","seq":2,"read_seq":2}`,
+		`{"chat":"`+c+`","seq":2,"read_seq":3}`,
 	) {
 		f.Add([]byte(s))
 	}
@@ -218,7 +229,13 @@ func FuzzDecodeReceipt(f *testing.F) {
 			return
 		}
 		var ref receiptRequest
-		if err := strictJSON(payload, &ref); err != nil || ref != req || req.Chat == "" || req.ReadSeq == 0 {
+		err = strictJSON(payload, &ref)
+		if ref.ReadSeq == 0 || ref.ReadSeq == ref.Seq {
+			ref.ReadSeq = ref.Seq // seq is read_seq's alias: the two never disagree
+		} else if ref.Seq != 0 {
+			t.Fatalf("%q: accepted read_seq %d with seq %d", payload, ref.ReadSeq, ref.Seq)
+		}
+		if err != nil || ref.ReadSeq != req.ReadSeq || ref.Chat != req.Chat || req.Chat == "" || req.ReadSeq == 0 {
 			t.Fatalf("%q: decoded %+v, encoding/json %+v, %v", payload, req, ref, err)
 		}
 	})

@@ -54,6 +54,7 @@ type GroupOpEvent struct {
 	Code           string `json:"code,omitempty"`
 	ReasonCode     byte   `json:"reason_code,omitempty"`
 	Message        string `json:"message,omitempty"`
+	Field          string `json:"field,omitempty"` // as in error events
 }
 
 // groupOpFields lists, per op, the fields it requires and (after a '?')
@@ -95,7 +96,7 @@ func (h *Chat) groupOp(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	h.opts.Logger.Debug("group operation failed", "client", cl.ID, "op", req.Op, "code", code, "error", err)
 	ev := GroupOpEvent{
 		Type: "group_op", OpID: req.OpID, Op: req.Op, GroupID: req.GroupID,
-		Code: string(code), ReasonCode: rc.Code, Message: chat.MessageOf(err),
+		Code: string(code), ReasonCode: rc.Code, Message: chat.MessageOf(err), Field: chat.FieldOf(err),
 	}
 	if _, known := groupOpFields[req.Op]; !known {
 		ev.Op = "" // never echo back what failed validation
@@ -115,11 +116,11 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 		return groupOpRequest{OpID: peekID(payload, "op_id")}, err
 	}
 	if !validID(req.OpID) {
-		return groupOpRequest{}, invalidRequest("op_id must be " + idRule)
+		return groupOpRequest{}, invalidRequest("op_id", "op_id must be "+idRule)
 	}
 	fields, ok := groupOpFields[req.Op]
 	if !ok {
-		return req, invalidRequest("op must be one of create, rename, delete, add_members, remove_member, set_role, accept_invite, decline_invite")
+		return req, invalidRequest("op", "op must be one of create, rename, delete, add_members, remove_member, set_role, accept_invite, decline_invite")
 	}
 	set := map[string]bool{
 		"group_id": req.GroupID != "", "name": req.Name != "", "user_ids": req.UserIDs != nil,
@@ -128,20 +129,20 @@ func decodeGroupOp(payload []byte) (groupOpRequest, error) {
 	for _, f := range fields {
 		f, optional := strings.CutPrefix(f, "?")
 		if !set[f] && !optional {
-			return req, invalidRequest(f + " is required for " + req.Op)
+			return req, invalidRequest(f, f+" is required for "+req.Op)
 		}
 		delete(set, f)
 	}
 	for _, f := range []string{"group_id", "name", "user_ids", "user_id", "role"} {
 		if set[f] {
-			return req, invalidRequest(f + " is not used by " + req.Op)
+			return req, invalidRequest(f, f+" is not used by "+req.Op)
 		}
 	}
 	if req.Op == "add_members" && len(req.UserIDs) == 0 {
-		return req, invalidRequest("user_ids must list at least one user")
+		return req, invalidRequest("user_ids", "user_ids must list at least one user")
 	}
 	if req.GroupID != "" && !ids.ValidUserID(req.GroupID) { // group ids are shaped like user ids
-		return req, &chat.Error{Code: chat.CodeNotFound, Message: "no such group: " + req.GroupID}
+		return req, &chat.Error{Code: chat.CodeNotFound, Field: "group_id", Message: "no such group: " + req.GroupID}
 	}
 	return req, nil
 }

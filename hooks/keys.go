@@ -117,34 +117,34 @@ func decodeKeys(payload []byte) (keysRequest, error) {
 		return keysRequest{RequestID: peekID(payload, "request_id")}, err
 	}
 	if req.RequestID != "" && !validID(req.RequestID) {
-		return keysRequest{}, invalidRequest("request_id must be " + idRule)
+		return keysRequest{}, invalidRequest("request_id", "request_id must be "+idRule)
 	}
 	upload := req.IdentityKey != nil || req.SignedPrekey != nil || req.OneTimePrekeys != nil
 	switch req.Op {
 	case KeysPublish:
 		if req.User != "" || req.Device != "" {
-			return req, invalidRequest("publish takes the keys of the publishing device, not user or device")
+			return req, invalidRequest("user", "publish takes the keys of the publishing device, not user or device")
 		}
 	case KeysClaim:
 		if req.User == "" {
-			return req, invalidRequest("claim needs user, the id of the user whose keys to fetch")
+			return req, invalidRequest("user", "claim needs user, the id of the user whose keys to fetch")
 		}
 		if upload {
-			return req, invalidRequest("claim takes only user and device")
+			return req, invalidRequest("", "claim takes only user and device")
 		}
 	case KeysDevices:
 		if req.User == "" {
-			return req, invalidRequest("devices needs user, the id of the user whose devices to list")
+			return req, invalidRequest("user", "devices needs user, the id of the user whose devices to list")
 		}
 		if upload || req.Device != "" {
-			return req, invalidRequest("devices takes only user")
+			return req, invalidRequest("", "devices takes only user")
 		}
 	case KeysDelete:
 		if upload || req.User != "" || req.Device != "" {
-			return req, invalidRequest("delete takes no fields: it removes the publishing device's keys")
+			return req, invalidRequest("", "delete takes no fields: it removes the publishing device's keys")
 		}
 	default:
-		return req, invalidRequest(`op must be "publish", "claim", "devices" or "delete"`)
+		return req, invalidRequest("op", `op must be "publish", "claim", "devices" or "delete"`)
 	}
 	return req, nil
 }

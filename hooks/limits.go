@@ -8,6 +8,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/services/chat"
 )
 
 // LimitObserver counts refusals by the limit that caused them.
@@ -27,8 +29,9 @@ const (
 )
 
 // codeTopicAliasInvalid is the error event code of a topic alias above the
-// maximum; the other refusals use chat's quota_exceeded.
-const codeTopicAliasInvalid = "topic_alias_invalid"
+// maximum: a malformed request, whose reason code (0x94) says which part;
+// the other refusals use chat's quota_exceeded.
+const codeTopicAliasInvalid = string(chat.CodeInvalid)
 
 // LimitOptions configures the Limits hook. A zero limit is no limit.
 type LimitOptions struct {

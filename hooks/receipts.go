@@ -14,10 +14,12 @@ type ReadMarker interface {
 	MarkRead(ctx context.Context, uid, chat string, seq uint64) (store.ChatState, error)
 }
 
-// receiptRequest marks chat read up to read_seq.
+// receiptRequest marks chat read up to read_seq. Seq is accepted as an
+// alias, the name POST /v1/chats/{chat}/read used to take.
 type receiptRequest struct {
 	Chat    string `json:"chat"`
 	ReadSeq uint64 `json:"read_seq"`
+	Seq     uint64 `json:"seq"`
 }
 
 // receipt moves uid's read cursor, never backwards and never past the
@@ -47,9 +49,14 @@ func decodeReceipt(payload []byte) (receiptRequest, error) {
 	}
 	switch {
 	case req.Chat == "":
-		return req, invalidRequest("chat is required")
+		return req, invalidRequest("chat", "chat is required")
+	case req.ReadSeq != 0 && req.Seq != 0 && req.ReadSeq != req.Seq:
+		return req, invalidRequest("seq", "seq is another name of read_seq: send only read_seq")
 	case req.ReadSeq == 0:
-		return req, invalidRequest("read_seq must be at least 1")
+		req.ReadSeq = req.Seq
+	}
+	if req.ReadSeq == 0 {
+		return req, invalidRequest("read_seq", "read_seq must be at least 1")
 	}
 	return req, nil
 }

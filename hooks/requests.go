@@ -7,6 +7,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqchat/mqchat/internal/jsonerr"
 	"github.com/mqchat/mqchat/services/chat"
 )
 
@@ -53,7 +54,9 @@ func (h *Chat) answer(uid string, to replyTo, v any) {
 	h.resp.publish(to.topic, 1, to.correlation, v)
 }
 
-func invalidRequest(msg string) error { return &chat.Error{Code: chat.CodeInvalid, Message: msg} }
+// invalidRequest refuses a request because of field ("" when no one field
+// is at fault).
+func invalidRequest(field, msg string) error { return chat.Invalid(field, msg) }
 
 func notEnabled(topic string) error {
 	return &chat.Error{Code: chat.CodeNotAuthorized, Message: "publishing to " + topic + " is not enabled on this server"}
@@ -67,15 +70,15 @@ func decodeRequest(payload []byte, v any) error {
 	}
 	trimmed := bytes.TrimSpace(payload)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return invalidRequest("request must be a JSON object")
+		return invalidRequest("", "request must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return invalidRequest("request is not valid: " + err.Error())
+		return invalidRequest(jsonerr.Explain(err))
 	}
 	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
-		return invalidRequest("request has data after the JSON object")
+		return invalidRequest("", "request has data after the JSON object")
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func syncLimit(limit *int) (int, error) {
 		return defaultSyncPage, nil
 	}
 	if *limit < 1 || *limit > 200 {
-		return 0, invalidRequest("limit must be 1 to 200")
+		return 0, invalidRequest("limit", "limit must be 1 to 200")
 	}
 	return *limit, nil
 }
@@ -123,7 +123,7 @@ func decodeSync(payload []byte) (syncQuery, error) {
 		return syncQuery{requestID: peekID(payload, "request_id")}, err
 	}
 	if req.RequestID != "" && !validID(req.RequestID) {
-		return syncQuery{}, invalidRequest("request_id must be " + idRule)
+		return syncQuery{}, invalidRequest("request_id", "request_id must be "+idRule)
 	}
 	q := syncQuery{requestID: req.RequestID, chat: req.Chat}
 	var err error
@@ -138,7 +138,7 @@ func decodeSync(payload []byte) (syncQuery, error) {
 // listQuery is GET /v1/chats?changed_since=&after=&limit=.
 func listQuery(req syncRequest) (chat.ListQuery, error) {
 	if req.Before != nil {
-		return chat.ListQuery{}, invalidRequest("before is only used with chat (a history page)")
+		return chat.ListQuery{}, invalidRequest("before", "before is only used with chat (a history page)")
 	}
 	q := chat.ListQuery{}
 	var err error
@@ -146,7 +146,7 @@ func listQuery(req syncRequest) (chat.ListQuery, error) {
 		return chat.ListQuery{}, err
 	}
 	if !isNull(req.After) && json.Unmarshal(req.After, &q.After) != nil {
-		return chat.ListQuery{}, invalidRequest("after must be the next cursor (a string) of a previous page")
+		return chat.ListQuery{}, invalidRequest("after", "after must be the next cursor (a string) of a previous page")
 	}
 	if req.ChangedSince != "" {
 		if q.ChangedSince, err = chat.ParseSyncCursor(req.ChangedSince); err != nil {
@@ -161,7 +161,7 @@ func listQuery(req syncRequest) (chat.ListQuery, error) {
 // is the newest page.
 func pageQuery(req syncRequest) (chat.PageQuery, error) {
 	if req.ChangedSince != "" {
-		return chat.PageQuery{}, invalidRequest("changed_since is only used without chat (a chat-list page)")
+		return chat.PageQuery{}, invalidRequest("changed_since", "changed_since is only used without chat (a chat-list page)")
 	}
 	var q chat.PageQuery
 	var err error
@@ -170,11 +170,11 @@ func pageQuery(req syncRequest) (chat.PageQuery, error) {
 	}
 	q.Forward = !isNull(req.After)
 	if q.Forward && json.Unmarshal(req.After, &q.After) != nil {
-		return chat.PageQuery{}, invalidRequest("after must be a non-negative integer seq")
+		return chat.PageQuery{}, invalidRequest("after", "after must be a non-negative integer seq")
 	}
 	if req.Before != nil {
 		if q.Forward {
-			return chat.PageQuery{}, invalidRequest("use either after or before, not both")
+			return chat.PageQuery{}, invalidRequest("before", "use either after or before, not both")
 		}
 		q.Before = *req.Before
 	}

@@ -107,7 +107,7 @@ func decodeTyping(payload []byte) (typingRequest, error) {
 		return typingRequest{}, err
 	}
 	if req.Chat == "" {
-		return req, invalidRequest("chat is required")
+		return req, invalidRequest("chat", "chat is required")
 	}
 	return req, nil
 }

@@ -62,7 +62,7 @@ const syncMargin = 5 * time.Second
 // ChatList returns uid's chats sorted by latest activity.
 func (s *Service) ChatList(ctx context.Context, uid string, q ListQuery) (ChatList, error) {
 	if q.Limit <= 0 || q.Limit > 200 {
-		return ChatList{}, newError(CodeInvalid, "limit must be 1 to 200", nil)
+		return ChatList{}, Invalid("limit", "limit must be 1 to 200")
 	}
 	if s.list == nil {
 		return ChatList{}, newError(CodeUnavailable, "chat lists are not enabled", nil)
@@ -94,7 +94,7 @@ func (s *Service) ChatList(ctx context.Context, uid string, q ListQuery) (ChatLi
 	if q.After != "" {
 		at, chatID, ok := parseListCursor(q.After)
 		if !ok {
-			return ChatList{}, newError(CodeInvalid, "after is not a cursor from a previous page", nil)
+			return ChatList{}, Invalid("after", "after is not a cursor from a previous page")
 		}
 		i := 0
 		for i < len(out) && (out[i].changedAt.After(at) || out[i].changedAt.Equal(at) && out[i].Chat <= chatID) {
@@ -125,7 +125,7 @@ func parseListCursor(s string) (time.Time, string, bool) {
 func ParseSyncCursor(s string) (time.Time, error) {
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v < 0 {
-		return time.Time{}, newError(CodeInvalid, "changed_since is not a sync cursor", nil)
+		return time.Time{}, Invalid("changed_since", "changed_since is not a sync cursor")
 	}
 	return time.UnixMilli(v), nil
 }
@@ -219,7 +219,7 @@ func (s *Service) MarkRead(ctx context.Context, uid, chat string, seq uint64) (s
 		return store.ChatState{}, err
 	}
 	if seq == 0 {
-		return store.ChatState{}, newError(CodeInvalid, "seq must be at least 1", nil)
+		return store.ChatState{}, Invalid("read_seq", "read_seq must be at least 1")
 	}
 	if s.list == nil {
 		return store.ChatState{}, newError(CodeUnavailable, "read cursors are not enabled", nil)
@@ -230,7 +230,7 @@ func (s *Service) MarkRead(ctx context.Context, uid, chat string, seq uint64) (s
 	}
 	seq = min(seq, last)
 	if seq == 0 {
-		return store.ChatState{}, newError(CodeInvalid, "the chat has no messages yet", nil)
+		return store.ChatState{}, Invalid("read_seq", "the chat has no messages yet")
 	}
 	now := s.opts.Now()
 	st, changed, err := s.list.AdvanceCursors(ctx, uid, chat, 0, seq, now)

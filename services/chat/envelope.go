@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/jsonerr"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -130,7 +131,8 @@ func decodeEnvelope(payload []byte) (Envelope, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil {
-		return env, newError(CodeInvalid, "payload is not a valid send envelope: "+err.Error(), nil)
+		field, msg := jsonerr.Explain(err)
+		return env, Invalid(field, "not a valid send envelope: "+msg)
 	}
 	// dec.More is no test here: it reports false before a stray '}' or ']'.
 	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
@@ -155,7 +157,7 @@ func ValidCMID(s string) bool {
 
 func validateEnvelope(env *Envelope) error {
 	if !ValidCMID(env.CMID) {
-		return newError(CodeInvalid, "cmid must be 1 to 64 printable ASCII characters without spaces", nil)
+		return Invalid("cmid", "cmid must be 1 to 64 printable ASCII characters without spaces")
 	}
 	c, err := env.change()
 	if err != nil {
@@ -170,7 +172,7 @@ func validateEnvelope(env *Envelope) error {
 	}
 	if env.To == "user:" || env.To == "group:" ||
 		!strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
-		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
+		return Invalid("to", `to must be "user:{id}" or "group:{id}"`)
 	}
 	return nil
 }
@@ -181,12 +183,12 @@ func validateMessage(env *Envelope) error {
 		env.Type = "text"
 	}
 	if len(env.Type) > maxType || strings.ContainsAny(env.Type, " \t\r\n") || !printable(env.Type) {
-		return newError(CodeInvalid, "type must be at most 32 characters without spaces or control characters", nil)
+		return Invalid("type", "type must be at most 32 characters without spaces or control characters")
 	}
 	// Folded, so that "System" (or "ſystem") cannot pass for a server
 	// message, nor "Edit" for a change, in a client that compares loosely.
 	if reservedType(env.Type) {
-		return newError(CodeInvalid, fmt.Sprintf("type %q is reserved for the server", env.Type), nil)
+		return Invalid("type", fmt.Sprintf("type %q is reserved for the server", env.Type))
 	}
 	body, err := CheckBody(env.Body)
 	if err != nil {
@@ -203,18 +205,18 @@ func validateMessage(env *Envelope) error {
 func CheckBody(raw json.RawMessage) (json.RawMessage, error) {
 	body := bytes.TrimSpace(raw)
 	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
-		return nil, newError(CodeInvalid, "body is required", nil)
+		return nil, Invalid("body", "body is required")
 	}
 	// Recipients decode the body inside their inbox message and history
 	// pages: JSON must be UTF-8 (RFC 8259), and one message a strict
 	// decoder refuses would make a whole history page unreadable.
 	if !utf8.Valid(body) {
-		return nil, newError(CodeInvalid, "body must be UTF-8 JSON", nil)
+		return nil, Invalid("body", "body must be UTF-8 JSON")
 	}
 	// An escaped lone surrogate ("\ud800") is valid UTF-8 on the wire but
 	// no character: strict decoders refuse it just the same.
 	if !pairedSurrogates(body) {
-		return nil, newError(CodeInvalid, `body must be Unicode text: a \u escape names half a surrogate pair`, nil)
+		return nil, Invalid("body", `body must be Unicode text: a \u escape names half a surrogate pair`)
 	}
 	return body, nil
 }

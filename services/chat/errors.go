@@ -26,13 +26,28 @@ const (
 	// a stored message came with a different request. Answering with the
 	// first message would tell the client its new content was sent.
 	CodeCMIDReused Code = "cmid_reused"
+	// CodeUnauthenticated: no valid credentials (a missing, bad or
+	// expired token, a wrong password at login). Over MQTT it is a CONNACK
+	// refusal, never an error event.
+	CodeUnauthenticated Code = "unauthenticated"
 )
+
+// Codes lists every code, in the order docs/protocol.md lists them; the
+// transports' mappings are tested against it.
+var Codes = []Code{
+	CodeInvalid, CodeUnauthenticated, CodeNotAuthorized, CodeNotFound, CodeConflict,
+	CodeTooLarge, CodeRateLimited, CodeQuota, CodeUnknownRecipient, CodeCMIDReused,
+	CodeUnavailable, CodeInternal,
+}
 
 // Error is a refusal with a code and a message meant for the client.
 type Error struct {
 	Code    Code
 	Message string
-	Err     error // cause, for logs; never shown to clients
+	// Field names the request field at fault (a JSON key, query or path
+	// parameter, or header), dotted for nested keys; "" when no one field is.
+	Field string
+	Err   error // cause, for logs; never shown to clients
 	// RetryAfter is how long a rate-limited caller should wait before
 	// retrying; 0 when the refusal says nothing about time.
 	RetryAfter time.Duration
@@ -51,6 +66,11 @@ func newError(code Code, msg string, cause error) *Error {
 	return &Error{Code: code, Message: msg, Err: cause}
 }
 
+// Invalid is an invalid_payload refusal blaming field.
+func Invalid(field, msg string) *Error {
+	return &Error{Code: CodeInvalid, Field: field, Message: msg}
+}
+
 // CodeOf returns the code of err, CodeInternal for errors that are not *Error.
 func CodeOf(err error) Code {
 	var e *Error
@@ -67,4 +87,13 @@ func MessageOf(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// FieldOf returns the field err blames, "" when none.
+func FieldOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Field
+	}
+	return ""
 }

@@ -32,8 +32,8 @@ func TestMembers(t *testing.T) {
 		{DirectChatID(a, a), []string{a}, ""},
 		{GroupChatID(gid), sorted(a, c), ""},
 		{GroupChatID(ids.NewUserID()), []string{}, ""}, // unknown group: nobody
-		{"x:" + a, nil, CodeInvalid},
-		{"d:" + max(a, b) + ":" + min(a, b), nil, CodeInvalid}, // not the canonical order
+		{"x:" + a, nil, CodeNotFound},
+		{"d:" + max(a, b) + ":" + min(a, b), nil, CodeNotFound}, // not the canonical order
 	}
 	for _, tc := range tests {
 		got, err := f.svc.Members(ctx, tc.chat)

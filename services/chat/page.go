@@ -28,7 +28,7 @@ type Page struct {
 // HistoryPage returns a page of a chat uid may read.
 func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery) (Page, error) {
 	if q.Forward && q.Before != 0 {
-		return Page{}, newError(CodeInvalid, "use either after or before, not both", nil)
+		return Page{}, Invalid("before", "use either after or before, not both")
 	}
 	hq := store.HistoryQuery{After: q.After, Before: q.Before, Limit: q.Limit}
 	if q.Forward && q.After == 0 {

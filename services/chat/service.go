@@ -541,7 +541,7 @@ func (s *Service) History(ctx context.Context, uid, chat string, q store.History
 		return nil, err
 	}
 	if q.Limit <= 0 || q.Limit > 200 {
-		return nil, newError(CodeInvalid, "limit must be 1 to 200", nil)
+		return nil, Invalid("limit", "limit must be 1 to 200")
 	}
 	msgs, err := s.st.History(ctx, chat, q)
 	if err != nil {
@@ -550,11 +550,16 @@ func (s *Service) History(ctx context.Context, uid, chat string, q store.History
 	return msgs, nil
 }
 
+// errNoSuchChat refuses a string that is no chat id: not_found, as for
+// any other path naming nothing, rather than not_authorized, which would
+// suggest the chat exists.
+var errNoSuchChat = &Error{Code: CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"}
+
 // CanRead returns nil when uid may read chat: one of the two users of a 1:1
 // chat, or a current member of a group.
 func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
 	if !ValidChatID(chat) {
-		return newError(CodeNotAuthorized, "not a member of this chat", nil)
+		return errNoSuchChat
 	}
 	if IsDirectMember(chat, uid) {
 		return nil
@@ -577,7 +582,7 @@ func (s *Service) CanRead(ctx context.Context, uid, chat string) error {
 func (s *Service) Members(ctx context.Context, chat string) ([]string, error) {
 	uids, ok, err := Participants(ctx, s.st, chat)
 	if !ok {
-		return nil, newError(CodeInvalid, "not a chat id: "+chat, nil)
+		return nil, errNoSuchChat
 	}
 	if err != nil {
 		return nil, s.storeError(ctx, "members", err)

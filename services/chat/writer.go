@@ -322,8 +322,8 @@ func (w *writer) prepare(ctx context.Context, batch []*request) pending {
 		// Seqs are gap-free from 1, so the writer's counter alone tells
 		// whether reply_to names a message of this chat: no store read.
 		if r.msg.ReplyTo > last {
-			r.reply <- reply{err: newError(CodeInvalid,
-				fmt.Sprintf("reply_to %d names no message of this chat (its last seq is %d)", r.msg.ReplyTo, last), nil)}
+			r.reply <- reply{err: Invalid("reply_to",
+				fmt.Sprintf("reply_to %d names no message of this chat (its last seq is %d)", r.msg.ReplyTo, last))}
 			continue
 		}
 		if c := r.msg.Change; c != nil && c.Target > last {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mqchat/mqchat/internal/ids"
+	"github.com/mqchat/mqchat/internal/jsonerr"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -177,7 +178,8 @@ func (s *Service) DecodeEnvelope(payload []byte) (Envelope, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil {
-		return env, refusal(chat.CodeInvalid, "payload is not a valid device message envelope: "+err.Error())
+		field, msg := jsonerr.Explain(err)
+		return env, chat.Invalid(field, "not a valid device message envelope: "+msg)
 	}
 	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
 		return env, refusal(chat.CodeInvalid, "payload has data after the envelope")
@@ -256,22 +258,22 @@ func (s *Service) send(ctx context.Context, from string, env Envelope) (Result, 
 
 func (s *Service) validate(env *Envelope) error {
 	if env.To != nil {
-		return refusal(chat.CodeInvalid, "an envelope has either to (a chat message) or to_device (a device message), not both")
+		return chat.Invalid("to_device", "an envelope has either to (a chat message) or to_device (a device message), not both")
 	}
 	if env.ToDevice == nil {
-		return refusal(chat.CodeInvalid, "to_device is required")
+		return chat.Invalid("to_device", "to_device is required")
 	}
 	if !ids.ValidUserID(env.ToDevice.User) {
 		return refusal(chat.CodeUnknownRecipient, "no such user: "+env.ToDevice.User)
 	}
 	if !ids.ValidDeviceID(env.ToDevice.Device) {
-		return refusal(chat.CodeInvalid, "to_device.device is not a valid device id")
+		return chat.Invalid("to_device.device", "to_device.device is not a valid device id")
 	}
 	if env.FromDevice != "" && !ids.ValidDeviceID(env.FromDevice) {
-		return refusal(chat.CodeInvalid, "from_device is not a valid device id")
+		return chat.Invalid("from_device", "from_device is not a valid device id")
 	}
 	if !chat.ValidCMID(env.CMID) {
-		return refusal(chat.CodeInvalid, "cmid must be 1 to 64 printable ASCII characters without spaces")
+		return chat.Invalid("cmid", "cmid must be 1 to 64 printable ASCII characters without spaces")
 	}
 	body, err := chat.CheckBody(env.Body)
 	if err != nil {
@@ -307,7 +309,7 @@ const MaxPage = 200
 // most limit (1..MaxPage).
 func (s *Service) Pending(ctx context.Context, uid, device string, after uint64, limit int) ([]store.DeviceMessage, error) {
 	if !ids.ValidDeviceID(device) {
-		return nil, refusal(chat.CodeInvalid, "not a valid device id")
+		return nil, chat.Invalid("device_id", "device_id is not a valid device id")
 	}
 	limit = min(max(limit, 1), MaxPage)
 	msgs, err := s.st.PendingDeviceMessages(ctx, uid, device, after, limit)
@@ -321,7 +323,7 @@ func (s *Service) Pending(ctx context.Context, uid, device string, after uint64,
 // went.
 func (s *Service) Ack(ctx context.Context, uid, device string, upTo uint64) (int, error) {
 	if !ids.ValidDeviceID(device) {
-		return 0, refusal(chat.CodeInvalid, "not a valid device id")
+		return 0, chat.Invalid("device_id", "device_id is not a valid device id")
 	}
 	n, err := s.st.AckDeviceMessages(ctx, uid, device, upTo)
 	if err != nil {
