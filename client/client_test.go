@@ -1,0 +1,290 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/mqchat/mqchat/client"
+)
+
+var versions = []struct {
+	name string
+	v    int
+}{{"mqtt5", 5}, {"mqtt3.1.1", 3}}
+
+func TestSendReceive(t *testing.T) {
+	srv := startChatd(t)
+	srv.register(t, "alice")
+	bobID := srv.register(t, "bob")
+	for _, tc := range versions {
+		t.Run(tc.name, func(t *testing.T) {
+			alice := srv.dial(t, "alice", tc.v, nil)
+			bob := srv.dial(t, "bob", tc.v, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			body := "hello over " + tc.name
+			sent, err := alice.Send(ctx, "user:"+bobID, body)
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			if sent.Chat != directChat(alice.UserID(), bobID) || sent.Seq == 0 || sent.Duplicate {
+				t.Fatalf("sent = %+v", sent)
+			}
+			got := nextMessages(t, bob, 1, "")[0]
+			if got.Seq != sent.Seq || got.Chat != sent.Chat || got.Text() != body || got.From != alice.UserID() || got.CMID != sent.CMID {
+				t.Fatalf("bob got %+v, want seq %d text %q", got, sent.Seq, body)
+			}
+			// The sender's own copy is part of the chat too.
+			if own := nextMessages(t, alice, 1, "")[0]; own.Seq != sent.Seq {
+				t.Fatalf("alice's copy has seq %d, want %d", own.Seq, sent.Seq)
+			}
+			// A refusal that no retry fixes comes back at once as the
+			// server's code.
+			if _, err := alice.Send(ctx, "user:nobody-at-all", "x"); !client.IsCode(err, "unknown_recipient") {
+				t.Fatalf("send to nobody: %v, want unknown_recipient", err)
+			}
+		})
+	}
+}
+
+// TestSendRetriesAcrossDisconnect cuts the sender's TCP connection while
+// sends are in flight: every Send still returns its message, each stored
+// once, and the recipient gets each seq once and in order.
+func TestSendRetriesAcrossDisconnect(t *testing.T) {
+	srv := startChatd(t)
+	for i, tc := range versions {
+		t.Run(tc.name, func(t *testing.T) {
+			aliceName, bobName := fmt.Sprintf("alice%d", i), fmt.Sprintf("bob%d", i)
+			srv.register(t, aliceName)
+			bobID := srv.register(t, bobName)
+			cut := &cutter{}
+			alice := srv.dial(t, aliceName, tc.v, cut)
+			bob := srv.dial(t, bobName, tc.v, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+
+			const n = 40
+			results := make([]client.Sent, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			started := make(chan struct{}, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					started <- struct{}{}
+					results[i], errs[i] = alice.Send(ctx, "user:"+bobID, fmt.Sprintf("m%d", i))
+				}()
+			}
+			// Cut three times while the sends are under way, each time
+			// once the client has dialled again.
+			for k := range 3 {
+				<-started
+				for cut.dialCount() < k+1 {
+					nextEvent(t, alice, "reconnect", func(e client.Event) bool { return e.Type == "connected" })
+				}
+				cut.cut()
+			}
+			wg.Wait()
+			seqs := map[uint64]int{}
+			for i := range n {
+				if errs[i] != nil {
+					t.Fatalf("send %d: %v", i, errs[i])
+				}
+				seqs[results[i].Seq]++
+			}
+			for seq := uint64(1); seq <= n; seq++ {
+				if seqs[seq] != 1 {
+					t.Fatalf("seq %d acknowledged to %d sends: %v", seq, seqs[seq], seqs)
+				}
+			}
+			if cut.dialCount() < 2 {
+				t.Fatalf("the client dialled %d times: the cuts did not happen", cut.dialCount())
+			}
+			stored := srv.history(t, bobName, results[0].Chat)
+			if len(stored) != n {
+				t.Fatalf("the chat holds %d messages, want %d (each cmid once)", len(stored), n)
+			}
+			got := nextMessages(t, bob, n, "")
+			for i, m := range got {
+				if m.Seq != uint64(i+1) {
+					t.Fatalf("bob's message %d has seq %d: out of order or duplicated", i, m.Seq)
+				}
+			}
+		})
+	}
+}
+
+// TestSyncAfterReconnect keeps the recipient off the network while
+// messages are sent, in a chat it knows and in one that begins while it
+// is away: after it reconnects it gets all of them, once, in order.
+func TestSyncAfterReconnect(t *testing.T) {
+	srv := startChatd(t)
+	for i, tc := range versions {
+		t.Run(tc.name, func(t *testing.T) {
+			aliceName, bobName, carolName := fmt.Sprintf("alice%d", i), fmt.Sprintf("bob%d", i), fmt.Sprintf("carol%d", i)
+			srv.register(t, aliceName)
+			bobID := srv.register(t, bobName)
+			srv.register(t, carolName)
+			alice := srv.dial(t, aliceName, tc.v, nil)
+			carol := srv.dial(t, carolName, tc.v, nil)
+			cut := &cutter{}
+			bob := srv.dial(t, bobName, tc.v, cut)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+
+			if _, err := alice.Send(ctx, "user:"+bobID, "before"); err != nil {
+				t.Fatal(err)
+			}
+			if m := nextMessages(t, bob, 1, "")[0]; m.Text() != "before" {
+				t.Fatalf("bob got %+v", m)
+			}
+			cut.block(true)
+			cut.cut()
+			nextEvent(t, bob, "bob disconnected", func(e client.Event) bool { return e.Type == "disconnected" })
+			for k := range 5 {
+				if _, err := alice.Send(ctx, "user:"+bobID, fmt.Sprintf("away %d", k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := carol.Send(ctx, "user:"+bobID, "carol while away"); err != nil {
+				t.Fatal(err)
+			}
+			cut.block(false)
+
+			got := nextMessages(t, bob, 6, "")
+			var fromAlice []string
+			var fromCarol []client.Message
+			for _, m := range got {
+				if m.From == carol.UserID() {
+					fromCarol = append(fromCarol, m)
+				} else {
+					fromAlice = append(fromAlice, m.Text())
+					if m.Seq != uint64(len(fromAlice)+1) {
+						t.Fatalf("alice's chat: message %q has seq %d, want %d", m.Text(), m.Seq, len(fromAlice)+1)
+					}
+				}
+			}
+			if fmt.Sprint(fromAlice) != "[away 0 away 1 away 2 away 3 away 4]" {
+				t.Fatalf("alice's messages after the reconnect: %q", fromAlice)
+			}
+			if len(fromCarol) != 1 || fromCarol[0].Seq != 1 || fromCarol[0].Text() != "carol while away" {
+				t.Fatalf("carol's new chat: %+v", fromCarol)
+			}
+			// Nothing more comes (no duplicate): a message sent now is
+			// the next one bob gets.
+			if _, err := alice.Send(ctx, "user:"+bobID, "after"); err != nil {
+				t.Fatal(err)
+			}
+			if m := nextMessages(t, bob, 1, "")[0]; m.Text() != "after" || m.Seq != 7 {
+				t.Fatalf("bob's next message: %+v, want seq 7 \"after\"", m)
+			}
+			if seen := bob.Seen(); seen[directChat(alice.UserID(), bobID)] != 7 || seen[directChat(carol.UserID(), bobID)] != 1 {
+				t.Fatalf("Seen() = %v", seen)
+			}
+		})
+	}
+}
+
+// TestResumeFromSince starts a client with where its application's copy
+// ended: what came after is delivered, nothing before.
+func TestResumeFromSince(t *testing.T) {
+	srv := startChatd(t)
+	srv.register(t, "alice")
+	bobID := srv.register(t, "bob")
+	alice := srv.dial(t, "alice", 5, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for k := range 4 {
+		if _, err := alice.Send(ctx, "user:"+bobID, fmt.Sprintf("m%d", k+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chat := directChat(alice.UserID(), bobID)
+	bob, err := client.Dial(ctx, client.Options{
+		MQTTAddr: srv.addrs.MQTT, HTTPBase: srv.base, Username: "bob", Password: "bob password", DeviceID: "dev",
+		Since: map[string]uint64{chat: 2},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	got := nextMessages(t, bob, 2, "")
+	if got[0].Text() != "m3" || got[1].Text() != "m4" {
+		t.Fatalf("resumed after seq 2, got %q and %q", got[0].Text(), got[1].Text())
+	}
+}
+
+func TestGroupsReceiptsTypingPresence(t *testing.T) {
+	srv := startChatd(t)
+	srv.register(t, "alice")
+	bobID := srv.register(t, "bob")
+	alice := srv.dial(t, "alice", 5, nil)
+	bob := srv.dial(t, "bob", 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	g, err := alice.CreateGroup(ctx, "trip", bobID)
+	if err != nil {
+		t.Fatalf("create group: %v", err)
+	}
+	if g.ID == "" || len(g.Members) != 2 {
+		t.Fatalf("group = %+v", g)
+	}
+	sent, err := alice.Send(ctx, "group:"+g.ID, "to the group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessages(t, bob, 1, "text")[0]; m.Chat != g.Chat || m.Seq != sent.Seq || m.Text() != "to the group" {
+		t.Fatalf("bob got %+v, want %+v", m, sent)
+	}
+
+	if err := bob.MarkRead(ctx, g.Chat, sent.Seq); err != nil {
+		t.Fatalf("mark read: %v", err)
+	}
+	nextEvent(t, alice, "bob's read receipt", func(e client.Event) bool {
+		return e.Type == "receipts" && e.Chat == g.Chat && string(e.Raw) != "" && containsRead(e, bobID, sent.Seq)
+	})
+
+	if err := bob.Typing(ctx, g.Chat); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, alice, "bob typing", func(e client.Event) bool { return e.Type == "typing" && e.User == bobID && e.Chat == g.Chat })
+
+	if err := alice.Presence(ctx, bobID); err != nil {
+		t.Fatalf("watch presence: %v", err)
+	}
+	nextEvent(t, alice, "bob online", func(e client.Event) bool { return e.Type == "presence" && e.User == bobID && e.Status == "online" })
+
+	if err := alice.RemoveMember(ctx, g.ID, bobID); err != nil {
+		t.Fatalf("remove bob: %v", err)
+	}
+	if err := alice.AddMembers(ctx, g.ID, "no-such-user"); err == nil {
+		t.Fatal("adding an unknown user succeeded")
+	}
+	if err := bob.MarkRead(ctx, g.Chat, sent.Seq); err == nil && bob != nil {
+		// MQTT 3.1.1 gets no refusing PUBACK; the refusal is an event.
+		nextEvent(t, bob, "refused receipt", func(e client.Event) bool { return e.Type == "error" && client.IsCode(e.Err, "not_authorized") })
+	}
+}
+
+func containsRead(e client.Event, uid string, seq uint64) bool {
+	var r struct {
+		Receipts []struct {
+			User    string `json:"user"`
+			ReadSeq uint64 `json:"read_seq"`
+		} `json:"receipts"`
+	}
+	if json.Unmarshal(e.Raw, &r) != nil {
+		return false
+	}
+	for _, x := range r.Receipts {
+		if x.User == uid && x.ReadSeq >= seq {
+			return true
+		}
+	}
+	return false
+}
