@@ -175,7 +175,7 @@ func dial3(ctx context.Context, o *Options, p connectParams) (session, error) {
 	}
 	opts := mqtt3.NewClientOptions().AddBroker(broker).
 		SetClientID(p.clientID).SetUsername(p.username).SetPassword(p.password).
-		SetProtocolVersion(4).SetCleanSession(true).SetKeepAlive(time.Duration(p.keepAlive) * time.Second).
+		SetProtocolVersion(4).SetCleanSession(true).SetKeepAlive(time.Duration(p.keepAlive)*time.Second).
 		SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
 		SetWriteTimeout(o.RequestTimeout).
 		SetWill(p.willTopic, "offline", 1, true).
