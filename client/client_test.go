@@ -19,10 +19,20 @@ func TestSendReceive(t *testing.T) {
 	srv := startChatd(t)
 	srv.register(t, "alice")
 	bobID := srv.register(t, "bob")
-	for _, tc := range versions {
+	ws := func(o *client.Options) { o.WSURL = "ws://" + srv.addrs.WS + "/mqtt" }
+	for _, tc := range []struct {
+		name   string
+		v      int
+		mutate func(*client.Options)
+	}{
+		{"mqtt5", 5, nil},
+		{"mqtt3.1.1", 3, nil},
+		{"mqtt5-websocket", 5, ws},
+		{"mqtt3.1.1-websocket", 3, ws},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			alice := srv.dial(t, "alice", tc.v, nil)
-			bob := srv.dial(t, "bob", tc.v, nil)
+			alice := srv.dialWith(t, "alice", tc.v, nil, tc.mutate)
+			bob := srv.dialWith(t, "bob", tc.v, nil, tc.mutate)
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
 			body := "hello over " + tc.name

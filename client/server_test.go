@@ -163,6 +163,11 @@ func (c *cutter) dialCount() int {
 
 // dial connects name (registered already) with protocol version v.
 func (s *chatd) dial(tb testing.TB, name string, v int, cut *cutter) *client.Client {
+	return s.dialWith(tb, name, v, cut, nil)
+}
+
+// dialWith is dial with the options changed by mutate.
+func (s *chatd) dialWith(tb testing.TB, name string, v int, cut *cutter, mutate func(*client.Options)) *client.Client {
 	tb.Helper()
 	o := client.Options{
 		MQTTAddr: s.addrs.MQTT, HTTPBase: s.base, Username: name, Password: name + " password",
@@ -171,6 +176,9 @@ func (s *chatd) dial(tb testing.TB, name string, v int, cut *cutter) *client.Cli
 	}
 	if cut != nil {
 		o.Dialer = cut.dial
+	}
+	if mutate != nil {
+		mutate(&o)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
