@@ -74,6 +74,10 @@ type Options struct {
 	// DeviceMessages enables /v1/device-messages and
 	// /v1/devices/{device_id}/messages (end-to-end encryption).
 	DeviceMessages DeviceMessages
+	// Origins decides which browser pages may call the API across
+	// origins (CORS); nil sends no CORS headers, so browsers let only
+	// same-origin pages read the answers.
+	Origins OriginChecker
 }
 
 // Limiter rate-limits requests per key.
@@ -92,7 +96,7 @@ func New(opts Options) http.Handler {
 	// The client IP is the TCP peer: trusting X-Forwarded-For from anyone
 	// would let a client pick its own rate-limit key.
 	_ = r.SetTrustedProxies(nil)
-	r.Use(a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
+	r.Use(a.cors, a.logRequests, gin.CustomRecovery(func(c *gin.Context, v any) {
 		opts.Logger.Error("panic in handler", "path", c.FullPath(), "panic", v)
 		abort(c, http.StatusInternalServerError, "internal", "internal error")
 	}), a.limitBody)
@@ -121,6 +125,7 @@ func New(opts Options) http.Handler {
 	authed.GET("/chats/:chat/messages", a.history)
 	authed.POST("/chats/:chat/messages", a.send)
 	authed.POST("/chats/:chat/read", a.markRead)
+	a.routeMessages(authed)
 	a.routeGroups(authed)
 	a.routePresence(authed)
 	a.routeDevices(authed)

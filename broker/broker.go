@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqchat/mqchat/internal/origin"
 	"github.com/mqchat/mqchat/internal/pebblelog"
 )
 
@@ -61,15 +62,21 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	origins, err := newOriginPolicy(opts.WSAllowedOrigins)
-	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+	origins := opts.Origins
+	if origins == nil {
+		sameHost, err := origin.New(nil)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		origins = sameHost
 	}
 	var tlsListener listeners.Listener
 	if opts.TLSAddr != "" {
-		cfg, err := loadTLSConfig(opts.TLSCert, opts.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("broker: %w", err)
+		cfg := opts.TLSConfig
+		if cfg == nil {
+			if cfg, err = loadTLSConfig(opts.TLSCert, opts.TLSKey); err != nil {
+				return nil, fmt.Errorf("broker: %w", err)
+			}
 		}
 		tlsListener = guard(listeners.NewTCP(listeners.Config{ID: listenerTLS, Address: opts.TLSAddr, TLSConfig: cfg}))
 	}
@@ -98,7 +105,7 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		if path == "" {
 			path = defaultWSPath
 		}
-		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.MaxPacketSize))
+		b.ws = guard(newWSListener(listenerWS, opts.WSAddr, path, origins, opts.WSTLSConfig, opts.MaxPacketSize))
 	}
 
 	b.gate = newRetainGate(b.srv, log)

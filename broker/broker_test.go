@@ -107,9 +107,6 @@ func TestNewRejects(t *testing.T) {
 		{"receive maximum too big", Options{ReceiveMaximum: 1 << 16}, "ReceiveMaximum"},
 		{"negative session expiry", Options{SessionExpiry: -time.Second}, "SessionExpiry"},
 		{"session expiry too long", Options{SessionExpiry: 200 * 365 * 24 * time.Hour}, "SessionExpiry"},
-		{"origin with path", Options{WSAllowedOrigins: []string{"https://a.example.com/app"}}, "WSAllowedOrigins"},
-		{"origin without scheme", Options{WSAllowedOrigins: []string{"a.example.com"}}, "WSAllowedOrigins"},
-		{"star among others", Options{WSAllowedOrigins: []string{"*", "https://a.example.com"}}, "WSAllowedOrigins"},
 		{"tcp port taken", Options{TCPAddr: taken.Addr().String()}, taken.Addr().String()},
 		{"ws port taken", Options{WSAddr: taken.Addr().String()}, taken.Addr().String()},
 	}

@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"strings"
 	"time"
 
@@ -16,18 +18,20 @@ import (
 type Options struct {
 	TCPAddr string // e.g. ":1883"; required
 
-	TLSAddr string // TLS listener when non-empty; needs TLSCert and TLSKey
+	TLSAddr string // TLS listener when non-empty; needs TLSConfig or TLSCert and TLSKey
 	TLSCert string // PEM certificate (chain) file
 	TLSKey  string // PEM private key file
+	// TLSConfig, when set, is used instead of TLSCert and TLSKey (e.g. one
+	// whose certificate is reloaded while the listener runs).
+	TLSConfig *tls.Config
 
 	WSAddr string // WebSocket listener when non-empty
 	WSPath string // the only path upgraded; "" means "/mqtt"
-	// WSAllowedOrigins lists the browser origins (e.g.
-	// "https://app.example.com") allowed to open a WebSocket. Requests
-	// without an Origin header are always allowed. Empty means the Origin
-	// must be the host the request was sent to; the single entry "*" allows
-	// any origin.
-	WSAllowedOrigins []string
+	// WSTLSConfig makes the WebSocket listener serve wss:// when set.
+	WSTLSConfig *tls.Config
+	// Origins decides which browser pages may open a WebSocket; nil
+	// allows only pages from the host the request was sent to.
+	Origins OriginChecker
 
 	SessionDir string // Pebble session store directory; "" disables persistence
 
@@ -58,6 +62,12 @@ type Options struct {
 	Logger *slog.Logger // nil means slog.Default()
 }
 
+// OriginChecker decides whether a browser page may open a WebSocket: ok,
+// or the reason it may not, for the log.
+type OriginChecker interface {
+	Check(r *http.Request) (ok bool, reason string)
+}
+
 // defaultWSPath is the conventional MQTT-over-WebSocket path.
 const defaultWSPath = "/mqtt"
 
@@ -67,7 +77,7 @@ func (o *Options) validate() error {
 	if o.TCPAddr == "" {
 		return errors.New("TCPAddr is required")
 	}
-	if o.TLSAddr != "" && (o.TLSCert == "" || o.TLSKey == "") {
+	if o.TLSAddr != "" && o.TLSConfig == nil && (o.TLSCert == "" || o.TLSKey == "") {
 		return errors.New("TLSAddr is set but TLSCert or TLSKey is empty")
 	}
 	if o.WSAddr != "" && o.WSPath != "" && !strings.HasPrefix(o.WSPath, "/") {

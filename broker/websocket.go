@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -31,7 +32,8 @@ type wsListener struct {
 	id        string
 	addr      string
 	path      string
-	origins   originPolicy
+	origins   OriginChecker
+	tls       *tls.Config // nil: plain ws://
 	readLimit int64
 
 	log       *slog.Logger
@@ -45,7 +47,7 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id, addr, path string, origins originPolicy, maxPacketSize uint32) *wsListener {
+func newWSListener(id, addr, path string, origins OriginChecker, tlsConfig *tls.Config, maxPacketSize uint32) *wsListener {
 	limit := int64(defaultWSReadLimit)
 	if maxPacketSize > 0 {
 		limit = int64(maxPacketSize)
@@ -55,6 +57,7 @@ func newWSListener(id, addr, path string, origins originPolicy, maxPacketSize ui
 		addr:      addr,
 		path:      path,
 		origins:   origins,
+		tls:       tlsConfig,
 		readLimit: limit,
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: wsHandshakeTimeout,
@@ -86,6 +89,11 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
 		return err
+	}
+	if l.tls != nil {
+		// Without "h2" in NextProtos the handshake settles on HTTP/1.1,
+		// the only version a WebSocket upgrade works over.
+		ln = tls.NewListener(ln, l.tls)
 	}
 	l.ln = ln
 	l.srv = &http.Server{
@@ -134,8 +142,10 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "websocket subprotocol \"mqtt\" required", http.StatusBadRequest)
 		return
 	}
-	if !l.origins.allow(r) {
-		l.log.Debug("websocket refused: origin not allowed", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+	if ok, reason := l.origins.Check(r); !ok {
+		// Info: a browser page being refused is an operator's question
+		// (a missing http.allowed_origins entry), not a client bug.
+		l.log.Info("websocket refused: origin not allowed", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "host", r.Host, "reason", reason)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}

@@ -75,6 +75,7 @@ var onPostgres = []struct {
 	{"DeviceMessagesOfflineDevice", TestDeviceMessagesOfflineDevice},
 	{"DeviceMessageDedupeAndQuota", TestDeviceMessageDedupeAndQuota},
 	{"DeviceMessagesREST", TestDeviceMessagesREST},
+	{"MessageLifecycle", TestMessageLifecycle},
 }
 
 const postgresPrefix = "TestOnPostgres/"

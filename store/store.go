@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -65,6 +66,100 @@ type Message struct {
 	Body    []byte // raw JSON value, opaque to the server
 	ReplyTo uint64 // seq in the same chat, 0 when unset
 	SentAt  time.Time
+	// Change makes this message an edit, a delete or a reaction of an
+	// earlier message of the same chat; nil for an ordinary message.
+	// AppendMessages applies it to its target in the same atomic write
+	// that stores this message.
+	Change *Change
+
+	// The resolved state of an ordinary message, filled by History (and
+	// LastMessages, without Reactions) and never written by AppendMessages:
+	// when it was last edited, when it was deleted (its Body is then
+	// empty), and who reacts to it with what, ordered by emoji (bytewise).
+	EditedAt  time.Time
+	DeletedAt time.Time
+	Reactions []Reaction
+}
+
+// Deleted reports whether m is a deleted message's tombstone.
+func (m Message) Deleted() bool { return !m.DeletedAt.IsZero() }
+
+// ChangeKind names what a change message does to its target.
+type ChangeKind string
+
+const (
+	// ChangeEdit replaces the target's body with the edit's own Body and
+	// sets its EditedAt to the edit's SentAt.
+	ChangeEdit ChangeKind = "edit"
+	// ChangeDelete purges the target's body and the bodies of every edit
+	// of it, clears its reactions and sets its DeletedAt (a tombstone
+	// stays: seq, sender, time, type; EditedAt is cleared). Deleting a tombstone changes
+	// nothing, and a tombstone ignores later edits and reactions.
+	ChangeDelete ChangeKind = "delete"
+	// ChangeReact adds (target, Emoji, sender); ChangeUnreact removes it.
+	// Both are idempotent.
+	ChangeReact   ChangeKind = "react"
+	ChangeUnreact ChangeKind = "unreact"
+)
+
+// Valid reports whether k is one of the kinds above.
+func (k ChangeKind) Valid() bool {
+	switch k {
+	case ChangeEdit, ChangeDelete, ChangeReact, ChangeUnreact:
+		return true
+	}
+	return false
+}
+
+// Change is what a change message does. Target is a seq of the same chat,
+// lower than the change message's own (any other is not found); Emoji is
+// set for reactions only.
+type Change struct {
+	Kind   ChangeKind
+	Target uint64
+	Emoji  string
+}
+
+// Reaction is one emoji on a message and the users who chose it, sorted.
+type Reaction struct {
+	Emoji string
+	Users []string
+}
+
+// ErrInvalidChange is returned (wrapped) for a change that no backend could
+// apply: an unknown kind, a reaction without an emoji, a target that is a
+// change itself. It is the caller's bug, not a client's.
+var ErrInvalidChange = errors.New("store: invalid change")
+
+// CheckChange returns ErrInvalidChange (wrapped) when m carries a change
+// that is malformed as such, and ErrNotFound when its target is not below
+// m's own seq; nil for an ordinary message.
+func CheckChange(m *Message) error {
+	c := m.Change
+	if c == nil {
+		return nil
+	}
+	switch {
+	case !c.Kind.Valid():
+		return fmt.Errorf("%w: chat %q seq %d: kind %q", ErrInvalidChange, m.Chat, m.Seq, c.Kind)
+	case c.Target == 0 || c.Target >= m.Seq:
+		// Not yet written, so not there to change.
+		return fmt.Errorf("%w: chat %q seq %d: target %d", ErrNotFound, m.Chat, m.Seq, c.Target)
+	case (c.Kind == ChangeReact || c.Kind == ChangeUnreact) != (c.Emoji != ""):
+		return fmt.Errorf("%w: chat %q seq %d: %s with emoji %q", ErrInvalidChange, m.Chat, m.Seq, c.Kind, c.Emoji)
+	}
+	return nil
+}
+
+// HasChanges reports whether any message of msgs carries a change, which
+// is what sends a batch down a backend's slower path.
+func HasChanges(msgs []Message) bool {
+	for i := range msgs {
+		if msgs[i].Change != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // MessageRef is what a dedupe record points at.
@@ -92,14 +187,21 @@ type Messages interface {
 	// each (From, CMID) before it returns: after a nil return the messages
 	// survive a crash. The caller is the single writer of every chat in msgs
 	// and hands them over in seq order; a batch may span several chats.
+	// Each message's Change is applied to its target in the same atomic
+	// write; a target that is neither stored nor earlier in the batch fails
+	// the whole batch with ErrNotFound, and nothing is stored.
 	AppendMessages(ctx context.Context, msgs []Message) error
 	// LastSeq is the highest stored seq of chat, 0 when the chat is empty.
 	LastSeq(ctx context.Context, chat string) (uint64, error)
-	// History returns a page of chat's messages as described by HistoryQuery.
+	// History returns a page of chat's messages as described by
+	// HistoryQuery, change messages included (with their Change), and
+	// ordinary ones in their resolved state (EditedAt, DeletedAt with the
+	// body purged, Reactions).
 	History(ctx context.Context, chat string, q HistoryQuery) ([]Message, error)
 	// LastMessages returns the newest message of each of chats, keyed by
 	// chat; chats without messages are absent. It serves a chat list in one
-	// call however many chats it shows.
+	// call however many chats it shows. Edits and deletes are resolved as
+	// in History; Reactions are left empty.
 	LastMessages(ctx context.Context, chats []string) (map[string]Message, error)
 }
 

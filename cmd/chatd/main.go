@@ -85,6 +85,7 @@ func newServe(load loader) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			reloadOnHangup(ctx, a, log)
 			<-ctx.Done()
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -92,6 +93,26 @@ func newServe(load loader) *cobra.Command {
 			return a.Shutdown(sctx)
 		},
 	}
+}
+
+// reloadOnHangup re-reads the TLS certificates on every SIGHUP until ctx
+// ends: the usual way to tell a server its renewed certificate is in place.
+func reloadOnHangup(ctx context.Context, a *app.App, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading TLS certificates")
+				// Failures are logged by the reload, naming the files.
+				_ = a.ReloadTLS()
+			}
+		}
+	}()
 }
 
 func newUser(load loader) *cobra.Command {

@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -79,6 +80,8 @@ type App struct {
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
 	ids     *ids.Generator
+	// browsers: origins and TLS certificates (browsers.go).
+	browsers *browserSetup
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -228,11 +231,15 @@ func (a *App) build(secret []byte) error {
 		return fmt.Errorf("app: %w", err)
 	}
 	a.ids = gen
+	if a.browsers, err = a.newBrowserSetup(); err != nil {
+		return err
+	}
 
 	a.broker, err = broker.New(broker.Options{
 		TCPAddr: cfg.MQTT.Addr,
-		TLSAddr: cfg.MQTT.TLSAddr, TLSCert: cfg.MQTT.TLSCert, TLSKey: cfg.MQTT.TLSKey,
-		WSAddr: cfg.MQTT.WSAddr, WSPath: cfg.MQTT.WSPath, WSAllowedOrigins: cfg.MQTT.WSAllowedOrigins,
+		TLSAddr: cfg.MQTT.TLSAddr, TLSCert: cfg.MQTT.TLSCert, TLSKey: cfg.MQTT.TLSKey, TLSConfig: tlsConfig(a.browsers.mqttTLS),
+		WSAddr: cfg.MQTT.WSAddr, WSPath: cfg.MQTT.WSPath, WSTLSConfig: tlsConfig(a.browsers.wsTLS),
+		Origins:             a.browsers.origins,
 		SessionDir:          filepath.Join(cfg.DataDir, "sessions"),
 		ClientWritesPending: cfg.MQTT.ClientWritesPending,
 		MaxInflight:         cfg.MQTT.MaxInflight,
@@ -321,6 +328,10 @@ func (a *App) build(secret []byte) error {
 		Limiter:         sendLimiter,
 		Logger:          a.log.With("component", "chat"),
 		Metrics:         pipeline,
+
+		// 0 in the config turns edits off; 0 in chat.Options is the default.
+		EditWindow:          cmp.Or(cfg.Limits.EditWindow, -1),
+		ReactionsPerMessage: cfg.Limits.ReactionsPerMessage,
 	})
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{
@@ -460,7 +471,9 @@ func (a *App) build(secret []byte) error {
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
+			Origins:         a.browsers.origins,
 		}),
+		TLSConfig:         tlsConfig(a.browsers.httpTLS),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -528,8 +541,19 @@ func (a *App) Start() error {
 		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.httpLn = ln
+	// Pages chatd serves on one of its ports may use the others.
+	a.browsers.origins.AddOwnPort(ln.Addr().String())
+	if ws := a.broker.Addrs().WS; ws != "" {
+		a.browsers.origins.AddOwnPort(ws)
+	}
+	a.browsers.watch()
 	go func() {
-		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := a.http.Serve
+		if a.http.TLSConfig != nil {
+			// The certificate comes from TLSConfig; ServeTLS adds HTTP/2.
+			serve = func(ln net.Listener) error { return a.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server stopped", "error", err)
 		}
 	}()
@@ -634,6 +658,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.cluster != nil {
 		a.cluster.Close()
 	}
+	a.browsers.stop()
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}

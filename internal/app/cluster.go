@@ -91,10 +91,18 @@ func (a *App) advertised() cluster.NodeInfo {
 		info.MQTT = publicAddr(addrs.MQTT, host)
 	}
 	if info.WS == "" && addrs.WS != "" {
-		info.WS = (&url.URL{Scheme: "ws", Host: publicAddr(addrs.WS, host), Path: a.cfg.MQTT.WSPath}).String()
+		scheme := "ws"
+		if a.browsers.wsTLS != nil {
+			scheme = "wss"
+		}
+		info.WS = (&url.URL{Scheme: scheme, Host: publicAddr(addrs.WS, host), Path: a.cfg.MQTT.WSPath}).String()
 	}
 	if info.HTTP == "" && addrs.HTTP != "" {
-		info.HTTP = (&url.URL{Scheme: "http", Host: publicAddr(addrs.HTTP, host)}).String()
+		scheme := "http"
+		if a.browsers.httpTLS != nil {
+			scheme = "https"
+		}
+		info.HTTP = (&url.URL{Scheme: scheme, Host: publicAddr(addrs.HTTP, host)}).String()
 	}
 	info.Connections = int(atomic.LoadInt64(&a.broker.Server().Info.ClientsConnected))
 	return info

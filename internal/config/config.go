@@ -3,7 +3,10 @@
 // variables, then command-line flags, each overriding the one before.
 package config
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Config is the whole configuration. Every field carries a koanf tag with its
 // dotted key; the environment variable for a key is MQCHAT_ + the key
@@ -107,6 +110,9 @@ type MQTTConfig struct {
 	TLSAddr          string   `koanf:"tls_addr"` // empty disables TLS; needs tls_cert and tls_key
 	TLSCert          string   `koanf:"tls_cert"`
 	TLSKey           string   `koanf:"tls_key"`
+	// WSTLSCert and WSTLSKey make the WebSocket listener serve wss://.
+	WSTLSCert string `koanf:"ws_tls_cert"`
+	WSTLSKey  string `koanf:"ws_tls_key"`
 	// ClientWritesPending bounds each connection's outbound queue. mochi
 	// allocates it up front (8 bytes a slot), so it is the main per-connection
 	// memory lever.
@@ -166,6 +172,25 @@ type HTTPConfig struct {
 	// load; empty keeps it on the API. It may equal PprofAddr (one
 	// loopback operator port for both).
 	MetricsAddr string `koanf:"metrics_addr"`
+	// AllowedOrigins lists the browser origins, besides chatd's own pages,
+	// that may open the WebSocket and call the API (CORS); "*" alone
+	// allows any.
+	AllowedOrigins []string `koanf:"allowed_origins"`
+	// TLSCert and TLSKey make the API serve HTTPS.
+	TLSCert string `koanf:"tls_cert"`
+	TLSKey  string `koanf:"tls_key"`
+}
+
+// AllowedOrigins is http.allowed_origins with the entries of its deprecated
+// alias mqtt.ws_allowed_origins added, without repeats.
+func (c Config) AllowedOrigins() []string {
+	out := make([]string, 0, len(c.HTTP.AllowedOrigins)+len(c.MQTT.WSAllowedOrigins))
+	for _, o := range append(slices.Clone(c.HTTP.AllowedOrigins), c.MQTT.WSAllowedOrigins...) {
+		if !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 type AuthConfig struct {
@@ -235,6 +260,12 @@ type Limits struct {
 	// DeviceMessagesPending bounds the device messages waiting for one
 	// device (end-to-end encryption); past it a send to it is refused.
 	DeviceMessagesPending int `koanf:"device_messages_pending"`
+	// EditWindow is how long after sending a message its sender may edit
+	// it; 0 turns edits off. Deletes and reactions have no window.
+	EditWindow time.Duration `koanf:"edit_window"`
+	// ReactionsPerMessage bounds the distinct emoji on one message, so a
+	// history page stays small whatever a group does to one message.
+	ReactionsPerMessage int `koanf:"reactions_per_message"`
 }
 
 // StoreConfig picks the storage backends (see docs/storage.md).
@@ -287,7 +318,7 @@ func Default() Config {
 			MaxSubscriptions:       100,
 			MaxFiltersPerSubscribe: 32,
 		},
-		HTTP: HTTPConfig{Addr: ":8080"},
+		HTTP: HTTPConfig{Addr: ":8080", AllowedOrigins: []string{}},
 		Auth: AuthConfig{
 			AccessTTL:  time.Hour,
 			RefreshTTL: 30 * 24 * time.Hour,
@@ -318,6 +349,8 @@ func Default() Config {
 			KeyClaimRate:          1,
 			KeyClaimBurst:         20,
 			DeviceMessagesPending: 1000,
+			EditWindow:            48 * time.Hour,
+			ReactionsPerMessage:   20,
 		},
 		Presence: PresenceConfig{Grace: 30 * time.Second, VisibilityCacheSize: 65536, PublishWorkers: 4, PublishInterval: 500 * time.Millisecond},
 		Push: PushConfig{

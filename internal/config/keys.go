@@ -144,7 +144,11 @@ func usage(key string) string {
 	case "mqtt.ws_path":
 		return "HTTP path of the MQTT WebSocket endpoint"
 	case "mqtt.ws_allowed_origins":
-		return "browser Origins allowed to open the WebSocket; empty allows same-origin only"
+		return "deprecated: use http.allowed_origins; entries here are added to it"
+	case "mqtt.ws_tls_cert":
+		return "PEM certificate chain file; with ws_tls_key the WebSocket listener serves wss://"
+	case "mqtt.ws_tls_key":
+		return "PEM private key file for the WebSocket listener's TLS"
 	case "mqtt.tls_addr":
 		return "host:port of the MQTT-over-TLS listener; empty disables it (needs tls_cert and tls_key)"
 	case "mqtt.tls_cert":
@@ -175,6 +179,12 @@ func usage(key string) string {
 		return "filters granted from one SUBSCRIBE (1 to max_subscriptions); the rest get SUBACK 0x97 (0x80 for 3.1.1)"
 	case "http.addr":
 		return "host:port of the HTTP API"
+	case "http.allowed_origins":
+		return "browser origins (scheme://host[:port]) allowed to open the WebSocket and call the API besides chatd's own pages; \"*\" alone allows any"
+	case "http.tls_cert":
+		return "PEM certificate chain file; with tls_key the HTTP API serves HTTPS"
+	case "http.tls_key":
+		return "PEM private key file for the HTTP API's TLS"
 	case "http.pprof_addr":
 		return "loopback host:port serving Go's pprof profiles; empty disables"
 	case "http.metrics_addr":
@@ -227,6 +237,10 @@ func usage(key string) string {
 		return "largest end-to-end key, signed prekey or signature a device may publish, in bytes (32-65536)"
 	case "limits.max_one_time_prekeys":
 		return "one-time prekeys one device may hold (1-100000); an upload past it is refused whole"
+	case "limits.edit_window":
+		return "how long after sending a message its sender may edit it (0 = no edits)"
+	case "limits.reactions_per_message":
+		return "most distinct emoji one message may carry as reactions (1-1000)"
 	case "limits.prekeys_low":
 		return "a claim leaving a device fewer one-time prekeys than this sends its owner a prekeys_low event (0 = only at 0)"
 	case "limits.key_claim_rate":

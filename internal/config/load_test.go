@@ -379,6 +379,22 @@ func TestValidate(t *testing.T) {
 		{"", func(c *Config) { c.HTTP.MetricsAddr, c.HTTP.PprofAddr = "127.0.0.1:6060", "127.0.0.1:6060" }},
 		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = ":8080" }},
 		{"http.metrics_addr", func(c *Config) { c.HTTP.MetricsAddr = "9090" }},
+		{"", func(c *Config) { c.HTTP.AllowedOrigins = []string{"https://a.example", "http://b.example:8080"} }},
+		{"", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"a.example"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"https://a.example/app"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*", "https://a.example"} }},
+		{"http.allowed_origins", func(c *Config) { c.HTTP.AllowedOrigins = []string{" "} }},
+		{"http.allowed_origins", func(c *Config) {
+			c.HTTP.AllowedOrigins, c.MQTT.WSAllowedOrigins = []string{"*"}, []string{"https://a.example"}
+		}},
+		{"mqtt.ws_allowed_origins", func(c *Config) { c.MQTT.WSAllowedOrigins = []string{"https://a.example?x"} }},
+		{"", func(c *Config) { c.HTTP.TLSCert, c.HTTP.TLSKey = "c", "k" }},
+		{"http.tls_cert", func(c *Config) { c.HTTP.TLSCert = "c" }},
+		{"http.tls_cert", func(c *Config) { c.HTTP.TLSKey = "k" }},
+		{"", func(c *Config) { c.MQTT.WSTLSCert, c.MQTT.WSTLSKey = "c", "k" }},
+		{"mqtt.ws_tls_cert", func(c *Config) { c.MQTT.WSTLSKey = "k" }},
+		{"mqtt.ws_tls_cert", func(c *Config) { c.MQTT.WSAddr, c.MQTT.WSTLSCert, c.MQTT.WSTLSKey = "", "c", "k" }},
 		{"auth.access_ttl", func(c *Config) { c.Auth.AccessTTL = 59 * time.Second }},
 		{"auth.refresh_ttl", func(c *Config) { c.Auth.RefreshTTL = c.Auth.AccessTTL }},
 		{"auth.bcrypt_cost", func(c *Config) { c.Auth.BcryptCost = 3 }},
@@ -441,6 +457,26 @@ func TestValidate(t *testing.T) {
 		case tt.key != "" && !strings.Contains(err.Error(), `invalid value for "`+tt.key+`"`):
 			t.Errorf("Validate with bad %s = %q, does not name the key", tt.key, err)
 		}
+	}
+}
+
+// The deprecated mqtt.ws_allowed_origins adds to http.allowed_origins,
+// whichever layer sets each.
+func TestAllowedOriginsMergesAlias(t *testing.T) {
+	clearEnv(t)
+	path := filepath.Join(t.TempDir(), "chatd.yaml")
+	yaml := "mqtt:\n  ws_allowed_origins: [https://old.example, https://both.example]\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MQCHAT_HTTP_ALLOWED_ORIGINS", "https://new.example,https://both.example")
+	c, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://new.example", "https://both.example", "https://old.example"}
+	if got := c.AllowedOrigins(); !slices.Equal(got, want) {
+		t.Fatalf("AllowedOrigins() = %q, want %q", got, want)
 	}
 }
 
@@ -598,7 +634,7 @@ func TestLogValueRedactsSecret(t *testing.T) {
 			t.Fatalf("secret %q leaked into log: %s", secret, out)
 		}
 	}
-	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""}`, `"session_expiry":604800000000000`} {
+	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""`, `"session_expiry":604800000000000`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log %s lacks %s", out, want)
 		}

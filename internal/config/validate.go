@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mqchat/mqchat/internal/origin"
 )
 
 // Bounds that come from outside chatd rather than taste.
@@ -66,12 +68,30 @@ func (c Config) Validate() error {
 	if !strings.HasPrefix(m.WSPath, "/") {
 		bad("mqtt.ws_path", "must start with \"/\", got %q", m.WSPath)
 	}
-	for _, o := range m.WSAllowedOrigins {
-		if strings.TrimSpace(o) == "" {
-			bad("mqtt.ws_allowed_origins", "must not contain empty entries")
-			break
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"http.allowed_origins", c.HTTP.AllowedOrigins}, {"mqtt.ws_allowed_origins", m.WSAllowedOrigins}} {
+		key, list := l.key, l.list
+		if slices.ContainsFunc(list, func(o string) bool { return strings.TrimSpace(o) == "" }) {
+			bad(key, "must not contain empty entries")
+		} else if _, err := origin.New(list); err != nil {
+			bad(key, "%v", err)
 		}
 	}
+	if _, err := origin.New(c.AllowedOrigins()); err != nil && slices.Contains(c.AllowedOrigins(), "*") {
+		bad("http.allowed_origins", "\"*\" must be the only entry, mqtt.ws_allowed_origins (its deprecated alias) included")
+	}
+	pair := func(certKey, cert, keyKey, key string) {
+		if (cert == "") != (key == "") {
+			bad(certKey, "%s and %s go together", certKey, keyKey)
+		}
+	}
+	pair("mqtt.ws_tls_cert", m.WSTLSCert, "mqtt.ws_tls_key", m.WSTLSKey)
+	if m.WSAddr == "" && m.WSTLSCert != "" {
+		bad("mqtt.ws_tls_cert", "set but mqtt.ws_addr is empty")
+	}
+	pair("http.tls_cert", c.HTTP.TLSCert, "http.tls_key", c.HTTP.TLSKey)
 	if m.TLSAddr != "" {
 		addr("mqtt.tls_addr", m.TLSAddr)
 		if m.TLSCert == "" {
@@ -166,6 +186,10 @@ func (c Config) Validate() error {
 	if c.Limits.LookupRate > 0 {
 		between("limits.lookup_burst", c.Limits.LookupBurst, 1, 1_000_000)
 	}
+	if w := c.Limits.EditWindow; w < 0 || w > 365*24*time.Hour {
+		bad("limits.edit_window", "must be between 0 (no edits) and 8760h, got %s", w)
+	}
+	between("limits.reactions_per_message", c.Limits.ReactionsPerMessage, 1, 1000)
 	between("limits.max_key_bytes", c.Limits.MaxKeyBytes, 32, 64<<10)
 	between("limits.max_one_time_prekeys", c.Limits.MaxOneTimePrekeys, 1, 100_000)
 	between("limits.prekeys_low", c.Limits.PrekeysLow, 0, c.Limits.MaxOneTimePrekeys)

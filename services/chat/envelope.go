@@ -3,6 +3,8 @@ package chat
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -19,6 +21,12 @@ type Envelope struct {
 	Type    string          `json:"type"`
 	Body    json.RawMessage `json:"body"`
 	ReplyTo uint64          `json:"reply_to,omitempty"`
+	// At most one of these makes the send a change of an earlier message
+	// (lifecycle.go) instead of a message of its own.
+	Edit    *TargetRef   `json:"edit,omitempty"`
+	Delete  *TargetRef   `json:"delete,omitempty"`
+	React   *ReactionRef `json:"react,omitempty"`
+	Unreact *ReactionRef `json:"unreact,omitempty"`
 }
 
 // Delivered is a stored message as clients see it, on users/{uid}/inbox and
@@ -33,21 +41,80 @@ type Delivered struct {
 	Body    json.RawMessage `json:"body"`
 	ReplyTo uint64          `json:"reply_to,omitempty"`
 	SentAt  string          `json:"sent_at"`
+
+	// The state of an ordinary message as history and sync read it
+	// (lifecycle.go); a live inbox delivery is the message as sent.
+	EditedAt       string          `json:"edited_at,omitempty"`
+	Deleted        bool            `json:"deleted,omitempty"` // body is null
+	Reactions      []ReactionView  `json:"reactions,omitempty"`
+	ReplyToPreview *ReplyToPreview `json:"reply_to_preview,omitempty"`
+	// Change is set on an edit, delete or reaction message.
+	Change *ChangeView `json:"change,omitempty"`
+}
+
+// ReactionView is one emoji on a message. Mine is relative to the reader
+// of a history page; it is absent from inbox deliveries.
+type ReactionView struct {
+	Emoji string `json:"emoji"`
+	Count int    `json:"count"`
+	Mine  *bool  `json:"mine,omitempty"`
+}
+
+// ReplyToPreview shows what a reply answers without fetching it: the
+// first 100 characters of a string body, null when the body is not a
+// string or the message was deleted.
+type ReplyToPreview struct {
+	Seq     uint64  `json:"seq"`
+	From    string  `json:"from"`
+	Excerpt *string `json:"excerpt"`
+	Deleted bool    `json:"deleted,omitempty"`
+}
+
+// ChangeView is what a change message does: kind ("edit", "delete",
+// "react", "unreact") to the message at seq.
+type ChangeView struct {
+	Kind  string `json:"kind"`
+	Seq   uint64 `json:"seq"`
+	Emoji string `json:"emoji,omitempty"`
 }
 
 // SentAtLayout is RFC 3339 with milliseconds, always UTC.
 const SentAtLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// View renders a stored message for clients.
-func View(m store.Message) Delivered {
+// View renders a stored message for clients, as its inbox delivery: no
+// reaction is anyone's.
+func View(m store.Message) Delivered { return ViewFor(m, "") }
+
+// ViewFor renders a stored message for the user reader, whose own
+// reactions it marks as mine; reader "" marks none.
+func ViewFor(m store.Message, reader string) Delivered {
 	body := json.RawMessage(m.Body)
-	if len(body) == 0 {
+	if len(body) == 0 || !m.DeletedAt.IsZero() {
 		body = json.RawMessage("null")
 	}
-	return Delivered{
+	d := Delivered{
 		Chat: m.Chat, Seq: m.Seq, ID: ids.Format(m.ID), From: m.From, CMID: m.CMID,
 		Type: m.Type, Body: body, ReplyTo: m.ReplyTo, SentAt: m.SentAt.UTC().Format(SentAtLayout),
+		Deleted: !m.DeletedAt.IsZero(),
 	}
+	if !m.EditedAt.IsZero() && !d.Deleted {
+		d.EditedAt = m.EditedAt.UTC().Format(SentAtLayout)
+	}
+	if c := m.Change; c != nil {
+		d.Change = &ChangeView{Kind: string(c.Kind), Seq: c.Target, Emoji: c.Emoji}
+	}
+	for _, r := range m.Reactions {
+		if len(r.Users) == 0 {
+			continue
+		}
+		v := ReactionView{Emoji: r.Emoji, Count: len(r.Users)}
+		if reader != "" {
+			mine := slices.Contains(r.Users, reader)
+			v.Mine = &mine
+		}
+		d.Reactions = append(d.Reactions, v)
+	}
+	return d
 }
 
 const (
@@ -90,6 +157,26 @@ func validateEnvelope(env *Envelope) error {
 	if !ValidCMID(env.CMID) {
 		return newError(CodeInvalid, "cmid must be 1 to 64 printable ASCII characters without spaces", nil)
 	}
+	c, err := env.change()
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		if err := validateChange(env, c); err != nil {
+			return err
+		}
+	} else if err := validateMessage(env); err != nil {
+		return err
+	}
+	if env.To == "user:" || env.To == "group:" ||
+		!strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
+		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
+	}
+	return nil
+}
+
+// validateMessage checks the type and body of an ordinary send.
+func validateMessage(env *Envelope) error {
 	if env.Type == "" {
 		env.Type = "text"
 	}
@@ -97,19 +184,15 @@ func validateEnvelope(env *Envelope) error {
 		return newError(CodeInvalid, "type must be at most 32 characters without spaces or control characters", nil)
 	}
 	// Folded, so that "System" (or "ſystem") cannot pass for a server
-	// message in a client that compares loosely.
-	if strings.EqualFold(env.Type, "system") {
-		return newError(CodeInvalid, `type "system" is reserved for the server`, nil)
+	// message, nor "Edit" for a change, in a client that compares loosely.
+	if reservedType(env.Type) {
+		return newError(CodeInvalid, fmt.Sprintf("type %q is reserved for the server", env.Type), nil)
 	}
 	body, err := CheckBody(env.Body)
 	if err != nil {
 		return err
 	}
 	env.Body = body
-	if env.To == "user:" || env.To == "group:" ||
-		!strings.HasPrefix(env.To, "user:") && !strings.HasPrefix(env.To, "group:") {
-		return newError(CodeInvalid, `to must be "user:{id}" or "group:{id}"`, nil)
-	}
 	return nil
 }
 

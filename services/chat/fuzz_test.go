@@ -46,6 +46,10 @@ func checkEnvelope(t *testing.T, payload []byte, env Envelope) {
 	if !ValidCMID(env.CMID) {
 		t.Fatalf("%q: accepted cmid %q", payload, env.CMID)
 	}
+	if c, err := env.change(); err != nil || c != nil {
+		checkChangeEnvelope(t, payload, env)
+		return
+	}
 	if env.Type == "" || len(env.Type) > maxType || env.Type == "system" || !utf8.ValidString(env.Type) ||
 		strings.IndexFunc(env.Type, func(r rune) bool { return unicode.IsControl(r) || r == ' ' }) >= 0 {
 		t.Fatalf("%q: accepted type %q", payload, env.Type)
@@ -58,6 +62,33 @@ func checkEnvelope(t *testing.T, payload []byte, env Envelope) {
 	kind, id, _ := strings.Cut(env.To, ":")
 	if kind != "user" && kind != "group" || id == "" {
 		t.Fatalf("%q: accepted to %q", payload, env.To)
+	}
+}
+
+// checkChangeEnvelope asserts the invariants of an accepted change.
+func checkChangeEnvelope(t *testing.T, payload []byte, env Envelope) {
+	t.Helper()
+	c, err := env.change()
+	if err != nil || c.Target == 0 || env.Type != "" || env.ReplyTo != 0 {
+		t.Fatalf("%q: accepted change %+v (%v) with type %q, reply_to %d", payload, c, err, env.Type, env.ReplyTo)
+	}
+	body := []byte(env.Body)
+	switch c.Kind {
+	case "edit":
+		if len(body) == 0 || !json.Valid(body) || string(body) == "null" {
+			t.Fatalf("%q: accepted edit body %q", payload, body)
+		}
+	case "react", "unreact":
+		if len(c.Emoji) == 0 || len(c.Emoji) > maxEmojiBytes || !utf8.ValidString(c.Emoji) ||
+			strings.IndexFunc(c.Emoji, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == '/' }) >= 0 {
+			t.Fatalf("%q: accepted emoji %q", payload, c.Emoji)
+		}
+	}
+	if c.Kind != "edit" && len(bytes.TrimSpace(body)) != 0 && string(bytes.TrimSpace(body)) != "null" {
+		t.Fatalf("%q: accepted a %s with body %q", payload, c.Kind, body)
+	}
+	if m := messageOf("u", "c", env); m.Change == nil || *m.Change != *c || m.Type == "" || c.Kind != "edit" && m.Body != nil {
+		t.Fatalf("%q: stored as %+v", payload, m)
 	}
 }
 
@@ -95,6 +126,15 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		`{"to":"user:x","cmid":"c","body":null}`,
 		`{"to":"user:x","cmid":"c","body":"hi","too":1}`,
 		`[]`, `null`, ``, `{`, `"x"`,
+		`{"to":"user:` + u + `","cmid":"e","edit":{"seq":3},"body":"fixed"}`,
+		`{"to":"group:` + u + `","cmid":"d","delete":{"seq":3}}`,
+		`{"to":"group:` + u + `","cmid":"d","delete":{"seq":3},"body":null}`,
+		`{"to":"user:` + u + `","cmid":"r","react":{"seq":1,"emoji":"👍🏽"}}`,
+		`{"to":"user:` + u + `","cmid":"r","unreact":{"seq":1,"emoji":"a b"}}`,
+		`{"to":"user:` + u + `","cmid":"r","react":{"seq":1,"emoji":"x"},"delete":{"seq":1}}`,
+		`{"to":"user:` + u + `","cmid":"e","edit":{"seq":0},"body":"x"}`,
+		`{"to":"user:` + u + `","cmid":"e","edit":null,"body":"x"}`,
+		`{"to":"user:` + u + `","cmid":"e","type":"Reaction","body":"x"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -124,6 +164,14 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		again, err := decodeEnvelope(enc)
 		if err != nil {
 			t.Fatalf("re-decoding %s: %v", enc, err)
+		}
+		c, _ := env.change()
+		c2, _ := again.change()
+		if (c == nil) != (c2 == nil) || c != nil && *c != *c2 {
+			t.Fatalf("round trip: change %+v became %+v", c, c2)
+		}
+		if c != nil && c.Kind != "edit" {
+			return // no body to compare: absent and null are alike
 		}
 		if again.To != env.To || again.CMID != env.CMID || again.Type != env.Type || again.ReplyTo != env.ReplyTo ||
 			string(again.Body) != canonicalBody(t, env.Body) {

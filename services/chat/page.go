@@ -54,7 +54,10 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 	}
 	page.Messages = make([]Delivered, len(msgs))
 	for i, m := range msgs {
-		page.Messages[i] = View(m)
+		page.Messages[i] = ViewFor(m, uid)
+	}
+	if err := s.addPreviews(ctx, chat, msgs, page.Messages); err != nil {
+		return Page{}, err
 	}
 	return page, nil
 }

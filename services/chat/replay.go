@@ -43,9 +43,17 @@ func (w *writer) replay(ctx context.Context, m store.Message, ref store.MessageR
 // sameRequest reports whether a retry asks for what stored holds. Bodies
 // are compared as compact JSON: a client re-encoding the same value with
 // other whitespace is still retrying.
+//
+// A deleted message, and an edit of one, no longer has its body: the
+// retry is compared on everything else.
 func sameRequest(stored, retry store.Message) bool {
+	if (stored.Change == nil) != (retry.Change == nil) ||
+		stored.Change != nil && *stored.Change != *retry.Change {
+		return false
+	}
+	purged := !stored.DeletedAt.IsZero() || stored.Change != nil && len(stored.Body) == 0
 	return stored.Type == retry.Type && stored.ReplyTo == retry.ReplyTo &&
-		bytes.Equal(compactJSON(stored.Body), compactJSON(retry.Body))
+		(purged || bytes.Equal(compactJSON(stored.Body), compactJSON(retry.Body)))
 }
 
 func compactJSON(b []byte) []byte {

@@ -96,6 +96,12 @@ type Options struct {
 	// allows every commit (single node).
 	Fence Fence
 
+	// EditWindow is how long a sender may edit a message: 0 =
+	// DefaultEditWindow, negative = no edits. ReactionsPerMessage bounds
+	// the distinct emoji on one message: 0 = DefaultReactionsPerMessage.
+	EditWindow          time.Duration
+	ReactionsPerMessage int
+
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
 	Shards          int     // writer goroutines; each chat belongs to exactly one
@@ -151,6 +157,12 @@ func New(st Store, d Deliverer, gen *ids.Generator, opts Options) *Service {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.EditWindow == 0 {
+		opts.EditWindow = DefaultEditWindow
+	}
+	if opts.ReactionsPerMessage <= 0 {
+		opts.ReactionsPerMessage = DefaultReactionsPerMessage
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = nopMetrics{}
@@ -320,8 +332,7 @@ func (s *Service) earlierSend(ctx context.Context, from string, env Envelope, re
 	}
 	// The earlier message went to this very id, which has since gone (a
 	// deleted account): its retry is answered as before.
-	m := store.Message{From: from, CMID: env.CMID, Type: env.Type, Body: []byte(env.Body), ReplyTo: env.ReplyTo}
-	res, err = duplicateOf(m, ref)
+	res, err = duplicateOf(messageOf(from, "", env), ref)
 	return res, true, err
 }
 
@@ -336,18 +347,31 @@ func (s *Service) route(ctx context.Context, from string, env Envelope) (store.M
 	if err := s.userExists(ctx, target); err != nil {
 		return store.Message{}, nil, err
 	}
-	m := store.Message{
-		Chat: DirectChatID(from, target), From: from, CMID: env.CMID, Type: env.Type,
-		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
-	}
+	m := messageOf(from, DirectChatID(from, target), env)
 	recipients, err := s.directRecipients(ctx, from, target)
-	if err == nil && target != from {
+	// A change (an edit, a reaction) is no reply: it accepts no request.
+	if err == nil && target != from && m.Change == nil {
 		err = s.replied(ctx, from, m.Chat)
 	}
 	if err != nil {
 		return store.Message{}, nil, err
 	}
 	return m, recipients, nil
+}
+
+// messageOf is the message a validated envelope asks to store in chat.
+func messageOf(from, chat string, env Envelope) store.Message {
+	m := store.Message{
+		Chat: chat, From: from, CMID: env.CMID, Type: env.Type,
+		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
+	}
+	if c, _ := env.change(); c != nil { // validated: at most one
+		m.Change, m.Type = c, changeType(c.Kind)
+		if c.Kind != store.ChangeEdit {
+			m.Body = nil
+		}
+	}
+	return m
 }
 
 // userExists checks a direct send's recipient.
@@ -382,11 +406,7 @@ func (s *Service) routeGroup(ctx context.Context, from, gid string, env Envelope
 	if err != nil {
 		return store.Message{}, nil, err
 	}
-	m := store.Message{
-		Chat: GroupChatID(gid), From: from, CMID: env.CMID, Type: env.Type,
-		Body: []byte(env.Body), ReplyTo: env.ReplyTo,
-	}
-	return m, recipients, nil
+	return messageOf(from, GroupChatID(gid), env), recipients, nil
 }
 
 // groupRecipients returns the members of gid if uid is one of them; the

@@ -294,6 +294,7 @@ func (w *writer) prepare(ctx context.Context, batch []*request) pending {
 		writers: make([]*request, 0, len(batch)),
 		quiets:  make([][]string, 0, len(batch)),
 	}
+	var ts targets // the changed messages' state, made on the first change
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			// The sender has given up: storing now would turn its retry into a
@@ -325,6 +326,10 @@ func (w *writer) prepare(ctx context.Context, batch []*request) pending {
 				fmt.Sprintf("reply_to %d names no message of this chat (its last seq is %d)", r.msg.ReplyTo, last), nil)}
 			continue
 		}
+		if c := r.msg.Change; c != nil && c.Target > last {
+			r.reply <- reply{err: newError(CodeNotFound, fmt.Sprintf("%s.seq: no message %d in this chat", c.Kind, c.Target), nil)}
+			continue
+		}
 		if last == 0 {
 			if err := w.joinDirect(ctx, r.msg.Chat); err != nil {
 				r.reply <- reply{err: s.storeError(ctx, "join chat", err)}
@@ -346,6 +351,22 @@ func (w *writer) prepare(ctx context.Context, batch []*request) pending {
 		m.Seq = last + 1
 		m.ID = s.ids.Next()
 		m.SentAt = sentAt(s.opts.Now())
+		if m.Change != nil {
+			if ts == nil {
+				ts = targets{}
+			}
+			switch err := w.checkChange(ctx, m, last, ts, &p); {
+			case errors.Is(err, errNoop):
+				r.reply <- reply{res: noopResult(m, ts[targetKey{m.Chat, m.Change.Target}])}
+				continue
+			case err != nil:
+				r.reply <- reply{err: err}
+				continue
+			}
+			// Nobody is woken by a push for an edit or a reaction: the
+			// change shows when the app next opens the chat.
+			quiet = r.recipients
+		}
 		w.last[m.Chat] = m.Seq
 		p.writes = append(p.writes, m)
 		p.writers = append(p.writers, r)

@@ -41,6 +41,7 @@ func (s *Store) LastMessages(ctx context.Context, chats []string) (map[string]st
 				firstErr = err
 				cancel()
 			case err == nil && len(last) == 1:
+				last[0].Reactions = nil // as on every backend: a chat list shows none
 				out[chat] = last[0]
 			}
 		}()

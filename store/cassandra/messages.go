@@ -74,6 +74,13 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		}
 	}
 
+	// Read-only: a change whose target is missing fails the batch before
+	// anything is written.
+	plan, err := s.planChanges(ctx, msgs)
+	if err != nil {
+		return fmt.Errorf("cassandra: append: %w", ctxErr(ctx, err))
+	}
+
 	var (
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, appendParallel)
@@ -85,7 +92,7 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := s.appendChat(ctx, msgs, byChat[chat], withRecord, now); err != nil {
+			if err := s.appendChat(ctx, msgs, byChat[chat], withRecord, now, plan); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -102,18 +109,27 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 // appendChat writes one chat's messages partition by partition (a batch
 // crosses at most a bucket boundary or two), stopping at the first failure
 // so that what is stored stays a prefix.
-func (s *Store) appendChat(ctx context.Context, msgs []store.Message, idx []int, withRecord []bool, now time.Time) error {
+//
+// With a plan, the changes to rows of other partitions follow the chat's
+// messages (see changes.go).
+func (s *Store) appendChat(ctx context.Context, msgs []store.Message, idx []int, withRecord []bool, now time.Time, plan *changePlan) error {
+	chat := msgs[idx[0]].Chat
+	written := make(map[int64]bool, 2)
 	for len(idx) > 0 {
 		bucket := bucketOf(msgs[idx[0]].Seq)
 		n := 1
 		for n < len(idx) && bucketOf(msgs[idx[n]].Seq) == bucket {
 			n++
 		}
-		if err := s.appendPartition(ctx, msgs, idx[:n], bucket, withRecord, now); err != nil {
+		if err := s.appendPartition(ctx, msgs, idx[:n], bucket, withRecord, now, plan); err != nil {
 			m := &msgs[idx[0]]
 			return fmt.Errorf("chat %q from seq %d: %w", m.Chat, m.Seq, err)
 		}
+		written[bucket] = true
 		idx = idx[n:]
+	}
+	if plan != nil {
+		return s.applyRest(ctx, plan, chat, written)
 	}
 	return nil
 }
@@ -131,7 +147,7 @@ func (s *Store) appendChat(ctx context.Context, msgs []store.Message, idx []int,
 // may already have continued the chat after them). When step 3 finds a
 // taken seq, the records of step 1 point at messages that will never exist
 // and are deleted again, each only if it is still ours.
-func (s *Store) appendPartition(ctx context.Context, msgs []store.Message, idx []int, bucket int64, withRecord []bool, now time.Time) error {
+func (s *Store) appendPartition(ctx context.Context, msgs []store.Message, idx []int, bucket int64, withRecord []bool, now time.Time, plan *changePlan) error {
 	claimed, err := s.claimRecords(ctx, msgs, idx, withRecord, now)
 	if err != nil {
 		return errors.Join(err, s.undoRecords(ctx, msgs, claimed))
@@ -143,8 +159,19 @@ func (s *Store) appendPartition(ctx context.Context, msgs []store.Message, idx [
 	b := s.s.NewBatch(gocql.LoggedBatch).WithContext(ctx)
 	for _, i := range idx {
 		m := &msgs[i]
+		if plan != nil {
+			cql, args := plan.insert(m, bucket)
+			b.Query(cql, args...)
+			continue
+		}
 		b.Query(insertMessage, m.Chat, bucket, int64(m.Seq), int64(m.ID), m.From, []byte(m.CMID), m.Type,
 			nonNil(m.Body), int64(m.ReplyTo), m.SentAt)
+	}
+	if plan != nil {
+		// Same partition: applied with the messages, or not at all.
+		for _, st := range plan.updates(chat, bucket, false) {
+			b.Query(st.cql, st.args...)
+		}
 	}
 	applied, iter, err := s.s.MapExecuteBatchCAS(b, map[string]any{})
 	if iter != nil {
@@ -380,9 +407,11 @@ func (s *Store) History(ctx context.Context, chat string, q store.HistoryQuery) 
 }
 
 const (
-	selectForward = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at FROM messages
+	selectForward = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at,
+		change_kind, change_target, change_emoji, edited_at, deleted_at, reactions FROM messages
 		WHERE chat_id = ? AND bucket = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?`
-	selectBackward = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at FROM messages
+	selectBackward = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at,
+		change_kind, change_target, change_emoji, edited_at, deleted_at, reactions FROM messages
 		WHERE chat_id = ? AND bucket = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?`
 )
 
@@ -400,16 +429,21 @@ func (s *Store) readBucket(ctx context.Context, chat string, bucket, lo, hi int6
 			PageSize(min(want, pageSize)).PageState(state).Iter()
 		state = iter.PageState()
 		var (
-			m                store.Message
-			seq, id, replyTo int64
-			cmid             []byte
+			m                        store.Message
+			seq, id, replyTo, target int64
+			cmid                     []byte
+			kind, emoji              string
+			edited, deleted          time.Time
+			reactions                []string
 		)
 		n := iter.NumRows()
 		for range n {
-			if !iter.Scan(&seq, &id, &m.From, &cmid, &m.Type, &m.Body, &replyTo, &m.SentAt) {
+			if !iter.Scan(&seq, &id, &m.From, &cmid, &m.Type, &m.Body, &replyTo, &m.SentAt,
+				&kind, &target, &emoji, &edited, &deleted, &reactions) {
 				break
 			}
 			m.Chat, m.Seq, m.ID, m.ReplyTo, m.CMID = chat, uint64(seq), uint64(id), uint64(replyTo), string(cmid)
+			resolve(&m, kind, target, emoji, edited, deleted, reactions)
 			out = append(out, m)
 			m = store.Message{}
 			if len(out) == limit {

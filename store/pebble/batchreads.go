@@ -58,7 +58,7 @@ func (s *Store) LastMessages(ctx context.Context, chats []string) (map[string]st
 	}
 	out := make(map[string]store.Message, len(chats))
 	for _, chat := range chats {
-		last, err := s.History(ctx, chat, store.HistoryQuery{Limit: 1})
+		last, err := s.history(ctx, chat, store.HistoryQuery{Limit: 1}, false)
 		if err != nil {
 			return nil, fmt.Errorf("pebble: last messages: %w", err)
 		}

@@ -15,6 +15,7 @@ const (
 	userV1    = 1
 	userV2    = 2 // userV1 followed by the account state (disabled, deleted)
 	messageV1 = 1
+	messageV2 = 2 // messageV1 with a change or a resolved state (encodeRecord)
 	refV1     = 1
 )
 
@@ -36,8 +37,23 @@ func appendTime(b []byte, t time.Time) []byte {
 	return binary.AppendVarint(b, t.UnixMilli())
 }
 
-// encodeMessage leaves out Chat and Seq: they are in the key.
+// encodeMessage leaves out Chat and Seq: they are in the key. A message as
+// a sender wrote it, neither a change nor ever changed, is messageV1, the
+// layout every message had before changes existed; anything else is
+// messageV2 (see encodeRecord).
+// The state History resolves (EditedAt, DeletedAt) is not the sender's to
+// write and is left out.
 func encodeMessage(buf []byte, m *store.Message) []byte {
+	if m.Change == nil {
+		return encodeV1(buf, m)
+	}
+	fresh := *m
+	fresh.EditedAt, fresh.DeletedAt = time.Time{}, time.Time{}
+	return encodeRecord(buf, &fresh, nil)
+}
+
+// encodeV1 is the layout of a message neither a change nor changed.
+func encodeV1(buf []byte, m *store.Message) []byte {
 	buf = append(buf, messageV1)
 	buf = binary.AppendUvarint(buf, m.ID)
 	buf = appendTime(buf, m.SentAt)
@@ -49,10 +65,76 @@ func encodeMessage(buf []byte, m *store.Message) []byte {
 	return append(buf, m.Body...)
 }
 
+// Flags of a messageV2 value: which optional parts follow it. A value with
+// none is written as messageV1, so a messageV2 with none is corrupt.
+const (
+	msgHasChange  = 1 << 0 // kind, target, emoji
+	msgHasEdited  = 1 << 1 // EditedAt
+	msgHasDeleted = 1 << 2 // DeletedAt
+	msgHasEdits   = 1 << 3 // the seqs of the edits of this message, for a delete to purge
+	msgFlagsKnown = msgHasChange | msgHasEdited | msgHasDeleted | msgHasEdits
+)
+
+// encodeRecord is encodeMessage with the resolved state AppendMessages
+// keeps on a changed message: m.EditedAt, m.DeletedAt and the seqs of the
+// edit messages that targeted it.
+func encodeRecord(buf []byte, m *store.Message, edits []uint64) []byte {
+	var flags byte
+	if m.Change != nil {
+		flags |= msgHasChange
+	}
+	if !m.EditedAt.IsZero() {
+		flags |= msgHasEdited
+	}
+	if !m.DeletedAt.IsZero() {
+		flags |= msgHasDeleted
+	}
+	if len(edits) > 0 {
+		flags |= msgHasEdits
+	}
+	if flags == 0 {
+		return encodeV1(buf, m)
+	}
+	buf = append(buf, messageV2)
+	buf = binary.AppendUvarint(buf, m.ID)
+	buf = appendTime(buf, m.SentAt)
+	buf = binary.AppendUvarint(buf, m.ReplyTo)
+	buf = appendString(buf, m.From)
+	buf = appendString(buf, m.CMID)
+	buf = appendString(buf, m.Type)
+	buf = append(buf, flags)
+	if c := m.Change; c != nil {
+		buf = appendString(buf, string(c.Kind))
+		buf = binary.AppendUvarint(buf, c.Target)
+		buf = appendString(buf, c.Emoji)
+	}
+	if flags&msgHasEdited != 0 {
+		buf = appendTime(buf, m.EditedAt)
+	}
+	if flags&msgHasDeleted != 0 {
+		buf = appendTime(buf, m.DeletedAt)
+	}
+	if len(edits) > 0 {
+		buf = binary.AppendUvarint(buf, uint64(len(edits)))
+		for _, seq := range edits {
+			buf = binary.AppendUvarint(buf, seq)
+		}
+	}
+	return append(buf, m.Body...)
+}
+
 func decodeMessage(v []byte, m *store.Message) error {
+	_, err := decodeRecord(v, m)
+	return err
+}
+
+// decodeRecord is decodeMessage that also returns the seqs of the edits of
+// m (see encodeRecord).
+func decodeRecord(v []byte, m *store.Message) (edits []uint64, err error) {
 	d := decoder{b: v}
-	if d.byte() != messageV1 {
-		return errCorrupt
+	version := d.byte()
+	if version != messageV1 && version != messageV2 {
+		return nil, errCorrupt
 	}
 	m.ID = d.uvarint()
 	m.SentAt = d.time()
@@ -60,12 +142,42 @@ func decodeMessage(v []byte, m *store.Message) error {
 	m.From = d.string()
 	m.CMID = d.string()
 	m.Type = d.string()
+	m.Change, m.EditedAt, m.DeletedAt = nil, time.Time{}, time.Time{}
+	if version == messageV2 {
+		flags := d.byte()
+		if d.err == nil && (flags == 0 || flags&^msgFlagsKnown != 0) {
+			d.fail()
+		}
+		if flags&msgHasChange != 0 {
+			c := &store.Change{Kind: store.ChangeKind(d.string()), Target: d.uvarint(), Emoji: d.string()}
+			m.Change = c
+		}
+		if flags&msgHasEdited != 0 {
+			m.EditedAt = d.time()
+		}
+		if flags&msgHasDeleted != 0 {
+			m.DeletedAt = d.time()
+		}
+		if flags&msgHasEdits != 0 {
+			n := d.uvarint()
+			// Each seq takes at least a byte: a count beyond the rest of
+			// the value is corrupt, and must not size an allocation.
+			if n == 0 || n > uint64(len(d.b)) {
+				d.fail()
+			} else {
+				edits = make([]uint64, n)
+				for i := range edits {
+					edits[i] = d.uvarint()
+				}
+			}
+		}
+	}
 	if d.err != nil {
-		return d.err
+		return nil, d.err
 	}
 	// v belongs to the iterator; the caller keeps the message.
 	m.Body = append([]byte(nil), d.b...)
-	return nil
+	return edits, nil
 }
 
 // A user whose account is active is written as userV1, the layout every

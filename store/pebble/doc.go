@@ -10,6 +10,7 @@
 //	u/id/{id}                         -> user (codec.go)
 //	u/name/{username}                 -> id
 //	m/{chat}\x00{seq, 8-byte BE}      -> message without Chat and Seq
+//	mr/{chat}\x00{seq, 8-byte BE}{emoji}\x00{user} -> empty; one reaction
 //	d/{sender}\x00{cmid}              -> dedupe ref (chat, seq, id, sentAt)
 //	x/{sentAt ms, 8-byte BE}/{sender}\x00{cmid} -> empty; expiry index
 //	g/{groupID}                       -> group without ID (name, createdBy, createdAt)
@@ -28,6 +29,14 @@
 // iterator over it walks that chat in seq order; the big-endian seq makes
 // byte order equal numeric order. The same holds for the sender part of the
 // dedupe key, which lets the cmid contain any byte.
+//
+// A change message (an edit, a delete, a reaction) is stored under m/ like
+// any message, and in the same batch its target's value is rewritten with
+// the change applied (codec.go, messageV2: the new body, EditedAt,
+// DeletedAt and the seqs of the target's edits, so a delete can purge their
+// bodies too) or a reaction key is set or deleted; a delete drops the
+// target's mr/ range. These read-modify-writes hold the chat's change lock
+// from the read to the commit.
 //
 // The x/ index orders dedupe records by SentAt so the sweeper can delete the
 // expired ones without scanning d/. It is only an index: LookupDedupe checks

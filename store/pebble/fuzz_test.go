@@ -26,10 +26,11 @@ type codec struct {
 
 var codecs = []codec{
 	{"message", func(v []byte) (any, error) {
-		var m store.Message
-		err := decodeMessage(v, &m)
-		return m, err
-	}, func(x any) []byte { m := x.(store.Message); return encodeMessage(nil, &m) }, false},
+		var r fuzzRecord
+		var err error
+		r.edits, err = decodeRecord(v, &r.m)
+		return r, err
+	}, func(x any) []byte { r := x.(fuzzRecord); return encodeRecord(nil, &r.m, r.edits) }, false},
 	{"user", func(v []byte) (any, error) { return decodeUser(v) },
 		func(x any) []byte { u := x.(store.User); return encodeUser(&u) }, true},
 	{"ref", func(v []byte) (any, error) { return decodeRef(v) },
@@ -57,11 +58,19 @@ var codecs = []codec{
 		func(x any) []byte { m := x.(store.DeviceMessage); return encodeDeviceRef(&m) }, true},
 }
 
+// fuzzRecord is a message value with what it holds beyond the message.
+type fuzzRecord struct {
+	m     store.Message
+	edits []uint64
+}
+
 // sample values of every layout, for seeds.
 func sampleValues() [][]byte {
 	at := time.Date(2026, 5, 6, 7, 8, 9, 123_000_000, time.UTC)
 	return [][]byte{
 		encodeMessage(nil, &store.Message{ID: 1 << 40, From: "aaaaaaaaaaaaaaaaaaaa", CMID: "c-1", Type: "text", Body: []byte(`"hi"`), ReplyTo: 3, SentAt: at}),
+		encodeRecord(nil, &store.Message{ID: 1 << 40, From: "aaaaaaaaaaaaaaaaaaaa", CMID: "c-2", Type: "edit", Body: []byte(`"hey"`),
+			SentAt: at, Change: &store.Change{Kind: store.ChangeEdit, Target: 1}, EditedAt: at, DeletedAt: at}, []uint64{2, 3}),
 		encodeUser(&store.User{ID: "aaaaaaaaaaaaaaaaaaaa", Username: "alice", PasswordHash: []byte("$2a$04$hash"), CreatedAt: at}),
 		encodeRef(nil, store.MessageRef{Chat: "d:a:b", Seq: 9, ID: 77, SentAt: at}),
 		encodeGroup(&store.Group{Name: "trip", CreatedBy: "aaaaaaaaaaaaaaaaaaaa", CreatedAt: at}),
@@ -78,6 +87,7 @@ func sampleValues() [][]byte {
 
 func FuzzDecodeValue(f *testing.F) {
 	for i, v := range sampleValues() {
+		i = max(i-1, 0) // the first two are both messages
 		f.Add(uint8(i), v)
 		f.Add(uint8(i), v[:len(v)-1])
 		f.Add(uint8(i), append(v, 0))
@@ -125,6 +135,9 @@ func normalize(x any) any {
 			v.Body = nil
 		}
 		return v
+	case fuzzRecord:
+		v.m = normalize(v.m).(store.Message)
+		return v
 	case store.DeviceMessage:
 		if len(v.Body) == 0 {
 			v.Body = nil
@@ -149,7 +162,9 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s1, s2, s3 string, b []byte, n1, n2 uint64, ms int64, flag bool) {
 		at := time.UnixMilli(ms)
 		values := []any{
-			store.Message{ID: n1, From: s1, CMID: s2, Type: s3, Body: b, ReplyTo: n2, SentAt: at},
+			fuzzRecord{m: store.Message{ID: n1, From: s1, CMID: s2, Type: s3, Body: b, ReplyTo: n2, SentAt: at,
+				Change: fuzzChange(flag, s3, n2, s1), EditedAt: deletedAt(n2, at), DeletedAt: deletedAt(n1, at)},
+				edits: fuzzEdits(n1, n2)},
 			store.User{ID: s1, Username: s2, PasswordHash: b, CreatedAt: at, Disabled: flag, DeletedAt: deletedAt(n1, at)},
 			store.MessageRef{Chat: s1, Seq: n1, ID: n2, SentAt: at},
 			store.Group{ID: "g", Name: s1, CreatedBy: s2, CreatedAt: at},
@@ -188,6 +203,22 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 	})
 }
 
+// fuzzChange makes every other fuzzed message a change.
+func fuzzChange(flag bool, kind string, target uint64, emoji string) *store.Change {
+	if !flag {
+		return nil
+	}
+	return &store.Change{Kind: store.ChangeKind(kind), Target: target, Emoji: emoji}
+}
+
+// fuzzEdits gives some fuzzed messages a list of edits.
+func fuzzEdits(n1, n2 uint64) []uint64 {
+	if n1%3 != 0 {
+		return nil
+	}
+	return []uint64{n1, n2}
+}
+
 // deletedAt makes every other fuzzed user a deleted account's tombstone.
 func deletedAt(n uint64, at time.Time) time.Time {
 	if n%2 == 1 {
@@ -200,8 +231,13 @@ func deletedAt(n uint64, at time.Time) time.Time {
 func utcValue(v any) any {
 	ms := func(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()).UTC() }
 	switch x := v.(type) {
-	case store.Message:
-		x.SentAt = ms(x.SentAt)
+	case fuzzRecord:
+		x.m.SentAt = ms(x.m.SentAt)
+		for _, p := range []*time.Time{&x.m.EditedAt, &x.m.DeletedAt} {
+			if !p.IsZero() {
+				*p = ms(*p)
+			}
+		}
 		return x
 	case store.User:
 		x.CreatedAt = ms(x.CreatedAt)

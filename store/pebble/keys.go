@@ -1,6 +1,7 @@
 package pebble
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -11,6 +12,7 @@ const (
 	prefixUserID   = "u/id/"
 	prefixUserName = "u/name/"
 	prefixMessage  = "m/"
+	prefixReaction = "mr/"
 	prefixDedupe   = "d/"
 	prefixExpiry   = "x/"
 
@@ -84,6 +86,41 @@ func seqFromKey(k []byte) (uint64, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+// reactionKey is "mr/{chat}\x00{seq, 8-byte BE}{emoji}\x00{user}": one chat's
+// reactions in seq order, then by emoji and user, so one bounded iterator
+// serves a history page and one range a deleted message's reactions.
+func reactionKey(chat string, seq uint64, emoji, user string) []byte {
+	k := reactionSeqKey(chat, seq)
+	k = append(k, emoji...)
+	k = append(k, sep)
+	return append(k, user...)
+}
+
+// reactionSeqKey is the prefix of every reaction to (chat, seq); the one
+// of seq+1 bounds them.
+func reactionSeqKey(chat string, seq uint64) []byte {
+	k := make([]byte, 0, len(prefixReaction)+len(chat)+1+8+16)
+	k = append(k, prefixReaction...)
+	k = append(k, chat...)
+	k = append(k, sep)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// parseReactionKey splits a key inside chat's reaction range.
+func parseReactionKey(k []byte, chat string) (seq uint64, emoji, user string, ok bool) {
+	head := len(prefixReaction) + len(chat) + 1
+	if len(k) < head+8 {
+		return 0, "", "", false
+	}
+	seq = binary.BigEndian.Uint64(k[head : head+8])
+	rest := k[head+8:]
+	i := bytes.IndexByte(rest, sep)
+	if i < 0 {
+		return 0, "", "", false
+	}
+	return seq, string(rest[:i]), string(rest[i+1:]), true
 }
 
 // dedupeSpace is one family of dedupe records with its expiry index: chat

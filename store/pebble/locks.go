@@ -11,14 +11,18 @@ import (
 // always share a mutex, writers of different keys usually do not.
 type stripes [64]sync.Mutex
 
-// of returns the mutex guarding key (FNV-1a, inlined to avoid allocating).
-func (l *stripes) of(key string) *sync.Mutex {
+// of returns the mutex guarding key.
+func (l *stripes) of(key string) *sync.Mutex { return &l[l.slot(key)] }
+
+// slot is the index of key's mutex (FNV-1a, inlined to avoid allocating);
+// taking several mutexes in slot order never deadlocks.
+func (l *stripes) slot(key string) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {
 		h ^= uint32(key[i])
 		h *= 16777619
 	}
-	return &l[h%uint32(len(l))]
+	return int(h % uint32(len(l)))
 }
 
 // commit makes b durable unless ctx died first: after Commit the write has

@@ -36,6 +36,10 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		return nil
 	}
 
+	changes := store.HasChanges(msgs)
+	if changes {
+		defer s.lockChats(msgs)()
+	}
 	cutoff := s.now().Add(-store.DedupeWindow)
 	keys, err := appendKeys(msgs, cutoff)
 	if err != nil {
@@ -56,16 +60,37 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	if err := s.checkSeqsFree(ctx, msgs); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
 	}
+	var cs *changeSet
+	if changes {
+		cs = newChangeSet(s, b, msgs)
+		for i := range msgs {
+			if msgs[i].Change == nil {
+				continue
+			}
+			if err := cs.apply(msgs, i); err != nil {
+				return fmt.Errorf("pebble: append: %w", err)
+			}
+		}
+	}
 	d := dedupeWriter{s: s, b: b, cutoff: cutoff}
 	var key, val []byte // reused: Batch.Set copies
 	for i := range msgs {
 		m := &msgs[i]
 		key = messageKey(key[:0], m.Chat, m.Seq)
-		val = encodeMessage(val[:0], m)
+		if cs != nil {
+			val = cs.value(val[:0], m)
+		} else {
+			val = encodeMessage(val[:0], m)
+		}
 		if err := b.Set(key, val, nil); err != nil {
 			return fmt.Errorf("pebble: append: %w", err)
 		}
 		if err := d.add(m); err != nil {
+			return fmt.Errorf("pebble: append: %w", err)
+		}
+	}
+	if cs != nil {
+		if err := cs.writeStored(); err != nil {
 			return fmt.Errorf("pebble: append: %w", err)
 		}
 	}
@@ -219,6 +244,11 @@ func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
 // then reversed in place. When both After and Before are set, both bound the
 // page.
 func (s *Store) History(ctx context.Context, chat string, q store.HistoryQuery) ([]store.Message, error) {
+	return s.history(ctx, chat, q, true)
+}
+
+// history is History, with the reactions read or not (LastMessages).
+func (s *Store) history(ctx context.Context, chat string, q store.HistoryQuery, reactions bool) ([]store.Message, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, fmt.Errorf("pebble: history: %w", err)
 	}
@@ -247,6 +277,17 @@ func (s *Store) History(ctx context.Context, chat string, q store.HistoryQuery) 
 		return nil, fmt.Errorf("pebble: history: %w", err)
 	}
 	out, err := readPage(it, chat, q.Limit, q.After > 0)
+	if err = errors.Join(err, it.Close()); err != nil {
+		return nil, fmt.Errorf("pebble: history: %w", err)
+	}
+	if !reactions || len(out) == 0 {
+		return out, nil
+	}
+	rlo, rhi := pairBounds(prefixReaction, chat)
+	if it, err = s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: rlo, UpperBound: rhi}); err != nil {
+		return nil, fmt.Errorf("pebble: history: %w", err)
+	}
+	err = s.attachReactions(it, chat, out)
 	if err = errors.Join(err, it.Close()); err != nil {
 		return nil, fmt.Errorf("pebble: history: %w", err)
 	}

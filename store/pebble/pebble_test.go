@@ -1,6 +1,7 @@
 package pebble
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -18,6 +19,49 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
 		return openTest(t, t.TempDir(), Options{Now: now})
 	})
+}
+
+func TestReopenKeepsChanges(t *testing.T) {
+	dir := t.TempDir()
+	storetest.RunReopen(t, func(t *testing.T) store.Store { return openTest(t, dir, Options{}) })
+}
+
+// TestDeletePurgesEveryValue reads every key of the store after a delete:
+// the deleted text must be in no value, whatever History shows.
+func TestDeletePurgesEveryValue(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	at := time.Now().Truncate(time.Millisecond)
+	m1 := msg("g:p", 1, "u1", "c1", at)
+	m1.Body = []byte(`"secret-one"`)
+	edit := func(seq uint64, body string) store.Message {
+		m := msg("g:p", seq, "u1", fmt.Sprint("c", seq), at)
+		m.Type, m.Body, m.Change = "edit", []byte(body), &store.Change{Kind: store.ChangeEdit, Target: 1}
+		return m
+	}
+	del := msg("g:p", 4, "u1", "c4", at)
+	del.Type, del.Body, del.Change = "delete", nil, &store.Change{Kind: store.ChangeDelete, Target: 1}
+	for _, batch := range [][]store.Message{{m1, edit(2, `"secret-two"`)}, {edit(3, `"secret-three"`)}, {del}} {
+		if err := s.AppendMessages(t.Context(), batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+		if bytes.Contains(it.Value(), []byte("secret")) {
+			t.Errorf("key %q still holds %q", it.Key(), it.Value())
+		}
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n < 4 {
+		t.Fatalf("read %d keys, want at least the 4 messages", n)
+	}
 }
 
 func openTest(t *testing.T, dir string, opts Options) *Store {

@@ -56,6 +56,10 @@ type Store struct {
 	// behind each other's fsync.
 	groupLocks  stripes
 	cursorLocks stripes
+	// changeLocks serialise, by chat id, the batches that change stored
+	// messages (edits, deletes, reactions) from reading a target to
+	// committing it; batches of plain messages never take them.
+	changeLocks stripes
 
 	// dedupeMu is held shared by appends and exclusively by the sweeper while
 	// it deletes, so the sweeper never removes a record that an append has

@@ -55,19 +55,25 @@ func (s *Store) LastMessages(ctx context.Context, chats []string) (map[string]st
 		m                store.Message
 		seq, id, replyTo int64
 		cmid             []byte
+		st               changeState
 	)
 	rows, err := s.pool.Query(ctx, `
-SELECT c.chat_id, m.seq, m.id, m.sender, m.cmid, m.type, m.body, m.reply_to, m.sent_at
+SELECT c.chat_id, m.seq, m.id, m.sender, m.cmid, m.type, m.body, m.reply_to, m.sent_at,
+	m.change_kind, m.change_target, m.change_emoji, m.edited_at, m.deleted_at
 FROM (SELECT DISTINCT unnest($1::text[]) COLLATE "C" AS chat_id) AS c
 CROSS JOIN LATERAL (
-	SELECT seq, id, sender, cmid, type, body, reply_to, sent_at FROM messages
+	SELECT seq, id, sender, cmid, type, body, reply_to, sent_at,
+		change_kind, change_target, change_emoji, edited_at, deleted_at FROM messages
 	WHERE messages.chat_id = c.chat_id ORDER BY seq DESC LIMIT 1
 ) AS m`, chats)
 	if err == nil {
-		_, err = pgx.ForEachRow(rows, []any{&m.Chat, &seq, &id, &m.From, &cmid, &m.Type, &m.Body, &replyTo, &m.SentAt}, func() error {
+		_, err = pgx.ForEachRow(rows, []any{&m.Chat, &seq, &id, &m.From, &cmid, &m.Type, &m.Body, &replyTo, &m.SentAt,
+			&st.kind, &st.target, &st.emoji, &st.edited, &st.deleted}, func() error {
 			m.Seq, m.ID, m.ReplyTo, m.CMID = uint64(seq), uint64(id), uint64(replyTo), string(cmid)
+			st.resolve(&m)
 			out[m.Chat] = m
-			m.Body = nil // the next row must not share the slice
+			// The next row must not share the slice or the state.
+			m, st = store.Message{}, changeState{}
 			return nil
 		})
 	}

@@ -21,6 +21,10 @@ type messageColumns struct {
 	seqs, ids, replies    []int64
 	cmids, bodies         [][]byte
 	sent                  []time.Time
+	// The change columns; nil when no message of the batch is a change,
+	// which keeps the plain batch's statement as it was.
+	kinds, emoji []string
+	targets      []int64
 }
 
 func toColumns(msgs []store.Message) (messageColumns, error) {
@@ -42,6 +46,13 @@ func toColumns(msgs []store.Message) (messageColumns, error) {
 		c.chats[i], c.senders[i], c.types[i] = m.Chat, m.From, m.Type
 		c.seqs[i], c.ids[i], c.replies[i] = seq, int64(m.ID), reply // ids keep their bits
 		c.cmids[i], c.bodies[i], c.sent[i] = []byte(m.CMID), nonNil(m.Body), ms(m.SentAt)
+		if m.Change == nil {
+			continue
+		}
+		if c.kinds == nil {
+			c.kinds, c.emoji, c.targets = make([]string, n), make([]string, n), make([]int64, n)
+		}
+		c.kinds[i], c.emoji[i], c.targets[i] = string(m.Change.Kind), m.Change.Emoji, int64(m.Change.Target)
 	}
 	return c, nil
 }
@@ -50,6 +61,13 @@ const insertMessages = `
 INSERT INTO messages (chat_id, seq, id, sender, cmid, type, body, reply_to, sent_at)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[],
                      $6::text[], $7::bytea[], $8::bigint[], $9::timestamptz[])`
+
+const insertChangeMessages = `
+INSERT INTO messages (chat_id, seq, id, sender, cmid, type, body, reply_to, sent_at,
+                      change_kind, change_target, change_emoji)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[],
+                     $6::text[], $7::bytea[], $8::bigint[], $9::timestamptz[],
+                     $10::text[], $11::bigint[], $12::text[])`
 
 // insertDedupe keeps the first message of the batch for each (sender, cmid)
 // (DISTINCT ON over the batch order) and replaces an existing record only
@@ -84,6 +102,11 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	if len(msgs) == 0 {
 		return nil
 	}
+	for i := range msgs {
+		if err := store.CheckChange(&msgs[i]); err != nil {
+			return fmt.Errorf("postgres: append: %w", err)
+		}
+	}
 	c, err := toColumns(msgs)
 	if err != nil {
 		return fmt.Errorf("postgres: append: %w", err)
@@ -94,8 +117,14 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	want := recordsWanted(msgs, c.sent, cutoff)
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(insertMessages, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.types, c.bodies, c.replies, c.sent)
+		if c.kinds == nil {
+			b.Queue(insertMessages, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.types, c.bodies, c.replies, c.sent)
+		} else {
+			b.Queue(insertChangeMessages, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.types, c.bodies, c.replies, c.sent,
+				c.kinds, c.targets, c.emoji)
+		}
 		b.Queue(insertDedupe, c.chats, c.seqs, c.ids, c.senders, c.cmids, c.sent, cutoff)
+		changes := queueChanges(b, msgs)
 		br := tx.SendBatch(ctx, b)
 		if _, err := br.Exec(); err != nil {
 			return errors.Join(err, br.Close())
@@ -104,14 +133,17 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 		if err != nil {
 			return errors.Join(err, br.Close())
 		}
-		if err := br.Close(); err != nil {
-			return err
-		}
 		if n := tag.RowsAffected(); n != int64(want) {
-			return fmt.Errorf("%w: %d of the batch's %d (sender, cmid) pairs have a live dedupe record",
+			conflict := fmt.Errorf("%w: %d of the batch's %d (sender, cmid) pairs have a live dedupe record",
 				store.ErrConflict, int64(want)-n, want)
+			return errors.Join(conflict, br.Close())
 		}
-		return nil
+		for _, i := range changes {
+			if err := changeApplied(br, &msgs[i]); err != nil {
+				return errors.Join(err, br.Close())
+			}
+		}
+		return br.Close()
 	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "40P01" { // deadlock_detected
@@ -148,7 +180,14 @@ func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
 	return uint64(last), nil
 }
 
-const messageSelect = `SELECT seq, id, sender, cmid, type, body, reply_to, sent_at FROM messages `
+// messageSelect reads a page with each message's reactions, aggregated in
+// (emoji, user) order by one probe of message_reactions' primary key.
+const messageSelect = `SELECT m.seq, m.id, m.sender, m.cmid, m.type, m.body, m.reply_to, m.sent_at,
+	m.change_kind, m.change_target, m.change_emoji, m.edited_at, m.deleted_at, r.emoji, r.users
+FROM messages m LEFT JOIN LATERAL (
+	SELECT array_agg(emoji ORDER BY emoji, user_id) AS emoji, array_agg(user_id ORDER BY emoji, user_id) AS users
+	FROM message_reactions r WHERE r.chat_id = m.chat_id AND r.seq = m.seq
+) r ON true `
 
 // History reads one page of the primary key: forward from After, or
 // backward from Before (or the end) and then reversed.
@@ -169,19 +208,26 @@ func (s *Store) History(ctx context.Context, chat string, q store.HistoryQuery) 
 			return []store.Message{}, ctx.Err()
 		}
 		rows, err = s.pool.Query(ctx, messageSelect+
-			`WHERE chat_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4`, chat, int64(q.After), upper, q.Limit)
+			`WHERE m.chat_id = $1 AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq LIMIT $4`, chat, int64(q.After), upper, q.Limit)
 	} else {
 		rows, err = s.pool.Query(ctx, messageSelect+
-			`WHERE chat_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`, chat, upper, q.Limit)
+			`WHERE m.chat_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3`, chat, upper, q.Limit)
 	}
 	var out []store.Message
 	if err == nil {
 		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
 			m := store.Message{Chat: chat}
-			var seq, id, reply int64
-			var cmid []byte
-			err := row.Scan(&seq, &id, &m.From, &cmid, &m.Type, &m.Body, &reply, &m.SentAt)
+			var (
+				seq, id, reply int64
+				cmid           []byte
+				st             changeState
+				emoji, users   []string
+			)
+			err := row.Scan(&seq, &id, &m.From, &cmid, &m.Type, &m.Body, &reply, &m.SentAt,
+				&st.kind, &st.target, &st.emoji, &st.edited, &st.deleted, &emoji, &users)
 			m.Seq, m.ID, m.ReplyTo, m.CMID = uint64(seq), uint64(id), uint64(reply), string(cmid)
+			st.resolve(&m)
+			m.Reactions = reactions(emoji, users)
 			return m, err
 		})
 	}

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 	}{
 		{"Users", userTests()},
 		{"Messages", messageTests()},
+		{"Lifecycle", lifecycleTests()},
 		{"Dedupe", dedupeTests()},
 		{"Conflicts", conflictTests()},
 		{"Groups", groupTests()},
@@ -229,6 +230,7 @@ func messageDiff(got, want store.Message) string {
 	if !sameInstant(got.SentAt, want.SentAt) {
 		field("SentAt", got.SentAt, want.SentAt)
 	}
+	d = append(d, changeDiff(got, want)...)
 	return strings.Join(d, "; ")
 }
 
