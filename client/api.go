@@ -173,3 +173,34 @@ func (c *Client) RemoveMember(ctx context.Context, groupID, userID string) error
 	_, err := c.groupOp(ctx, map[string]any{"op": "remove_member", "group_id": groupID, "user_id": userID})
 	return err
 }
+
+// Edit replaces the body of the user's own message at seq in chat (to is
+// the chat's "user:{id}" or "group:{id}"), within the server's edit
+// window. The edit is a message of its own (type "edit") that every
+// device receives; the answer is where it was stored. Refusals:
+// not_found, not_authorized (not the sender), conflict (window passed,
+// message deleted).
+func (c *Client) Edit(ctx context.Context, to string, seq uint64, body any) (Sent, error) {
+	cmid := randomID(12)
+	return c.sendEnvelope(ctx, cmid, map[string]any{"to": to, "cmid": cmid, "edit": map[string]any{"seq": seq}, "body": body})
+}
+
+// Delete deletes the message at seq for everyone: its sender may, and in
+// a group an owner or admin. Deleting a deleted message succeeds.
+func (c *Client) Delete(ctx context.Context, to string, seq uint64) (Sent, error) {
+	cmid := randomID(12)
+	return c.sendEnvelope(ctx, cmid, map[string]any{"to": to, "cmid": cmid, "delete": map[string]any{"seq": seq}})
+}
+
+// React adds the user's emoji reaction to the message at seq; Unreact
+// removes it. Both are idempotent.
+func (c *Client) React(ctx context.Context, to string, seq uint64, emoji string) (Sent, error) {
+	cmid := randomID(12)
+	return c.sendEnvelope(ctx, cmid, map[string]any{"to": to, "cmid": cmid, "react": map[string]any{"seq": seq, "emoji": emoji}})
+}
+
+// Unreact removes the user's emoji reaction from the message at seq.
+func (c *Client) Unreact(ctx context.Context, to string, seq uint64, emoji string) (Sent, error) {
+	cmid := randomID(12)
+	return c.sendEnvelope(ctx, cmid, map[string]any{"to": to, "cmid": cmid, "unreact": map[string]any{"seq": seq, "emoji": emoji}})
+}

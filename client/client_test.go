@@ -298,3 +298,64 @@ func containsRead(e client.Event, uid string, seq uint64) bool {
 	}
 	return false
 }
+
+// TestEditDeleteReact changes a message through the client: each change
+// is a message of its own that the other side receives in order, and a
+// device that syncs afterwards sees the resolved state.
+func TestEditDeleteReact(t *testing.T) {
+	srv := startChatd(t)
+	srv.register(t, "alice")
+	bobID := srv.register(t, "bob")
+	for _, tc := range versions {
+		t.Run(tc.name, func(t *testing.T) {
+			alice := srv.dial(t, "alice", tc.v, nil)
+			bob := srv.dial(t, "bob", tc.v, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			to := "user:" + bobID
+			orig, err := alice.Send(ctx, to, "helo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			edit, err := alice.Edit(ctx, to, orig.Seq, "hello")
+			if err != nil {
+				t.Fatalf("edit: %v", err)
+			}
+			if _, err := bob.React(ctx, "user:"+alice.UserID(), orig.Seq, "👍"); err != nil {
+				t.Fatalf("react: %v", err)
+			}
+			// Bob may not edit Alice's message.
+			if _, err := bob.Edit(ctx, "user:"+alice.UserID(), orig.Seq, "mine now"); !client.IsCode(err, "not_authorized") {
+				t.Fatalf("bob's edit of alice's message: %v, want not_authorized", err)
+			}
+			got := nextMessages(t, bob, 3, "")
+			if got[0].Seq != orig.Seq || got[1].Seq != edit.Seq || got[1].Type != "edit" || got[1].Change == nil ||
+				got[1].Change.Kind != "edit" || got[1].Change.Seq != orig.Seq || got[1].Text() != "hello" {
+				t.Fatalf("bob got %+v then %+v", got[0], got[1])
+			}
+			if r := got[2]; r.Type != "reaction" || r.Change == nil || r.Change.Kind != "react" || r.Change.Emoji != "👍" {
+				t.Fatalf("bob's reaction came back as %+v", r)
+			}
+			del, err := alice.Delete(ctx, to, orig.Seq)
+			if err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			// Deleting again is a success, not a second change.
+			if again, err := alice.Delete(ctx, to, orig.Seq); err != nil || again.Seq == 0 {
+				t.Fatalf("second delete: %+v, %v", again, err)
+			}
+			if d := nextMessages(t, bob, 1, "delete")[0]; d.Seq != del.Seq || d.Change.Seq != orig.Seq {
+				t.Fatalf("bob's delete: %+v", d)
+			}
+			// A device resuming from before the message fetches it from
+			// history in its final state.
+			tablet := srv.dialWith(t, "bob", tc.v, nil, func(o *client.Options) {
+				o.DeviceID = "tablet"
+				o.Since = map[string]uint64{orig.Chat: orig.Seq - 1}
+			})
+			if m := nextMessages(t, tablet, 1, "")[0]; m.Seq != orig.Seq || !m.Deleted || string(m.Body) != "null" || len(m.Reactions) != 0 {
+				t.Fatalf("the tablet got the deleted message as %+v", m)
+			}
+		})
+	}
+}

@@ -16,6 +16,9 @@
 //     after each reconnect or retryable refusal (rate limits, a busy
 //     server), until the server acknowledges it; the server stores a cmid
 //     once, so a retry never makes a second message.
+//   - Edit, Delete, React and Unreact change an earlier message; each
+//     change is a message of its own (Message.Change says what it did),
+//     sent and retried like any other.
 //   - Group operations retry with one op id the same way.
 //
 // Events carries everything else: receipts, typing notices, presence of

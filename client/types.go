@@ -21,13 +21,27 @@ type Message struct {
 	ReplyTo uint64          `json:"reply_to,omitempty"`
 	SentAt  time.Time       `json:"sent_at"`
 
-	// Set by servers that keep the message lifecycle: when the body was
-	// last edited, whether it was deleted (Body is then null), its
-	// reactions, and for a change message what it changed.
-	EditedAt  *time.Time `json:"edited_at,omitempty"`
-	Deleted   bool       `json:"deleted,omitempty"`
-	Reactions []Reaction `json:"reactions,omitempty"`
-	Change    *Change    `json:"change,omitempty"`
+	// The state of an ordinary message as history pages show it (so as
+	// messages fetched after a reconnect have it; a live delivery is the
+	// message as sent): when the body was last edited, whether it was
+	// deleted (Body is then null), its reactions, and what it replies to.
+	EditedAt       *time.Time      `json:"edited_at,omitempty"`
+	Deleted        bool            `json:"deleted,omitempty"`
+	Reactions      []Reaction      `json:"reactions,omitempty"`
+	ReplyToPreview *ReplyToPreview `json:"reply_to_preview,omitempty"`
+	// Change is set on a change message (Type edit, delete or reaction):
+	// what it did to an earlier message of the chat. Apply it to the copy
+	// of that message the application shows.
+	Change *Change `json:"change,omitempty"`
+}
+
+// ReplyToPreview is the start of the message a reply answers: Excerpt is
+// nil when that message was deleted or its body is no string.
+type ReplyToPreview struct {
+	Seq     uint64  `json:"seq"`
+	From    string  `json:"from"`
+	Excerpt *string `json:"excerpt"`
+	Deleted bool    `json:"deleted,omitempty"`
 }
 
 // Text is the body as a string, or "" when it is not a JSON string.
@@ -39,7 +53,8 @@ func (m Message) Text() string {
 	return s
 }
 
-// Reaction is one emoji on a message and how many reacted with it.
+// Reaction is one emoji on a message, how many reacted with it, and
+// whether the reader did (history pages only).
 type Reaction struct {
 	Emoji string `json:"emoji"`
 	Count int    `json:"count"`
