@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -357,5 +358,34 @@ func TestEditDeleteReact(t *testing.T) {
 				t.Fatalf("the tablet got the deleted message as %+v", m)
 			}
 		})
+	}
+}
+
+// TestLogsInAgain ends every session of the user (as a password change on
+// another device does): the server closes the client's connection and
+// refuses its token, and the client logs in again with its password.
+func TestLogsInAgain(t *testing.T) {
+	srv := startChatd(t)
+	srv.register(t, "alice")
+	bobID := srv.register(t, "bob")
+	alice := srv.dial(t, "alice", 5, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	token := srv.login(t, "alice")
+	req, _ := http.NewRequest("POST", srv.base+"/v1/auth/logout-all", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("logout-all: %s", res.Status)
+	}
+	nextEvent(t, alice, "disconnected", func(e client.Event) bool { return e.Type == "disconnected" })
+	nextEvent(t, alice, "connected again", func(e client.Event) bool { return e.Type == "connected" })
+	if _, err := alice.Send(ctx, "user:"+bobID, "still here"); err != nil {
+		t.Fatalf("send after logging in again: %v", err)
 	}
 }

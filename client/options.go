@@ -24,8 +24,11 @@ type Options struct {
 	HTTPBase string
 
 	// Either Username and Password (the client logs in over REST, and
-	// again when a reconnect finds its token expired), or Token, an
-	// access token, with the UserID it belongs to.
+	// again when a reconnect finds its token refused: expired, or its
+	// session ended), or Token, an access token, with the UserID it
+	// belongs to. A client given only a Token cannot log in again: once
+	// the token expires its reconnects fail (logged at warn) until Close,
+	// so a device that runs unattended is given its password.
 	Username, Password string
 	Token, UserID      string
 

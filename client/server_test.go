@@ -81,22 +81,30 @@ func (s *chatd) register(tb testing.TB, name string) string {
 	return out.UserID
 }
 
-// historyCount is how many messages chat holds, read over REST as uid.
-func (s *chatd) history(tb testing.TB, name, chat string) []client.Message {
+// login returns a fresh access token of name.
+func (s *chatd) login(tb testing.TB, name string) string {
 	tb.Helper()
 	raw, _ := json.Marshal(map[string]string{"username": name, "password": name + " password"})
 	res, err := http.Post(s.base+"/v1/auth/login", "application/json", bytes.NewReader(raw))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	defer func() { _ = res.Body.Close() }()
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	_ = json.NewDecoder(res.Body).Decode(&tok)
-	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK || json.NewDecoder(res.Body).Decode(&tok) != nil {
+		tb.Fatalf("login %s: status %d", name, res.StatusCode)
+	}
+	return tok.AccessToken
+}
+
+// history is chat's first 200 messages, read over REST as name.
+func (s *chatd) history(tb testing.TB, name, chat string) []client.Message {
+	tb.Helper()
 	req, _ := http.NewRequest("GET", s.base+"/v1/chats/"+chat+"/messages?after=0&limit=200", nil)
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	res, err = http.DefaultClient.Do(req)
+	req.Header.Set("Authorization", "Bearer "+s.login(tb, name))
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}
