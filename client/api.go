@@ -95,20 +95,28 @@ func (c *Client) Typing(ctx context.Context, chat string) error {
 // server allows it for the user itself and for users sharing a chat;
 // otherwise the answer is *Error not_authorized.
 func (c *Client) Presence(ctx context.Context, uid string) error {
-	s, err := c.session(ctx)
-	if err != nil {
-		return err
-	}
-	if err := s.subscribe(ctx, "presence/"+uid); err != nil {
-		if r, ok := err.(*refusal); ok {
-			return &Error{Code: "not_authorized", Message: r.Error()}
-		}
-		return fmt.Errorf("watch presence of %s: %w", uid, err)
-	}
+	// Watched before subscribing, so a reconnect in between subscribes it
+	// on the new connection too.
 	c.mu.Lock()
+	was := c.watched[uid]
 	c.watched[uid] = true
 	c.mu.Unlock()
-	return nil
+	s, err := c.session(ctx)
+	if err == nil {
+		err = s.subscribe(ctx, "presence/"+uid)
+	}
+	if err == nil {
+		return nil
+	}
+	if !was {
+		c.mu.Lock()
+		delete(c.watched, uid)
+		c.mu.Unlock()
+	}
+	if r, ok := err.(*refusal); ok {
+		return &Error{Code: "not_authorized", Message: r.Error()}
+	}
+	return fmt.Errorf("watch presence of %s: %w", uid, err)
 }
 
 // StopPresence ends a Presence watch.

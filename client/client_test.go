@@ -233,6 +233,7 @@ func TestGroupsReceiptsTypingPresence(t *testing.T) {
 	srv := startChatd(t)
 	srv.register(t, "alice")
 	bobID := srv.register(t, "bob")
+	strangerID := srv.register(t, "stranger")
 	alice := srv.dial(t, "alice", 5, nil)
 	bob := srv.dial(t, "bob", 3, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -276,9 +277,18 @@ func TestGroupsReceiptsTypingPresence(t *testing.T) {
 	if err := alice.AddMembers(ctx, g.ID, "no-such-user"); err == nil {
 		t.Fatal("adding an unknown user succeeded")
 	}
-	if err := bob.MarkRead(ctx, g.Chat, sent.Seq); err == nil && bob != nil {
-		// MQTT 3.1.1 gets no refusing PUBACK; the refusal is an event.
-		nextEvent(t, bob, "refused receipt", func(e client.Event) bool { return e.Type == "error" && client.IsCode(e.Err, "not_authorized") })
+	// Bob (MQTT 3.1.1, so no refusing PUBACK) is out of the group: his
+	// receipt is refused by an error event.
+	if err := bob.MarkRead(ctx, g.Chat, sent.Seq); err != nil {
+		t.Fatalf("3.1.1 receipt: %v", err)
+	}
+	nextEvent(t, bob, "refused receipt", func(e client.Event) bool { return e.Type == "error" && client.IsCode(e.Err, "not_authorized") })
+	// Alice (MQTT 5) gets the refusal as the call's error.
+	if err := alice.MarkRead(ctx, "g:no-such-group", 1); !client.IsCode(err, "not_authorized") {
+		t.Fatalf("receipt for a chat alice is not in: %v, want not_authorized", err)
+	}
+	if err := alice.Presence(ctx, strangerID); !client.IsCode(err, "not_authorized") {
+		t.Fatalf("watching a stranger's presence: %v, want not_authorized", err)
 	}
 }
 
