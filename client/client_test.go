@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -397,5 +398,44 @@ func TestLogsInAgain(t *testing.T) {
 	nextEvent(t, alice, "connected again", func(e client.Event) bool { return e.Type == "connected" })
 	if _, err := alice.Send(ctx, "user:"+bobID, "still here"); err != nil {
 		t.Fatalf("send after logging in again: %v", err)
+	}
+}
+
+// TestHiddenSeqs: messages of a user bob blocks take seqs of the chat that
+// bob never sees, live or in history. The gap they leave must not hold
+// back what comes after them.
+func TestHiddenSeqs(t *testing.T) {
+	srv := startChatd(t)
+	bobID := srv.register(t, "bob")
+	carolID := srv.register(t, "carol")
+	bob := srv.dial(t, "bob", 5, nil)
+	carol := srv.dial(t, "carol", 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := bob.Send(ctx, "user:"+carolID, "hi carol"); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(map[string]string{"user_id": carolID})
+	req, _ := http.NewRequest("POST", srv.base+"/v1/blocks", bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+srv.login(t, "bob"))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("block: %s", res.Status)
+	}
+	if _, err := carol.Send(ctx, "user:"+bobID, "you will not see this"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := bob.Send(ctx, "user:"+carolID, "still talking")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := nextMessages(t, bob, 2, "")
+	if got[0].Text() != "hi carol" || got[1].Text() != "still talking" || got[1].Seq != after.Seq || after.Seq != 3 {
+		t.Fatalf("bob got %q (seq %d) and %q (seq %d); want his two messages, seqs 1 and 3", got[0].Text(), got[0].Seq, got[1].Text(), got[1].Seq)
 	}
 }
