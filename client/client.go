@@ -28,6 +28,7 @@ type Client struct {
 	mu      sync.Mutex
 	uid     string
 	token   string
+	refresh string
 	cur     session       // nil while reconnecting
 	ready   chan struct{} // closed when cur is set
 	watched map[string]bool
@@ -55,7 +56,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	c := &Client{
 		opts: o, log: o.Logger, ctx: lctx, cancel: cancel,
 		msgs: newQueue[Message](), events: newQueue[Event](), kick: make(chan struct{}, 1),
-		token: o.Token, uid: o.UserID, ready: make(chan struct{}),
+		token: o.Token, uid: o.UserID, refresh: o.RefreshToken, ready: make(chan struct{}),
 		watched: map[string]bool{}, waiters: map[string]chan reply{},
 		sync: newSyncState(),
 	}
@@ -120,7 +121,7 @@ func (c *Client) connect(ctx context.Context) (session, error) {
 		return nil, err
 	}
 	s, err := c.open(ctx, uid, tok)
-	if badCredentials(err) && c.opts.Password != "" {
+	if badCredentials(err) && (c.opts.Password != "" || c.opts.RefreshToken != "") {
 		if uid, tok, err = c.credentials(ctx, true); err != nil {
 			return nil, err
 		}

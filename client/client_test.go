@@ -439,3 +439,43 @@ func TestHiddenSeqs(t *testing.T) {
 		t.Fatalf("bob got %q (seq %d) and %q (seq %d); want his two messages, seqs 1 and 3", got[0].Text(), got[0].Seq, got[1].Text(), got[1].Seq)
 	}
 }
+
+// TestRefreshesRefusedToken gives the client a token the server refuses
+// and a refresh token: it refreshes, tells the application the new pair,
+// and connects.
+func TestRefreshesRefusedToken(t *testing.T) {
+	srv := startChatd(t)
+	bobID := srv.register(t, "bob")
+	raw, _ := json.Marshal(map[string]string{"username": "alice", "password": "alice password"})
+	res, err := http.Post(srv.base+"/v1/auth/register", "application/json", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct {
+		UserID       string `json:"user_id"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if res.StatusCode != http.StatusCreated || json.NewDecoder(res.Body).Decode(&reg) != nil {
+		t.Fatalf("register: %s", res.Status)
+	}
+	_ = res.Body.Close()
+
+	var gotAccess, gotRefresh string
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	alice, err := client.Dial(ctx, client.Options{
+		MQTTAddr: srv.addrs.MQTT, HTTPBase: srv.base, DeviceID: "phone",
+		UserID: reg.UserID, Token: "not.a.valid-token", RefreshToken: reg.RefreshToken,
+		OnTokens: func(access, refresh string) { gotAccess, gotRefresh = access, refresh },
+	})
+	if err != nil {
+		t.Fatalf("dial with a refused token and a refresh token: %v", err)
+	}
+	defer alice.Close()
+	if gotAccess == "" || gotRefresh == "" || gotRefresh == reg.RefreshToken {
+		t.Fatalf("OnTokens got access %q refresh %q; want a new pair", gotAccess, gotRefresh)
+	}
+	if _, err := alice.Send(ctx, "user:"+bobID, "refreshed"); err != nil {
+		t.Fatal(err)
+	}
+}

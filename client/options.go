@@ -26,11 +26,15 @@ type Options struct {
 	// Either Username and Password (the client logs in over REST, and
 	// again when a reconnect finds its token refused: expired, or its
 	// session ended), or Token, an access token, with the UserID it
-	// belongs to. A client given only a Token cannot log in again: once
-	// the token expires its reconnects fail (logged at warn) until Close,
-	// so a device that runs unattended is given its password.
+	// belongs to. With RefreshToken too, a refused Token is replaced
+	// through POST /v1/auth/refresh, and OnTokens is told the new pair
+	// (refresh tokens are single use: store the new one). A client with
+	// a Token alone cannot log in again: once the token expires its
+	// reconnects fail (logged at warn) until Close.
 	Username, Password string
 	Token, UserID      string
+	RefreshToken       string
+	OnTokens           func(access, refresh string)
 
 	// DeviceID is this installation's stable device id; the MQTT client
 	// id is {user id}/{DeviceID}. Default: a random one per Dial.
@@ -75,13 +79,11 @@ func (o *Options) setDefaults() error {
 	default:
 		return errors.New("client: ProtocolVersion must be 5 or 3")
 	}
-	if o.Token == "" && (o.Username == "" || o.Password == "") {
-		return errors.New("client: Username and Password, or Token, are required")
+	if o.Token == "" && o.RefreshToken == "" && (o.Username == "" || o.Password == "") {
+		return errors.New("client: Username and Password, or Token (or RefreshToken), are required")
 	}
-	if o.Token == "" || o.UserID == "" {
-		if o.HTTPBase == "" {
-			return errors.New("client: HTTPBase is required to log in or to learn the token's user id")
-		}
+	if (o.Token == "" || o.UserID == "" || o.RefreshToken != "") && o.HTTPBase == "" {
+		return errors.New("client: HTTPBase is required to log in, refresh tokens or learn the token's user id")
 	}
 	if o.DeviceID == "" {
 		o.DeviceID = "go-" + randomID(6)

@@ -57,34 +57,47 @@ func (c *Client) restCall(ctx context.Context, method, path, token string, in, o
 }
 
 // credentials returns the user id and a token to connect with, logging in
-// when the client has a password and no token yet (or a refused one).
+// (or refreshing) when the client has no token yet, or when fresh: the
+// server refused the one it has.
 func (c *Client) credentials(ctx context.Context, fresh bool) (uid, token string, err error) {
 	c.mu.Lock()
-	uid, token = c.uid, c.token
+	uid, token, refresh := c.uid, c.token, c.refresh
 	c.mu.Unlock()
 	if token != "" && uid != "" && !fresh {
 		return uid, token, nil
 	}
-	if c.opts.Password != "" {
-		var tok struct {
-			UserID      string `json:"user_id"`
-			AccessToken string `json:"access_token"`
-		}
+	var tok struct {
+		UserID       string `json:"user_id"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	switch {
+	case c.opts.Password != "":
 		if err := c.restCall(ctx, "POST", "/v1/auth/login", "", map[string]string{"username": c.opts.Username, "password": c.opts.Password}, &tok); err != nil {
 			return "", "", fmt.Errorf("log in: %w", err)
 		}
-		uid, token = tok.UserID, tok.AccessToken
-	} else if uid == "" {
+	case refresh != "" && (fresh || token == ""):
+		if err := c.restCall(ctx, "POST", "/v1/auth/refresh", "", map[string]string{"refresh_token": refresh}, &tok); err != nil {
+			return "", "", fmt.Errorf("refresh tokens: %w", err)
+		}
+		if c.opts.OnTokens != nil {
+			c.opts.OnTokens(tok.AccessToken, tok.RefreshToken)
+		}
+	default:
 		var me struct {
 			UserID string `json:"user_id"`
 		}
 		if err := c.restCall(ctx, "GET", "/v1/me", token, nil, &me); err != nil {
 			return "", "", fmt.Errorf("who am I: %w", err)
 		}
-		uid = me.UserID
+		tok.UserID, tok.AccessToken, tok.RefreshToken = me.UserID, token, refresh
 	}
 	c.mu.Lock()
-	c.uid, c.token = uid, token
+	c.uid, c.token = tok.UserID, tok.AccessToken
+	if tok.RefreshToken != "" {
+		c.refresh = tok.RefreshToken
+	}
+	uid, token = c.uid, c.token
 	c.mu.Unlock()
 	return uid, token, nil
 }
