@@ -78,6 +78,8 @@ type Options struct {
 	// origins (CORS); nil sends no CORS headers, so browsers let only
 	// same-origin pages read the answers.
 	Origins OriginChecker
+	// Web serves the web client under /app/ (paths relative to it).
+	Web http.Handler
 }
 
 // Limiter rate-limits requests per key.
@@ -111,6 +113,7 @@ func New(opts Options) http.Handler {
 		r.GET("/metrics", gin.WrapH(opts.Metrics))
 	}
 
+	a.routeWeb(r)
 	v1 := r.Group("/v1")
 	v1.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPI) })
 	a.routeDiscovery(v1)

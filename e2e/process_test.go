@@ -182,6 +182,7 @@ func startChatd(t *testing.T, name, dataDir string) *chatdProc {
 type procOpts struct {
 	args               []string
 	mqttAddr, httpAddr string
+	lifetime           time.Duration // the watchdog's; 0 is procLifetime
 }
 
 // startChatdWith is startChatd with opts.
@@ -198,7 +199,7 @@ func startChatdWith(t *testing.T, name, dataDir string, opts procOpts) *chatdPro
 		p.kill(t)
 		// Ports are picked then released, so another process can win one;
 		// fixed ports are the caller's to keep.
-		if i < attempts && opts.mqttAddr == "" && strings.Contains(p.stderr.String(), "address already in use") {
+		if i < attempts && opts.mqttAddr == "" && strings.Contains(p.stderr.String(), "already in use") {
 			t.Logf("%s: port taken, retrying: %v", name, err)
 			continue
 		}
@@ -240,7 +241,11 @@ func launchChatd(t *testing.T, bin, name, dataDir string, opts procOpts) *chatdP
 		p.waitErr = p.cmd.Wait()
 		close(p.exited)
 	}()
-	p.watchdog = time.AfterFunc(procLifetime, func() {
+	lifetime := opts.lifetime
+	if lifetime == 0 {
+		lifetime = procLifetime
+	}
+	p.watchdog = time.AfterFunc(lifetime, func() {
 		p.timedOut.Store(true)
 		_ = p.cmd.Process.Kill()
 	})
@@ -253,7 +258,7 @@ func launchChatd(t *testing.T, bin, name, dataDir string, opts procOpts) *chatdP
 			<-p.exited
 		}
 		if p.timedOut.Load() {
-			t.Errorf("%s was still running after %v and was killed", name, procLifetime)
+			t.Errorf("%s was still running after %v and was killed", name, lifetime)
 		}
 		if t.Failed() {
 			t.Logf("%s (data dir %s) stderr:\n%s", name, dataDir, p.stderr)
@@ -346,10 +351,18 @@ func (r cliResult) String() string {
 // (MQCHAT_-free) environment.
 func runChatd(t *testing.T, env []string, args ...string) cliResult {
 	t.Helper()
+	return runChatdIn(t, "", env, args...)
+}
+
+// runChatdIn is runChatd with dir as the working directory ("": the
+// test's).
+func runChatdIn(t *testing.T, dir string, env []string, args ...string) cliResult {
+	t.Helper()
 	bin := chatdBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
 	cmd.Env = childEnv(append(backendEnv(t), env...)...)
 	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer

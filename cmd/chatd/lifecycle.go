@@ -16,24 +16,37 @@ import (
 const listPage = 500
 
 func newUserLifecycle(load loader) []*cobra.Command {
-	var format string
+	var (
+		format, after string
+		limit         int
+	)
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List every account with its state (active, disabled, deleted), by user id",
-		Args:  cobra.NoArgs,
+		Short: "List accounts with their state (active, disabled, deleted), by user id",
+		Long: `List accounts with their state (active, disabled, deleted), in user id order:
+every account, or a page of them with --limit; the next page starts
+--after the last user id printed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "table" && format != "json" {
 				return fmt.Errorf("--format must be table or json")
 			}
-			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+			if limit < 0 {
+				return fmt.Errorf("--limit must be 0 (every account) or more")
+			}
+			return withOperator(cmd, load, app.OperatorOptions{}, func(ctx context.Context, op app.Operator) error {
 				all := []accounts.Status{}
-				for after := ""; ; {
-					page, err := op.ListUsers(ctx, after, listPage)
+				for after := after; limit == 0 || len(all) < limit; {
+					n := listPage
+					if limit > 0 {
+						n = min(n, limit-len(all))
+					}
+					page, err := op.ListUsers(ctx, after, n)
 					if err != nil {
 						return fmt.Errorf("list users: %w", err)
 					}
 					all = append(all, page...)
-					if len(page) < listPage {
+					if len(page) < n {
 						break
 					}
 					after = page[len(page)-1].UserID
@@ -51,6 +64,8 @@ func newUserLifecycle(load loader) []*cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&format, "format", "table", "output: table, or json")
+	list.Flags().IntVar(&limit, "limit", 0, "list at most this many accounts (0: every one)")
+	list.Flags().StringVar(&after, "after", "", "start after this user id (the last one of the previous page)")
 
 	change := func(use, short string, run func(ctx context.Context, op app.Operator, who string) (accounts.Status, error)) *cobra.Command {
 		return &cobra.Command{
@@ -58,7 +73,7 @@ func newUserLifecycle(load loader) []*cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+				return withOperator(cmd, load, app.OperatorOptions{}, func(ctx context.Context, op app.Operator) error {
 					st, err := run(ctx, op, args[0])
 					if err != nil {
 						return fmt.Errorf("user %q: %w", args[0], err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/config"
@@ -35,11 +36,12 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "chatd",
 		Short:         "mqchat server: embedded MQTT broker with durable chat",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.PersistentFlags().StringVar(&cfgPath, "config", "", "YAML config file (see configs/chatd.yaml)")
-	config.RegisterFlags(root.PersistentFlags())
 	load := func(cmd *cobra.Command) (config.Config, *slog.Logger, error) {
 		cfg, err := config.Load(cfgPath, cmd.Flags())
 		if err != nil {
@@ -47,9 +49,30 @@ func newRoot() *cobra.Command {
 		}
 		return cfg, newLogger(cfg.Log, os.Stderr), nil
 	}
-	root.AddCommand(newServe(load), newUser(load), newMigrate(load))
+	root.AddCommand(newServe(load), newUser(load), newMigrate(load), newVersion())
 	return root
 }
+
+// serverFlags registers every configuration key as a flag of cmd and its
+// subcommands. serve shows them all; the other commands accept them (a
+// store or data dir given on the command line must reach them) but show
+// only the keys named in shown, so their help is about what they do.
+func serverFlags(cmd *cobra.Command, shown func(key string) bool) {
+	fs := cmd.PersistentFlags()
+	config.RegisterFlags(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "config" && !shown(f.Name) {
+			_ = fs.MarkHidden(f.Name)
+		}
+	})
+}
+
+// hiddenSettingsNote ends the help of commands that hide most settings.
+const hiddenSettingsNote = `
+
+Every server setting is accepted too, from --config, MQCHAT_* variables or
+--key=value flags (listed by chatd serve --help); use the server's, so that
+the command works on the server's data dir and store.`
 
 type loader func(cmd *cobra.Command) (config.Config, *slog.Logger, error)
 
@@ -64,13 +87,18 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 }
 
 func newServe(load loader) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := load(cmd)
 			if err != nil {
+				return err
+			}
+			// Before the first log line: a taken port or data dir is then
+			// the one line the operator reads.
+			if err := app.Preflight(cfg); err != nil {
 				return err
 			}
 			gin.SetMode(gin.ReleaseMode)
@@ -93,6 +121,8 @@ func newServe(load loader) *cobra.Command {
 			return a.Shutdown(sctx)
 		},
 	}
+	serverFlags(cmd, func(string) bool { return true })
+	return cmd
 }
 
 // reloadOnHangup re-reads the TLS certificates on every SIGHUP until ctx
@@ -118,6 +148,9 @@ func reloadOnHangup(ctx context.Context, a *app.App, log *slog.Logger) {
 func newUser(load loader) *cobra.Command {
 	user := &cobra.Command{
 		Use: "user", Short: "Manage accounts (works while the server runs)",
+		Long: `Manage accounts. While the server runs, the commands reach it through the
+admin socket in its data dir (data_dir/admin.sock); with no server running
+they open the data dir themselves, and say so.` + hiddenSettingsNote,
 		// Without this a mistyped subcommand printed the help and exited 0,
 		// which scripts took for success.
 		Args: cobra.ArbitraryArgs,
@@ -128,7 +161,9 @@ func newUser(load loader) *cobra.Command {
 			return fmt.Errorf("missing command: chatd user create|token|list|disable|enable|delete (see chatd user --help)")
 		},
 	}
+	serverFlags(user, func(key string) bool { return key == "data_dir" })
 	var password string
+	var mkdir bool
 	create := &cobra.Command{
 		Use:   "create USERNAME",
 		Short: "Create an account; prints its id (and the password when generated)",
@@ -142,7 +177,7 @@ func newUser(load loader) *cobra.Command {
 				}
 				password = base64.RawURLEncoding.EncodeToString(b)
 			}
-			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+			return withOperator(cmd, load, app.OperatorOptions{Create: mkdir}, func(ctx context.Context, op app.Operator) error {
 				u, err := op.CreateUser(ctx, args[0], password)
 				if err != nil {
 					return fmt.Errorf("user %q: %w", args[0], err)
@@ -156,6 +191,7 @@ func newUser(load loader) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&password, "password", "", "password (generated and printed when empty)")
+	create.Flags().BoolVar(&mkdir, "create", false, "with no server running, make the data dir when it does not exist (a new node: its own accounts and JWT secret)")
 
 	var ttl time.Duration
 	var format string
@@ -167,7 +203,7 @@ func newUser(load loader) *cobra.Command {
 			if format != "json" && format != "shell" {
 				return fmt.Errorf("--format must be json or shell")
 			}
-			return withOperator(cmd, load, func(ctx context.Context, op app.Operator) error {
+			return withOperator(cmd, load, app.OperatorOptions{}, func(ctx context.Context, op app.Operator) error {
 				t, err := op.IssueTokens(ctx, args[0], ttl)
 				if err != nil {
 					return fmt.Errorf("user %q: %w", args[0], err)
@@ -187,12 +223,15 @@ func newUser(load loader) *cobra.Command {
 	return user
 }
 
-func withOperator(cmd *cobra.Command, load loader, fn func(context.Context, app.Operator) error) error {
+// withOperator runs fn on the server configured for cmd, through its admin
+// socket, or on its data dir when no server runs (said on stderr).
+func withOperator(cmd *cobra.Command, load loader, opts app.OperatorOptions, fn func(context.Context, app.Operator) error) error {
 	cfg, log, err := load(cmd)
 	if err != nil {
 		return err
 	}
-	op, closeOp, err := app.OpenOperator(cfg, log)
+	opts.Notice = cmd.ErrOrStderr()
+	op, closeOp, err := app.OpenOperator(cfg, log, opts)
 	if err != nil {
 		return err
 	}

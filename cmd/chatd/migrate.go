@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,9 @@ func newMigrate(load loader) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply, revert or show the PostgreSQL/Cassandra schema migrations of the configured backends",
+		Long:  "Apply, revert or show the PostgreSQL/Cassandra schema migrations of the configured backends." + hiddenSettingsNote,
 	}
+	serverFlags(cmd, func(key string) bool { return strings.HasPrefix(key, "store.") })
 	run := func(use, short string, fn func(c *cobra.Command, r *migrate.Runner) error) *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: cobra.NoArgs,

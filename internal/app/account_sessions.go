@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -22,11 +23,23 @@ type sessionEnder struct {
 	auth  revoker
 	again time.Duration
 	log   *slog.Logger
+	// The second passes still waiting end with the node: stop is closed by
+	// Shutdown, which waits for them before it closes the store they use.
+	stop    <-chan struct{}
+	pending *sync.WaitGroup
 }
 
 func (e sessionEnder) EndSessions(uid string) {
 	e.revoke(uid)
-	time.AfterFunc(e.again, func() { e.revoke(uid) })
+	e.pending.Go(func() {
+		t := time.NewTimer(e.again)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			e.revoke(uid)
+		case <-e.stop: // every connection is closed by the shutdown anyway
+		}
+	})
 }
 
 func (e sessionEnder) revoke(uid string) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -190,11 +191,25 @@ func (s socketOperator) IssueTokens(ctx context.Context, username string, ttl ti
 	return t, err
 }
 
+// OperatorOptions says what OpenOperator may do when no server answers.
+type OperatorOptions struct {
+	// Create lets it make the data dir when there is none. Without it a
+	// missing data dir is an error: the command was most likely run with
+	// another working directory or config than the server's, and a new data
+	// dir would hold accounts (and a JWT secret) the server never sees.
+	Create bool
+	// Notice receives the one line saying that the data dir is opened
+	// directly because no server answers (nil: not said).
+	Notice io.Writer
+}
+
 // OpenOperator returns an Operator for the node configured by cfg: the
 // running server through its admin socket when one answers, otherwise the
-// data dir opened directly. The returned close function must be called.
-func OpenOperator(cfg config.Config, log *slog.Logger) (Operator, func() error, error) {
-	path := filepath.Join(cfg.DataDir, adminSocketName)
+// data dir opened directly, held for the CLI until the returned close
+// function is called (which must be).
+func OpenOperator(cfg config.Config, log *slog.Logger, opts OperatorOptions) (Operator, func() error, error) {
+	dir := absDir(cfg.DataDir)
+	path := filepath.Join(dir, adminSocketName)
 	conn, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err == nil {
 		_ = conn.Close()
@@ -209,21 +224,55 @@ func OpenOperator(cfg config.Config, log *slog.Logger) (Operator, func() error, 
 	if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
 		return nil, nil, fmt.Errorf("app: admin socket %s: %w", path, err)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	var msg string
+	switch _, err := os.Stat(dir); {
+	case !needsDataDir(cfg):
+		// Accounts and the secret live elsewhere (PostgreSQL, auth.jwt_secret):
+		// the data dir is not used, so there is nothing to refuse.
+		msg = fmt.Sprintf("no running server at %s; opening the configured store directly", dir)
+	case err == nil:
+		msg = fmt.Sprintf("no running server at %s; opening %s directly", dir, dir)
+	case !errors.Is(err, os.ErrNotExist):
 		return nil, nil, fmt.Errorf("app: data dir: %w", err)
+	case !opts.Create:
+		return nil, nil, fmt.Errorf("no running server at %s and no data dir there: give the server's --data_dir or --config (the default ./data is relative to the working directory), or add --create to make a new data dir", dir)
+	default:
+		msg = fmt.Sprintf("no running server at %s; creating %s (--create)", dir, dir)
+	}
+	var lock *dirLock
+	if needsDataDir(cfg) {
+		if err := os.MkdirAll(dir, privateDirMode); err != nil {
+			return nil, nil, fmt.Errorf("app: data dir: %w", err)
+		}
+		// A server that has the dir but no answering socket (starting,
+		// stopping, or its socket deleted) must not share it with us.
+		if lock, err = lockDataDir(dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	if opts.Notice != nil {
+		fmt.Fprintln(opts.Notice, msg)
+	}
+	fail := func(err error) (Operator, func() error, error) {
+		return nil, nil, errors.Join(err, lock.release())
 	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
-		return nil, nil, err
+		return fail(err)
 	}
 	st, err := openStore(cfg, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w (is chatd running with another data_dir or without its admin socket?)", err)
+		return fail(err)
 	}
 	svc, err := auth.New(st, auth.Options{Secret: secret, AccessTTL: cfg.Auth.AccessTTL, RefreshTTL: cfg.Auth.RefreshTTL, BcryptCost: cfg.Auth.BcryptCost})
 	if err != nil {
-		_ = st.Close()
-		return nil, nil, err
+		return fail(errors.Join(err, st.Close()))
 	}
-	return offlineOperator{svc, st}, st.Close, nil
+	return offlineOperator{svc, st}, func() error { return errors.Join(st.Close(), lock.release()) }, nil
+}
+
+// needsDataDir reports whether the CLI working offline reads or writes the
+// data dir: the embedded store, or the generated JWT secret.
+func needsDataDir(cfg config.Config) bool {
+	return cfg.Store.Relational == "pebble" || cfg.Store.Messages == "pebble" || cfg.Auth.JWTSecret == ""
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,7 @@ import (
 	"github.com/mqchat/mqchat/store/compose"
 	"github.com/mqchat/mqchat/store/pebble"
 	"github.com/mqchat/mqchat/store/postgres"
+	"github.com/mqchat/mqchat/web"
 )
 
 // App is a running chatd node.
@@ -76,6 +78,9 @@ type App struct {
 	metrics     *http.Server // nil unless http.metrics_addr is set
 	metricsLn   net.Listener
 	admin       *adminServer
+	lock        *dirLock       // the data dir, held until Shutdown
+	stopEnders  chan struct{}  // closed by Shutdown: sessionEnder's second passes end
+	enders      sync.WaitGroup // sessionEnder's second passes
 	live        atomic.Bool
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
@@ -99,15 +104,21 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err := privateDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
 	st, err := openStore(cfg, log)
 	if err != nil {
+		_ = lock.release()
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: st}
+	a := &App{cfg: cfg, log: log, store: st, lock: lock, stopEnders: make(chan struct{})}
 	if err := a.build(secret); err != nil {
 		if a.receipts != nil {
 			a.receipts.Close()
@@ -123,6 +134,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 			a.cluster.Close()
 		}
 		_ = st.Close()
+		_ = lock.release()
 		return nil, err
 	}
 	return a, nil
@@ -447,9 +459,10 @@ func (a *App) build(secret []byte) error {
 
 	a.accounts = accounts.New(accounts.Options{
 		Store: a.store, Passwords: a.auth, Memberships: groupsSvc, Recipients: a.chat,
-		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts")},
-		Metrics:  accountMetrics,
-		Logger:   a.log.With("component", "accounts"),
+		Sessions: sessionEnder{auth: a.auth, again: 5 * time.Second, log: a.log.With("component", "accounts"),
+			stop: a.stopEnders, pending: &a.enders},
+		Metrics: accountMetrics,
+		Logger:  a.log.With("component", "accounts"),
 	})
 	a.http = &http.Server{
 		Handler: api.New(api.Options{
@@ -472,6 +485,7 @@ func (a *App) build(secret []byte) error {
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
 			Origins:         a.browsers.origins,
+			Web:             web.Handler(),
 		}),
 		TLSConfig:         tlsConfig(a.browsers.httpTLS),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -523,6 +537,13 @@ func (a *App) ready(ctx context.Context) error {
 
 // Start binds every listener and starts serving.
 func (a *App) Start() error {
+	// The HTTP port is bound first: the cluster heartbeat advertises it
+	// from the moment the node joins.
+	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	a.httpLn = ln
 	if a.cluster != nil {
 		// Joined before the first client: sends are routed from the start.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -536,11 +557,6 @@ func (a *App) Start() error {
 		return fmt.Errorf("app: start broker: %w", err)
 	}
 	a.restorePresence()
-	ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("app: listen http %s: %w", a.cfg.HTTP.Addr, err)
-	}
-	a.httpLn = ln
 	// Pages chatd serves on one of its ports may use the others.
 	a.browsers.origins.AddOwnPort(ln.Addr().String())
 	if ws := a.broker.Addrs().WS; ws != "" {
@@ -653,6 +669,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 		// at once instead of after the TTL.
 		a.cluster.Leave(ctx)
 	}
+	select {
+	case <-a.stopEnders: // a second Shutdown
+	default:
+		close(a.stopEnders)
+	}
+	a.enders.Wait()    // a pending second revocation uses the store
 	a.receipts.Close() // after every source of moves, before the store
 	a.closePush()      // after fan-out stopped queueing, before the store
 	if a.cluster != nil {
@@ -661,6 +683,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.browsers.stop()
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if err := a.lock.release(); err != nil {
+		errs = append(errs, fmt.Errorf("data dir lock: %w", err))
 	}
 	a.log.Info("chatd stopped")
 	return errors.Join(errs...)

@@ -84,7 +84,10 @@ func (a *App) fenced() {
 // public endpoints, or its bound ports on this host's name.
 func (a *App) advertised() cluster.NodeInfo {
 	cc := a.cfg.Cluster
-	addrs := a.Addrs()
+	// Only what is bound before the node joins (Start): the heartbeat
+	// reads it concurrently with the rest of Start.
+	b := a.broker.Addrs()
+	addrs := Addrs{MQTT: b.TCP, WS: b.WS, HTTP: a.httpLn.Addr().String()}
 	host, _ := os.Hostname()
 	info := cluster.NodeInfo{MQTT: cc.AdvertiseMQTT, WS: cc.AdvertiseWS, HTTP: cc.AdvertiseHTTP}
 	if info.MQTT == "" && addrs.MQTT != "" {

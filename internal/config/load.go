@@ -41,27 +41,28 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		return Config{}, fmt.Errorf("config: load defaults: %w", err)
 	}
 
+	// Every layer is read even when an earlier one failed, and the merged
+	// result of what could be read is validated too: a start fails once
+	// with every problem, not once per problem.
 	var layers []map[string]any
+	var errs []error
 	if path != "" {
 		m, err := readFile(path, byKey)
-		if err != nil {
-			return Config{}, err
-		}
+		errs = append(errs, err)
 		layers = append(layers, m)
 	}
 	m, err := readEnv(all)
-	if err != nil {
-		return Config{}, err
-	}
+	errs = append(errs, err)
 	layers = append(layers, m)
 	if flags != nil {
 		m, err := readFlags(flags, byKey)
-		if err != nil {
-			return Config{}, err
-		}
+		errs = append(errs, err)
 		layers = append(layers, m)
 	}
 	for _, m := range layers {
+		if m == nil {
+			continue
+		}
 		if err := ko.Load(confmap.Provider(m, "."), nil); err != nil {
 			return Config{}, fmt.Errorf("config: merge: %w", err)
 		}
@@ -78,12 +79,51 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		},
 	})
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, errors.Join(append(errs, fmt.Errorf("config: %w", err))...)
 	}
-	if err := c.Validate(); err != nil {
+	// A key whose value could not be read is already reported; validation
+	// would only see the default in its place.
+	failed := make(map[string]bool)
+	for _, e := range flatten(errs) {
+		var ke *keyError
+		if errors.As(e, &ke) {
+			failed[ke.key] = true
+		}
+	}
+	for _, e := range flatten([]error{c.Validate()}) {
+		var ke *keyError
+		if errors.As(e, &ke) && failed[ke.key] {
+			continue
+		}
+		errs = append(errs, e)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// keyError is a problem with the value of one key, so that Load can drop
+// what validation says again about a key whose value it could not read.
+type keyError struct{ key, msg string }
+
+func (e *keyError) Error() string { return e.msg }
+
+func invalid(key, format string, args ...any) error {
+	return &keyError{key: key, msg: fmt.Sprintf("config: invalid value for %q", key) + fmt.Sprintf(format, args...)}
+}
+
+// flatten lists the errors in errs, opening errors.Join's.
+func flatten(errs []error) []error {
+	var out []error
+	for _, e := range errs {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			out = append(out, flatten(j.Unwrap())...)
+		} else if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // RegisterFlags adds one flag per key to fs, named as the dotted key (e.g.
@@ -149,7 +189,7 @@ func readFile(path string, byKey map[string]field) (map[string]any, error) {
 		}
 		val, err := coerce(f.kind, v)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("config: invalid value for %q in %s: %w", key, path, err))
+			errs = append(errs, invalid(key, " in %s: %v", path, err))
 			continue
 		}
 		out[key] = val
@@ -167,10 +207,10 @@ func strayKey(key string, v any, byKey map[string]field, path string) error {
 			if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
 				return nil // "mqtt:" with nothing under it
 			}
-			return fmt.Errorf("config: invalid value for %q in %s: expected a mapping of settings, got %s", key, path, describe(v))
+			return invalid(key, " in %s: expected a mapping of settings, got %s", path, describe(v))
 		}
 		if strings.HasPrefix(key, k+".") {
-			return fmt.Errorf("config: invalid value for %q in %s: expected %s, got a mapping", k, path, byKey[k].kind)
+			return invalid(k, " in %s: expected %s, got a mapping", path, byKey[k].kind)
 		}
 	}
 	return fmt.Errorf("config: unknown key %q in %s", key, path)
@@ -197,7 +237,7 @@ func readEnv(all []field) (map[string]any, error) {
 		}
 		val, err := coerce(f.kind, raw[name])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("config: invalid value for %q (from %s): %w", f.key, name, err))
+			errs = append(errs, invalid(f.key, " (from %s): %v", name, err))
 			continue
 		}
 		out[f.key] = val
@@ -228,7 +268,7 @@ func readFlags(flags *pflag.FlagSet, byKey map[string]field) (map[string]any, er
 		}
 		val, err := coerce(f.kind, raw[key])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("config: invalid value for %q (from --%s): %w", key, key, err))
+			errs = append(errs, invalid(key, " (from --%s): %v", key, err))
 			continue
 		}
 		out[key] = val

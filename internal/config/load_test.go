@@ -640,3 +640,84 @@ func TestLogValueRedactsSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadReportsEveryLayersProblems: a problem in one layer does not hide
+// those of the others, nor what validating the merged result finds; a key
+// whose value could not be read is reported once, not again by validation
+// of the default left in its place.
+func TestLoadReportsEveryLayersProblems(t *testing.T) {
+	tests := []struct {
+		name     string
+		yaml     string // "-": a file that does not exist
+		env      map[string]string
+		args     []string
+		want     []string // each in the error
+		wantOnce string   // in the error exactly once
+	}{
+		{
+			name: "file, env, flag and validation",
+			yaml: "mqtt:\n  adr: \":1\"\nlimits:\n  max_message_bytes: lots\n",
+			env:  map[string]string{"MQCHAT_LOG_LEVEL": "loud", "MQCHAT_NOPE": "1"},
+			args: []string{"--node_id=5000", "--mqtt.ws_path=mqtt"},
+			want: []string{`"mqtt.adr"`, `"limits.max_message_bytes"`, `"log.level"`, "MQCHAT_NOPE",
+				`"node_id"`, `"mqtt.ws_path"`},
+		},
+		{
+			name: "missing file does not hide the environment",
+			yaml: "-",
+			env:  map[string]string{"MQCHAT_LOG_FORMAT": "xml"},
+			want: []string{"nope.yaml", `"log.format"`},
+		},
+		{
+			name: "unparsable file does not hide flags",
+			yaml: "mqtt: [\n",
+			args: []string{"--node_id=5000"},
+			want: []string{"config: parse", `"node_id"`},
+		},
+		{
+			// The file's 3 stays when the environment's value cannot be
+			// read: one problem with the key, not also a complaint about
+			// the value the unread one would have replaced.
+			name:     "unreadable value reported once",
+			yaml:     "auth:\n  bcrypt_cost: 3\n",
+			env:      map[string]string{"MQCHAT_AUTH_BCRYPT_COST": "many"},
+			want:     []string{`"auth.bcrypt_cost"`},
+			wantOnce: `"auth.bcrypt_cost"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			switch tt.yaml {
+			case "":
+			case "-":
+				path = filepath.Join(t.TempDir(), "nope.yaml")
+			default:
+				path = writeFile(t, tt.yaml)
+			}
+			fs := pflag.NewFlagSet("chatd", pflag.ContinueOnError)
+			RegisterFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path, fs)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not name %s:\n%v", w, err)
+				}
+			}
+			if tt.wantOnce != "" {
+				if n := strings.Count(err.Error(), tt.wantOnce); n != 1 {
+					t.Errorf("error names %s %d times, want once:\n%v", tt.wantOnce, n, err)
+				}
+			}
+		})
+	}
+}

@@ -31,7 +31,7 @@ const (
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: invalid value for %q: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, invalid(key, ": "+format, args...))
 	}
 	between := func(key string, v, lo, hi int) {
 		if v < lo || v > hi {
