@@ -51,7 +51,7 @@ func TestClusterOwnerKilled(t *testing.T) {
 	for _, r := range rs {
 		r.log = newInboxLog()
 		// After n3 dies its recipients reconnect to n1.
-		dialLive(t, r.acct, "phone", c.addrsOf(r.home, n1), r.log.record, "users/"+r.acct.ID+"/inbox")
+		dialLive(t, r.acct, "phone", c.addrsOf(r.home, n1), r.log)
 	}
 	senders := map[string]*liveConn{
 		s1.ID: dialLive(t, s1, "phone", c.addrsOf(n1, n2), nil),
@@ -106,7 +106,7 @@ func TestClusterOwnerPaused(t *testing.T) {
 	load := newSendLoad(t)
 	sender := dialLive(t, s, "phone", c.addrsOf(n1, n2), nil)
 	load.send(sender, sendTarget{to: "user:" + r.ID, chat: ch}, 4, "s")
-	load.send(dialLive(t, r, "phone", c.addrsOf(n2, n1), rlog.record, "users/"+r.ID+"/inbox"),
+	load.send(dialLive(t, r, "phone", c.addrsOf(n2, n1), rlog),
 		sendTarget{to: "user:" + s.ID, chat: ch}, 4, "r")
 	load.waitAcks(t, "sends before the pause", 150)
 

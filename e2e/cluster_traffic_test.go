@@ -1,26 +1,24 @@
 package e2e
 
-// Traffic that survives nodes dying: connections that move to another node
-// when theirs is lost, senders that retry every cmid until it is
-// acknowledged, recipients that record what they got live, and the checks
-// of what PostgreSQL holds afterwards.
+// Traffic that survives nodes dying, through the client library:
+// connections that move to another node when theirs is lost, senders that
+// retry every cmid until it is stored, recipients that record what their
+// client delivered, and the checks of what PostgreSQL holds afterwards.
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
+	"github.com/mqchat/mqchat/client"
 )
 
 const (
@@ -28,182 +26,66 @@ const (
 	// default request timeout (5s) for a send forwarded to an owner that
 	// does not answer, so the server's own answer comes first.
 	publishTimeout = 15 * time.Second
-	// retryPause spaces the attempts of a cmid the cluster refused, so a
-	// send waiting for a new owner does not spin.
-	retryPause = 20 * time.Millisecond
 )
 
-// liveConn is one MQTT 5 device of an account that reconnects, to the
-// first of its nodes that accepts it, whenever its connection is lost.
+// liveConn is one device of an account, through the client library: it
+// reconnects, to the first of its nodes that accepts it, whenever its
+// connection is lost, and retries each send with its cmid until stored.
 type liveConn struct {
-	name   string
-	acct   account
-	device string
-	addrs  func() []string // MQTT addresses to try, in order
-	subs   []string
-	onMsg  func(received) // called on paho's goroutine: must not block
-
-	mu    sync.Mutex
-	cur   *paho.Client
-	conn  net.Conn
-	addr  string        // cur's node
-	ready chan struct{} // closed once cur is set
-	done  chan struct{}
-	exit  chan struct{} // closed when the supervisor returned
-
-	connects atomic.Int32
+	name string
+	acct account
+	c    *client.Client
 }
 
 // dialLive connects a (blocking until the first connection is up) and
-// keeps it connected until the test ends.
-func dialLive(t *testing.T, a account, device string, addrs func() []string, onMsg func(received), subs ...string) *liveConn {
+// keeps it connected until the test ends. Every message the client
+// delivers goes to log, when there is one.
+func dialLive(t *testing.T, a account, device string, addrs func() []string, log *inboxLog) *liveConn {
 	t.Helper()
-	lc := &liveConn{
-		name: a.Username + "/" + device, acct: a, device: device, addrs: addrs, subs: subs, onMsg: onMsg,
-		ready: make(chan struct{}), done: make(chan struct{}), exit: make(chan struct{}),
+	var next atomic.Int64
+	opts := client.Options{
+		MQTTAddr: addrs()[0], UserID: a.ID, Token: a.Token, DeviceID: device,
+		RequestTimeout: publishTimeout, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("device", a.Username+"/"+device),
+		// Each dial starts one node further along the list, so that a node
+		// that takes connections but refuses the login is not tried
+		// forever; the first dial goes to the first node.
+		Dialer: func(ctx context.Context, _ string) (net.Conn, error) {
+			list := addrs()
+			first := int(next.Add(1)-1) % len(list)
+			var errs []error
+			for k := range list {
+				var d net.Dialer
+				dctx, cancel := context.WithTimeout(ctx, time.Second)
+				conn, err := d.DialContext(dctx, "tcp", list[(first+k)%len(list)])
+				cancel()
+				if err == nil {
+					return conn, nil
+				}
+				errs = append(errs, err)
+			}
+			return nil, errors.Join(errs...)
+		},
 	}
-	go lc.supervise()
-	t.Cleanup(lc.close)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if _, _, err := lc.get(ctx); err != nil {
-		t.Fatalf("%s: no connection: %v", lc.name, err)
-	}
-	return lc
-}
-
-func (lc *liveConn) close() {
-	select {
-	case <-lc.done:
-	default:
-		close(lc.done)
-	}
-	<-lc.exit
-}
-
-func (lc *liveConn) supervise() {
-	defer close(lc.exit)
-	for {
-		c, conn, addr := lc.connect()
-		if c == nil {
-			return // closed
-		}
-		lc.mu.Lock()
-		lc.cur, lc.conn, lc.addr = c, conn, addr
-		close(lc.ready)
-		lc.mu.Unlock()
-		lc.connects.Add(1)
-		select {
-		case <-c.Done():
-		case <-lc.done:
-			_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
-			_ = conn.Close()
-			return
-		}
-		_ = conn.Close()
-		lc.mu.Lock()
-		lc.cur, lc.conn = nil, nil
-		lc.ready = make(chan struct{})
-		lc.mu.Unlock()
-	}
-}
-
-// connect tries each address in turn until one accepts the device and its
-// subscriptions, or the conn is closed.
-func (lc *liveConn) connect() (*paho.Client, net.Conn, string) {
-	for {
-		for _, addr := range lc.addrs() {
-			select {
-			case <-lc.done:
-				return nil, nil, ""
-			default:
-			}
-			if c, conn, err := lc.dial(addr); err == nil {
-				return c, conn, addr
-			}
-		}
-		select {
-		case <-lc.done:
-			return nil, nil, ""
-		case <-time.After(50 * time.Millisecond): // every node refused: try them again
-		}
-	}
-}
-
-func (lc *liveConn) dial(addr string) (*paho.Client, net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	c, err := client.Dial(ctx, opts)
 	if err != nil {
-		return nil, nil, err
+		t.Fatalf("%s/%s: no connection: %v", a.Username, device, err)
 	}
-	cfg := paho.ClientConfig{
-		Conn:               packets.NewThreadSafeConn(conn),
-		OnClientError:      func(error) {},
-		OnServerDisconnect: func(*paho.Disconnect) {},
-		PacketTimeout:      publishTimeout,
-	}
-	if lc.onMsg != nil {
-		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(p paho.PublishReceived) (bool, error) {
-			lc.onMsg(received{Topic: p.Packet.Topic, Payload: p.Packet.Payload, Retain: p.Packet.Retain})
-			return true, nil
-		}}
-	}
-	c := paho.NewClient(cfg)
-	// A connect that takes over the device from a node that does not
-	// answer waits for the cluster's request timeout.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{
-		ClientID: lc.acct.ID + "/" + lc.device, Username: lc.acct.ID, UsernameFlag: true,
-		Password: []byte(lc.acct.Token), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
-	}); err != nil {
-		_ = conn.Close()
-		return nil, nil, err
-	}
-	if len(lc.subs) > 0 {
-		opts := make([]paho.SubscribeOptions, len(lc.subs))
-		for i, f := range lc.subs {
-			opts[i] = paho.SubscribeOptions{Topic: f, QoS: 1}
+	t.Cleanup(c.Close)
+	go func() {
+		for m := range c.Messages() {
+			if log != nil {
+				log.record(m)
+			}
 		}
-		ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
-		if err == nil && ack != nil && slices.ContainsFunc(ack.Reasons, func(r byte) bool { return r >= 0x80 }) {
-			err = fmt.Errorf("subscribe refused: %v", ack.Reasons)
+	}()
+	go func() {
+		for range c.Events() {
 		}
-		if err != nil {
-			_ = conn.Close()
-			return nil, nil, err
-		}
-	}
-	return c, conn, nil
-}
-
-// get returns the current connection and its node's address, waiting
-// for a reconnect in progress.
-func (lc *liveConn) get(ctx context.Context) (*paho.Client, string, error) {
-	for {
-		lc.mu.Lock()
-		c, addr, ready := lc.cur, lc.addr, lc.ready
-		lc.mu.Unlock()
-		if c != nil {
-			return c, addr, nil
-		}
-		select {
-		case <-ready:
-		case <-lc.done:
-			return nil, "", errors.New("closed")
-		case <-ctx.Done():
-			return nil, "", ctx.Err()
-		}
-	}
-}
-
-// drop closes c if it is still the current connection, so the supervisor
-// reconnects: for a connection whose publish got no answer at all.
-func (lc *liveConn) drop(c *paho.Client) {
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if lc.cur == c && lc.conn != nil {
-		_ = lc.conn.Close()
-	}
+	}()
+	return &liveConn{name: a.Username + "/" + device, acct: a, c: c}
 }
 
 // ack is one acknowledged send.
@@ -231,9 +113,7 @@ type sendLoad struct {
 	mu        sync.Mutex
 	acked     map[string]ack // by cmid
 	attempted map[string]string
-	refusals  map[string]int // reason of a failed attempt -> count
 	givenUp   []string
-	stalls    []string // sends that got no answer at all, for the log
 	total     atomic.Int64
 }
 
@@ -241,7 +121,7 @@ func newSendLoad(t *testing.T) *sendLoad {
 	quit, halt := context.WithCancel(context.Background())
 	tr := &sendLoad{
 		stopping: make(chan struct{}), quit: quit, halt: halt, deadline: time.Now().Add(50 * time.Second),
-		acked: map[string]ack{}, attempted: map[string]string{}, refusals: map[string]int{},
+		acked: map[string]ack{}, attempted: map[string]string{},
 	}
 	// A test that ended early (failed) leaves no sender running.
 	t.Cleanup(func() {
@@ -305,69 +185,33 @@ func (tr *sendLoad) probe(lc *liveConn, target sendTarget, since time.Time, pref
 	}()
 }
 
-// deliver publishes cmid until a PUBACK with reason 0, reconnecting as
-// needed; false when it gave up at the deadline.
+// deliver sends cmid until it is stored (the client retries it across
+// reconnects and refusals); false when it gave up at the deadline.
 func (tr *sendLoad) deliver(lc *liveConn, target sendTarget, cmid string) bool {
-	payload, _ := json.Marshal(map[string]any{"to": target.to, "cmid": cmid, "type": "text", "body": cmid})
 	tr.mu.Lock()
 	tr.attempted[cmid] = target.chat
 	tr.mu.Unlock()
-	for {
-		if tr.quit.Err() != nil {
-			return false
-		}
-		if time.Now().After(tr.deadline) {
-			tr.mu.Lock()
-			tr.givenUp = append(tr.givenUp, cmid)
-			tr.mu.Unlock()
-			return false
-		}
-		ctx, cancel := context.WithTimeout(tr.quit, publishTimeout)
-		c, addr, err := lc.get(ctx)
-		if err != nil {
-			cancel()
-			tr.refused("no connection: " + err.Error())
-			continue
-		}
-		// paho keeps a QoS 1 publish of a lost connection for a resumed
-		// session and would wait for its PUBACK until the timeout; this
-		// client starts clean, so a lost connection ends the attempt.
-		go func() {
-			select {
-			case <-c.Done():
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		started := time.Now()
-		resp, err := c.Publish(ctx, &paho.Publish{Topic: "users/" + lc.acct.ID + "/send", QoS: 1, Payload: payload})
-		cancel()
-		switch {
-		case err == nil && resp != nil && resp.ReasonCode == 0:
-			tr.mu.Lock()
-			tr.acked[cmid] = ack{chat: target.chat, sender: lc.acct.ID, started: started, at: time.Now()}
-			tr.mu.Unlock()
-			tr.total.Add(1)
-			return true
-		case resp != nil:
-			tr.refused(fmt.Sprintf("PUBACK 0x%02x", resp.ReasonCode))
-		case errors.Is(err, context.DeadlineExceeded):
-			tr.refused("no PUBACK within " + publishTimeout.String() + " from " + addr)
-			tr.mu.Lock()
-			tr.stalls = append(tr.stalls, fmt.Sprintf("%s to %s via %s at %s", cmid, target.chat, addr, started.Format("15:04:05.000")))
-			tr.mu.Unlock()
-			lc.drop(c)
-		default:
-			tr.refused("connection lost")
-		}
-		time.Sleep(retryPause)
-	}
-}
-
-func (tr *sendLoad) refused(why string) {
+	ctx, cancel := context.WithDeadline(tr.quit, tr.deadline)
+	defer cancel()
+	started := time.Now()
+	sent, err := lc.c.SendMessage(ctx, client.Outgoing{To: target.to, CMID: cmid, Body: cmid})
 	tr.mu.Lock()
-	tr.refusals[why]++
-	tr.mu.Unlock()
+	defer tr.mu.Unlock()
+	switch {
+	case err == nil:
+		if sent.Chat != target.chat {
+			tr.givenUp = append(tr.givenUp, fmt.Sprintf("%s stored in %s, sent to %s", cmid, sent.Chat, target.chat))
+			return false
+		}
+		tr.acked[cmid] = ack{chat: target.chat, sender: lc.acct.ID, started: started, at: time.Now()}
+		tr.total.Add(1)
+		return true
+	case tr.quit.Err() != nil:
+		return false
+	default:
+		tr.givenUp = append(tr.givenUp, fmt.Sprintf("%s: %v", cmid, err))
+		return false
+	}
 }
 
 // stop lets every lane finish the cmid it holds (retrying it until
@@ -378,12 +222,9 @@ func (tr *sendLoad) stop(t *testing.T) {
 	tr.wg.Wait()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	t.Logf("traffic: %d acknowledged of %d cmids; failed attempts: %v", len(tr.acked), len(tr.attempted), tr.refusals)
-	for _, s := range tr.stalls {
-		t.Logf("unanswered send: %s", s)
-	}
+	t.Logf("traffic: %d acknowledged of %d cmids", len(tr.acked), len(tr.attempted))
 	if len(tr.givenUp) > 0 {
-		t.Fatalf("%d cmids never acknowledged before the deadline, e.g. %v", len(tr.givenUp), tr.givenUp[:min(5, len(tr.givenUp))])
+		t.Fatalf("%d cmids never stored before the deadline, e.g. %v", len(tr.givenUp), tr.givenUp[:min(5, len(tr.givenUp))])
 	}
 }
 
@@ -509,36 +350,28 @@ func (c *chatdCluster) checkStore(t *testing.T, acked map[string]ack) map[string
 	return byChat
 }
 
-// inboxLog records the inbox messages a recipient's connections got live.
+// inboxLog records the messages a recipient's client delivered.
 type inboxLog struct {
-	mu   sync.Mutex
-	got  map[string]map[uint64][]string // chat -> seq -> cmids received with it
-	errs []string
+	mu  sync.Mutex
+	got map[string]map[uint64][]string // chat -> seq -> cmids delivered with it
 }
 
 func newInboxLog() *inboxLog { return &inboxLog{got: map[string]map[uint64][]string{}} }
 
-func (l *inboxLog) record(r received) {
-	if !strings.HasSuffix(r.Topic, "/inbox") {
-		return
-	}
-	var m inboxMsg
+func (l *inboxLog) record(m client.Message) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := json.Unmarshal(r.Payload, &m); err != nil {
-		l.errs = append(l.errs, fmt.Sprintf("inbox payload %q: %v", r.Payload, err))
-		return
-	}
 	if l.got[m.Chat] == nil {
 		l.got[m.Chat] = map[uint64][]string{}
 	}
 	l.got[m.Chat][m.Seq] = append(l.got[m.Chat][m.Seq], m.CMID)
 }
 
-// checkCoverage checks one recipient's view of chat: whatever it got live
-// is what the store holds at that seq (a deposed owner's message that was
-// not stored must never have been delivered), and the live messages plus a
-// sync of everything after the last seq it got without a gap are the whole
+// checkCoverage checks one recipient's view of chat: whatever its client
+// delivered (live, or fetched after a reconnect) is what the store holds
+// at that seq (a deposed owner's message that was not stored must never
+// have been delivered), once, and the delivered messages plus a sync of
+// everything after the last seq it got without a gap are the whole
 // history.
 func (c *chatdCluster) checkCoverage(t *testing.T, via int, a account, log *inboxLog, ch string, stored []storedMsg) {
 	t.Helper()
@@ -547,11 +380,7 @@ func (c *chatdCluster) checkCoverage(t *testing.T, via int, a account, log *inbo
 	for seq, cmids := range log.got[ch] {
 		live[seq] = slices.Clone(cmids)
 	}
-	errs := slices.Clone(log.errs)
 	log.mu.Unlock()
-	if len(errs) > 0 {
-		t.Fatalf("%s: %v", a.Username, errs)
-	}
 	dups := 0
 	for seq, cmids := range live {
 		if seq == 0 || seq > uint64(len(stored)) {
