@@ -85,8 +85,12 @@ func (a *api) change(c *gin.Context, cmid string, body json.RawMessage, set func
 		return
 	}
 	to, ok := chat.Address(uid, c.Param("chat"))
-	if !ok {
+	switch {
+	case !chat.ValidChatID(c.Param("chat")):
 		fail(c, &chat.Error{Code: chat.CodeNotFound, Field: "chat", Message: "no such chat: not a chat id"})
+		return
+	case !ok: // another pair's 1:1 chat
+		fail(c, &chat.Error{Code: chat.CodeNotAuthorized, Field: "chat", Message: "not a member of this chat"})
 		return
 	}
 	env := chat.Envelope{To: to, CMID: cmid, Body: body}
