@@ -277,7 +277,7 @@ func dialWS(ctx context.Context, u string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &wsConn{Conn: ws.NetConn(), ws: ws}, nil
+	return WebSocketConn(ws), nil
 }
 
 // wsConn reads and writes MQTT bytes as binary WebSocket messages.
@@ -287,6 +287,12 @@ type wsConn struct {
 	r  io.Reader
 	mu sync.Mutex // gorilla allows one writer at a time
 }
+
+// WebSocketConn turns a WebSocket into the byte stream an MQTT client
+// reads and writes (MQTT over WebSocket travels in binary frames that need
+// not follow packet boundaries). Writes are serialised: the WebSocket
+// library allows one writer at a time.
+func WebSocketConn(ws *websocket.Conn) net.Conn { return &wsConn{Conn: ws.NetConn(), ws: ws} }
 
 func (c *wsConn) Read(p []byte) (int, error) {
 	for {

@@ -25,6 +25,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/gorilla/websocket"
 
+	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/testcert"
 )
@@ -78,7 +79,7 @@ func wsDial(url, origin string, tlsConfig *tls.Config) (net.Conn, int, error) {
 	if err != nil {
 		return nil, status, err
 	}
-	return packets.NewThreadSafeConn(&wsNetConn{Conn: ws.NetConn(), ws: ws}), status, nil
+	return packets.NewThreadSafeConn(client.WebSocketConn(ws)), status, nil
 }
 
 func TestBrowserOrigins(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 
+	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/pgtest"
@@ -388,47 +388,8 @@ func wsConn(t *testing.T, addr, path string) net.Conn {
 	// paho writes one packet in several Writes and from several goroutines
 	// (the pinger, acks); a Locker conn makes it hold the lock for the whole
 	// packet, as writev does for TCP.
-	return packets.NewThreadSafeConn(&wsNetConn{Conn: ws.NetConn(), ws: ws})
+	return packets.NewThreadSafeConn(client.WebSocketConn(ws))
 }
-
-type wsNetConn struct {
-	net.Conn
-	ws *websocket.Conn
-	r  io.Reader
-	mu sync.Mutex // paho writes from several goroutines; gorilla allows one writer
-}
-
-func (c *wsNetConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			_, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsNetConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsNetConn) Close() error { return c.ws.Close() }
 
 // v3 is an Eclipse paho.mqtt.golang (MQTT 3.1.1) client.
 type v3 struct {
