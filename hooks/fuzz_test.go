@@ -307,8 +307,11 @@ func matches(filter, topic string) bool {
 
 // ownRead reports whether a user may receive a publish on topic: its own
 // subtree or its own presence.
+// ownRead reports whether topic lies in uid's own space: its subtree
+// (the root included: users/{uid}/# matches users/{uid}, which nobody may
+// publish to and the concrete-topic check refuses anyway) or its presence.
 func ownRead(uid, topic string) bool {
-	return strings.HasPrefix(topic, "users/"+uid+"/") || topic == "presence/"+uid
+	return strings.HasPrefix(topic, "users/"+uid+"/") || topic == "users/"+uid || topic == "presence/"+uid
 }
 
 func FuzzTopicAccess(f *testing.F) {
