@@ -32,6 +32,8 @@ func FuzzKeysRequest(f *testing.F) {
 		switch {
 		case !ids.ValidDeviceID(id):
 			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_payload")
+		case err != nil && len(body) > bodyLimit:
+			wantRequestError(t, "decodeKeys", err, http.StatusRequestEntityTooLarge, "payload_too_large", "invalid_payload")
 		case err != nil:
 			wantRequestError(t, "decodeKeys", err, http.StatusBadRequest, "invalid_payload")
 			var ref e2ekeys.Upload

@@ -68,7 +68,7 @@ func decodeRequest(payload []byte, v any) error {
 	if len(payload) > maxRequestBytes {
 		return &chat.Error{Code: chat.CodeTooLarge, Message: fmt.Sprintf("request is %d bytes, the limit is %d", len(payload), maxRequestBytes)}
 	}
-	trimmed := bytes.TrimSpace(payload)
+	trimmed := trimJSONSpace(payload)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return invalidRequest("", "request must be a JSON object")
 	}
@@ -77,7 +77,7 @@ func decodeRequest(payload []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return invalidRequest(jsonerr.Explain(err))
 	}
-	if len(bytes.TrimSpace(payload[dec.InputOffset():])) != 0 {
+	if len(trimJSONSpace(payload[dec.InputOffset():])) != 0 {
 		return invalidRequest("", "request has data after the JSON object")
 	}
 	return nil
@@ -106,3 +106,10 @@ func peekID(payload []byte, key string) string {
 func validID(s string) bool { return chat.ValidCMID(s) }
 
 const idRule = "1 to 64 printable ASCII characters without spaces"
+
+// trimJSONSpace trims what JSON counts as whitespace (RFC 8259: space, tab,
+// line feed, carriage return) and nothing else: bytes.TrimSpace would also
+// drop a vertical tab or a form feed, which encoding/json refuses.
+func trimJSONSpace(b []byte) []byte {
+	return bytes.Trim(b, " \t\n\r")
+}
