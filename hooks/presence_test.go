@@ -49,7 +49,7 @@ func (discardPresence) PublishPresence(string, []byte) error { return nil }
 func TestPresenceMoving(t *testing.T) {
 	tests := []struct {
 		name  string
-		close func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, c *paho.Client)
+		close func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, c *paho.Client, addr string)
 		// after runs once the end of the connection was reported.
 		after       func(h *Presence, cl *mqtt.Client)
 		cause       presence.Cause
@@ -57,7 +57,7 @@ func TestPresenceMoving(t *testing.T) {
 	}{
 		{
 			name: "moving to another node counts the device out",
-			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, _ *paho.Client) {
+			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, _ *paho.Client, _ string) {
 				h.Moving(cl)
 				_ = srv.DisconnectClient(cl, packets.ErrSessionTakenOver)
 			},
@@ -65,15 +65,28 @@ func TestPresenceMoving(t *testing.T) {
 		},
 		{
 			name: "the same close without Moving is a takeover that keeps the device",
-			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, _ *paho.Client) {
-				_ = srv.DisconnectClient(cl, packets.ErrSessionTakenOver)
+			// mochi's own takeover: the same client id connects again. (A
+			// bare DisconnectClient with 0x8E races the client closing its
+			// socket on the DISCONNECT, which reads as a lost connection.)
+			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, _ *paho.Client, addr string) {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = conn.Close() })
+				again := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn)})
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if _, err := again.Connect(ctx, &paho.Connect{ClientID: "alice/phone", Username: "alice", UsernameFlag: true, CleanStart: true, KeepAlive: 30}); err != nil {
+					t.Fatal(err)
+				}
 			},
 			cause:       presence.CauseTakeover,
 			devicesLeft: 1,
 		},
 		{
 			name: "moving a client that already left marks nothing",
-			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, c *paho.Client) {
+			close: func(t *testing.T, h *Presence, srv *mqtt.Server, cl *mqtt.Client, c *paho.Client, _ string) {
 				if err := c.Disconnect(&paho.Disconnect{}); err != nil {
 					t.Fatal(err)
 				}
@@ -94,7 +107,8 @@ func TestPresenceMoving(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			conn, err := net.Dial("tcp", serveTCP(t, srv))
+			addr := serveTCP(t, srv)
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,8 +128,11 @@ func TestPresenceMoving(t *testing.T) {
 			if !ok {
 				t.Fatal("client not in the server")
 			}
-			tt.close(t, h, srv, cl, c)
+			tt.close(t, h, srv, cl, c, addr)
 			out := next(ctx, t, tr.calls)
+			for out.cause == "" && out.gen != in.gen { // the successor's connect (takeover)
+				out = next(ctx, t, tr.calls)
+			}
 			if want := (presenceCall{"alice", "alice/phone", in.gen, tt.cause}); out != want {
 				t.Fatalf("disconnect reported %+v, want %+v", out, want)
 			}
