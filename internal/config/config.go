@@ -24,6 +24,15 @@ type Config struct {
 	Store    StoreConfig    `koanf:"store"`
 	Cluster  ClusterConfig  `koanf:"cluster"`
 	Blob     BlobConfig     `koanf:"blob"`
+	Archive  ArchiveConfig  `koanf:"archive"`
+}
+
+// ArchiveConfig moves messages to the blob store before retention purges
+// them (services/archive).
+type ArchiveConfig struct {
+	// Enabled archives every purged message first, and serves history
+	// below a chat's live range from the archive.
+	Enabled bool `koanf:"enabled"`
 }
 
 // BlobConfig picks the object store holding attachments and archives.

@@ -349,6 +349,8 @@ func usage(key string) string {
 		return "reach the S3 endpoint over https"
 	case "blob.s3.path_style":
 		return "address the bucket as endpoint/bucket (MinIO) instead of bucket.endpoint"
+	case "archive.enabled":
+		return "archive messages to the blob store before retention purges them, and serve older history from the archive"
 	}
 	return ""
 }
