@@ -6,6 +6,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -77,4 +78,22 @@ func ValidKey(key string) error {
 		start = i + 1
 	}
 	return nil
+}
+
+// ErrInvalidRange is returned (wrapped) by GetRange for a negative offset
+// or one past the end of the object.
+var ErrInvalidRange = errors.New("blob: invalid range")
+
+// ClampRange checks a GetRange request against an object of size bytes and
+// returns how many bytes it reads: length -1 or past the end reads to the
+// end, and an offset equal to size reads nothing, so every backend answers
+// the same where S3 itself would refuse an empty range.
+func ClampRange(size, offset, length int64) (int64, error) {
+	if offset < 0 || offset > size || length < -1 {
+		return 0, fmt.Errorf("offset %d length %d of %d bytes: %w", offset, length, size, ErrInvalidRange)
+	}
+	if length == -1 || length > size-offset {
+		return size - offset, nil
+	}
+	return length, nil
 }
