@@ -65,8 +65,9 @@ func importSegment(ctx context.Context, dst Target, chat string, seg Segment, ms
 	if !errors.Is(err, store.ErrConflict) {
 		return 0, fmt.Errorf("archive: import %s: %w", seg.Key, err)
 	}
-	// Some are there already (an import run twice, or cut short).
-	stored, err := dst.History(ctx, chat, store.HistoryQuery{After: seg.FromSeq - 1, Limit: int(seg.ToSeq - seg.FromSeq + 1)})
+	// Some are there already (an import run twice, or cut short). Before,
+	// not After: After 0 would mean no lower bound.
+	stored, err := dst.History(ctx, chat, store.HistoryQuery{Before: seg.ToSeq + 1, Limit: int(seg.ToSeq - seg.FromSeq + 1)})
 	if err != nil {
 		return 0, fmt.Errorf("archive: import %s: %w", seg.Key, err)
 	}

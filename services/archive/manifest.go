@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mqchat/mqchat/blob"
 )
@@ -60,6 +61,11 @@ const maxManifest = 64 << 20
 // LoadManifest returns chat's manifest, empty when the chat has none.
 func LoadManifest(ctx context.Context, bs blob.Store, chat string) (Manifest, error) {
 	key := manifestKey(chat)
+	// A chat id is one key segment: a slash would put one chat's archive
+	// inside another's.
+	if strings.Contains(chat, "/") || blob.ValidKey(key) != nil {
+		return Manifest{}, fmt.Errorf("archive: %q is not a chat id", chat)
+	}
 	rc, _, err := bs.Get(ctx, key)
 	if errors.Is(err, blob.ErrNotFound) {
 		return Manifest{Version: manifestVersion, Chat: chat}, nil
