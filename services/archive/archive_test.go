@@ -274,6 +274,31 @@ func TestBeforeAcrossSegments(t *testing.T) {
 			}
 		})
 	}
+	forward := []struct {
+		name        string
+		after       uint64
+		limit       int
+		first, last uint64
+	}{
+		{"forward inside one segment", 11, 5, 12, 16},
+		{"forward spanning two", 7, 10, 8, 17},
+		{"forward from the start", 0, 3, 1, 3},
+		{"forward to the end", 27, 10, 28, 30},
+	}
+	for _, tc := range forward {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.After(ctx, chat, tc.after, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := msgs[tc.first-1 : tc.last]; !reflect.DeepEqual(got, want) {
+				t.Fatalf("After(%d, %d) = seqs %v, want %d..%d", tc.after, tc.limit, seqs(got), tc.first, tc.last)
+			}
+		})
+	}
+	if got, err := r.After(ctx, chat, 30, 10); err != nil || len(got) != 0 {
+		t.Fatalf("After(30) = %v, %v, want nothing", seqs(got), err)
+	}
 	if got, err := r.Before(ctx, chat, 1, 10); err != nil || len(got) != 0 {
 		t.Fatalf("Before(1) = %v, %v, want nothing", seqs(got), err)
 	}

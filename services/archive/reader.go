@@ -123,3 +123,35 @@ func decodeSegment(data []byte) ([]store.Message, error) {
 	}
 	return msgs, nil
 }
+
+// After returns the oldest archived messages of chat with seq > after, at
+// most limit, in ascending seq order: a forward history page that starts
+// below a chat's live range.
+func (r *Reader) After(ctx context.Context, chat string, after uint64, limit int) ([]store.Message, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("archive: limit %d must be > 0", limit)
+	}
+	man, err := LoadManifest(ctx, r.blobs, chat)
+	if err != nil {
+		return nil, err
+	}
+	var page []store.Message
+	for _, seg := range man.Segments {
+		if len(page) >= limit {
+			break
+		}
+		if seg.ToSeq <= after {
+			continue
+		}
+		msgs, err := r.Segment(ctx, chat, seg)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.Seq > after && len(page) < limit {
+				page = append(page, m)
+			}
+		}
+	}
+	return page, nil
+}

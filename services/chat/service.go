@@ -102,6 +102,10 @@ type Options struct {
 	EditWindow          time.Duration
 	ReactionsPerMessage int
 
+	// Archive, when set, serves history below a chat's live range (the
+	// messages retention archived and purged); nil = the store only.
+	Archive Archive
+
 	MaxMessageBytes int
 	Limiter         Limiter // nil = unlimited
 	Shards          int     // writer goroutines; each chat belongs to exactly one
@@ -546,6 +550,9 @@ func (s *Service) History(ctx context.Context, uid, chat string, q store.History
 	msgs, err := s.st.History(ctx, chat, q)
 	if err != nil {
 		return nil, s.storeError(ctx, "history", err)
+	}
+	if msgs, err = s.withArchived(ctx, chat, q, msgs); err != nil {
+		return nil, s.storeError(ctx, "archived history", err)
 	}
 	return msgs, nil
 }
