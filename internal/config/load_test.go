@@ -345,6 +345,8 @@ func TestValidate(t *testing.T) {
 			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket = "s3", "s3.example.com:9000", "chat"
 		}},
 		{"blob.backend", func(c *Config) { c.Blob.Backend = "gcs" }},
+		{"", func(c *Config) { c.Archive.Enabled = true }},
+		{"archive.enabled", func(c *Config) { c.Archive.Enabled, c.Cluster.Enabled = true, true }},
 		{"blob.s3.endpoint", func(c *Config) { c.Blob.Backend, c.Blob.S3.Bucket = "s3", "chat" }},
 		{"blob.s3.endpoint", func(c *Config) {
 			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket = "s3", "https://s3.example.com", "chat"

@@ -239,6 +239,7 @@ func (c Config) Validate() error {
 	validateStore(c.Store, bad)
 	validateBlob(c.Blob, bad)
 	validateCluster(c, bad)
+	validateArchive(c, bad)
 	return errors.Join(errs...)
 }
 
@@ -400,4 +401,12 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func validateArchive(c Config, bad func(key, format string, args ...any)) {
+	// The owner of a chat archives it, but any node serves its history:
+	// one node's own directory would hide the archive from the others.
+	if c.Archive.Enabled && c.Cluster.Enabled && c.Blob.Backend == "fs" {
+		bad("archive.enabled", "needs blob.backend s3 in cluster mode: every node reads every chat's archive")
+	}
 }
