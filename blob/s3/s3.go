@@ -54,14 +54,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
 	}
-	var creds *credentials.Credentials
-	if cfg.AccessKey != "" {
-		creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
-	} else {
-		creds = credentials.New(&credentials.Static{}) // anonymous
-	}
 	c, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:        creds,
+		// Empty keys make minio-go send anonymous requests (public or
+		// policy-open buckets); those cannot presign.
+		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:       cfg.UseTLS,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
