@@ -1,14 +1,15 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"time"
 
 	"github.com/mqchat/mqchat/blob"
-	blobfs "github.com/mqchat/mqchat/blob/fs"
+	"github.com/mqchat/mqchat/blob/backend"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/store"
 )
@@ -41,27 +42,15 @@ func OpenArchive(cfg config.Config, log *slog.Logger) (ArchiveTools, func() erro
 	fail := func(err error) (ArchiveTools, func() error, error) {
 		return ArchiveTools{}, nil, errors.Join(err, lock.release())
 	}
-	bs, err := archiveBlobStore(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bs, err := backend.Open(ctx, cfg.Blob, dir)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("app: blob store: %w", err))
 	}
 	st, err := openStore(cfg, log)
 	if err != nil {
 		return fail(err)
 	}
 	return ArchiveTools{Store: st, Blobs: bs}, func() error { return errors.Join(st.Close(), lock.release()) }, nil
-}
-
-// archiveBlobStore opens the configured blob store.
-func archiveBlobStore(cfg config.Config) (blob.Store, error) {
-	switch cfg.Blob.Backend {
-	case "fs":
-		s, err := blobfs.Open(filepath.Join(absDir(cfg.DataDir), "blobs"))
-		if err != nil {
-			return nil, fmt.Errorf("app: blob store: %w", err)
-		}
-		return s, nil
-	default:
-		return nil, fmt.Errorf("app: blob.backend %q cannot be opened by this command yet", cfg.Blob.Backend)
-	}
 }
