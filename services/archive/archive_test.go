@@ -121,18 +121,21 @@ func TestExportImportRoundTrip(t *testing.T) {
 	fill(t, src, conversation(45))
 	want := history(t, src)
 
-	res, err := archive.Export(ctx, src, archive.NewWriter(bs), chat, base.Add(24*time.Hour))
+	// Pages of 20: the export reads the chat from its start, page by page.
+	w := archive.NewWriter(bs)
+	w.MaxSegment = 20
+	res, err := archive.Export(ctx, src, w, chat, base.Add(24*time.Hour))
 	if err != nil {
 		t.Fatalf("Export: %v", err)
 	}
-	if res.Messages != 45 || res.LastSeq != 45 || res.Segments != 1 {
-		t.Fatalf("Export = %+v, want 45 messages in 1 segment up to seq 45", res)
+	if res != (archive.ExportResult{Messages: 45, Segments: 3, LastSeq: 45}) {
+		t.Fatalf("Export = %+v, want 45 messages in 3 segments up to seq 45", res)
 	}
 	imp, err := archive.Import(ctx, archive.NewReader(bs), dst, chat)
 	if err != nil {
 		t.Fatalf("Import: %v", err)
 	}
-	if imp != (archive.ImportResult{Segments: 1, Imported: 45}) {
+	if imp != (archive.ImportResult{Segments: 3, Imported: 45}) {
 		t.Fatalf("Import = %+v", imp)
 	}
 	if got := history(t, dst); !reflect.DeepEqual(got, want) {
@@ -157,14 +160,16 @@ func TestExportUntilAndManifest(t *testing.T) {
 	msgs := conversation(30)
 	fill(t, src, msgs)
 	w := archive.NewWriter(bs)
+	w.MaxSegment = 18
 
 	// Messages 1-12 are sent before base+12m30s.
 	res, err := archive.Export(ctx, src, w, chat, base.Add(12*time.Minute+30*time.Second))
 	if err != nil || res.Messages != 12 || res.LastSeq != 12 {
 		t.Fatalf("Export until seq 12 = %+v, %v", res, err)
 	}
+	// 13-30 do not fit beside 1-12 in one segment of 18.
 	res, err = archive.Export(ctx, src, w, chat, base.Add(time.Hour))
-	if err != nil || res.Messages != 18 || res.LastSeq != 30 {
+	if err != nil || res != (archive.ExportResult{Messages: 18, Segments: 2, LastSeq: 30}) {
 		t.Fatalf("second Export = %+v, %v", res, err)
 	}
 	// Nothing new: nothing written.
@@ -226,8 +231,8 @@ func TestArchiveRepeatedPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := manifest(t, bs)
-	if len(m.Segments) != 2 || m.Segments[1].FromSeq != 11 || m.Segments[1].ToSeq != 15 {
-		t.Fatalf("manifest after an overlapping pass = %+v, want 1-10 and 11-15", m.Segments)
+	if len(m.Segments) != 1 || m.Segments[0].FromSeq != 1 || m.Segments[0].ToSeq != 15 || m.Segments[0].Count != 15 {
+		t.Fatalf("manifest after an overlapping pass = %+v, want one segment 1-15", m.Segments)
 	}
 	other := msgs[15]
 	other.Chat = "g:someoneelsesgroup00"
@@ -242,6 +247,7 @@ func TestBeforeAcrossSegments(t *testing.T) {
 	ctx := context.Background()
 	bs := newBlobs(t)
 	w := archive.NewWriter(bs)
+	w.MaxSegment = 10
 	msgs := conversation(30)
 	for _, r := range [][2]int{{0, 10}, {10, 20}, {20, 30}} {
 		if err := w.Archive(ctx, chat, msgs[r[0]:r[1]]); err != nil {
@@ -324,6 +330,7 @@ func TestImportIdempotent(t *testing.T) {
 	msgs := conversation(25)
 	fill(t, src, msgs)
 	w := archive.NewWriter(bs)
+	w.MaxSegment = 10
 	page := history(t, src)
 	if err := w.Archive(ctx, chat, page[:10]); err != nil {
 		t.Fatal(err)
@@ -417,6 +424,35 @@ func TestCorruptArchive(t *testing.T) {
 			t.Fatalf("Before: err = %v, want ErrCorrupt saying the segment is missing", err)
 		}
 	})
+}
+
+// A purger handing over a message or two each pass fills segments up to
+// MaxSegment instead of leaving one per pass, and the segments it merged
+// away are deleted.
+func TestSmallPassesCoalesce(t *testing.T) {
+	ctx := context.Background()
+	bs := newBlobs(t)
+	w := archive.NewWriter(bs)
+	w.MaxSegment = 10
+	msgs := conversation(25)
+	for i := 0; i < len(msgs); i += 2 {
+		if err := w.Archive(ctx, chat, msgs[i:min(i+2, len(msgs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []string
+	if err := bs.List(ctx, "archive/"+chat+"/", func(i blob.Info) error { keys = append(keys, i.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	p := "archive/" + chat + "/"
+	want := []string{p + "1-10.jsonl.gz", p + "11-20.jsonl.gz", p + "21-25.jsonl.gz", p + "manifest.json"}
+	if !reflect.DeepEqual(keys, want) {
+		t.Fatalf("objects = %v, want %v", keys, want)
+	}
+	got, err := archive.NewReader(bs).Before(ctx, chat, 0, 100)
+	if err != nil || !reflect.DeepEqual(got, msgs) {
+		t.Fatalf("Before = %v, %v, want 1..25", seqs(got), err)
+	}
 }
 
 func TestChatIDCannotEscape(t *testing.T) {

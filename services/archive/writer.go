@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 
@@ -20,37 +22,44 @@ import (
 // it returns nil, and only then may the purger delete them.
 type Writer struct {
 	blobs blob.Store
+	// MaxSegment is how many messages a segment grows to: a pass whose
+	// messages continue the last segment and fit beside it rewrites that
+	// segment with them, so a purger handing over a few messages a minute
+	// does not leave a segment per minute. 0 = SegmentSize.
+	MaxSegment int
 	// One archive pass at a time per chat: the manifest is read, extended
 	// and replaced, which two passes at once would lose a segment to.
 	// Within a node the purger is the only writer of a chat; across a
-	// cluster only the chat's owner purges it.
-	mu    sync.Mutex
-	chats map[string]*sync.Mutex
+	// cluster only the chat's owner purges it. Striped, so that the locks
+	// do not grow with the number of chats.
+	locks [64]sync.Mutex
 }
 
 // NewWriter returns a Writer storing into bs.
 func NewWriter(bs blob.Store) *Writer {
-	return &Writer{blobs: bs, chats: make(map[string]*sync.Mutex)}
+	return &Writer{blobs: bs}
 }
 
 func (w *Writer) lock(chat string) func() {
-	w.mu.Lock()
-	l, ok := w.chats[chat]
-	if !ok {
-		l = new(sync.Mutex)
-		w.chats[chat] = l
-	}
-	w.mu.Unlock()
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(chat))
+	l := &w.locks[h.Sum32()%uint32(len(w.locks))]
 	l.Lock()
 	return l.Unlock
 }
 
-// Archive writes msgs (all of chat, any order, no duplicate seq) as one
-// segment and lists it in the manifest. Messages at or below the manifest's
-// last seq are already archived and skipped, so a pass repeated after a
-// crash between archiving and purging writes nothing twice. The messages
-// must extend the archive: a seq below the archive's end that it does not
-// hold is refused, since ranges must not overlap.
+func (w *Writer) maxSegment() int {
+	if w.MaxSegment > 0 {
+		return w.MaxSegment
+	}
+	return SegmentSize
+}
+
+// Archive makes msgs (all of chat, any order, no duplicate seq) part of
+// chat's archive: as a new segment, or merged into the last one when they
+// continue it and the two fit in MaxSegment. Messages at or below the
+// manifest's last seq are already archived and skipped, so a pass repeated
+// after a crash between archiving and purging writes nothing twice.
 func (w *Writer) Archive(ctx context.Context, chat string, msgs []store.Message) error {
 	defer w.lock(chat)()
 	man, err := LoadManifest(ctx, w.blobs, chat)
@@ -76,6 +85,24 @@ func (w *Writer) Archive(ctx context.Context, chat string, msgs []store.Message)
 			return fmt.Errorf("archive: chat %q: seq %d given twice", chat, fresh[i].Seq)
 		}
 	}
+	var superseded string
+	if n := len(man.Segments); n > 0 {
+		tail := man.Segments[n-1]
+		if tail.ToSeq+1 == fresh[0].Seq && tail.Count+len(fresh) <= w.maxSegment() {
+			old, err := NewReader(w.blobs).Segment(ctx, chat, tail)
+			if err != nil {
+				// A damaged tail is left as it is, for an operator to
+				// see; the new messages still go somewhere sound.
+				if !errors.Is(err, ErrCorrupt) {
+					return err
+				}
+			} else {
+				fresh = append(old, fresh...)
+				man.Segments = man.Segments[:n-1]
+				superseded = tail.Key
+			}
+		}
+	}
 	data, err := encodeSegment(fresh)
 	if err != nil {
 		return fmt.Errorf("archive: chat %q: %w", chat, err)
@@ -95,7 +122,16 @@ func (w *Writer) Archive(ctx context.Context, chat string, msgs []store.Message)
 		return fmt.Errorf("archive: segment %s: %w", seg.Key, err)
 	}
 	man.Segments = append(man.Segments, seg)
-	return man.store(ctx, w.blobs)
+	if err := man.store(ctx, w.blobs); err != nil {
+		return err
+	}
+	if superseded != "" {
+		// No manifest lists it any more, so nothing reads it: a failed
+		// delete leaves an unread object, not a wrong archive, and must
+		// not fail a pass whose messages are durable.
+		_ = w.blobs.Delete(ctx, superseded)
+	}
+	return nil
 }
 
 func cmpSeq(a, b uint64) int {

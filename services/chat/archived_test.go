@@ -34,11 +34,15 @@ func TestHistoryBelowTheLiveRange(t *testing.T) {
 		})
 	}
 	w := archive.NewWriter(bs)
+	w.MaxSegment = 6
 	if err := w.Archive(ctx, chat, msgs[:6]); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Archive(ctx, chat, msgs[6:10]); err != nil {
 		t.Fatal(err)
+	}
+	if m, err := archive.LoadManifest(ctx, bs, chat); err != nil || len(m.Segments) != 2 {
+		t.Fatalf("manifest = %+v, %v, want two segments", m, err)
 	}
 	if err := f.st.AppendMessages(ctx, msgs[10:]); err != nil {
 		t.Fatal(err)
