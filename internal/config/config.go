@@ -23,6 +23,22 @@ type Config struct {
 	Push     PushConfig     `koanf:"push"`
 	Store    StoreConfig    `koanf:"store"`
 	Cluster  ClusterConfig  `koanf:"cluster"`
+	// Retention purges old messages (services/retention).
+	Retention RetentionConfig `koanf:"retention"`
+}
+
+// RetentionConfig bounds how long messages are kept. A chat's own setting
+// (PUT /v1/chats/{chat}/retention) replaces Default; Max caps both.
+type RetentionConfig struct {
+	// Default applies to chats without a setting; 0 keeps them forever.
+	Default time.Duration `koanf:"default"`
+	// Max caps every chat's period; 0 = no cap.
+	Max time.Duration `koanf:"max"`
+	// Interval is the time between two purge passes.
+	Interval time.Duration `koanf:"interval"`
+	// Batch bounds the messages one pass purges per chat, so a chat with a
+	// long backlog cannot hold a pass up; the next pass goes on.
+	Batch int `koanf:"batch"`
 }
 
 // ClusterConfig runs chatd as one of several identical nodes sharing NATS
@@ -369,6 +385,7 @@ func Default() Config {
 			RequestTimeout: 5 * time.Second,
 			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		},
+		Retention: RetentionConfig{Interval: time.Minute, Batch: 1000},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",
