@@ -20,6 +20,9 @@ type Purger interface {
 	// FirstSeq is the lowest seq of chat still stored: 1 for a chat that
 	// never had messages, LastSeq+1 for one whose every message was purged.
 	FirstSeq(ctx context.Context, chat string) (uint64, error)
+	// FirstSeqs is FirstSeq for several chats in one call (a chat list),
+	// keyed by chat; every chat of chats is present.
+	FirstSeqs(ctx context.Context, chats []string) (map[string]uint64, error)
 }
 
 // ChatLister enumerates the chats that hold (or held) messages, for

@@ -154,3 +154,20 @@ func (s *Store) firstSeq(ctx context.Context, chat string, buckets []int64) (uin
 	}
 	return p + 1, nil
 }
+
+// FirstSeqs reads chat by chat: a chat list is one screen, and each read
+// is one or two single-partition queries.
+func (s *Store) FirstSeqs(ctx context.Context, chats []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(chats))
+	for _, c := range chats {
+		if _, done := out[c]; done {
+			continue
+		}
+		first, err := s.FirstSeq(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		out[c] = first
+	}
+	return out, nil
+}

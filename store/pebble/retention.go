@@ -299,3 +299,20 @@ func (s *Store) RetentionChats(ctx context.Context, after string, limit int) ([]
 	}
 	return out, nil
 }
+
+// FirstSeqs is one seek per chat, all local reads.
+func (s *Store) FirstSeqs(ctx context.Context, chats []string) (map[string]uint64, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, fmt.Errorf("pebble: first seqs: %w", err)
+	}
+	defer s.mu.RUnlock()
+	out := make(map[string]uint64, len(chats))
+	for _, c := range chats {
+		seq, err := s.firstSeq(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("pebble: first seqs: %w", err)
+		}
+		out[c] = seq
+	}
+	return out, nil
+}

@@ -168,3 +168,29 @@ func (s *Store) RetentionChats(ctx context.Context, after string, limit int) ([]
 	}
 	return out, nil
 }
+
+// FirstSeqs is one query: a primary key probe per chat.
+func (s *Store) FirstSeqs(ctx context.Context, chats []string) (map[string]uint64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT c.chat_id, COALESCE(
+		(SELECT min(seq) FROM messages m WHERE m.chat_id = c.chat_id),
+		(SELECT purged_through + 1 FROM message_purges p WHERE p.chat_id = c.chat_id),
+		1)
+	FROM (SELECT DISTINCT unnest($1::text[]) COLLATE "C" AS chat_id) AS c`, chats)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: first seqs: %w", mapErr(ctx, err))
+	}
+	defer rows.Close()
+	out := make(map[string]uint64, len(chats))
+	for rows.Next() {
+		var chat string
+		var first int64
+		if err := rows.Scan(&chat, &first); err != nil {
+			return nil, fmt.Errorf("postgres: first seqs: %w", mapErr(ctx, err))
+		}
+		out[chat] = uint64(first)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: first seqs: %w", mapErr(ctx, err))
+	}
+	return out, nil
+}

@@ -46,6 +46,13 @@ func checkSeqs(t *testing.T, s store.Store, chat string, all []store.Message, fi
 	if err != nil {
 		t.Fatalf("LastSeq(%q): %v", chat, err)
 	}
+	firsts, err := s.FirstSeqs(t.Context(), []string{chat, "g:rt-untouched"})
+	if err != nil {
+		t.Fatalf("FirstSeqs(%q): %v", chat, err)
+	}
+	if firsts[chat] != gotFirst || firsts["g:rt-untouched"] != 1 || len(firsts) != 2 {
+		t.Fatalf("FirstSeqs = %v, want %s: %d and g:rt-untouched: 1", firsts, chat, gotFirst)
+	}
 	if gotFirst != first || gotLast != last {
 		t.Fatalf("%q: FirstSeq %d, LastSeq %d; want %d, %d", chat, gotFirst, gotLast, first, last)
 	}
