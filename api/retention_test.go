@@ -40,4 +40,3 @@ func TestDecodeRetention(t *testing.T) {
 		}
 	}
 }
-
