@@ -40,7 +40,7 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 		return Page{}, s.storeError(ctx, "first seq", err)
 	}
 	hq := store.HistoryQuery{After: q.After, Before: q.Before, Limit: q.Limit}
-	if q.Forward && q.After+1 < first {
+	if q.Forward && q.After < first-1 {
 		// Purged seqs are gone: start at the first one stored.
 		hq.After = first - 1
 	}
