@@ -80,6 +80,8 @@ type Options struct {
 	Origins OriginChecker
 	// Web serves the web client under /app/ (paths relative to it).
 	Web http.Handler
+	// Retention enables GET and PUT /v1/chats/{chat}/retention.
+	Retention Retention
 }
 
 // Limiter rate-limits requests per key.
@@ -138,6 +140,7 @@ func New(opts Options) http.Handler {
 	a.routeInvites(authed)
 	a.routeKeys(authed)
 	a.routeDeviceMessages(authed)
+	a.routeRetention(authed)
 	return r
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/mqchat/mqchat/services/e2ekeys"
 	"github.com/mqchat/mqchat/services/people"
 	"github.com/mqchat/mqchat/services/presence"
+	"github.com/mqchat/mqchat/services/retention"
 	"github.com/mqchat/mqchat/store"
 )
 
@@ -101,7 +102,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, DeviceMessages: stubDeviceMessages{}, Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, DeviceMessages: stubDeviceMessages{}, Retention: retention.New(openStore(t), retention.Options{}), Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

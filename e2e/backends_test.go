@@ -76,6 +76,8 @@ var onPostgres = []struct {
 	{"DeviceMessageDedupeAndQuota", TestDeviceMessageDedupeAndQuota},
 	{"DeviceMessagesREST", TestDeviceMessagesREST},
 	{"MessageLifecycle", TestMessageLifecycle},
+	{"RetentionGroup", TestRetentionGroup},
+	{"RetentionDirect", TestRetentionDirect},
 }
 
 const postgresPrefix = "TestOnPostgres/"

@@ -203,6 +203,7 @@ type Messages interface {
 	// call however many chats it shows. Edits and deletes are resolved as
 	// in History; Reactions are left empty.
 	LastMessages(ctx context.Context, chats []string) (map[string]Message, error)
+	Purger
 }
 
 // Dedupe holds the records that make sends idempotent. They are written by
@@ -232,6 +233,7 @@ type Store interface {
 	GroupInvites
 	KeyDirectory
 	DeviceMessages
+	ChatRetention
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

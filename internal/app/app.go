@@ -44,6 +44,7 @@ import (
 	"github.com/mqchat/mqchat/services/presence"
 	"github.com/mqchat/mqchat/services/push"
 	"github.com/mqchat/mqchat/services/receipts"
+	"github.com/mqchat/mqchat/services/retention"
 	"github.com/mqchat/mqchat/services/visibility"
 	"github.com/mqchat/mqchat/store"
 	"github.com/mqchat/mqchat/store/cassandra"
@@ -84,7 +85,11 @@ type App struct {
 	live        atomic.Bool
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
-	ids     *ids.Generator
+	// retention purges expired messages from Start until Shutdown.
+	retention     *retention.Service
+	stopRetention context.CancelFunc
+	retentionDone chan struct{}
+	ids           *ids.Generator
 	// browsers: origins and TLS certificates (browsers.go).
 	browsers *browserSetup
 }
@@ -345,6 +350,18 @@ func (a *App) build(secret []byte) error {
 		EditWindow:          cmp.Or(cfg.Limits.EditWindow, -1),
 		ReactionsPerMessage: cfg.Limits.ReactionsPerMessage,
 	})
+	chats := chatLister(a.store)
+	if chats == nil && (cfg.Retention.Default > 0 || cfg.Retention.Max > 0) {
+		a.log.Warn("retention: the message store cannot list chats; retention.default and retention.max apply only to chats with a setting of their own")
+	}
+	a.retention = retention.New(a.store, retention.Options{
+		Default: cfg.Retention.Default, Max: cfg.Retention.Max,
+		Interval: cfg.Retention.Interval, Batch: cfg.Retention.Batch,
+		Chats:   chats,
+		Owner:   retentionOwnerOf(a.cluster),
+		Metrics: metrics.NewRetention(reg),
+		Logger:  a.log.With("component", "retention"),
+	})
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
@@ -484,6 +501,7 @@ func (a *App) build(secret []byte) error {
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
+			Retention:       a.retention,
 			Origins:         a.browsers.origins,
 			Web:             web.Handler(),
 		}),
@@ -592,6 +610,12 @@ func (a *App) Start() error {
 	if err := a.admin.start(); err != nil {
 		return err
 	}
+	rctx, cancel := context.WithCancel(context.Background())
+	a.stopRetention, a.retentionDone = cancel, make(chan struct{})
+	go func() {
+		defer close(a.retentionDone)
+		a.retention.Run(rctx)
+	}()
 	a.live.Store(true)
 	addrs := a.Addrs()
 	a.log.Info("chatd started", "mqtt", addrs.MQTT, "ws", addrs.WS, "tls", addrs.TLS, "http", addrs.HTTP, "data_dir", a.cfg.DataDir)
@@ -662,6 +686,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("broker: %w", err))
 	}
 	a.chat.Close()
+	if a.stopRetention != nil {
+		// Before the store closes: a pass in progress ends at its next
+		// store call.
+		a.stopRetention()
+		<-a.retentionDone
+	}
 	a.deviceInbox.Wait() // replays end with their clients, closed above
 	a.deviceMsgs.Close() // its queued acknowledgements, before the store
 	if a.cluster != nil {

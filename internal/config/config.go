@@ -25,6 +25,8 @@ type Config struct {
 	Cluster  ClusterConfig  `koanf:"cluster"`
 	Blob     BlobConfig     `koanf:"blob"`
 	Archive  ArchiveConfig  `koanf:"archive"`
+	// Retention purges old messages (services/retention).
+	Retention RetentionConfig `koanf:"retention"`
 }
 
 // ArchiveConfig moves messages to the blob store before retention purges
@@ -55,6 +57,20 @@ type S3Config struct {
 	// PathStyle addresses the bucket as endpoint/bucket instead of
 	// bucket.endpoint, as MinIO and most self-hosted services need.
 	PathStyle bool `koanf:"path_style"`
+}
+
+// RetentionConfig bounds how long messages are kept. A chat's own setting
+// (PUT /v1/chats/{chat}/retention) replaces Default; Max caps both.
+type RetentionConfig struct {
+	// Default applies to chats without a setting; 0 keeps them forever.
+	Default time.Duration `koanf:"default"`
+	// Max caps every chat's period; 0 = no cap.
+	Max time.Duration `koanf:"max"`
+	// Interval is the time between two purge passes.
+	Interval time.Duration `koanf:"interval"`
+	// Batch bounds the messages one pass purges per chat, so a chat with a
+	// long backlog cannot hold a pass up; the next pass goes on.
+	Batch int `koanf:"batch"`
 }
 
 // ClusterConfig runs chatd as one of several identical nodes sharing NATS
@@ -401,7 +417,8 @@ func Default() Config {
 			RequestTimeout: 5 * time.Second,
 			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		},
-		Blob: BlobConfig{Backend: "fs", S3: S3Config{UseTLS: true}},
+		Blob:      BlobConfig{Backend: "fs", S3: S3Config{UseTLS: true}},
+		Retention: RetentionConfig{Interval: time.Minute, Batch: 1000},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",

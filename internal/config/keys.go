@@ -237,6 +237,14 @@ func usage(key string) string {
 		return "largest end-to-end key, signed prekey or signature a device may publish, in bytes (32-65536)"
 	case "limits.max_one_time_prekeys":
 		return "one-time prekeys one device may hold (1-100000); an upload past it is refused whole"
+	case "retention.default":
+		return "how long messages of a chat without its own retention setting are kept (0 = forever)"
+	case "retention.max":
+		return "longest retention any chat may have; longer settings are capped to it (0 = no maximum)"
+	case "retention.interval":
+		return "time between two retention passes (10ms-24h)"
+	case "retention.batch":
+		return "most messages one retention pass purges per chat (1-1000000)"
 	case "limits.edit_window":
 		return "how long after sending a message its sender may edit it (0 = no edits)"
 	case "limits.reactions_per_message":

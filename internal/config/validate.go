@@ -198,6 +198,7 @@ func (c Config) Validate() error {
 		between("limits.key_claim_burst", c.Limits.KeyClaimBurst, 1, 1_000_000)
 	}
 	between("limits.device_messages_pending", c.Limits.DeviceMessagesPending, 1, 1_000_000)
+	c.validateRetention(bad, between)
 
 	if c.Presence.Grace < 0 || c.Presence.Grace > time.Hour {
 		bad("presence.grace", "must be between 0s and 1h, got %s", c.Presence.Grace)
@@ -409,4 +410,24 @@ func validateArchive(c Config, bad func(key, format string, args ...any)) {
 	if c.Archive.Enabled && c.Cluster.Enabled && c.Blob.Backend == "fs" {
 		bad("archive.enabled", "needs blob.backend s3 in cluster mode: every node reads every chat's archive")
 	}
+}
+
+// maxRetention bounds retention periods (100 years): beyond it a cutoff
+// time would leave the range every store keeps.
+const maxRetention = 100 * 365 * 24 * time.Hour
+
+func (c *Config) validateRetention(bad func(key, format string, args ...any), between func(key string, v, lo, hi int)) {
+	r := c.Retention
+	if r.Default < 0 || r.Default > maxRetention {
+		bad("retention.default", "must be between 0 (keep forever) and %s, got %s", maxRetention, r.Default)
+	}
+	if r.Max < 0 || r.Max > maxRetention {
+		bad("retention.max", "must be between 0 (no maximum) and %s, got %s", maxRetention, r.Max)
+	}
+	// Short intervals are for tests; a purge pass is cheap when there is
+	// nothing to purge.
+	if r.Interval < 10*time.Millisecond || r.Interval > 24*time.Hour {
+		bad("retention.interval", "must be between 10ms and 24h, got %s", r.Interval)
+	}
+	between("retention.batch", r.Batch, 1, 1_000_000)
 }

@@ -21,10 +21,13 @@ type ListStore interface {
 
 // ChatSummary is one entry of a user's chat list.
 type ChatSummary struct {
-	Chat         string     `json:"chat"`
-	Kind         string     `json:"kind"` // "direct" | "group"
-	Title        string     `json:"title"`
-	LastSeq      uint64     `json:"last_seq"`
+	Chat    string `json:"chat"`
+	Kind    string `json:"kind"` // "direct" | "group"
+	Title   string `json:"title"`
+	LastSeq uint64 `json:"last_seq"`
+	// FirstSeq is the oldest seq still stored (retention purges older
+	// ones); LastSeq+1 when every message was purged.
+	FirstSeq     uint64     `json:"first_seq"`
 	LastMessage  *Delivered `json:"last_message"`
 	ReadSeq      uint64     `json:"read_seq"`
 	DeliveredSeq uint64     `json:"delivered_seq"`
@@ -148,6 +151,10 @@ func (s *Service) summarize(ctx context.Context, uid string, states []store.Chat
 	if err != nil {
 		return nil, s.storeError(ctx, "last messages", err)
 	}
+	firsts, err := s.st.FirstSeqs(ctx, chats)
+	if err != nil {
+		return nil, s.storeError(ctx, "first seqs", err)
+	}
 	users, err := s.st.UsersByID(ctx, userIDs)
 	if err != nil {
 		return nil, s.storeError(ctx, "chat titles", err)
@@ -162,10 +169,17 @@ func (s *Service) summarize(ctx context.Context, uid string, states []store.Chat
 			Chat: st.Chat, ReadSeq: st.ReadSeq, DeliveredSeq: st.DeliveredSeq, Left: st.Left,
 			changedAt: st.UpdatedAt.Truncate(time.Millisecond),
 		}
+		sum.FirstSeq = max(firsts[st.Chat], 1)
+		if sum.FirstSeq > 1 {
+			// A chat emptied by retention has no last message but keeps
+			// its last seq.
+			sum.LastSeq = sum.FirstSeq - 1
+		}
 		if m, ok := last[st.Chat]; ok {
 			sum.LastSeq = m.Seq
-			if sum.LastSeq > sum.ReadSeq {
-				sum.Unread = sum.LastSeq - sum.ReadSeq
+			// Purged messages are not waiting to be read.
+			if read := max(sum.ReadSeq, sum.FirstSeq-1); sum.LastSeq > read {
+				sum.Unread = sum.LastSeq - read
 			}
 			visible, err := s.lastVisible(ctx, uid, &sum, m)
 			if err != nil {

@@ -23,6 +23,9 @@ type Page struct {
 	// for the following page; nil when this page was not full, so there is
 	// nothing more in that direction. A full last page costs one empty page.
 	Next *uint64 `json:"next"`
+	// FirstSeq is the chat's oldest seq still stored: retention purges
+	// what is older, so paging back stops there.
+	FirstSeq uint64 `json:"first_seq"`
 }
 
 // HistoryPage returns a page of a chat uid may read.
@@ -30,8 +33,18 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 	if q.Forward && q.Before != 0 {
 		return Page{}, Invalid("before", "use either after or before, not both")
 	}
+	// Read before the page (whose access check guards both): a purge
+	// between the two reads only makes first stale by what it purged.
+	first, err := s.st.FirstSeq(ctx, chat)
+	if err != nil {
+		return Page{}, s.storeError(ctx, "first seq", err)
+	}
 	hq := store.HistoryQuery{After: q.After, Before: q.Before, Limit: q.Limit}
-	if q.Forward && q.After == 0 {
+	if q.Forward && q.After < first-1 {
+		// Purged seqs are gone: start at the first one stored.
+		hq.After = first - 1
+	}
+	if q.Forward && hq.After == 0 {
 		// Seqs are gap-free from 1: the oldest page is the newest below limit+1.
 		hq.Before = uint64(q.Limit) + 1
 	}
@@ -39,13 +52,13 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 	if err != nil {
 		return Page{}, err
 	}
-	var page Page
+	page := Page{FirstSeq: first}
 	if len(msgs) == q.Limit {
 		next := msgs[0].Seq
 		if q.Forward {
 			next = msgs[len(msgs)-1].Seq
 		}
-		if q.Forward || next > 1 {
+		if q.Forward || next > first {
 			page.Next = &next
 		}
 	}

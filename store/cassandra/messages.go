@@ -348,7 +348,12 @@ func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
 	if err := iter.Close(); err != nil {
 		return fail(err)
 	}
-	return 0, nil
+	// A chat emptied by retention keeps counting from its purge marker.
+	p, err := s.purgedThrough(ctx, chat)
+	if err != nil {
+		return fail(err)
+	}
+	return p, nil
 }
 
 // pageSize is the driver page size for history reads; a large Limit is

@@ -35,6 +35,7 @@ type Relational interface {
 	store.GroupInvites
 	store.KeyDirectory
 	store.DeviceMessages
+	store.ChatRetention
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -236,6 +236,12 @@ func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
 	if err = errors.Join(err, it.Close()); err != nil {
 		return 0, fmt.Errorf("pebble: last seq: %w", err)
 	}
+	if seq == 0 {
+		// A chat emptied by retention keeps counting from its purge marker.
+		if seq, err = s.purgedThrough(chat); err != nil {
+			return 0, fmt.Errorf("pebble: last seq: %w", err)
+		}
+	}
 	return seq, nil
 }
 

@@ -173,7 +173,9 @@ func recordsWanted(msgs []store.Message, sent []time.Time, cutoff time.Time) int
 // LastSeq is a backward scan of the chat's primary-key range.
 func (s *Store) LastSeq(ctx context.Context, chat string) (uint64, error) {
 	var last int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM messages WHERE chat_id = $1`, chat).Scan(&last)
+	// A chat emptied by retention keeps counting from its purge marker.
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT max(seq) FROM messages WHERE chat_id = $1),
+		(SELECT purged_through FROM message_purges WHERE chat_id = $1), 0)`, chat).Scan(&last)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: last seq of %q: %w", chat, mapErr(ctx, err))
 	}

@@ -67,6 +67,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"Invites", inviteTests()},
 		{"DeviceKeys", deviceKeyTests()},
 		{"BatchReads", batchReadTests()},
+		{"Retention", retentionTests()},
 		{"Context", contextTests()},
 		{"Ping", []testCase{{"Live", testPing}}},
 	}

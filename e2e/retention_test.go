@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/mqchat/mqchat/internal/config"
+)
+
+type retentionView struct {
+	Seconds          int64 `json:"seconds"`
+	EffectiveSeconds int64 `json:"effective_seconds"`
+}
+
+type retentionPage struct {
+	Messages []inboxMsg `json:"messages"`
+	Next     *uint64    `json:"next"`
+	FirstSeq uint64     `json:"first_seq"`
+}
+
+type retentionSummary struct {
+	Chat     string `json:"chat"`
+	LastSeq  uint64 `json:"last_seq"`
+	FirstSeq uint64 `json:"first_seq"`
+	Unread   uint64 `json:"unread"`
+}
+
+func (s *server) putRetention(t *testing.T, a account, chat string, seconds int64) (int, retentionView) {
+	t.Helper()
+	var v retentionView
+	st := s.call(t, "PUT", "/v1/chats/"+chat+"/retention", a.Token, map[string]int64{"seconds": seconds}, nil, &v)
+	return st, v
+}
+
+func (s *server) sendREST(t *testing.T, a account, chat, body string) uint64 {
+	t.Helper()
+	var res struct {
+		Seq uint64 `json:"seq"`
+	}
+	if st := s.call(t, "POST", "/v1/chats/"+chat+"/messages", a.Token, map[string]any{"type": "text", "body": body},
+		map[string]string{"Idempotency-Key": fmt.Sprintf("rt-%d", time.Now().UnixNano())}, &res); st != http.StatusCreated {
+		t.Fatalf("send to %s: status %d", chat, st)
+	}
+	return res.Seq
+}
+
+func (s *server) retentionHistory(t *testing.T, a account, chat string) retentionPage {
+	t.Helper()
+	var p retentionPage
+	if st := s.call(t, "GET", "/v1/chats/"+chat+"/messages?after=0", a.Token, nil, nil, &p); st != http.StatusOK {
+		t.Fatalf("history %s: status %d", chat, st)
+	}
+	return p
+}
+
+func (s *server) summaryOf(t *testing.T, a account, chat string) retentionSummary {
+	t.Helper()
+	var list struct {
+		Chats []retentionSummary `json:"chats"`
+	}
+	if st := s.call(t, "GET", "/v1/chats", a.Token, nil, nil, &list); st != http.StatusOK {
+		t.Fatalf("chat list: status %d", st)
+	}
+	for _, c := range list.Chats {
+		if c.Chat == chat {
+			return c
+		}
+	}
+	t.Fatalf("chat %s not in %s's list", chat, a.Username)
+	return retentionSummary{}
+}
+
+// TestRetentionGroup: a group's owner sets a short retention; expired
+// messages leave history, the chat list and history report the first seq
+// still stored, newer messages stay, and seqs go on after a purge that
+// emptied the chat. A plain member may read the setting but not change it.
+func TestRetentionGroup(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.Retention.Interval = 20 * time.Millisecond })
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	var g struct {
+		Chat string `json:"chat"`
+	}
+	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "short", "members": []string{bob.ID}}, nil, &g); st != http.StatusCreated {
+		t.Fatalf("create group: %d", st)
+	}
+	if st, _ := s.putRetention(t, bob, g.Chat, 1); st != http.StatusForbidden {
+		t.Fatalf("plain member PUT retention: %d, want 403", st)
+	}
+	var v retentionView
+	if st := s.call(t, "GET", "/v1/chats/"+g.Chat+"/retention", bob.Token, nil, nil, &v); st != http.StatusOK || v != (retentionView{}) {
+		t.Fatalf("member GET retention = %d %+v, want 200 and nothing set", st, v)
+	}
+	const period = 2
+	if st, v := s.putRetention(t, alice, g.Chat, period); st != http.StatusOK || v != (retentionView{period, period}) {
+		t.Fatalf("owner PUT retention = %d %+v", st, v)
+	}
+
+	s.sendREST(t, alice, g.Chat, "old one")
+	last := s.sendREST(t, bob, g.Chat, "old two")
+	eventually(t, "every message purged", func() error {
+		if p := s.retentionHistory(t, alice, g.Chat); len(p.Messages) != 0 || p.FirstSeq != last+1 {
+			return fmt.Errorf("history holds %d messages, first_seq %d; want none, %d", len(p.Messages), p.FirstSeq, last+1)
+		}
+		return nil
+	})
+	if sum := s.summaryOf(t, bob, g.Chat); sum.LastSeq != last || sum.FirstSeq != last+1 || sum.Unread != 0 {
+		t.Fatalf("emptied chat in the list: %+v, want last_seq %d, first_seq %d, unread 0", sum, last, last+1)
+	}
+
+	// A message sent now is kept (for the period) and continues the seqs.
+	fresh := s.sendREST(t, alice, g.Chat, "fresh")
+	if fresh != last+1 {
+		t.Fatalf("seq after the purge = %d, want %d", fresh, last+1)
+	}
+	p := s.retentionHistory(t, bob, g.Chat)
+	if len(p.Messages) != 1 || p.Messages[0].Seq != fresh || p.FirstSeq != fresh || p.Next != nil {
+		t.Fatalf("history after a fresh send: %+v, want only seq %d, first_seq %d", p, fresh, fresh)
+	}
+	if sum := s.summaryOf(t, bob, g.Chat); sum.LastSeq != fresh || sum.FirstSeq != fresh || sum.Unread != 1 {
+		t.Fatalf("chat list after a fresh send: %+v, want last %d, first %d, unread 1", sum, fresh, fresh)
+	}
+	eventually(t, "the fresh message purged in turn", func() error {
+		if p := s.retentionHistory(t, bob, g.Chat); len(p.Messages) != 0 || p.FirstSeq != fresh+1 {
+			return fmt.Errorf("history holds %d messages, first_seq %d", len(p.Messages), p.FirstSeq)
+		}
+		return nil
+	})
+}
+
+// TestRetentionDirect: in a 1:1 chat each member sets their own side and
+// the shorter one applies to both; an outsider sees no such chat.
+func TestRetentionDirect(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.Retention.Interval = 20 * time.Millisecond })
+	alice, bob, eve := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "eve")
+	chat := directChat(alice.ID, bob.ID)
+	old := s.sendREST(t, alice, chat, "hello")
+
+	if st, v := s.putRetention(t, alice, chat, 3600); st != http.StatusOK || v != (retentionView{3600, 3600}) {
+		t.Fatalf("alice PUT = %d %+v", st, v)
+	}
+	if st, v := s.putRetention(t, bob, chat, 1); st != http.StatusOK || v != (retentionView{1, 1}) {
+		t.Fatalf("bob PUT = %d %+v, want his 1s in force", st, v)
+	}
+	var v retentionView
+	if st := s.call(t, "GET", "/v1/chats/"+chat+"/retention", alice.Token, nil, nil, &v); st != http.StatusOK || v != (retentionView{3600, 1}) {
+		t.Fatalf("alice GET = %d %+v, want her 3600s and bob's shorter 1s in force", st, v)
+	}
+	if st, _ := s.putRetention(t, eve, chat, 1); st != http.StatusNotFound {
+		t.Fatalf("outsider PUT = %d, want 404", st)
+	}
+	eventually(t, "the shorter side's period applied", func() error {
+		if p := s.retentionHistory(t, alice, chat); len(p.Messages) != 0 || p.FirstSeq != old+1 {
+			return fmt.Errorf("history holds %d messages, first_seq %d", len(p.Messages), p.FirstSeq)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,2 @@
+DROP TABLE message_purges;
+DROP TABLE chat_retention;
