@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -156,4 +160,50 @@ func TestRetentionDirect(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRetentionArchived: with archive.enabled the purger writes what it
+// purges to the blob store first, and history below the live range reads
+// it back: the chat's messages stay readable while the live store drops
+// them.
+func TestRetentionArchived(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		c.Retention.Interval = 20 * time.Millisecond
+		c.Archive.Enabled = true
+	})
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	var g struct {
+		Chat string `json:"chat"`
+	}
+	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "archived", "user_ids": []string{bob.ID}}, nil, &g); st != http.StatusCreated {
+		t.Fatalf("create group: %d", st)
+	}
+	if st, _ := s.putRetention(t, alice, g.Chat, 1); st != http.StatusOK {
+		t.Fatalf("PUT retention: %d", st)
+	}
+	bodies := []string{"first words", "second words", "third words"}
+	var last uint64
+	for _, b := range bodies {
+		last = s.sendREST(t, alice, g.Chat, b)
+	}
+	eventually(t, "the messages purged from the live store", func() error {
+		if sum := s.summaryOf(t, bob, g.Chat); sum.FirstSeq != last+1 {
+			return fmt.Errorf("chat list first_seq %d, want %d", sum.FirstSeq, last+1)
+		}
+		return nil
+	})
+	p := s.retentionHistory(t, bob, g.Chat)
+	var got []string
+	for _, m := range p.Messages {
+		var text string
+		if json.Unmarshal(m.Body, &text) == nil {
+			got = append(got, text)
+		}
+	}
+	if !slices.Equal(got, bodies) {
+		t.Fatalf("history after the purge read %q, want the archived %q", got, bodies)
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, "blobs")); err != nil {
+		t.Fatalf("no blob store in the data dir: %v", err)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mqchat/mqchat/api"
+	"github.com/mqchat/mqchat/blob"
 	"github.com/mqchat/mqchat/broker"
 	"github.com/mqchat/mqchat/cluster"
 	"github.com/mqchat/mqchat/hooks"
@@ -34,6 +35,7 @@ import (
 	"github.com/mqchat/mqchat/internal/migrate"
 	"github.com/mqchat/mqchat/internal/ratelimit"
 	"github.com/mqchat/mqchat/services/accounts"
+	"github.com/mqchat/mqchat/services/archive"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/services/consent"
@@ -86,7 +88,9 @@ type App struct {
 	// cluster is nil in single-node mode.
 	cluster *cluster.Node
 	// retention purges expired messages from Start until Shutdown.
-	retention     *retention.Service
+	retention *retention.Service
+	// blobs holds archives; nil unless archive.enabled.
+	blobs         blob.Store
 	stopRetention context.CancelFunc
 	retentionDone chan struct{}
 	ids           *ids.Generator
@@ -333,7 +337,21 @@ func (a *App) build(secret []byte) error {
 	// One budget for chat and device messages: a client cannot double its
 	// send rate by alternating them.
 	sendLimiter := limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst)
+	blobs, err := a.openBlobs()
+	if err != nil {
+		return err
+	}
+	// The archive (archive.enabled): what the purger writes before a
+	// purge, and what history reads below a chat's live range.
+	var (
+		archived chat.Archive
+		archiver retention.Archiver
+	)
+	if blobs != nil {
+		archived, archiver = archive.NewReader(blobs), archive.NewWriter(blobs)
+	}
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
+		Archive:         archived,
 		List:            a.store,
 		Receipts:        a.receipts,
 		Started:         membership,
@@ -357,10 +375,11 @@ func (a *App) build(secret []byte) error {
 	a.retention = retention.New(a.store, retention.Options{
 		Default: cfg.Retention.Default, Max: cfg.Retention.Max,
 		Interval: cfg.Retention.Interval, Batch: cfg.Retention.Batch,
-		Chats:   chats,
-		Owner:   retentionOwnerOf(a.cluster),
-		Metrics: metrics.NewRetention(reg),
-		Logger:  a.log.With("component", "retention"),
+		Chats:    chats,
+		Owner:    retentionOwnerOf(a.cluster),
+		Archiver: archiver,
+		Metrics:  metrics.NewRetention(reg),
+		Logger:   a.log.With("component", "retention"),
 	})
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{

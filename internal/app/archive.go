@@ -54,3 +54,19 @@ func OpenArchive(cfg config.Config, log *slog.Logger) (ArchiveTools, func() erro
 	}
 	return ArchiveTools{Store: st, Blobs: bs}, func() error { return errors.Join(st.Close(), lock.release()) }, nil
 }
+
+// openBlobs opens the blob store the node uses for archives (and
+// attachments) once; nil when nothing configured needs one.
+func (a *App) openBlobs() (blob.Store, error) {
+	if a.blobs != nil || !a.cfg.Archive.Enabled {
+		return a.blobs, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bs, err := backend.Open(ctx, a.cfg.Blob, absDir(a.cfg.DataDir))
+	if err != nil {
+		return nil, fmt.Errorf("app: open blob store: %w", err)
+	}
+	a.blobs = bs
+	return bs, nil
+}

@@ -40,8 +40,9 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 		return Page{}, s.storeError(ctx, "first seq", err)
 	}
 	hq := store.HistoryQuery{After: q.After, Before: q.Before, Limit: q.Limit}
-	if q.Forward && q.After < first-1 {
-		// Purged seqs are gone: start at the first one stored.
+	if q.Forward && q.After < first-1 && s.opts.Archive == nil {
+		// Purged seqs are gone: start at the first one stored. (With an
+		// archive they are read back from it: History completes the page.)
 		hq.After = first - 1
 	}
 	if q.Forward && hq.After == 0 {
