@@ -232,6 +232,7 @@ type Store interface {
 	GroupInvites
 	KeyDirectory
 	DeviceMessages
+	Attachments
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error
