@@ -89,7 +89,7 @@ type Store struct {
 	e2eDeviceLocks stripes
 	// attachLocks serialise the read-modify-writes of one attachment
 	// record (references) and of one user's daily upload counter.
-	attachLocks stripes
+	attachLocks    stripes
 	e2eSenderLocks stripes
 
 	stopSweep context.CancelFunc
