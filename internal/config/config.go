@@ -23,6 +23,29 @@ type Config struct {
 	Push     PushConfig     `koanf:"push"`
 	Store    StoreConfig    `koanf:"store"`
 	Cluster  ClusterConfig  `koanf:"cluster"`
+	Blob     BlobConfig     `koanf:"blob"`
+}
+
+// BlobConfig picks the object store holding attachments and archives.
+type BlobConfig struct {
+	// Backend is fs (a directory under data_dir/blobs, one node only) or
+	// s3 (any S3-compatible service, shared by a cluster).
+	Backend string   `koanf:"backend"`
+	S3      S3Config `koanf:"s3"`
+}
+
+// S3Config locates an S3-compatible bucket.
+type S3Config struct {
+	// Endpoint is host[:port], without a scheme: UseTLS picks https.
+	Endpoint  string `koanf:"endpoint"`
+	Bucket    string `koanf:"bucket"`
+	Region    string `koanf:"region"`
+	AccessKey string `koanf:"access_key"`
+	SecretKey string `koanf:"secret_key"`
+	UseTLS    bool   `koanf:"use_tls"`
+	// PathStyle addresses the bucket as endpoint/bucket instead of
+	// bucket.endpoint, as MinIO and most self-hosted services need.
+	PathStyle bool `koanf:"path_style"`
 }
 
 // ClusterConfig runs chatd as one of several identical nodes sharing NATS
@@ -369,6 +392,7 @@ func Default() Config {
 			RequestTimeout: 5 * time.Second,
 			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		},
+		Blob: BlobConfig{Backend: "fs", S3: S3Config{UseTLS: true}},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",

@@ -119,7 +119,7 @@ func Keys() []string {
 // secret reports whether a key's value must never reach a log.
 func secret(key string) bool {
 	switch key {
-	case "auth.jwt_secret", "store.postgres.dsn", "store.cassandra.password", "cluster.nats.token", "cluster.nats.password":
+	case "auth.jwt_secret", "store.postgres.dsn", "store.cassandra.password", "cluster.nats.token", "cluster.nats.password", "blob.s3.secret_key":
 		return true
 	}
 	return false
@@ -333,6 +333,22 @@ func usage(key string) string {
 		return "Cassandra user name; empty = no authentication"
 	case "store.cassandra.password":
 		return "Cassandra password (with username)"
+	case "blob.backend":
+		return "object store for attachments and archives: fs (data_dir/blobs) or s3"
+	case "blob.s3.endpoint":
+		return "S3 endpoint host[:port] without scheme; required when blob.backend is s3"
+	case "blob.s3.bucket":
+		return "S3 bucket; required when blob.backend is s3"
+	case "blob.s3.region":
+		return "S3 region; empty lets the client discover it"
+	case "blob.s3.access_key":
+		return "S3 access key id (with blob.s3.secret_key)"
+	case "blob.s3.secret_key":
+		return "S3 secret access key"
+	case "blob.s3.use_tls":
+		return "reach the S3 endpoint over https"
+	case "blob.s3.path_style":
+		return "address the bucket as endpoint/bucket (MinIO) instead of bucket.endpoint"
 	}
 	return ""
 }

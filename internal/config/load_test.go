@@ -341,6 +341,18 @@ func TestValidate(t *testing.T) {
 		{"store.cassandra.keyspace", func(c *Config) { c.Store.Cassandra.Keyspace = "chat-prod" }},
 		{"store.cassandra.consistency", func(c *Config) { c.Store.Cassandra.Consistency = "SERIAL" }},
 		{"store.cassandra.username", func(c *Config) { c.Store.Cassandra.Username = "chatd" }},
+		{"", func(c *Config) {
+			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket = "s3", "s3.example.com:9000", "chat"
+		}},
+		{"blob.backend", func(c *Config) { c.Blob.Backend = "gcs" }},
+		{"blob.s3.endpoint", func(c *Config) { c.Blob.Backend, c.Blob.S3.Bucket = "s3", "chat" }},
+		{"blob.s3.endpoint", func(c *Config) {
+			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket = "s3", "https://s3.example.com", "chat"
+		}},
+		{"blob.s3.bucket", func(c *Config) { c.Blob.Backend, c.Blob.S3.Endpoint = "s3", "s3.example.com" }},
+		{"blob.s3.access_key", func(c *Config) {
+			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket, c.Blob.S3.SecretKey = "s3", "s3.example.com", "chat", "s3-secret"
+		}},
 		{"data_dir", func(c *Config) { c.DataDir = "" }},
 		{"node_id", func(c *Config) { c.NodeID = -1 }},
 		{"node_id", func(c *Config) { c.NodeID = 1024 }},
@@ -626,15 +638,16 @@ func TestLogValueRedactsSecret(t *testing.T) {
 	c.Auth.JWTSecret = "hunter2-very-secret"
 	c.Store.Postgres.DSN = "postgres://chatd:pg-password@db/chat"
 	c.Store.Cassandra.Password = "cassandra-password"
+	c.Blob.S3.SecretKey = "s3-secret-key"
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	out := buf.String()
-	for _, secret := range []string{c.Auth.JWTSecret, "pg-password", c.Store.Cassandra.Password} {
+	for _, secret := range []string{c.Auth.JWTSecret, "pg-password", c.Store.Cassandra.Password, c.Blob.S3.SecretKey} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("secret %q leaked into log: %s", secret, out)
 		}
 	}
-	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""`, `"session_expiry":604800000000000`} {
+	for _, want := range []string{`"jwt_secret":"[redacted]"`, `"http":{"addr":":8080","pprof_addr":"","metrics_addr":""`, `"session_expiry":604800000000000`, `"secret_key":"[redacted]"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log %s lacks %s", out, want)
 		}

@@ -237,6 +237,7 @@ func (c Config) Validate() error {
 	}
 
 	validateStore(c.Store, bad)
+	validateBlob(c.Blob, bad)
 	validateCluster(c, bad)
 	return errors.Join(errs...)
 }
@@ -350,6 +351,28 @@ func validateStore(s StoreConfig, bad func(key, format string, args ...any)) {
 	}
 	if (cs.Username == "") != (cs.Password == "") {
 		bad("store.cassandra.username", "store.cassandra.username and store.cassandra.password go together")
+	}
+}
+
+func validateBlob(b BlobConfig, bad func(key, format string, args ...any)) {
+	switch b.Backend {
+	case "fs":
+		return
+	case "s3":
+	default:
+		bad("blob.backend", "must be fs or s3, got %q", b.Backend)
+		return
+	}
+	if e := strings.TrimSpace(b.S3.Endpoint); e == "" {
+		bad("blob.s3.endpoint", "required when blob.backend is s3")
+	} else if strings.Contains(e, "://") || strings.Contains(e, "/") {
+		bad("blob.s3.endpoint", "must be host[:port] without scheme or path (blob.s3.use_tls picks https), got %q", e)
+	}
+	if strings.TrimSpace(b.S3.Bucket) == "" {
+		bad("blob.s3.bucket", "required when blob.backend is s3")
+	}
+	if (b.S3.AccessKey == "") != (b.S3.SecretKey == "") {
+		bad("blob.s3.access_key", "blob.s3.access_key and blob.s3.secret_key go together")
 	}
 }
 
