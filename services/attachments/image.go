@@ -90,4 +90,3 @@ func thumbnail(img image.Image) ([]byte, int, int, error) {
 	}
 	return buf.Bytes(), w, h, nil
 }
-
