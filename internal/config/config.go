@@ -24,6 +24,16 @@ type Config struct {
 	Store    StoreConfig    `koanf:"store"`
 	Cluster  ClusterConfig  `koanf:"cluster"`
 	Blob     BlobConfig     `koanf:"blob"`
+	// Attachments bounds uploads (services/attachments).
+	Attachments AttachmentsConfig `koanf:"attachments"`
+}
+
+// AttachmentsConfig bounds uploads and says how long one may wait for a
+// message to reference it.
+type AttachmentsConfig struct {
+	MaxBytes        int           `koanf:"max_bytes"`
+	DailyBytes      int           `koanf:"daily_bytes"`
+	UnreferencedTTL time.Duration `koanf:"unreferenced_ttl"`
 }
 
 // BlobConfig picks the object store holding attachments and archives.
@@ -393,6 +403,11 @@ func Default() Config {
 			NATS:           NATSConfig{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		},
 		Blob: BlobConfig{Backend: "fs", S3: S3Config{UseTLS: true}},
+		Attachments: AttachmentsConfig{
+			MaxBytes:        25 << 20,
+			DailyBytes:      500 << 20,
+			UnreferencedTTL: 24 * time.Hour,
+		},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",

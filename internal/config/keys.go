@@ -349,6 +349,12 @@ func usage(key string) string {
 		return "reach the S3 endpoint over https"
 	case "blob.s3.path_style":
 		return "address the bucket as endpoint/bucket (MinIO) instead of bucket.endpoint"
+	case "attachments.max_bytes":
+		return "largest attachment upload in bytes"
+	case "attachments.daily_bytes":
+		return "bytes each user may upload per UTC day"
+	case "attachments.unreferenced_ttl":
+		return "how long an upload may wait for a message to reference it before it is deleted"
 	}
 	return ""
 }
