@@ -35,8 +35,9 @@ type Store interface {
 	Stat(ctx context.Context, key string) (Info, error)
 	// Delete removes the object; ErrNotFound when absent.
 	Delete(ctx context.Context, key string) error
-	// List calls fn for every key starting with prefix, in lexical order,
-	// stopping at the first error fn returns.
+	// List calls fn for every key starting with prefix, in lexical (byte)
+	// order, stopping at the first error fn returns, which it returns.
+	// Info.ContentType may be empty here (S3 listings lack it); Stat has it.
 	List(ctx context.Context, prefix string, fn func(Info) error) error
 }
 

@@ -235,7 +235,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := os.Remove(p); err != nil {
 		return s.mapErr("delete", key, err)
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	// A concurrent Delete may already have pruned the emptied directory;
+	// then there is nothing left to sync.
+	if err := syncDir(filepath.Dir(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob/fs: delete %s: %w", key, err)
 	}
 	if err := os.Remove(s.metaPath(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -1,6 +1,7 @@
 package fs_test
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,5 +48,84 @@ func TestOpenRemovesStaleTemps(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) != 0 {
 		t.Errorf("tmp holds %d entries", len(ents))
+	}
+}
+
+// Readers racing overwrites of one key see one whole version or the other,
+// never a mix or a truncated file: the rename is what publishes a version.
+func TestConcurrentOverwriteIsAtomic(t *testing.T) {
+	s, err := fs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := []string{strings.Repeat("a", 64<<10), strings.Repeat("b", 96<<10)}
+	if err := s.Put(t.Context(), "k", strings.NewReader(versions[0]), int64(len(versions[0])), "text/plain"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			v := versions[i%2]
+			if err := s.Put(t.Context(), "k", strings.NewReader(v), int64(len(v)), "text/plain"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reads == 0 {
+				t.Log("writer finished before any read")
+			}
+			return
+		default:
+		}
+		rc, _, err := s.Get(t.Context(), "k")
+		if err != nil {
+			t.Fatalf("Get during overwrites: %v", err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != versions[0] && string(b) != versions[1] {
+			t.Fatalf("read %d bytes that are neither version", len(b))
+		}
+	}
+}
+
+// Delete prunes emptied directories while another Put may be about to
+// rename into one of them; that Put must still land.
+func TestPutRacesDirectoryPruning(t *testing.T) {
+	s, err := fs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for _, key := range []string{"p/x/y/a", "p/x/y/b"} {
+		go func() {
+			for range 200 {
+				if err := s.Put(t.Context(), key, strings.NewReader("v"), 1, "text/plain"); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.Delete(t.Context(), key); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 { // wait for both before failing, so TempDir cleanup races nothing
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
