@@ -87,6 +87,8 @@ type App struct {
 	ids     *ids.Generator
 	// browsers: origins and TLS certificates (browsers.go).
 	browsers *browserSetup
+	// attach: uploads and their janitor (attachments.go).
+	attach *attachmentsSetup
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -328,12 +330,16 @@ func (a *App) build(secret []byte) error {
 	// One budget for chat and device messages: a client cannot double its
 	// send rate by alternating them.
 	sendLimiter := limiter(cfg.Limits.SendRate, cfg.Limits.SendBurst)
+	if err := a.buildAttachments(reg); err != nil {
+		return err
+	}
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		List:            a.store,
 		Receipts:        a.receipts,
 		Started:         membership,
 		Blocks:          consentSvc,
 		Requests:        consentSvc,
+		Attachments:     a.attach.svc,
 		Router:          chatRouter(a.cluster),
 		Fence:           chatFence(a.cluster),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
@@ -345,6 +351,7 @@ func (a *App) build(secret []byte) error {
 		EditWindow:          cmp.Or(cfg.Limits.EditWindow, -1),
 		ReactionsPerMessage: cfg.Limits.ReactionsPerMessage,
 	})
+	a.attach.svc.SetChats(a.chat)
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
@@ -484,6 +491,7 @@ func (a *App) build(secret []byte) error {
 			Keys:            keysSvc,
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
+			Attachments:     a.attach.svc,
 			Origins:         a.browsers.origins,
 			Web:             web.Handler(),
 		}),
@@ -592,6 +600,7 @@ func (a *App) Start() error {
 	if err := a.admin.start(); err != nil {
 		return err
 	}
+	a.attach.start(a.cfg.Attachments.UnreferencedTTL)
 	a.live.Store(true)
 	addrs := a.Addrs()
 	a.log.Info("chatd started", "mqtt", addrs.MQTT, "ws", addrs.WS, "tls", addrs.TLS, "http", addrs.HTTP, "data_dir", a.cfg.DataDir)
@@ -681,6 +690,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.cluster.Close()
 	}
 	a.browsers.stop()
+	a.attach.stop()
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}
