@@ -221,6 +221,19 @@ func TestAttachments(t *testing.T) {
 	uploadRaw(t, s, alice, []byte("1"), "text/plain").wantAPIError(t, http.StatusTooManyRequests, "quota_exceeded")
 	// Another user has their own quota.
 	uploadRaw(t, s, bob, []byte("hello"), "text/plain").attachment(t)
+
+	m := scrape(t, s)
+	stored := 3 + (daily-2*len(src))/maxBytes + 1 // the images, the fills, the rest, bob's
+	for metric, want := range map[string]float64{
+		`mqchat_attachments_total{result="stored"}`:    float64(stored),
+		`mqchat_attachments_total{result="too_large"}`: 2,
+		`mqchat_attachments_total{result="quota"}`:     2,
+		`mqchat_attachments_uploaded_bytes_total`:      float64(daily + len("hello")),
+	} {
+		if m[metric] != want {
+			t.Errorf("%s = %v, want %v", metric, m[metric], want)
+		}
+	}
 }
 
 // TestAttachmentJanitor: an upload no message references within
