@@ -46,7 +46,7 @@ func (s *sink) Deliver(_ []string, m store.Message) {
 
 type env struct {
 	st    *pebblestore.Store
-	blobs *blobfs.Store
+	blobs blob.Store
 	svc   *attachments.Service
 	chat  *chat.Service
 	clk   *clock
@@ -54,16 +54,22 @@ type env struct {
 
 func newEnv(t *testing.T, opts attachments.Options) *env {
 	t.Helper()
+	blobs, err := blobfs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newEnvOn(t, opts, blobs)
+}
+
+// newEnvOn is newEnv on the given blob store.
+func newEnvOn(t *testing.T, opts attachments.Options, blobs blob.Store) *env {
+	t.Helper()
 	clk := &clock{}
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	blobs, err := blobfs.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts.Now = clk.Now
 	svc := attachments.New(st, blobs, nil, opts)
 	gen, err := ids.NewGenerator(1)
