@@ -121,7 +121,8 @@ func storedBlobs(t *testing.T, s *server) int {
 // recipient; a stranger cannot read it and another user cannot send it;
 // an oversized upload and one past the daily quota store nothing.
 func TestAttachments(t *testing.T) {
-	const maxBytes, daily = 64 << 10, 200 << 10
+	// Past the JSON body cap (limits.max_message_bytes), which uploads do not have.
+	const maxBytes, daily = 200 << 10, 700 << 10
 	s := startServer(t, func(c *config.Config) {
 		c.Attachments.MaxBytes, c.Attachments.DailyBytes = maxBytes, daily
 	})
