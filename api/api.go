@@ -82,6 +82,8 @@ type Options struct {
 	Web http.Handler
 	// Retention enables GET and PUT /v1/chats/{chat}/retention.
 	Retention Retention
+	// Attachments enables /v1/attachments (uploads and downloads).
+	Attachments Attachments
 }
 
 // Limiter rate-limits requests per key.
@@ -141,6 +143,7 @@ func New(opts Options) http.Handler {
 	a.routeKeys(authed)
 	a.routeDeviceMessages(authed)
 	a.routeRetention(authed)
+	a.routeAttachments(authed)
 	return r
 }
 
@@ -167,10 +170,14 @@ func (a *api) logRequests(c *gin.Context) {
 }
 
 // limitBody caps request bodies: nothing chatd accepts is larger than a
-// message plus its envelope.
+// message plus its envelope, but for an upload (its own limit).
 func (a *api) limitBody(c *gin.Context) {
+	limit := int64(a.opts.MaxMessageBytes) + 16<<10
+	if a.isUpload(c) {
+		limit = a.opts.Attachments.MaxBytes() + multipartSlack
+	}
 	if c.Request.Body != nil {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, int64(a.opts.MaxMessageBytes)+16<<10)
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
 	}
 	c.Next()
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqchat/mqchat/blob"
+	"github.com/mqchat/mqchat/services/attachments"
 	"github.com/mqchat/mqchat/services/auth"
 	"github.com/mqchat/mqchat/services/devicemsg"
 	"github.com/mqchat/mqchat/services/e2ekeys"
@@ -80,6 +83,26 @@ func (stubDeviceMessages) Pending(context.Context, string, string, uint64, int) 
 }
 func (stubDeviceMessages) Ack(context.Context, string, string, uint64) (int, error) { return 0, nil }
 
+type stubAttachments struct{}
+
+func (stubAttachments) MaxBytes() int64 { return 1 }
+func (stubAttachments) Upload(context.Context, string, io.Reader) (store.Attachment, error) {
+	return store.Attachment{}, nil
+}
+func (stubAttachments) Get(context.Context, string, string) (store.Attachment, error) {
+	return store.Attachment{}, nil
+}
+func (stubAttachments) Open(context.Context, string, int64) (io.ReadCloser, blob.Info, error) {
+	return nil, blob.Info{}, blob.ErrNotFound
+}
+func (stubAttachments) PresignGet(context.Context, string) (string, error) { return "", nil }
+func (stubAttachments) Presign(context.Context, string) (attachments.Presigned, error) {
+	return attachments.Presigned{}, nil
+}
+func (stubAttachments) Confirm(context.Context, string, string) (store.Attachment, error) {
+	return store.Attachment{}, nil
+}
+
 type stubRelations struct{}
 
 func (stubRelations) SharesChat(context.Context, string, string) (bool, error) { return false, nil }
@@ -102,7 +125,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
-	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, DeviceMessages: stubDeviceMessages{}, Retention: retention.New(openStore(t), retention.Options{}), Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
+	engine := New(Options{Presence: stubPresence{}, Relations: stubRelations{}, Devices: stubDevices{}, People: stubPeople{}, Sessions: stubSessions{}, Lifecycle: stubLifecycle{}, Blocks: stubBlocks{}, Privacy: stubPrivacy{}, ChatRequests: stubBlocks{}, Invites: stubBlocks{}, Keys: stubKeys{}, DeviceMessages: stubDeviceMessages{}, Attachments: stubAttachments{}, Retention: retention.New(openStore(t), retention.Options{}), Metrics: gin.New(), Discovery: func() []DiscoveryNode { return nil }}).(*gin.Engine)
 	rec := httptest.NewRecorder()
 	engine.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/openapi.yaml", nil))
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "openapi: 3.1") {

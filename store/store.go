@@ -234,6 +234,7 @@ type Store interface {
 	KeyDirectory
 	DeviceMessages
 	ChatRetention
+	Attachments
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -96,6 +96,8 @@ type App struct {
 	ids           *ids.Generator
 	// browsers: origins and TLS certificates (browsers.go).
 	browsers *browserSetup
+	// attach: uploads and their janitor (attachments.go).
+	attach *attachmentsSetup
 }
 
 // Addrs are the addresses the node listens on, as bound.
@@ -347,8 +349,11 @@ func (a *App) build(secret []byte) error {
 		archived chat.Archive
 		archiver retention.Archiver
 	)
-	if blobs != nil {
+	if cfg.Archive.Enabled {
 		archived, archiver = archive.NewReader(blobs), archive.NewWriter(blobs)
+	}
+	if err := a.buildAttachments(reg); err != nil {
+		return err
 	}
 	a.chat = chat.New(a.store, deliverer, gen, chat.Options{
 		Archive:         archived,
@@ -357,6 +362,7 @@ func (a *App) build(secret []byte) error {
 		Started:         membership,
 		Blocks:          consentSvc,
 		Requests:        consentSvc,
+		Attachments:     a.attach.svc,
 		Router:          chatRouter(a.cluster),
 		Fence:           chatFence(a.cluster),
 		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
@@ -378,9 +384,11 @@ func (a *App) build(secret []byte) error {
 		Chats:    chats,
 		Owner:    retentionOwnerOf(a.cluster),
 		Archiver: archiver,
+		Releaser: purgedAttachments{st: a.store, svc: a.attach.svc},
 		Metrics:  metrics.NewRetention(reg),
 		Logger:   a.log.With("component", "retention"),
 	})
+	a.attach.svc.SetChats(a.chat)
 	// Per-device mailboxes for end-to-end encryption clients.
 	a.deviceMsgs = devicemsg.New(a.store, outbox, devicemsg.Options{
 		MaxBodyBytes: cfg.Limits.MaxMessageBytes,
@@ -521,6 +529,7 @@ func (a *App) build(secret []byte) error {
 			Invites:         inviteAPI{consentSvc, groupsSvc},
 			DeviceMessages:  a.deviceMsgs,
 			Retention:       a.retention,
+			Attachments:     a.attach.svc,
 			Origins:         a.browsers.origins,
 			Web:             web.Handler(),
 		}),
@@ -635,6 +644,7 @@ func (a *App) Start() error {
 		defer close(a.retentionDone)
 		a.retention.Run(rctx)
 	}()
+	a.attach.start(a.cfg.Attachments.UnreferencedTTL)
 	a.live.Store(true)
 	addrs := a.Addrs()
 	a.log.Info("chatd started", "mqtt", addrs.MQTT, "ws", addrs.WS, "tls", addrs.TLS, "http", addrs.HTTP, "data_dir", a.cfg.DataDir)
@@ -730,6 +740,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.cluster.Close()
 	}
 	a.browsers.stop()
+	a.attach.stop()
 	if err := a.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}

@@ -55,10 +55,10 @@ func OpenArchive(cfg config.Config, log *slog.Logger) (ArchiveTools, func() erro
 	return ArchiveTools{Store: st, Blobs: bs}, func() error { return errors.Join(st.Close(), lock.release()) }, nil
 }
 
-// openBlobs opens the blob store the node uses for archives (and
-// attachments) once; nil when nothing configured needs one.
+// openBlobs opens the blob store the node keeps attachments and archives
+// in, once: both share it.
 func (a *App) openBlobs() (blob.Store, error) {
-	if a.blobs != nil || !a.cfg.Archive.Enabled {
+	if a.blobs != nil {
 		return a.blobs, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -27,6 +27,8 @@ type Config struct {
 	Archive  ArchiveConfig  `koanf:"archive"`
 	// Retention purges old messages (services/retention).
 	Retention RetentionConfig `koanf:"retention"`
+	// Attachments bounds uploads (services/attachments).
+	Attachments AttachmentsConfig `koanf:"attachments"`
 }
 
 // ArchiveConfig moves messages to the blob store before retention purges
@@ -35,6 +37,14 @@ type ArchiveConfig struct {
 	// Enabled archives every purged message first, and serves history
 	// below a chat's live range from the archive.
 	Enabled bool `koanf:"enabled"`
+}
+
+// AttachmentsConfig bounds uploads and says how long one may wait for a
+// message to reference it.
+type AttachmentsConfig struct {
+	MaxBytes        int           `koanf:"max_bytes"`
+	DailyBytes      int           `koanf:"daily_bytes"`
+	UnreferencedTTL time.Duration `koanf:"unreferenced_ttl"`
 }
 
 // BlobConfig picks the object store holding attachments and archives.
@@ -419,6 +429,11 @@ func Default() Config {
 		},
 		Blob:      BlobConfig{Backend: "fs", S3: S3Config{UseTLS: true}},
 		Retention: RetentionConfig{Interval: time.Minute, Batch: 1000},
+		Attachments: AttachmentsConfig{
+			MaxBytes:        25 << 20,
+			DailyBytes:      500 << 20,
+			UnreferencedTTL: 24 * time.Hour,
+		},
 		Store: StoreConfig{
 			Relational:     "pebble",
 			Messages:       "pebble",

@@ -359,6 +359,12 @@ func usage(key string) string {
 		return "address the bucket as endpoint/bucket (MinIO) instead of bucket.endpoint"
 	case "archive.enabled":
 		return "archive messages to the blob store before retention purges them, and serve older history from the archive"
+	case "attachments.max_bytes":
+		return "largest attachment upload in bytes"
+	case "attachments.daily_bytes":
+		return "bytes each user may upload per UTC day"
+	case "attachments.unreferenced_ttl":
+		return "how long an upload may wait for a message to reference it before it is deleted"
 	}
 	return ""
 }

@@ -347,6 +347,9 @@ func TestValidate(t *testing.T) {
 		{"blob.backend", func(c *Config) { c.Blob.Backend = "gcs" }},
 		{"", func(c *Config) { c.Archive.Enabled = true }},
 		{"archive.enabled", func(c *Config) { c.Archive.Enabled, c.Cluster.Enabled = true, true }},
+		{"attachments.max_bytes", func(c *Config) { c.Attachments.MaxBytes = 0 }},
+		{"attachments.daily_bytes", func(c *Config) { c.Attachments.DailyBytes = c.Attachments.MaxBytes - 1 }},
+		{"attachments.unreferenced_ttl", func(c *Config) { c.Attachments.UnreferencedTTL = 0 }},
 		{"blob.s3.endpoint", func(c *Config) { c.Blob.Backend, c.Blob.S3.Bucket = "s3", "chat" }},
 		{"blob.s3.endpoint", func(c *Config) {
 			c.Blob.Backend, c.Blob.S3.Endpoint, c.Blob.S3.Bucket = "s3", "https://s3.example.com", "chat"

@@ -239,6 +239,7 @@ func (c Config) Validate() error {
 
 	validateStore(c.Store, bad)
 	validateBlob(c.Blob, bad)
+	validateAttachments(c.Attachments, bad)
 	validateCluster(c, bad)
 	validateArchive(c, bad)
 	return errors.Join(errs...)
@@ -353,6 +354,18 @@ func validateStore(s StoreConfig, bad func(key, format string, args ...any)) {
 	}
 	if (cs.Username == "") != (cs.Password == "") {
 		bad("store.cassandra.username", "store.cassandra.username and store.cassandra.password go together")
+	}
+}
+
+func validateAttachments(a AttachmentsConfig, bad func(key, format string, args ...any)) {
+	if a.MaxBytes <= 0 {
+		bad("attachments.max_bytes", "must be positive, got %d", a.MaxBytes)
+	}
+	if a.DailyBytes < a.MaxBytes {
+		bad("attachments.daily_bytes", "must be at least attachments.max_bytes (%d), got %d", a.MaxBytes, a.DailyBytes)
+	}
+	if a.UnreferencedTTL <= 0 {
+		bad("attachments.unreferenced_ttl", "must be positive, got %s", a.UnreferencedTTL)
 	}
 }
 

@@ -87,6 +87,9 @@ type Options struct {
 	// Requests, when set, makes 1:1 chats opened with strangers message
 	// requests (see requests.go).
 	Requests Requests
+	// Attachments, when set, makes image and file messages reference
+	// uploads (see attachments.go).
+	Attachments Attachments
 
 	// Router, when set, sends messages of chats owned by other nodes to
 	// them (cluster mode); nil = every chat is this node's.
@@ -303,6 +306,9 @@ func (s *Service) queue(ctx context.Context, from string, env Envelope) (wait fu
 		if res, ok, dupErr := s.earlierSend(ctx, from, env, err); ok {
 			return func() (Result, error) { return res, dupErr }, nil
 		}
+		return nil, err
+	}
+	if err := s.claimAttachment(ctx, &m); err != nil {
 		return nil, err
 	}
 	return s.enqueue(ctx, m, recipients)

@@ -20,7 +20,7 @@ import (
 // Relational is the half that holds accounts (with their profiles and
 // sessions), groups, devices, consent (block lists, privacy settings,
 // message requests, group invitations) and end-to-end encryption (device
-// keys, device mailboxes).
+// keys, device mailboxes) and attachment metadata.
 type Relational interface {
 	store.Users
 	store.Groups
@@ -36,6 +36,7 @@ type Relational interface {
 	store.KeyDirectory
 	store.DeviceMessages
 	store.ChatRetention
+	store.Attachments
 	Ping(ctx context.Context) error
 	Close() error
 }

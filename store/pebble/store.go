@@ -87,6 +87,9 @@ type Store struct {
 	// each claim and each seq assignment one step; e2eSenderLocks, taken
 	// before them, do the same for a sender's device-message dedupe records.
 	e2eDeviceLocks stripes
+	// attachLocks serialise the read-modify-writes of one attachment
+	// record (references) and of one user's daily upload counter.
+	attachLocks    stripes
 	e2eSenderLocks stripes
 
 	stopSweep context.CancelFunc

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"Requests", requestTests()},
 		{"Invites", inviteTests()},
 		{"DeviceKeys", deviceKeyTests()},
+		{"Attachments", attachmentTests()},
 		{"BatchReads", batchReadTests()},
 		{"Retention", retentionTests()},
 		{"Context", contextTests()},

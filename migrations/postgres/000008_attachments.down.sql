@@ -1,0 +1,3 @@
+DROP TABLE attachment_usage;
+DROP TABLE attachment_chats;
+DROP TABLE attachments;
