@@ -44,12 +44,13 @@ func TestPostgresDownUp(t *testing.T) {
 	// Each migration's version and the tables there; Down walks them back.
 	// sessions (2), account state (3, columns only), profiles (4), consent
 	// (5: four tables), end-to-end encryption (6: five tables), message
-	// changes (7: one table and columns), retention (9: two tables)
-	const latest, latestTables = 9, 21
+	// changes (7: one table and columns), attachments (8: three tables),
+	// retention (9: two tables)
+	const latest, latestTables = 9, 24
 	steps := []struct {
 		version uint
 		tables  int
-	}{{7, 19}, {6, 18}, {5, 13}, {4, 9}, {3, 8}, {2, 8}, {1, 7}, {0, 0}}
+	}{{8, 22}, {7, 19}, {6, 18}, {5, 13}, {4, 9}, {3, 8}, {2, 8}, {1, 7}, {0, 0}}
 	check(latest, latestTables)
 	if err := r.Up(); err != nil {
 		t.Fatalf("Up with nothing pending: %v", err)
