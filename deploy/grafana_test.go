@@ -82,6 +82,8 @@ func describedFamilies(t *testing.T) map[string]family {
 	metrics.NewAccounts(d)
 	metrics.NewE2EKeys(d)
 	metrics.NewDeviceMessages(d)
+	metrics.NewRetention(d)
+	metrics.NewAttachments(d)
 	metrics.RegisterOutboundQueued(d, func() int64 { return 0 })
 
 	out := descFamilies(t, d.descs)

@@ -59,7 +59,13 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 		if q.Forward {
 			next = msgs[len(msgs)-1].Seq
 		}
-		if q.Forward || next > first {
+		// Paging back ends at the first stored seq, or with an archive
+		// (which holds what was purged) at seq 1.
+		floor := first
+		if s.opts.Archive != nil {
+			floor = 1
+		}
+		if q.Forward || next > floor {
 			page.Next = &next
 		}
 	}
