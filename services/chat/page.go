@@ -33,8 +33,13 @@ func (s *Service) HistoryPage(ctx context.Context, uid, chat string, q PageQuery
 	if q.Forward && q.Before != 0 {
 		return Page{}, Invalid("before", "use either after or before, not both")
 	}
-	// Read before the page (whose access check guards both): a purge
-	// between the two reads only makes first stale by what it purged.
+	// The access check first: it also refuses a string that is no chat id
+	// before any store sees it.
+	if err := s.CanRead(ctx, uid, chat); err != nil {
+		return Page{}, err
+	}
+	// Read before the page: a purge between the two reads only makes
+	// first stale by what it purged.
 	first, err := s.st.FirstSeq(ctx, chat)
 	if err != nil {
 		return Page{}, s.storeError(ctx, "first seq", err)
