@@ -22,6 +22,9 @@
 //	             (both users on their chat's owner) or cross-node pairs
 //	             (sender, recipient and owner on three nodes); CPU per
 //	             message of each node and NATS traffic per message
+//	attachments  uploaders upload files (some PNGs, which get thumbnails)
+//	             and send them in 1:1 chats, then their peers download
+//	             them: MiB/s, per-request latency, server CPU per MiB
 //	table        medians and ratios of --json result files
 //
 // --mqtt and --http take comma-separated lists: direct, group, raw and
@@ -101,6 +104,8 @@ type options struct {
 
 	Storm stormOptions
 
+	Attach attachOptions // attachments
+
 	// cluster
 	Nodes       []string // node ids, one per MQTT target, in the same order
 	Placement   string   // same or cross
@@ -108,9 +113,9 @@ type options struct {
 	Idle        time.Duration
 }
 
-var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm", "cluster"}
+var scenarios = []string{"direct", "group", "raw", "connections", "history-fill", "history", "isolation", "abuse", "table", "presence-storm", "cluster", "attachments"}
 
-const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table|presence-storm|cluster [flags]"
+const usage = "usage: chatbench direct|group|raw|connections|history-fill|history|isolation|abuse|table|presence-storm|cluster|attachments [flags]"
 
 // parseArgs reads the scenario and its flags and checks every bound.
 func parseArgs(args []string, errOut io.Writer) (options, error) {
@@ -150,6 +155,10 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries after the last send")
 	fs.BoolVar(&o.JSON, "json", false, "print the summary as JSON")
 	o.Storm.flags(fs)
+	fs.IntVar(&o.Attach.Uploaders, "uploaders", 4, "attachments: uploader→downloader pairs at work at once, 1-256")
+	fs.IntVar(&o.Attach.Uploads, "uploads", 8, "attachments: files each uploader uploads, 1-10000")
+	sizes := fs.String("sizes", "256KiB,4MiB", "attachments: file sizes taken in turn, comma separated (bytes, or with KiB, MiB), at most 25MiB")
+	fs.IntVar(&o.Attach.PNGEvery, "png-every", 4, "attachments: every n-th file is a PNG, which the server makes a thumbnail of (0 = none)")
 	fs.StringVar(&o.Prefix, "prefix", fmt.Sprintf("b%d", time.Now().UnixNano()%1000000), "name prefix, so runs against one server do not collide")
 	fs.Float64Var(&o.PairRate, "pair-rate", 10, "isolation, abuse: messages per second of each healthy pair")
 	fs.Float64Var(&o.GroupRate, "group-rate", 10, "isolation, abuse: messages per second into the healthy group, its members taking turns")
@@ -181,6 +190,11 @@ func parseArgs(args []string, errOut io.Writer) (options, error) {
 	var err error
 	if o.MaxRSS, err = parseSize(*maxRSS); err != nil {
 		return o, fmt.Errorf("--max-rss: %w", err)
+	}
+	if o.Scenario == "attachments" {
+		if o.Attach.Sizes, err = parseSizes(*sizes); err != nil {
+			return o, fmt.Errorf("--sizes: %w", err)
+		}
 	}
 	o.Files = fs.Args()
 	if o.TargetName == "" {
@@ -269,6 +283,9 @@ func (o options) validate() error {
 		}
 	}
 	errs = append(errs, check(o.MQTTVersion == "5" || o.MQTTVersion == mqtt3Version, "--mqtt-version must be 5 or 3.1.1"))
+	if o.Scenario == "attachments" {
+		errs = append(errs, o.Attach.validate())
+	}
 	if o.Scenario == "cluster" {
 		errs = append(errs, o.validateCluster())
 	}
@@ -321,6 +338,8 @@ func run(o options, stdout, stderr io.Writer) error {
 		res, err = presenceStormScenario(ctx, o, log, stderr)
 	case "cluster":
 		res, err = clusterScenario(ctx, o, log, stderr)
+	case "attachments":
+		res, err = attachmentsScenario(ctx, o, log)
 	}
 	if err != nil {
 		return err

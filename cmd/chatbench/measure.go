@@ -126,11 +126,12 @@ type report struct {
 	ServerCPUSec   float64 `json:"server_cpu_sec,omitempty"`      // user+system CPU the server used during the run
 	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"` // server CPU microseconds per delivery
 
-	Isolation  *isolationResult `json:"isolation,omitempty"`
-	Abuse      *abuseResult     `json:"abuse,omitempty"`
-	Violations []string         `json:"violations,omitempty"`     // bounds the run broke; it exits non-zero
-	Storm      *stormReport     `json:"presence_storm,omitempty"` // presence-storm scenario
-	Cluster    *clusterReport   `json:"cluster,omitempty"`        // cluster scenario
+	Isolation   *isolationResult `json:"isolation,omitempty"`
+	Abuse       *abuseResult     `json:"abuse,omitempty"`
+	Violations  []string         `json:"violations,omitempty"`     // bounds the run broke; it exits non-zero
+	Storm       *stormReport     `json:"presence_storm,omitempty"` // presence-storm scenario
+	Cluster     *clusterReport   `json:"cluster,omitempty"`        // cluster scenario
+	Attachments *attachReport    `json:"attachments,omitempty"`    // attachments scenario
 }
 
 func (r report) print(w io.Writer) {
@@ -150,6 +151,10 @@ func (r report) print(w io.Writer) {
 	}
 	if r.Abuse != nil {
 		r.Abuse.print(w)
+		return
+	}
+	if r.Attachments != nil {
+		r.Attachments.print(w)
 		return
 	}
 	if r.Connections > 0 || r.BaselineRSS > 0 {

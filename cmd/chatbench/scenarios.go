@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,12 @@ func (o options) params() map[string]any {
 	case "isolation":
 		return map[string]any{"pairs": o.Pairs, "members": o.Members, "pair_rate": o.PairRate, "group_rate": o.GroupRate,
 			"phase_a": o.PhaseA.String(), "phase_b": o.PhaseB.String(), "stall_notes": o.StallNotes, "stall_bytes": o.StallBytes}
+	case "attachments":
+		sizes := make([]string, len(o.Attach.Sizes))
+		for i, n := range o.Attach.Sizes {
+			sizes[i] = strconv.FormatInt(n, 10)
+		}
+		return map[string]any{"uploaders": o.Attach.Uploaders, "uploads": o.Attach.Uploads, "sizes": strings.Join(sizes, ","), "png_every": o.Attach.PNGEvery}
 	case "abuse":
 		return map[string]any{"pairs": o.Pairs, "members": o.Members, "pair_rate": o.PairRate, "group_rate": o.GroupRate,
 			"duration": o.Duration.String(), "slot": o.Slot.String(), "parallel": o.Parallel, "attacks": strings.Join(o.Attacks, ",")}
