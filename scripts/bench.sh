@@ -14,6 +14,9 @@
 #   BENCH_DIR [/var/tmp/mqchat-bench]  where history stores are kept
 #   BENCH_OUT [bench-results/<time>]   JSON results
 #   BENCH_SCENARIOS ["direct group rate connections history isolation"]
+#                          add "attachments" for uploads and downloads of files
+#                          (chatd only): MiB/s, per-request p99, server CPU per MiB
+#   BENCH_ATTACH_SIZES [256KiB,4MiB]  attachments: file sizes, taken in turn
 #   BENCH_MAX_RATIO [2]    isolation: bound on the p99 ratio (stalled consumer / alone);
 #                          past it make bench fails once the table is printed
 set -euo pipefail
@@ -21,10 +24,11 @@ cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000 iso_a=5s iso_b=10s
+	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000 iso_a=5s iso_b=10s att_up=4 att_n=8
 else
-	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s
+	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s att_up=8 att_n=32
 fi
+att_sizes=${BENCH_ATTACH_SIZES:-256KiB,4MiB}
 rounds=${BENCH_ROUNDS:-3}
 pairs=${BENCH_PAIRS:-$d_pairs}
 msgs=${BENCH_MESSAGES:-$d_msgs}
@@ -77,10 +81,11 @@ wait_port() { # host:port
 }
 
 # chatd on the embedded store with durable sends; only the limits that
-# would throttle the load generator are lifted, and its strangers join the
-# groups they are put in without accepting an invitation.
+# would throttle the load generator are lifted (the daily upload quota
+# among them), and its strangers join the groups they are put in without
+# accepting an invitation.
 start_chatd() { # data_dir mqtt http
-	MQCHAT_LIMITS_SEND_RATE=0 MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 \
+	MQCHAT_ATTACHMENTS_DAILY_BYTES=$((1 << 40)) MQCHAT_LIMITS_SEND_RATE=0 MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 \
 		MQCHAT_LIMITS_MAX_GROUP_MEMBERS=100000 MQCHAT_LIMITS_GROUP_INVITES=auto MQCHAT_LOG_LEVEL=warn \
 		bin/chatd serve --data_dir "$1" --mqtt.addr "$2" --mqtt.ws_addr= --http.addr "$3" >>"$work/chatd.log" 2>&1 &
 	pids+=($!)
@@ -226,6 +231,18 @@ if has isolation; then
 	if [[ $drop == null || -z $drop ]]; then drop="not dropped during phase B"; else drop=$(printf 'dropped after %.2fs' "$drop"); fi
 	printf '   chatd isolation: p99 stalled/alone %sx (bound %sx), stalled client %s\n' "$ratio" "$max_ratio" "$drop" >&2
 	((iso_status == 0)) || log "isolation bound violated (exit $iso_status): see $f"
+fi
+
+# Attachments: files up and down through chatd's REST API, chatd only.
+if has attachments; then
+	for r in $(seq 1 "$rounds"); do
+		log "attachments: $att_up uploaders, $att_n files each ($att_sizes), round $r of $rounds"
+		n=$((n + 1))
+		f="$out/$(printf %03d $n)-attachments-chatd.json"
+		bin/chatbench attachments --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --uploaders "$att_up" --uploads "$att_n" \
+			--sizes "$att_sizes" --json >"$f" 2>>"$out/progress.log"
+		sed -n '/"attachments": {/,$p' "$f" | grep -E '"(mib_per_sec|p99_ms|server_cpu_sec_per_mib)"' | tr -d ' ,' | paste -sd' ' | sed 's|^|   chatd attachments (up, down): |' >&2
+	done
 fi
 
 echo

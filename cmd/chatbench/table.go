@@ -77,7 +77,7 @@ func printTable(w io.Writer, files []string) error {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
-		if r.Isolation != nil || r.Abuse != nil {
+		if r.Isolation != nil || r.Abuse != nil || r.Attachments != nil {
 			continue // no throughput to compare: they print their own figures
 		}
 		k := tableKey{r.row(), r.Target}
