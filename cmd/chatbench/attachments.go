@@ -118,7 +118,7 @@ func attachmentsScenario(ctx context.Context, o options, log *slog.Logger) (repo
 	var thumbs atomic.Int64
 
 	log.Info("uploading", "uploaders", ao.Uploaders, "files_each", ao.Uploads, "sizes", o.params()["sizes"])
-	res.Upload, err = measurePhase(ctx, o.HTTP, &up, func(errs, bytes *atomic.Int64) {
+	res.Upload, err = measurePhase(ctx, o.HTTP, &up, func(errs, moved *atomic.Int64) {
 		var wg sync.WaitGroup
 		for u := range ao.Uploaders {
 			wg.Add(1)
@@ -141,7 +141,7 @@ func attachmentsScenario(ctx context.Context, o options, log *slog.Logger) (repo
 						continue
 					}
 					up.add(time.Since(t0))
-					bytes.Add(int64(len(f)))
+					moved.Add(int64(len(f)))
 					if v.Thumbnail != nil {
 						thumbs.Add(1)
 					}
@@ -168,7 +168,7 @@ func attachmentsScenario(ctx context.Context, o options, log *slog.Logger) (repo
 	res.Upload.Thumbnails = thumbs.Load()
 
 	log.Info("downloading")
-	res.Download, err = measurePhase(ctx, o.HTTP, &down, func(errs, bytes *atomic.Int64) {
+	res.Download, err = measurePhase(ctx, o.HTTP, &down, func(errs, moved *atomic.Int64) {
 		var wg sync.WaitGroup
 		for u := range ao.Uploaders {
 			wg.Add(1)
@@ -188,7 +188,7 @@ func attachmentsScenario(ctx context.Context, o options, log *slog.Logger) (repo
 						continue
 					}
 					down.add(time.Since(t0))
-					bytes.Add(n)
+					moved.Add(n)
 				}
 			}()
 		}
@@ -211,7 +211,7 @@ func attachmentsScenario(ctx context.Context, o options, log *slog.Logger) (repo
 
 // measurePhase runs work and fills a phase from its counts, its latencies
 // and the server's CPU over it.
-func measurePhase(ctx context.Context, addr string, lat *recorder, work func(errs, bytes *atomic.Int64)) (transferPhase, error) {
+func measurePhase(ctx context.Context, addr string, lat *recorder, work func(errs, moved *atomic.Int64)) (transferPhase, error) {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	cpu := func() (float64, error) {
 		m, err := scrapeMetrics(ctx, hc, "http://"+addr+"/metrics")
@@ -236,7 +236,7 @@ func measurePhase(ctx context.Context, addr string, lat *recorder, work func(err
 	if err != nil {
 		return transferPhase{}, err
 	}
-	p := transferPhase{Errors: errs.Load(), Bytes: n.Load(), Seconds: el.Seconds(), Latency: summarize(lat.d), CPUSec: c1 - c0}
+	p := transferPhase{Errors: errs.Load(), Bytes: n.Load(), Seconds: el.Seconds(), Latency: summarize(lat.take()), CPUSec: c1 - c0}
 	p.Requests = int64(p.Latency.Count)
 	mib := float64(p.Bytes) / (1 << 20)
 	p.MiBPerSec = mib / el.Seconds()
