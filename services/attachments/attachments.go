@@ -254,25 +254,61 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 
 // Claim implements chat.Attachments: uid may reference its own upload in
 // chat unless it was left unreferenced past its lifetime (the janitor is
-// about to delete it).
-func (s *Service) Claim(ctx context.Context, uid, id, chatID string) error {
+// about to delete it). The answer describes the upload for the message.
+func (s *Service) Claim(ctx context.Context, uid, id, chatID string) (chat.AttachmentInfo, error) {
 	a, err := s.st.Attachment(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
+		return chat.AttachmentInfo{}, fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
 	}
 	if err != nil {
-		return fmt.Errorf("attachments: claim %s: %w", id, err)
+		return chat.AttachmentInfo{}, fmt.Errorf("attachments: claim %s: %w", id, err)
 	}
 	if a.Owner != uid || (!a.Referenced() && s.expired(a)) {
-		return fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
+		return chat.AttachmentInfo{}, fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
 	}
 	if err := s.st.MarkAttachmentReferenced(ctx, id, chatID); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
+			return chat.AttachmentInfo{}, fmt.Errorf("attachment %s: %w", id, chat.ErrAttachmentRefused)
 		}
-		return fmt.Errorf("attachments: claim %s: %w", id, err)
+		return chat.AttachmentInfo{}, fmt.Errorf("attachments: claim %s: %w", id, err)
 	}
-	return nil
+	return s.describe(ctx, a), nil
+}
+
+// describe is what a message referencing a carries. The thumbnail's bytes
+// ride along when small; failing to read them only costs the client a
+// request for /thumbnail, so it does not refuse the message.
+func (s *Service) describe(ctx context.Context, a store.Attachment) chat.AttachmentInfo {
+	info := chat.AttachmentInfo{Size: a.Size, ContentType: a.ContentType, SHA256: a.SHA256, Width: a.Width, Height: a.Height}
+	if a.ThumbWidth == 0 {
+		return info
+	}
+	info.Thumbnail = &chat.ThumbnailInfo{ID: a.ID + ".thumb", Width: a.ThumbWidth, Height: a.ThumbHeight}
+	data, err := s.inlineThumbnail(ctx, a.ID)
+	if err != nil {
+		s.opts.Logger.Warn("attachments: thumbnail not inlined", "id", a.ID, "err", err)
+		return info
+	}
+	info.Thumbnail.Data = data
+	return info
+}
+
+// inlineThumbnail reads the thumbnail of id, nil when it is larger than
+// chat.MaxInlineThumbnail.
+func (s *Service) inlineThumbnail(ctx context.Context, id string) ([]byte, error) {
+	rc, _, err := s.blobs.Get(ctx, Key(id, true))
+	if err != nil {
+		return nil, fmt.Errorf("thumbnail %s: %w", id, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, chat.MaxInlineThumbnail+1))
+	if err != nil {
+		return nil, fmt.Errorf("thumbnail %s: %w", id, err)
+	}
+	if len(data) > chat.MaxInlineThumbnail {
+		return nil, nil
+	}
+	return data, nil
 }
 
 func (s *Service) expired(a store.Attachment) bool {

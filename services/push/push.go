@@ -31,7 +31,8 @@ type Notification struct {
 	Unread uint64
 	Title  string
 	// Body is the notification text: the message text when
-	// push.include_body is on and the message is text, else a summary.
+	// push.include_body is on and the message is text, "Photo" or "File"
+	// (with the caption under include_body) for attachments, else a summary.
 	Body string
 }
 
@@ -114,11 +115,45 @@ func bodyText(m store.Message) (string, bool) {
 	if len(m.Body) == 0 || json.Unmarshal(m.Body, &s) != nil || s == "" {
 		return "", false
 	}
+	return cut(s), true
+}
+
+// attachmentLabel names what an image or file message carries; "" for
+// other types.
+func attachmentLabel(typ string) string {
+	switch typ {
+	case "image":
+		return "Photo"
+	case "file":
+		return "File"
+	}
+	return ""
+}
+
+// attachmentText is an image or file message's notification text: its
+// label, and its caption when bodies may be shown. The body's other
+// fields (ids, hashes, the thumbnail) never go out in a push.
+func attachmentText(m store.Message, includeBody bool) string {
+	label := attachmentLabel(m.Type)
+	if !includeBody {
+		return label
+	}
+	var b struct {
+		Caption string `json:"caption"`
+	}
+	if json.Unmarshal(m.Body, &b) != nil || b.Caption == "" {
+		return label
+	}
+	return label + ": " + cut(b.Caption)
+}
+
+// cut keeps s within maxBodyRunes.
+func cut(s string) string {
 	if utf8.RuneCountInString(s) > maxBodyRunes {
 		r := []rune(s)
 		s = string(r[:maxBodyRunes-1]) + "…"
 	}
-	return s, true
+	return s
 }
 
 // maxBodyRunes keeps a push well inside FCM's 4 KB payload limit.

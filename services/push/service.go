@@ -329,11 +329,14 @@ func (s *Service) notification(ctx context.Context, uid string, j *job, st store
 			n.Title = u.Username
 		}
 	}
-	if text, ok := bodyText(m); ok && s.opts.IncludeBody && n.Unread <= 1 {
-		n.Body = text
-	} else if n.Unread > 1 {
+	switch text, ok := bodyText(m); {
+	case n.Unread > 1:
 		n.Body = fmt.Sprintf("%d new messages", n.Unread)
-	} else {
+	case attachmentLabel(m.Type) != "":
+		n.Body = attachmentText(m, s.opts.IncludeBody)
+	case ok && s.opts.IncludeBody:
+		n.Body = text
+	default:
 		n.Body = "New message"
 	}
 	return n

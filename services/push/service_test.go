@@ -371,3 +371,41 @@ func TestSkipsWhatArrivedMeanwhile(t *testing.T) {
 		t.Fatalf("%d pushes for messages already delivered or read", n)
 	}
 }
+
+// TestAttachmentPushes: an image says Photo and a file File, with the
+// caption only when bodies may be shown; the body JSON (ids, hash,
+// thumbnail) never goes out.
+func TestAttachmentPushes(t *testing.T) {
+	const withCaption = `{"attachment":"a1","caption":"at the beach","size":5,"sha256":"ab12","thumbnail":{"id":"a1.thumb","width":1,"height":1,"data":"/9j/"}}`
+	const bare = `{"attachment":"a2","size":5,"sha256":"ab12"}`
+	tests := []struct {
+		typ, body string
+		include   bool
+		want      string
+	}{
+		{"image", withCaption, false, "Photo"},
+		{"image", withCaption, true, "Photo: at the beach"},
+		{"image", bare, true, "Photo"},
+		{"file", withCaption, false, "File"},
+		{"file", withCaption, true, "File: at the beach"},
+		{"file", bare, true, "File"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/include_body=%v/%s", tc.typ, tc.include, tc.want), func(t *testing.T) {
+			r := newRig(t, push.Options{IncludeBody: tc.include})
+			r.device(t, "bob", "phone", "tok")
+			m := msg("d:alice:bob", 1, "alice", "")
+			m.Type, m.Body = tc.typ, json.RawMessage(tc.body)
+			r.svc.Enqueue("bob", m)
+			got := r.waitRequests(t, "the push", atLeast(1))[0].Message
+			if got.Notification.Body != tc.want {
+				t.Fatalf("body %q, want %q", got.Notification.Body, tc.want)
+			}
+			for k, v := range got.Data {
+				if strings.Contains(v, "ab12") || strings.Contains(v, "/9j/") {
+					t.Fatalf("data %s carries the body: %q", k, v)
+				}
+			}
+		})
+	}
+}
