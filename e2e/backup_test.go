@@ -47,6 +47,9 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 		ackedAt  = map[string]time.Time{"with-file": time.Now()}
 		refused  []string
 		ackCount atomic.Int64
+		// ackTick is signalled (never blocking a sender) after each ack, so
+		// waitAcks wakes on progress rather than on a timer.
+		ackTick = make(chan struct{}, 1)
 	)
 	sendCtx, stopSending := context.WithCancel(context.Background())
 	defer stopSending()
@@ -74,18 +77,23 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 					}
 					mu.Unlock()
 					ackCount.Add(1)
+					select {
+					case ackTick <- struct{}{}:
+					default:
+					}
 				}
 			}()
 		}
 	}
 	waitAcks := func(n int64, what string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		timeout := time.After(30 * time.Second)
 		for ackCount.Load() < n {
-			if time.Now().After(deadline) {
+			select {
+			case <-ackTick:
+			case <-timeout:
 				t.Fatalf("%s: only %d sends acknowledged after 30s", what, ackCount.Load())
 			}
-			time.Sleep(5 * time.Millisecond) // polling a counter, not waiting for luck
 		}
 	}
 	waitAcks(before, "before the backup")

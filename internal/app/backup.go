@@ -311,7 +311,7 @@ type backupFunc func(ctx context.Context, to, version string) (BackupManifest, e
 func (a *adminServer) routeBackup(mux *http.ServeMux) {
 	mux.HandleFunc("POST /backup", func(w http.ResponseWriter, r *http.Request) {
 		if a.backup == nil {
-			writeAdmin(w, http.StatusNotFound, adminError{"internal", "this server takes no backups"})
+			writeAdmin(w, http.StatusNotImplemented, adminError{"internal", "this server takes no backups"})
 			return
 		}
 		var in adminBackupReq
