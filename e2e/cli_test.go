@@ -63,6 +63,8 @@ func TestCLI(t *testing.T) {
 				{[]string{"user", "list", "--help"}, []string{"--limit", "--after", "--format", "--data_dir"}, []string{"--http.addr", "--push."}},
 				{[]string{"migrate", "up", "--help"}, []string{"--store.postgres.dsn"}, []string{"--mqtt.addr", "--data_dir"}},
 				{[]string{"serve", "--help"}, []string{"--mqtt.addr", "--http.addr", "--data_dir", "--limits.send_rate"}, nil},
+				{[]string{"backup", "--help"}, []string{"--to", "--data_dir", "--config"}, []string{"--mqtt.addr", "--limits."}},
+				{[]string{"restore", "--help"}, []string{"--from", "--data_dir"}, []string{"--mqtt.addr", "--limits."}},
 			}
 			for _, h := range help {
 				r := runChatd(t, nil, h.args...)

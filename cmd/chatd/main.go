@@ -49,7 +49,7 @@ func newRoot() *cobra.Command {
 		}
 		return cfg, newLogger(cfg.Log, os.Stderr), nil
 	}
-	root.AddCommand(newServe(load), newUser(load), newMigrate(load), newArchive(load), newVersion())
+	root.AddCommand(newServe(load), newUser(load), newMigrate(load), newArchive(load), newBackup(load), newRestore(), newVersion())
 	return root
 }
 

@@ -38,6 +38,8 @@ type adminServer struct {
 	ops  Operator
 	log  *slog.Logger
 	srv  *http.Server
+	// backup is set by the App once its store is open.
+	backup backupFunc
 }
 
 type adminUserReq struct {
@@ -61,6 +63,7 @@ func newAdminServer(path string, ops Operator, log *slog.Logger) *adminServer {
 	mux.HandleFunc("POST /users", a.createUser)
 	mux.HandleFunc("POST /tokens", a.issueTokens)
 	a.routeLifecycle(mux)
+	a.routeBackup(mux)
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a
 }

@@ -547,6 +547,9 @@ func (a *App) build(secret []byte) error {
 		a.pprof = &http.Server{Addr: cfg.HTTP.PprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	a.admin = newAdminServer(filepath.Join(cfg.DataDir, adminSocketName), nodeOperator{a.auth, a.accounts}, a.log.With("component", "admin"))
+	a.admin.backup = func(ctx context.Context, to, version string) (BackupManifest, error) {
+		return takeBackup(ctx, a.cfg, a.store, to, version)
+	}
 	return nil
 }
 
