@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,11 +141,18 @@ func countBlobs(t *testing.T, cfg config.Config, prefix string) int {
 	}
 	n := 0
 	root := filepath.Join(cfg.DataDir, "blobs", "data")
-	err := filepath.WalkDir(filepath.Join(root, filepath.FromSlash(prefix)), func(path string, d fs.DirEntry, err error) error {
+	// Keys are paths under root; walk the directory prefix ends in and
+	// match the rest of it against each key.
+	dir := prefix[:strings.LastIndex(prefix, "/")+1]
+	err := filepath.WalkDir(filepath.Join(root, filepath.FromSlash(dir)), func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() {
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasPrefix(filepath.ToSlash(rel), prefix) {
 			n++
 		}
 		return nil
