@@ -24,7 +24,7 @@ import (
 // restart of the real binary, chatd migrate, and sessions (refresh-token
 // reuse, logout, logout everywhere, password change, token expiry),
 // retention (attachments purged with their messages, on both blob
-// backends) and group attachment access. Each
+// backends), group attachment access and the archive round trip. Each
 // runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
 var onPostgres = []struct {
@@ -85,6 +85,7 @@ var onPostgres = []struct {
 		testRetentionAttachments(t, func(c *config.Config) { c.Blob = fakeS3(t) })
 	}},
 	{"AttachmentsGroup", func(t *testing.T) { testAttachmentsGroup(t, func(*config.Config) {}) }},
+	{"ArchiveRoundTrip", TestArchiveRoundTrip},
 }
 
 const postgresPrefix = "TestOnPostgres/"
