@@ -179,27 +179,39 @@ func (a *api) download(c *gin.Context, thumb bool) {
 	if !strings.HasPrefix(contentType, "image/") {
 		h.Set("Content-Disposition", "attachment")
 	}
-	rs := &blobSeeker{ctx: ctx, open: a.opts.Attachments.Open, key: key, size: -1}
-	defer rs.Close()
-	if !thumb {
-		rs.size = at.Size
+	// The bytes are opened before any header is written: the record can
+	// outlive its blob for a moment (the janitor or the retention purger
+	// deleting it), and that must answer 404, not a 200 cut short. An open
+	// read survives the deletion.
+	rc, info, err := a.opts.Attachments.Open(ctx, key, 0)
+	if err != nil {
+		fail(c, attachmentError(err))
+		return
 	}
+	rs := &blobSeeker{ctx: ctx, open: a.opts.Attachments.Open, key: key, size: info.Size, rc: rc}
+	defer rs.Close()
 	http.ServeContent(c.Writer, c.Request, "", at.CreatedAt, rs)
 }
 
 // blobSeeker is the io.ReadSeeker http.ServeContent wants, over ranged
-// blob reads: a seek drops the open read, the next Read opens one at the
-// new offset, so a range request fetches only from its start.
+// blob reads: a seek only moves the offset; a Read away from where the
+// open read stands drops it and opens one at the new offset, so a range
+// request fetches only from its start, and ServeContent's size probe
+// (seek to the end and back) keeps the read opened before the headers.
 type blobSeeker struct {
-	ctx  context.Context
-	open func(ctx context.Context, key string, offset int64) (io.ReadCloser, blob.Info, error)
-	key  string
-	size int64 // -1 until known
-	off  int64
-	rc   io.ReadCloser
+	ctx   context.Context
+	open  func(ctx context.Context, key string, offset int64) (io.ReadCloser, blob.Info, error)
+	key   string
+	size  int64 // -1 until known
+	off   int64
+	rc    io.ReadCloser
+	rcOff int64 // where rc stands
 }
 
 func (b *blobSeeker) Read(p []byte) (int, error) {
+	if b.rc != nil && b.rcOff != b.off {
+		b.Close()
+	}
 	if b.rc == nil {
 		if b.size >= 0 && b.off >= b.size {
 			return 0, io.EOF
@@ -208,10 +220,11 @@ func (b *blobSeeker) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		b.rc, b.size = rc, info.Size
+		b.rc, b.rcOff, b.size = rc, b.off, info.Size
 	}
 	n, err := b.rc.Read(p)
 	b.off += int64(n)
+	b.rcOff = b.off
 	return n, err
 }
 
@@ -234,10 +247,7 @@ func (b *blobSeeker) Seek(offset int64, whence int) (int64, error) {
 	if offset < 0 {
 		return 0, errors.New("api: seek before the start")
 	}
-	if offset != b.off {
-		b.Close()
-		b.off = offset
-	}
+	b.off = offset
 	return offset, nil
 }
 

@@ -161,3 +161,80 @@ func copyDir(t *testing.T, src, dst string) {
 		t.Fatalf("copy %s to %s: %v", src, dst, err)
 	}
 }
+
+// TestArchiveRoundTrip runs the real binary through the whole cycle on one
+// data dir: a chat's history is exported, retention purges every message
+// from the live store, and importing the export brings back exactly the
+// history there was.
+func TestArchiveRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	// Groups take their members at once, as in every other test but the
+	// invitation one.
+	opts := procOpts{args: []string{"--retention.interval=20ms", "--limits.group_invites=auto"}}
+	p := startChatdWith(t, "chatd", dir, opts)
+	s := p.server()
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	var g groupView
+	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "kept", "members": []string{bob.ID}}, nil, &g); st != http.StatusCreated {
+		t.Fatalf("create group: %d", st)
+	}
+	var last uint64
+	for i, a := range []account{alice, bob, alice, bob} {
+		last = s.sendREST(t, a, g.Chat, fmt.Sprintf("<line> %d & \"quoted\"", i))
+	}
+	if st := s.call(t, "PATCH", "/v1/chats/"+g.Chat+"/messages/"+fmt.Sprint(last), bob.Token, map[string]any{"body": "last, edited", "cmid": "e-last"}, nil, nil); st != http.StatusOK {
+		t.Fatalf("edit: %d", st)
+	}
+	want := fullHistory(t, s, bob.Token, g.Chat)
+	if len(want) < 5 {
+		t.Fatalf("history before the export holds %d messages, want the creation and 4 sends", len(want))
+	}
+	// The edit is a message of its own, so the chat ends past the sends.
+	for _, m := range want {
+		if seq, _ := m["seq"].(float64); uint64(seq) > last {
+			last = uint64(seq)
+		}
+	}
+	p.stop(t)
+
+	dd := "--data_dir=" + dir
+	r := runChatd(t, nil, "archive", "export", "--chat", g.Chat, "--until", time.Now().Add(time.Minute).UTC().Format(time.RFC3339), dd)
+	var exp struct{ Segments, Messages int }
+	if err := json.Unmarshal([]byte(r.stdout), &exp); r.code != 0 || err != nil || exp.Messages != len(want) {
+		t.Fatalf("export: want %d messages: %v", len(want), r)
+	}
+
+	// Retention empties the live store; then the chat goes back to
+	// keeping everything, so what is imported stays.
+	p = startChatdWith(t, "chatd (purging)", dir, opts)
+	s = p.server()
+	if st, _ := s.putRetention(t, alice, g.Chat, 1); st != http.StatusOK {
+		t.Fatalf("PUT retention: %d", st)
+	}
+	eventually(t, "every message purged", func() error {
+		if h := s.retentionHistory(t, bob, g.Chat); len(h.Messages) != 0 || h.FirstSeq != last+1 {
+			return fmt.Errorf("history holds %d messages, first_seq %d; want none, %d", len(h.Messages), h.FirstSeq, last+1)
+		}
+		return nil
+	})
+	if st, _ := s.putRetention(t, alice, g.Chat, 0); st != http.StatusOK {
+		t.Fatalf("PUT retention back to the default: %d", st)
+	}
+	p.stop(t)
+
+	r = runChatd(t, nil, "archive", "import", "--chat", g.Chat, dd)
+	var imp struct{ Segments, Imported, Skipped int }
+	if err := json.Unmarshal([]byte(r.stdout), &imp); r.code != 0 || err != nil || imp.Imported != len(want) || imp.Skipped != 0 {
+		t.Fatalf("import: want %d imported, none skipped: %v", len(want), r)
+	}
+
+	p = startChatdWith(t, "chatd (restored)", dir, opts)
+	s = p.server()
+	if got := fullHistory(t, s, bob.Token, g.Chat); !reflect.DeepEqual(got, want) {
+		t.Fatalf("history after export, purge and import differs\n got %v\nwant %v", got, want)
+	}
+	if h := s.retentionHistory(t, bob, g.Chat); h.FirstSeq != 1 {
+		t.Fatalf("first_seq after the import: %d, want 1", h.FirstSeq)
+	}
+	p.stop(t)
+}

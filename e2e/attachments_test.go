@@ -2,21 +2,35 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
+	"io/fs"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/mqchat/mqchat/blob"
+	blobbackend "github.com/mqchat/mqchat/blob/backend"
 	"github.com/mqchat/mqchat/internal/config"
 )
 
@@ -102,17 +116,115 @@ func attachmentEnvelope(to, cmid, typ, id string) []byte {
 	return raw
 }
 
-// storedBlobs counts the files of the fs blob store's attachments.
+// storedBlobs counts the objects under attachments/ in the node's blob
+// store, whichever backend holds it.
 func storedBlobs(t *testing.T, s *server) int {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(s.cfg.DataDir, "blobs", "data", "attachments"))
-	if os.IsNotExist(err) {
+	return countBlobs(t, s.cfg, "attachments/")
+}
+
+// countBlobs counts the objects under prefix in the blob store cfg names.
+// The fs store is read as a directory tree, since opening it would clear
+// the temp files of a running node's uploads.
+func countBlobs(t *testing.T, cfg config.Config, prefix string) int {
+	t.Helper()
+	if cfg.Blob.Backend == "s3" {
+		bs, err := blobbackend.Open(t.Context(), cfg.Blob, cfg.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if err := bs.List(t.Context(), prefix, func(blob.Info) error { n++; return nil }); err != nil {
+			t.Fatalf("list %s: %v", prefix, err)
+		}
+		return n
+	}
+	n := 0
+	root := filepath.Join(cfg.DataDir, "blobs", "data")
+	// Keys are paths under root; walk the directory prefix ends in and
+	// match the rest of it against each key.
+	dir := prefix[:strings.LastIndex(prefix, "/")+1]
+	err := filepath.WalkDir(filepath.Join(root, filepath.FromSlash(dir)), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasPrefix(filepath.ToSlash(rel), prefix) {
+			n++
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
 		return 0
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(entries)
+	return n
+}
+
+// blobBackends are the blob stores every attachment test runs on: the
+// data dir's, and an S3-compatible server the test starts.
+var blobBackends = []struct {
+	name  string
+	apply func(*testing.T, *config.Config)
+}{
+	{"fs", func(*testing.T, *config.Config) {}},
+	{"s3", func(t *testing.T, c *config.Config) { c.Blob = fakeS3(t) }},
+}
+
+// onBlobBackends runs test once per blob backend, configured by the
+// returned mutate for startServer.
+func onBlobBackends(t *testing.T, test func(t *testing.T, backend func(*config.Config))) {
+	for _, b := range blobBackends {
+		t.Run(b.name, func(t *testing.T) {
+			test(t, func(c *config.Config) { b.apply(t, c) })
+		})
+	}
+}
+
+// fakeS3 serves the S3 protocol (gofakes3, in memory) on loopback for the
+// test's lifetime and creates a bucket in it, as an operator would before
+// pointing chatd at it.
+func fakeS3(t *testing.T) config.BlobConfig {
+	t.Helper()
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := config.BlobConfig{Backend: "s3", S3: config.S3Config{
+		Endpoint: u.Host, Bucket: "chat-blobs", Region: "us-east-1",
+		AccessKey: "test-access", SecretKey: "test-secret", PathStyle: true,
+	}}
+	c, err := minio.New(bc.S3.Endpoint, &minio.Options{
+		Creds:        credentials.NewStaticV4(bc.S3.AccessKey, bc.S3.SecretKey, ""),
+		Region:       bc.S3.Region,
+		BucketLookup: minio.BucketLookupPath,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MakeBucket(t.Context(), bc.S3.Bucket, minio.MakeBucketOptions{Region: bc.S3.Region}); err != nil {
+		t.Fatalf("MakeBucket: %v", err)
+	}
+	return bc
+}
+
+// s3Flags are bc as chatd serve flags.
+func s3Flags(bc config.BlobConfig) []string {
+	return []string{"--blob.backend=s3", "--blob.s3.endpoint=" + bc.S3.Endpoint, "--blob.s3.bucket=" + bc.S3.Bucket,
+		"--blob.s3.region=" + bc.S3.Region, "--blob.s3.access_key=" + bc.S3.AccessKey,
+		"--blob.s3.secret_key=" + bc.S3.SecretKey, "--blob.s3.use_tls=false", "--blob.s3.path_style=true"}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // TestAttachments: an image uploaded over REST is described from its bytes
@@ -120,10 +232,13 @@ func storedBlobs(t *testing.T, s *server) int {
 // downloaded whole, by range and as a metadata-free thumbnail by the
 // recipient; a stranger cannot read it and another user cannot send it;
 // an oversized upload and one past the daily quota store nothing.
-func TestAttachments(t *testing.T) {
+func TestAttachments(t *testing.T) { onBlobBackends(t, testAttachments) }
+
+func testAttachments(t *testing.T, onBackend func(*config.Config)) {
 	// Past the JSON body cap (limits.max_message_bytes), which uploads do not have.
 	const maxBytes, daily = 200 << 10, 700 << 10
 	s := startServer(t, func(c *config.Config) {
+		onBackend(c)
 		c.Attachments.MaxBytes, c.Attachments.DailyBytes = maxBytes, daily
 	})
 	alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
@@ -153,7 +268,7 @@ func TestAttachments(t *testing.T) {
 
 	path := "/v1/attachments/" + meta.ID
 	whole := rawHTTP(t, s, "GET", path, bearer(bob.Token), "")
-	if whole.status != http.StatusOK || !bytes.Equal(whole.body, src) || whole.header.Get("Content-Type") != "image/png" ||
+	if whole.status != http.StatusOK || sha256Hex(whole.body) != meta.SHA256 || !bytes.Equal(whole.body, src) || whole.header.Get("Content-Type") != "image/png" ||
 		whole.header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Fatalf("bob's download: status %d, %d bytes, headers %v", whole.status, len(whole.body), whole.header)
 	}
@@ -240,8 +355,13 @@ func TestAttachments(t *testing.T) {
 // TestAttachmentJanitor: an upload no message references within
 // attachments.unreferenced_ttl is deleted, bytes and record; a referenced
 // one stays.
-func TestAttachmentJanitor(t *testing.T) {
-	s := startServer(t, func(c *config.Config) { c.Attachments.UnreferencedTTL = 400 * time.Millisecond })
+func TestAttachmentJanitor(t *testing.T) { onBlobBackends(t, testAttachmentJanitor) }
+
+func testAttachmentJanitor(t *testing.T, onBackend func(*config.Config)) {
+	s := startServer(t, func(c *config.Config) {
+		onBackend(c)
+		c.Attachments.UnreferencedTTL = 400 * time.Millisecond
+	})
 	alice, bob := s.register(t, "alice"), s.register(t, "bob")
 	kept := uploadRaw(t, s, alice, testPNG(t, 20, 20, "k"), "image/png").attachment(t)
 	gone := uploadRaw(t, s, alice, []byte("never sent"), "text/plain").attachment(t)
@@ -269,4 +389,99 @@ func TestAttachmentJanitor(t *testing.T) {
 			t.Fatalf("the referenced upload%s: status %d", p, r.status)
 		}
 	}
+}
+
+// TestAttachmentsGroup: an image sent to a group is downloaded, byte for
+// byte (same sha256 as the upload answer), by every member; a non-member,
+// a member once removed and a forged id all get 404.
+func TestAttachmentsGroup(t *testing.T) { onBlobBackends(t, testAttachmentsGroup) }
+
+func testAttachmentsGroup(t *testing.T, onBackend func(*config.Config)) {
+	s := startServer(t, onBackend)
+	alice, bob, carol, dave := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol"), s.register(t, "dave")
+	var g groupView
+	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "photos", "members": []string{bob.ID, carol.ID}}, nil, &g); st != http.StatusCreated {
+		t.Fatalf("create group: %d", st)
+	}
+	src := testPNG(t, 64, 48, "group")
+	meta := uploadRaw(t, s, alice, src, "image/png").attachment(t)
+	if meta.SHA256 != sha256Hex(src) {
+		t.Fatalf("upload sha256 %s, want %s", meta.SHA256, sha256Hex(src))
+	}
+
+	bobPhone := dialV5(t, tcpConn(t, s.addrs.MQTT), bob, "phone")
+	bobPhone.subscribe(t, "users/"+bob.ID+"/inbox")
+	alicePhone := dialV5(t, tcpConn(t, s.addrs.MQTT), alice, "phone")
+	env, _ := json.Marshal(map[string]any{"to": "group:" + g.GroupID, "cmid": "gimg", "type": "image",
+		"body": map[string]string{"attachment": meta.ID}})
+	if rc, err := alicePhone.publish(t, "users/"+alice.ID+"/send", env); err != nil || rc != 0 {
+		t.Fatalf("send to the group: reason 0x%02x, %v", rc, err)
+	}
+	got := bobPhone.box.next(t, "the group image", onTopic("users/"+bob.ID+"/inbox")).inbox(t)
+	var body struct{ Attachment string }
+	if err := json.Unmarshal(got.Body, &body); err != nil || got.Type != "image" || body.Attachment != meta.ID {
+		t.Fatalf("bob got %+v (%v)", got, err)
+	}
+
+	path := "/v1/attachments/" + meta.ID
+	for _, a := range []account{alice, bob, carol} {
+		r := rawHTTP(t, s, "GET", path, bearer(a.Token), "")
+		if r.status != http.StatusOK || sha256Hex(r.body) != meta.SHA256 {
+			t.Fatalf("%s's download: status %d, sha256 %s, want %s", a.Username, r.status, sha256Hex(r.body), meta.SHA256)
+		}
+	}
+	rawHTTP(t, s, "GET", path, bearer(dave.Token), "").wantAPIError(t, http.StatusNotFound, "not_found")
+
+	// Carol could read it as a member; once removed she cannot, at the
+	// very next request.
+	if st := s.call(t, "DELETE", "/v1/groups/"+g.GroupID+"/members/"+carol.ID, alice.Token, nil, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("remove carol: %d", st)
+	}
+	for _, p := range []string{path, path + "/thumbnail"} {
+		rawHTTP(t, s, "GET", p, bearer(carol.Token), "").wantAPIError(t, http.StatusNotFound, "not_found")
+	}
+	if r := rawHTTP(t, s, "GET", path, bearer(bob.Token), ""); r.status != http.StatusOK {
+		t.Fatalf("bob after carol's removal: %d", r.status)
+	}
+
+	// A forged id shaped like a real one, and one that is not an id at all.
+	forged := uploadRaw(t, s, dave, []byte("shape donor"), "text/plain").attachment(t).ID
+	forged = forged[:len(forged)-4] + "zzzz"
+	for _, id := range []string{forged, "../../etc/passwd", meta.ID + ".thumb"} {
+		r := rawHTTP(t, s, "GET", "/v1/attachments/"+url.PathEscape(id), bearer(alice.Token), "")
+		if r.status != http.StatusNotFound && r.status != http.StatusBadRequest {
+			t.Fatalf("forged id %q: status %d %s", id, r.status, r.body)
+		}
+	}
+	rawHTTP(t, s, "GET", "/v1/attachments/"+forged, bearer(alice.Token), "").wantAPIError(t, http.StatusNotFound, "not_found")
+}
+
+// TestAttachmentsProcessS3: the real binary, configured with flags for an
+// S3 backend the test starts, stores an upload in the bucket and serves
+// the same bytes back to the recipient.
+func TestAttachmentsProcessS3(t *testing.T) {
+	bc := fakeS3(t)
+	p := startChatdWith(t, "chatd", t.TempDir(), procOpts{args: s3Flags(bc)})
+	s := p.server()
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	src := testPNG(t, 40, 30, "process")
+	meta := uploadRaw(t, s, alice, src, "image/png").attachment(t)
+	cfg := config.Config{DataDir: p.dataDir, Blob: bc}
+	if n := countBlobs(t, cfg, "attachments/"+meta.ID); n != 2 { // the image and its thumbnail
+		t.Fatalf("objects in the bucket for %s: %d, want 2", meta.ID, n)
+	}
+	if _, err := os.Stat(filepath.Join(p.dataDir, "blobs", "data", "attachments")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the s3-backed node wrote attachments into its data dir: %v", err)
+	}
+	var sent struct{ Seq uint64 }
+	if st := s.call(t, "POST", "/v1/chats/"+directChat(alice.ID, bob.ID)+"/messages", alice.Token,
+		map[string]any{"type": "image", "body": map[string]string{"attachment": meta.ID}},
+		map[string]string{"Idempotency-Key": "p1"}, &sent); st != http.StatusCreated {
+		t.Fatalf("send: %d", st)
+	}
+	r := rawHTTP(t, s, "GET", "/v1/attachments/"+meta.ID, bearer(bob.Token), "")
+	if r.status != http.StatusOK || sha256Hex(r.body) != meta.SHA256 || meta.SHA256 != sha256Hex(src) {
+		t.Fatalf("bob's download: status %d, sha256 %s, want %s", r.status, sha256Hex(r.body), sha256Hex(src))
+	}
+	p.stop(t)
 }

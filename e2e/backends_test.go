@@ -22,7 +22,9 @@ import (
 // encryption key directory (concurrent claims) and the end-to-end
 // encryption proof with real cryptography, a SIGKILL and
 // restart of the real binary, chatd migrate, and sessions (refresh-token
-// reuse, logout, logout everywhere, password change, token expiry). Each
+// reuse, logout, logout everywhere, password change, token expiry),
+// retention (attachments purged with their messages, on both blob
+// backends), group attachment access and the archive round trip. Each
 // runs unchanged as a subtest of TestOnPostgres; the harness sees the prefix in t.Name() and points the
 // node at a fresh database (backend below).
 var onPostgres = []struct {
@@ -78,6 +80,12 @@ var onPostgres = []struct {
 	{"MessageLifecycle", TestMessageLifecycle},
 	{"RetentionGroup", TestRetentionGroup},
 	{"RetentionDirect", TestRetentionDirect},
+	{"RetentionAttachments", func(t *testing.T) { testRetentionAttachments(t, func(*config.Config) {}) }},
+	{"RetentionAttachmentsS3", func(t *testing.T) {
+		testRetentionAttachments(t, func(c *config.Config) { c.Blob = fakeS3(t) })
+	}},
+	{"AttachmentsGroup", func(t *testing.T) { testAttachmentsGroup(t, func(*config.Config) {}) }},
+	{"ArchiveRoundTrip", TestArchiveRoundTrip},
 }
 
 const postgresPrefix = "TestOnPostgres/"

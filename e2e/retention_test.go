@@ -207,3 +207,73 @@ func TestRetentionArchived(t *testing.T) {
 		t.Fatalf("no blob store in the data dir: %v", err)
 	}
 }
+
+// TestRetentionAttachments: a group's image message past its retention
+// period goes, and so does its attachment (the download answers 404 and
+// the blob store no longer holds its objects), while an image message
+// within the period keeps both; on every blob backend.
+func TestRetentionAttachments(t *testing.T) { onBlobBackends(t, testRetentionAttachments) }
+
+func testRetentionAttachments(t *testing.T, onBackend func(*config.Config)) {
+	s := startServer(t, func(c *config.Config) {
+		onBackend(c)
+		c.Retention.Interval = 20 * time.Millisecond
+	})
+	alice, bob := s.register(t, "alice"), s.register(t, "bob")
+	var g groupView
+	if st := s.call(t, "POST", "/v1/groups", alice.Token, map[string]any{"name": "ephemeral", "members": []string{bob.ID}}, nil, &g); st != http.StatusCreated {
+		t.Fatalf("create group: %d", st)
+	}
+	const period = 4 * time.Second
+	if st, _ := s.putRetention(t, alice, g.Chat, int64(period/time.Second)); st != http.StatusOK {
+		t.Fatalf("PUT retention: %d", st)
+	}
+	sendImage := func(cmid string) (attachmentMeta, uint64, time.Time) {
+		meta := uploadRaw(t, s, alice, testPNG(t, 32, 32, cmid), "image/png").attachment(t)
+		var res struct{ Seq uint64 }
+		sent := time.Now()
+		if st := s.call(t, "POST", "/v1/chats/"+g.Chat+"/messages", alice.Token,
+			map[string]any{"type": "image", "body": map[string]string{"attachment": meta.ID}},
+			map[string]string{"Idempotency-Key": cmid}, &res); st != http.StatusCreated {
+			t.Fatalf("send %s: %d", cmid, st)
+		}
+		return meta, res.Seq, sent
+	}
+	old, _, oldSent := sendImage("old")
+	// The second message must be younger by a good part of the period, so
+	// that it is still within it when the first one expires: this wait is
+	// the test's input (two ages), not a synchronisation.
+	time.Sleep(time.Until(oldSent.Add(period / 2)))
+	fresh, freshSeq, _ := sendImage("fresh")
+	if n := countBlobs(t, s.cfg, "attachments/"+old.ID); n != 2 {
+		t.Fatalf("objects of the old upload before the purge: %d, want 2", n)
+	}
+
+	eventually(t, "the old message and its attachment purged", func() error {
+		if p := s.retentionHistory(t, bob, g.Chat); p.FirstSeq != freshSeq {
+			return fmt.Errorf("first_seq %d, want %d", p.FirstSeq, freshSeq)
+		}
+		if r := rawHTTP(t, s, "GET", "/v1/attachments/"+old.ID, bearer(bob.Token), ""); r.status != http.StatusNotFound {
+			return fmt.Errorf("old attachment: status %d", r.status)
+		}
+		if n := countBlobs(t, s.cfg, "attachments/"+old.ID); n != 0 {
+			return fmt.Errorf("%d objects of the old upload left", n)
+		}
+		return nil
+	})
+	// Within the period: untouched.
+	p := s.retentionHistory(t, bob, g.Chat)
+	if len(p.Messages) != 1 || p.Messages[0].Seq != freshSeq || p.FirstSeq != freshSeq {
+		t.Fatalf("history after the purge: %+v, want only seq %d", p, freshSeq)
+	}
+	r := rawHTTP(t, s, "GET", "/v1/attachments/"+fresh.ID, bearer(bob.Token), "")
+	if r.status != http.StatusOK || sha256Hex(r.body) != fresh.SHA256 {
+		t.Fatalf("the fresh attachment: status %d, sha256 %s, want %s", r.status, sha256Hex(r.body), fresh.SHA256)
+	}
+	if n := countBlobs(t, s.cfg, "attachments/"+fresh.ID); n != 2 {
+		t.Fatalf("objects of the fresh upload: %d, want 2", n)
+	}
+	if sum := s.summaryOf(t, bob, g.Chat); sum.FirstSeq != freshSeq {
+		t.Fatalf("chat list first_seq %d, want %d", sum.FirstSeq, freshSeq)
+	}
+}

@@ -234,6 +234,11 @@ func (s *Store) claimRecord(ctx context.Context, m *store.Message, now time.Time
 	seq, _ := prev["seq"].(int64)
 	id, _ := prev["id"].(int64)
 	sentAt, _ := prev["sent_at"].(time.Time)
+	if chat == m.Chat && seq == int64(m.Seq) && id == int64(m.ID) {
+		// The record of this very message: it was purged (retention keeps
+		// dedupe records) and an archive import writes it back.
+		return nil
+	}
 	stale, err := s.staleRecord(ctx, chat, seq, id, sentAt, now)
 	if err != nil {
 		return err

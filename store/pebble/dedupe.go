@@ -79,6 +79,10 @@ func (d *dedupeWriter) add(m *store.Message) error {
 	}
 	old, err := d.s.liveRef(k, d.cutoff)
 	switch {
+	case err == nil && old.Chat == m.Chat && old.Seq == m.Seq && old.ID == m.ID:
+		// The record of this very message: it was purged (retention keeps
+		// dedupe records) and an archive import writes it back.
+		return nil
 	case err == nil:
 		return fmt.Errorf("%w: sender %q cmid %q is already stored as chat %q seq %d",
 			store.ErrConflict, m.From, m.CMID, old.Chat, old.Seq)

@@ -73,7 +73,10 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::byt
 // (DISTINCT ON over the batch order) and replaces an existing record only
 // once it has left the window ($7). Messages without a cmid or already
 // outside the window get no record. Against a live record the row is left
-// alone and not counted, which is how AppendMessages tells a conflict.
+// alone and not counted, which is how AppendMessages tells a conflict,
+// unless it names this very message: the retention purger leaves dedupe
+// records behind, and an archive import writing the purged message back
+// is no conflict.
 const insertDedupe = `
 INSERT INTO dedupe (sender, cmid, chat_id, seq, id, sent_at)
 SELECT DISTINCT ON (sender, cmid) sender, cmid, chat_id, seq, id, sent_at
@@ -83,7 +86,8 @@ WHERE cmid <> '' AND sent_at >= $7
 ORDER BY sender, cmid, n
 ON CONFLICT (sender, cmid) DO UPDATE
 SET chat_id = excluded.chat_id, seq = excluded.seq, id = excluded.id, sent_at = excluded.sent_at
-WHERE dedupe.sent_at < $7`
+WHERE dedupe.sent_at < $7
+   OR (dedupe.chat_id = excluded.chat_id AND dedupe.seq = excluded.seq AND dedupe.id = excluded.id)`
 
 // AppendMessages commits messages and dedupe records in one transaction;
 // with PostgreSQL's default synchronous_commit the commit returns once the

@@ -18,6 +18,7 @@ func retentionTests() []testCase {
 		{"PurgeEverythingKeepsLastSeq", testPurgeEverything},
 		{"PurgeKeepsOtherChats", testPurgeKeepsOtherChats},
 		{"PurgeAndChanges", testPurgeAndChanges},
+		{"PurgedRestored", testPurgedRestored},
 		{"ListChats", testListChats},
 		{"Settings", testRetentionSettings},
 	}
@@ -248,5 +249,27 @@ func testRetentionSettings(t *testing.T, s store.Store) {
 	check("g:1")
 	if chats, err = s.RetentionChats(ctx, "", 10); err != nil || !slices.Equal(chats, []string{"d:ann:bob"}) {
 		t.Fatalf("RetentionChats after removals = %v, %v; want [d:ann:bob]", chats, err)
+	}
+}
+
+// testPurgedRestored: purging leaves the dedupe records of the purged
+// messages behind, and writing the very same messages back (an archive
+// import) is not a conflict; another message with one of their client
+// ids still is.
+func testPurgedRestored(t *testing.T, s store.Store) {
+	all := makeMessages("g:rt-restore", 1, 4)
+	mustAppend(t, s, all)
+	mustPurge(t, s, "g:rt-restore", time.Now(), 100, 4, 5)
+	mustAppend(t, s, all)
+	got, err := s.History(t.Context(), "g:rt-restore", store.HistoryQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPage(t, "History after the restore", got, all)
+	other := makeMessages("g:rt-restore", 5, 5)
+	other[0].CMID = all[0].CMID
+	other[0].From = all[0].From
+	if err := s.AppendMessages(t.Context(), other); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a new message reusing a restored one's client id: %v, want ErrConflict", err)
 	}
 }
