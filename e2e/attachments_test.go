@@ -15,7 +15,6 @@ import (
 	"io/fs"
 	"mime/multipart"
 	"net/http"
-	"net/http/httptest"
 	"net/textproto"
 	"net/url"
 	"os"
@@ -24,14 +23,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/mqchat/mqchat/blob"
 	blobbackend "github.com/mqchat/mqchat/blob/backend"
 	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/s3test"
 )
 
 type attachmentMeta struct {
@@ -186,33 +181,14 @@ func onBlobBackends(t *testing.T, test func(t *testing.T, backend func(*config.C
 	}
 }
 
-// fakeS3 serves the S3 protocol (gofakes3, in memory) on loopback for the
-// test's lifetime and creates a bucket in it, as an operator would before
-// pointing chatd at it.
+// fakeS3 is the S3 test server with a bucket for chatd.
 func fakeS3(t *testing.T) config.BlobConfig {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := config.BlobConfig{Backend: "s3", S3: config.S3Config{
-		Endpoint: u.Host, Bucket: "chat-blobs", Region: "us-east-1",
-		AccessKey: "test-access", SecretKey: "test-secret", PathStyle: true,
+	srv := s3test.Start(t, "chat-blobs")
+	return config.BlobConfig{Backend: "s3", S3: config.S3Config{
+		Endpoint: srv.Endpoint, Bucket: "chat-blobs", Region: srv.Region,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true,
 	}}
-	c, err := minio.New(bc.S3.Endpoint, &minio.Options{
-		Creds:        credentials.NewStaticV4(bc.S3.AccessKey, bc.S3.SecretKey, ""),
-		Region:       bc.S3.Region,
-		BucketLookup: minio.BucketLookupPath,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.MakeBucket(t.Context(), bc.S3.Bucket, minio.MakeBucketOptions{Region: bc.S3.Region}); err != nil {
-		t.Fatalf("MakeBucket: %v", err)
-	}
-	return bc
 }
 
 // s3Flags are bc as chatd serve flags.

@@ -1,52 +1,22 @@
 package s3_test
 
 import (
-	"net/http/httptest"
-	"net/url"
 	"testing"
-
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/mqchat/mqchat/blob"
 	"github.com/mqchat/mqchat/blob/blobtest"
 	"github.com/mqchat/mqchat/blob/s3"
+	"github.com/mqchat/mqchat/internal/s3test"
 )
 
-// fakeS3 serves the S3 protocol (gofakes3, in-memory) on loopback and
-// creates bucket through minio-go, as an operator would beforehand.
+// fakeS3 is the S3 test server, with bucket made unless it is empty.
 func fakeS3(t *testing.T, bucket string) s3.Config {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
+	srv := s3test.Start(t, bucket)
+	return s3.Config{
+		Endpoint: srv.Endpoint, Bucket: bucket, Region: srv.Region,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true,
 	}
-	cfg := s3.Config{
-		Endpoint:  u.Host,
-		Bucket:    bucket,
-		Region:    "us-east-1",
-		AccessKey: "test-access",
-		SecretKey: "test-secret",
-		PathStyle: true,
-	}
-	c, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Region:       cfg.Region,
-		BucketLookup: minio.BucketLookupPath,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bucket != "" {
-		if err := c.MakeBucket(t.Context(), bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
-			t.Fatalf("MakeBucket: %v", err)
-		}
-	}
-	return cfg
 }
 
 func newStore(t *testing.T) *s3.Store {

@@ -5,40 +5,23 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/mqchat/mqchat/blob/s3"
+	"github.com/mqchat/mqchat/internal/s3test"
 	"github.com/mqchat/mqchat/services/attachments"
 )
 
-// s3Store is the S3 backend on an in-memory S3 server (gofakes3) on
-// loopback, its bucket made as an operator would.
+// s3Store is the S3 backend on the S3 test server, its bucket made as an
+// operator would.
 func s3Store(t *testing.T) *s3.Store {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s3.Config{Endpoint: u.Host, Bucket: "chat", Region: "us-east-1", AccessKey: "k", SecretKey: "s", PathStyle: true}
-	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Region: cfg.Region, BucketLookup: minio.BucketLookupPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.MakeBucket(t.Context(), cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := s3.New(t.Context(), cfg)
+	srv := s3test.Start(t, "chat")
+	st, err := s3.New(t.Context(), s3.Config{
+		Endpoint: srv.Endpoint, Bucket: "chat", Region: srv.Region,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
