@@ -13,7 +13,7 @@ import (
 
 	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
-	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/apptest"
 )
 
 // Alice sends Bob a message; Bob's client delivers it.
@@ -61,14 +61,11 @@ func Example() {
 // exampleServer starts chatd in this process, as `chatd serve` would,
 // with the accounts alice and bob (password "correct horse").
 func exampleServer() (app.Addrs, func()) {
-	cfg := config.Default()
 	dir, err := os.MkdirTemp("", "chatd-example")
 	if err != nil {
 		panic(err)
 	}
-	cfg.DataDir = dir
-	cfg.MQTT.Addr, cfg.MQTT.WSAddr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4
+	cfg := apptest.Config(dir)
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		panic(err)

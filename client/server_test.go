@@ -16,7 +16,7 @@ import (
 
 	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
-	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/apptest"
 )
 
 // waitTimeout bounds every wait; reached only when something is wrong.
@@ -31,17 +31,8 @@ type chatd struct {
 
 func startChatd(tb testing.TB) *chatd {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.DataDir = tb.TempDir()
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.MQTT.WSAddr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4 // hashing speed is not under test
-	cfg.Limits.SendRate = 0
-	cfg.Limits.AuthRate = 0
-	cfg.Limits.DeviceConnects = 0
-	cfg.Limits.GroupOpRate = 0
-	cfg.Limits.GroupInvites = "auto"
+	cfg := apptest.Config(tb.TempDir())
+	apptest.Unthrottled(&cfg)
 	cfg.Log.Level = "warn"
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("config: %v", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/apptest"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/metrics"
 	"github.com/mqchat/mqchat/internal/pgtest"
@@ -122,13 +123,7 @@ func descFamilies(t *testing.T, descs []*prometheus.Desc) map[string]family {
 
 // nodeConfig is a node on loopback ports with the embedded store.
 func nodeConfig(t *testing.T) config.Config {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.MQTT.WSAddr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4
-	return cfg
+	return apptest.Config(t.TempDir())
 }
 
 // clusterNodeConfig is a node in cluster mode: a one-node cluster on an

@@ -24,6 +24,7 @@ import (
 
 	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/apptest"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/pgtest"
 )
@@ -46,21 +47,8 @@ type server struct {
 
 // testConfig listens on free loopback ports in a fresh data dir.
 func testConfig(t *testing.T) config.Config {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr = "127.0.0.1:0"
-	cfg.MQTT.WSAddr = "127.0.0.1:0"
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4 // hashing speed is not under test
-	// Rate limits are tested on their own; elsewhere they would only make
-	// fast tests depend on timing.
-	cfg.Limits.SendRate = 0
-	cfg.Limits.AuthRate = 0
-	cfg.Limits.DeviceConnects = 0
-	cfg.Limits.GroupOpRate = 0
-	// Group invitations are tested on their own (TestGroupInviteConsent);
-	// elsewhere groups are made of strangers and must take them at once.
-	cfg.Limits.GroupInvites = "auto"
+	cfg := apptest.Config(t.TempDir())
+	apptest.Unthrottled(&cfg)
 	cfg.Log.Level = "warn"
 	useBackend(t, &cfg)
 	return cfg

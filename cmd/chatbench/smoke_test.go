@@ -16,7 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/mqchat/mqchat/internal/app"
-	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/apptest"
 )
 
 // startChatd runs a chatd node in this process on free loopback ports,
@@ -25,10 +25,8 @@ import (
 func startChatd(t *testing.T) app.Addrs {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr, cfg.MQTT.WSAddr, cfg.HTTP.Addr = "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4
+	cfg := apptest.Config(t.TempDir())
+	cfg.MQTT.WSAddr = ""
 	cfg.Limits.SendRate, cfg.Limits.AuthRate = 0, 0
 	cfg.Limits.GroupInvites = "auto"
 	cfg.Log.Level = "error"

@@ -14,17 +14,14 @@ import (
 
 	"github.com/mqchat/mqchat/client"
 	"github.com/mqchat/mqchat/internal/app"
-	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/apptest"
 )
 
 // TestSensorReportsToGroup runs the sensor against a real chatd and reads
 // its readings as another member of the group.
 func TestSensorReportsToGroup(t *testing.T) {
 	gin.SetMode(gin.ReleaseMode)
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTT.Addr, cfg.MQTT.WSAddr, cfg.HTTP.Addr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Auth.BcryptCost = 4
+	cfg := apptest.Config(t.TempDir())
 	cfg.Limits.GroupInvites = "auto"
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := app.New(cfg, quiet)
