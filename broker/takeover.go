@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -50,8 +51,12 @@ type takeovers struct {
 	log   *slog.Logger
 	grace time.Duration
 
-	mu      sync.Mutex
-	byOld   map[*mqtt.Client]*takeover // the client taken over → its takeover
+	mu sync.Mutex
+	// byOld finds the takeover of a client taken over. Its keys are weak:
+	// the old client is dead once the grace period is over, and holding it
+	// (its write queue is allocated up front) for every reconnect of the
+	// last minute would cost memory in a reconnect storm.
+	byOld   map[weak.Pointer[mqtt.Client]]*takeover
 	byNew   map[*mqtt.Client]*takeover // the successor → its takeover
 	stopped bool
 
@@ -62,7 +67,8 @@ type takeovers struct {
 
 // takeover is one client id changing hands.
 type takeover struct {
-	old, to *mqtt.Client
+	old     weak.Pointer[mqtt.Client]
+	to      *mqtt.Client
 	resumed bool             // the successor kept the session (mochi's condition in inheritClientSession)
 	ready   bool             // the successor sent its CONNACK and mochi's resend
 	late    []packets.Packet // waiting for ready; may hold packets the successor inherited anyway
@@ -76,7 +82,7 @@ type takeover struct {
 func newTakeovers(srv *mqtt.Server, log *slog.Logger) *takeovers {
 	return &takeovers{
 		srv: srv, log: log.With("component", "takeover"), grace: takeoverGrace,
-		byOld: make(map[*mqtt.Client]*takeover), byNew: make(map[*mqtt.Client]*takeover),
+		byOld: make(map[weak.Pointer[mqtt.Client]]*takeover), byNew: make(map[*mqtt.Client]*takeover),
 	}
 }
 
@@ -103,7 +109,7 @@ func (h *takeovers) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	// The condition under which inheritClientSession discards the session
 	// ([MQTT-3.1.2-4]): mirrored, not shared, as mochi keeps it inline.
 	resumed := !(pk.Connect.Clean || existing.Properties.Clean && existing.Properties.ProtocolVersion < 5)
-	t := &takeover{old: existing, to: cl, resumed: resumed, props: cl.Properties}
+	t := &takeover{old: weak.Make(existing), to: cl, resumed: resumed, props: cl.Properties}
 	t.props.Will = mqtt.Will{}
 
 	h.mu.Lock()
@@ -121,11 +127,11 @@ func (h *takeovers) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		prev.late = nil
 	}
-	if prev := h.byOld[existing]; prev != nil {
+	if prev := h.byOld[t.old]; prev != nil {
 		// Two connections racing for one id: the later one is current.
 		h.forget(prev)
 	}
-	h.byOld[existing], h.byNew[cl] = t, t
+	h.byOld[t.old], h.byNew[cl] = t, t
 	t.timer = time.AfterFunc(h.grace, func() { h.expire(t) })
 }
 
@@ -158,7 +164,7 @@ func (h *takeovers) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, re
 		return
 	}
 	h.mu.Lock()
-	_, known := h.byOld[cl]
+	_, known := h.byOld[weak.Make(cl)]
 	h.mu.Unlock()
 	if known {
 		cl.ClearInflights()
@@ -190,10 +196,10 @@ func (h *takeovers) expired(pk packets.Packet) bool {
 // queued until that client is ready, or delivered on a goroutine of its own.
 func (h *takeovers) handOff(old *mqtt.Client, pk packets.Packet) {
 	h.mu.Lock()
-	t := h.byOld[old]
+	t := h.byOld[weak.Make(old)]
 	// A successor may itself have been taken over meanwhile.
 	for t != nil && t.resumed {
-		next := h.byOld[t.to]
+		next := h.byOld[weak.Make(t.to)]
 		if next == nil {
 			break
 		}
