@@ -225,8 +225,17 @@ func (h *takeovers) handOff(old *mqtt.Client, pk packets.Packet) {
 // marked itself ready, so its inflight map is no longer being replaced.
 func (h *takeovers) deliver(t *takeover, pk packets.Packet) {
 	to := t.to
-	if have, ok := to.State.Inflight.Get(pk.PacketID); ok && samePacket(have, pk) {
-		return // inherited with the session and resent by mochi
+	if have, ok := to.State.Inflight.Get(pk.PacketID); ok {
+		if samePacket(have, pk) {
+			return // inherited with the session and resent by mochi
+		}
+		if have.FixedHeader.Type == packets.Publish {
+			// The hooks key deliveries by client id and packet id, and the
+			// successor has already used this one: the old delivery's
+			// OnQosPublish and OnQosDropped, both before this, may have
+			// overwritten or deleted the successor's record. Write it again.
+			h.announce(to, t.props, have)
+		}
 	}
 	if pk.TopicName == "" {
 		// Sent to the old connection as a bare topic alias; mochi keeps no

@@ -19,8 +19,8 @@ import (
 // replaced that client in the server's client map. The delivery to the
 // old client is then stored in its inflight map after the takeover cloned
 // and cleared that map: the window in which mochi acknowledges a message
-// it then loses. It also records which clients other hooks are told
-// (OnQosPublish) receive topic.
+// it then loses. It also records what hooks are told about deliveries, as
+// the session store keeps them: by client id and packet id.
 type holdFanOut struct {
 	mqtt.HookBase
 	srv     *mqtt.Server
@@ -30,19 +30,54 @@ type holdFanOut struct {
 	once    sync.Once
 
 	mu        sync.Mutex
-	announced []*mqtt.Client
+	announced []*mqtt.Client                 // clients told to receive topic
+	inflight  map[string]map[uint16]struct{} // client id → packet ids published, not completed or dropped
 }
 
 func (h *holdFanOut) ID() string { return "test-hold-fan-out" }
 
-func (h *holdFanOut) Provides(b byte) bool { return b == mqtt.OnACLCheck || b == mqtt.OnQosPublish }
+func (h *holdFanOut) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnACLCheck, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped:
+		return true
+	}
+	return false
+}
 
 func (h *holdFanOut) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	if pk.TopicName == h.topic {
-		h.mu.Lock()
-		h.announced = append(h.announced, cl)
-		h.mu.Unlock()
+	if InboundAck(pk) {
+		return
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pk.TopicName == h.topic {
+		h.announced = append(h.announced, cl)
+	}
+	if h.inflight[cl.ID] == nil {
+		h.inflight[cl.ID] = make(map[uint16]struct{})
+	}
+	h.inflight[cl.ID][pk.PacketID] = struct{}{}
+}
+
+func (h *holdFanOut) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if !InboundAck(pk) {
+		h.forget(cl.ID, pk.PacketID)
+	}
+}
+
+func (h *holdFanOut) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.forget(cl.ID, pk.PacketID) }
+
+func (h *holdFanOut) forget(id string, packetID uint16) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.inflight[id], packetID)
+}
+
+// recorded reports how many deliveries to id the hooks still hold.
+func (h *holdFanOut) recorded(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.inflight[id])
 }
 
 // announcedTo reports whether a delivery of topic to a client with id
@@ -156,7 +191,7 @@ func TestLateDeliveryAfterTakeover(t *testing.T) {
 }
 
 func testLateDelivery(t *testing.T, version byte, resume bool) {
-	hold := &holdFanOut{topic: "late/x", reached: make(chan struct{})}
+	hold := &holdFanOut{topic: "late/x", reached: make(chan struct{}), inflight: make(map[string]map[uint16]struct{})}
 	b, err := New(Options{TCPAddr: "127.0.0.1:0", SessionDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)},
 		hold, new(allowAll))
 	if err != nil {
@@ -208,6 +243,7 @@ func testLateDelivery(t *testing.T, version byte, resume bool) {
 		if n := h.handed.Load(); n != 0 {
 			t.Fatalf("%d deliveries handed to a clean session", n)
 		}
+		waitFor(t, "the hooks' records to empty", func() bool { return hold.recorded(id) == 0 })
 		return
 	}
 	expectMsgs(t, again.msgs, msg{"early/x", "early"}, msg{"late/x", "late"})
@@ -219,6 +255,9 @@ func testLateDelivery(t *testing.T, version byte, resume bool) {
 	if !hold.announcedTo(id, old) {
 		t.Fatal("the delivery to the successor was not passed to the other hooks' OnQosPublish")
 	}
+	// Both were acknowledged: no record of either (under the old or the new
+	// packet id) is left behind for the session store to restore.
+	waitFor(t, "the hooks' records to empty", func() bool { return hold.recorded(id) == 0 })
 }
 
 // expectMsgs waits for want, in any order; anything else fails.
