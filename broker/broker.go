@@ -44,6 +44,7 @@ type Broker struct {
 	sys        *sysTopics
 	sysRunning bool
 	sessions   *sessionStore // nil without a session directory
+	takeovers  *takeovers
 
 	mu      sync.Mutex
 	started bool
@@ -109,6 +110,7 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 	}
 
 	b.gate = newRetainGate(b.srv, log)
+	b.takeovers = newTakeovers(b.srv, log)
 
 	outbound := opts.outboundLimits()
 	cutOff := b.cutOffLogger(opts.OutboundMetrics)
@@ -212,6 +214,11 @@ func (b *Broker) Start() error {
 		return errors.New("broker: already started")
 	}
 	b.started = true
+	// After the hooks the caller added since New: its OnQosPublish must
+	// come after every other hook's (takeover.go).
+	if err := b.srv.AddHook(b.takeovers, nil); err != nil {
+		return fmt.Errorf("broker: takeover hook: %w", err)
+	}
 	// Last, after the hooks the caller added since New: the gate's
 	// OnPublish must see only publishes every other hook let through.
 	if err := b.srv.AddHook(b.gate, nil); err != nil {
