@@ -160,28 +160,6 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
-func TestReportRow(t *testing.T) {
-	tests := []struct {
-		r    report
-		want string
-	}{
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0}}, "direct"},
-		{report{Scenario: "raw", Params: map[string]any{"shape": "pairs", "rate": 0.0}}, "direct"},
-		{report{Scenario: "raw", Params: map[string]any{"shape": "group"}}, "group"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 5000.0}}, "direct@5000/s"},
-		{report{Scenario: "connections"}, "connections"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "3.1.1"}}, "direct v3.1.1"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "5"}}, "direct"},
-		{report{Scenario: "cluster", Params: map[string]any{"placement": "cross", "mqtt": "5", "rate": 150.0}}, "cluster-cross v5@150/s"},
-		{report{Scenario: "cluster", Params: map[string]any{"placement": "same", "mqtt": "3.1.1", "rate": 0.0}}, "cluster-same v3.1.1"},
-	}
-	for _, tt := range tests {
-		if got := tt.r.row(); got != tt.want {
-			t.Errorf("row(%+v) = %q, want %q", tt.r, got, tt.want)
-		}
-	}
-}
-
 func TestParseStatCPU(t *testing.T) {
 	// The command name may contain spaces and parentheses.
 	stat := "4242 (chat d) (x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 9 0 100 0 0"
