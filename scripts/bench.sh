@@ -21,12 +21,12 @@
 # Environment (defaults in brackets):
 #   BENCH_QUICK=1          shorter runs and one paced level, for a ~5 minute run
 #   BENCH_ROUNDS [3]       rounds; every round runs every scenario on every server
-#   BENCH_PAIRS_LIST ["10 100"]  BENCH_WINDOW [100]  BENCH_SEND_FOR [5s; quick 2s]
+#   BENCH_PAIRS_LIST ["10 100"]  BENCH_WINDOW [100]  BENCH_SEND_FOR [5s; quick 1.5s]
 #   BENCH_PACED_PAIRS [10] BENCH_LEVELS ["10 50 100"; quick "50"]  BENCH_FIXED_RATE [10000]
-#   BENCH_PACED_SECS [5; quick 2]  seconds of sending per paced run
+#   BENCH_PACED_SECS [5; quick 1.5]  seconds of sending per paced run
 #   BENCH_GROUP [100]      BENCH_GROUP_RATE [200]
 #   BENCH_CONNS [10000]    idle connections (the process fd limit is the bound)
-#   BENCH_HOLD [10s]       how long they are held before the server's RSS is read
+#   BENCH_HOLD [10s; quick 3s]      how long they are held before the server's RSS is read
 #   BENCH_HISTORY_MESSAGES [10000000]  history store size (filled once, reused)
 #   BENCH_DIR [/var/tmp/mqchat-bench]  where history stores are kept
 #   BENCH_OUT [bench-results/<time>]   JSON results
@@ -41,7 +41,7 @@ cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_for=2s d_paced=2 d_levels=50 conns=2000 hold=5s hist=200000 hist_req=2000 iso_a=5s iso_b=10s att_up=4 att_n=8
+	d_for=1.5s d_paced=1.5 d_levels=50 conns=2000 hold=3s hist=200000 hist_req=2000 iso_a=5s iso_b=10s att_up=4 att_n=8
 else
 	d_for=5s d_paced=5 d_levels="10 50 100" conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s att_up=8 att_n=32
 fi
@@ -198,6 +198,9 @@ connections_run() { # target round
 	grep '"bytes_per_conn"' "$f" | sed "s|^ *|   $t connections: |" >&2
 }
 
+# field NAME: the first value of NAME in the JSON file $f.
+field() { sed -n "s/^ *\"$1\": *\([^,]*\),*$/\1/p" "$f" | head -1; }
+
 n=0
 # One run: its JSON goes to $out/NNN-name-target.json and a line of its
 # figures to the terminal. Every server's CPU is read from /proc/PID/stat
@@ -212,10 +215,9 @@ bench() { # target name scenario-args...
 	mochi) bin/chatbench "$@" --mqtt "$MOCHI_MQTT" --target mochi --server-pid "$mochi_pid" --json >"$f" 2>>"$out/progress.log" ;;
 	esac
 	local line
-	line=$(grep -m1 -E '"(throughput|bytes_per_conn)"' "$f" | tr -d ' ,' || true)
-	line+=" $(grep -m1 '"p99_ms"' "$f" | tr -d ' ,' || true) $(grep -m1 '"cpu_us_per_delivery"' "$f" | tr -d ' ,' || true)"
-	if grep -q '"saturated": true' "$f"; then line+=" SATURATED"; fi
-	printf '   %-9s %-22s %s\n' "$target" "$name" "$line" >&2
+	line=$(printf '%.0f/s  p99 %.2f ms  server %.1f µs/msg' "$(field throughput)" "$(field p99_ms)" "$(field cpu_us_per_delivery)" 2>/dev/null || true)
+	if [[ $(field saturated) == true ]]; then line+="  SATURATED (sent $(printf %.0f "$(field achieved_send_rate)")/s of $(field offered_rate))"; fi
+	printf '   %-9s %-20s %s\n' "$target" "$name" "$line" >&2
 }
 
 # A B C, then C B A, ... so no server always runs first or last.
@@ -313,7 +315,6 @@ if has isolation; then
 	f="$out/$(printf %03d $n)-isolation-chatd.json"
 	bin/chatbench isolation --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --phase-a "$iso_a" --phase-b "$iso_b" \
 		--max-ratio "$max_ratio" --json >"$f" 2>>"$out/progress.log" || iso_status=$?
-	field() { sed -n "s/^ *\"$1\": *\([^,]*\),*$/\1/p" "$f" | head -1; }
 	ratio=$(field p99_ratio) drop=$(field stall_disconnect_sec)
 	if [[ -n $ratio ]]; then ratio=$(printf %.2f "$ratio"); else ratio="?"; fi
 	if [[ $drop == null || -z $drop ]]; then drop="not dropped during phase B"; else drop=$(printf 'dropped after %.2fs' "$drop"); fi

@@ -18,6 +18,7 @@ type fixture struct {
 	scenario, target, shape, version, load string
 	size, window                           int
 	rate, tput, p50, p99, cpu, perConn     float64
+	loadGen                                float64
 	saturated                              bool
 }
 
@@ -43,7 +44,8 @@ func (f fixture) json() string {
 	}
 	return fmt.Sprintf(`{"scenario": %q, "target": %q, "params": {%s}, "throughput": %g,
  "latency": {"count": 100, "p50_ms": %g, "p90_ms": 0, "p99_ms": %g, "max_ms": 0},
- "cpu_us_per_delivery": %g, "bytes_per_conn": %g%s}`, f.scenario, f.target, params, f.tput, f.p50, f.p99, f.cpu, f.perConn, paced)
+ "cpu_us_per_delivery": %g, "loadgen_cpu_us_per_delivery": %g, "bytes_per_conn": %g%s}`,
+		f.scenario, f.target, params, f.tput, f.p50, f.p99, f.cpu, f.loadGen, f.perConn, paced)
 }
 
 // key is the row the fixture's report lands in.
@@ -215,7 +217,8 @@ func TestTargets(t *testing.T) {
 		return fixture{scenario: "direct", version: v, size: pairs, window: 100, rate: rate, load: load}
 	}
 	with := func(f fixture, tput, p99, cpu float64) fixture {
-		f.tput, f.p99, f.p50, f.cpu = tput, p99, p99/4, cpu
+		// chatbench's own CPU: as much as the server's, for the fixture.
+		f.tput, f.p99, f.p50, f.cpu, f.loadGen = tput, p99, p99/4, cpu, cpu
 		return f
 	}
 	saturated := func(f fixture) fixture { f.saturated = true; return f }
@@ -227,7 +230,7 @@ func TestTargets(t *testing.T) {
 		on("chatd", with(direct("5", 10, 15000, "50%"), 15000, 3, 30)), on("mochi", with(direct("5", 10, 15000, "50%"), 15000, 1, 25)),
 		on("chatd", saturated(with(direct("5", 10, 30000, "100%"), 27000, 40, 50))), on("mochi", with(direct("5", 10, 30000, "100%"), 30000, 2, 25)),
 		// Fixed 10,000/s on 10 pairs: p99 6 ms, not met.
-		on("chatd", with(direct("5", 10, 10000, ""), 10000, 6, 30)),
+		on("chatd", with(direct("5", 10, 10000, ""), 10000, 6, 30)), on("mochi", with(direct("5", 10, 10000, ""), 10000, 2, 20)),
 		// Group at 200/s: 1.4x mochi's p99.
 		on("chatd", with(fixture{scenario: "group", version: "5", size: 100, window: 100, rate: 200}, 19800, 7, 15)),
 		on("mochi", with(fixture{scenario: "group", version: "5", size: 100, window: 100, rate: 200}, 19800, 5, 10)),
@@ -252,6 +255,7 @@ func TestTargets(t *testing.T) {
 		{"p99 <= 5 ms at 10000/s on 10 pairs", "direct 10 pairs v5 w100 @10000/s", true, false, "p99 6.00 ms"},
 		{"p99 <= 5 ms at 50% of chatd's maximum", "direct 10 pairs v5 w100 @50%", true, true, "p99 3.00 ms"},
 		{"group p99 <= 1.5x bare mochi at 200/s", "group of 100 v5 w100 @200/s", true, true, "1.40x"},
+		{"chatbench applies the fixed load", "direct 10 pairs v5 w100 @10000/s", true, true, "on mochi: sent 9900/s of 10000/s offered, chatbench 20.0µs/msg (0.20 cores)"},
 		{"idle connection <= 8192 bytes", "connections", true, false, "40000 bytes (1.03x mochi)"},
 	}
 	got := d.targetResults()
@@ -284,8 +288,8 @@ func TestTargets(t *testing.T) {
 	if err := printTargets(&out, (&tableData{cells: map[tableKey]*cell{}}).targetResults()); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(out.String(), "not measured"); n != 7 {
-		t.Fatalf("%d targets not measured, want 7:\n%s", n, out.String())
+	if n := strings.Count(out.String(), "not measured"); n != 8 {
+		t.Fatalf("%d targets not measured, want 8:\n%s", n, out.String())
 	}
 }
 

@@ -103,6 +103,19 @@ func (d *tableData) targetResults() []targetResult {
 			return targetResult{met: x <= maxGroupP99VsBaseline && d.saturatedRuns(k) == 0,
 				figure: fmt.Sprintf("%.2fx (chatd %.2f ms, mochi %.2f ms)%s", x, d.fig(k, "chatd", figP99), d.fig(k, baselineTarget, figP99), d.saturatedNote(k))}, ok
 		})
+	// Not a target of chatd's but the check that the figures above are
+	// the servers': the load generator applied the fixed load to the bare
+	// broker, and what it cost it in cores.
+	check("chatbench applies the fixed load", func(k rowKey) bool { return direct(k) && k.size == fixedLoadSize && k.load == fixedLoad },
+		func(k rowKey) (targetResult, bool) {
+			c := d.cell(k, baselineTarget)
+			if c == nil {
+				return targetResult{}, false
+			}
+			sent, us := median(c.sent), median(c.loadGen)
+			return targetResult{met: c.saturated == 0,
+				figure: fmt.Sprintf("on mochi: sent %.0f/s of %.0f/s offered, chatbench %.1fµs/msg (%.2f cores)%s", sent, median(c.offered), us, us*sent/1e6, d.saturatedNote(k))}, true
+		})
 	check(fmt.Sprintf("idle connection <= %d bytes", maxBytesPerConn), func(k rowKey) bool { return k.scenario == "connections" },
 		func(k rowKey) (targetResult, bool) {
 			b := d.fig(k, "chatd", figMemory)
