@@ -281,6 +281,13 @@ func printTable(w io.Writer, files []string) error {
 	if err := d.printRatios(w); err != nil {
 		return err
 	}
+	// The targets are judged on make bench's scenarios; a table of other
+	// runs (make bench-cluster's) would only list them as not measured.
+	if !slices.ContainsFunc(d.rows, func(k rowKey) bool {
+		return k.scenario == "direct" || k.scenario == "group" || k.scenario == "connections"
+	}) {
+		return nil
+	}
 	return printTargets(w, d.targetResults())
 }
 

@@ -236,7 +236,8 @@ func TestTargets(t *testing.T) {
 		on("mochi", with(fixture{scenario: "group", version: "5", size: 100, window: 100, rate: 200}, 19800, 5, 10)),
 		{scenario: "connections", target: "chatd", perConn: 40000}, {scenario: "connections", target: "mochi", perConn: 39000},
 	}
-	d, err := loadTable(writeFixtures(t, all))
+	files := writeFixtures(t, all)
+	d, err := loadTable(files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +268,18 @@ func TestTargets(t *testing.T) {
 		if g.target != w.target || g.row != w.row || g.measured != w.measured || g.met != w.met || !strings.Contains(g.figure, w.figure) {
 			t.Errorf("result %d = %+v, want %+v", i, g, w)
 		}
+	}
+
+	// The printed table has the three parts, the targets last.
+	var printed bytes.Buffer
+	if err := printTable(&printed, files); err != nil {
+		t.Fatal(err)
+	}
+	medians, rest, _ := strings.Cut(printed.String(), "chatd ratios")
+	ratios, targets, ok := strings.Cut(rest, "\ntargets\n")
+	if !ok || !strings.Contains(medians, "1/1 runs") || !strings.Contains(ratios, "1.20x") ||
+		!strings.Contains(targets, "NOT MET") || strings.Count(targets, "\n") != len(wants) {
+		t.Errorf("table:\n%s", printed.String())
 	}
 
 	// A saturated run never meets a latency target, whatever its p99.
@@ -317,5 +330,23 @@ func TestCPUAt(t *testing.T) {
 	}
 	if got := cpuAt(nil, t0); got != 0 {
 		t.Fatalf("no samples: %v", got)
+	}
+}
+
+// TestTableWithoutTargets: a table of cluster runs (make bench-cluster's)
+// has no targets block, as none of them could be measured there.
+func TestTableWithoutTargets(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "cluster.json")
+	run := `{"scenario": "cluster", "target": "chatd", "params": {"placement": "same", "mqtt": "5", "rate": 0, "pairs": 10},
+ "throughput": 1000, "latency": {"count": 10, "p50_ms": 1, "p99_ms": 2}}`
+	if err := os.WriteFile(p, []byte(run), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := printTable(&out, []string{p}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "cluster-same v5") || strings.Contains(out.String(), "targets") {
+		t.Fatalf("table:\n%s", out.String())
 	}
 }
