@@ -46,6 +46,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -310,6 +311,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chatbench:", err)
 		os.Exit(2)
+	}
+	if _, set := os.LookupEnv("GOGC"); !set && slices.Contains([]string{"direct", "group", "raw", "cluster"}, o.Scenario) {
+		// The load generator shares the machine's cores with the server it
+		// measures: collecting a small heap a quarter as often cut its CPU
+		// per message by about a tenth at 10,000 msgs/s (40 to 37 µs), for
+		// some 60 MB more memory.
+		debug.SetGCPercent(400)
 	}
 	if err := run(o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "chatbench:", err)
