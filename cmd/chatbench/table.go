@@ -310,8 +310,8 @@ func (d *tableData) printMedians(w io.Writer) error {
 			if c.saturated > 0 {
 				sat = fmt.Sprintf("%d/%d runs", c.saturated, c.runs)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\t%d\t%s\t\n", row, t, c.runs, offered,
-				blankZero("%.0f", median(c.sent)), median(c.tput), median(c.p50), median(c.p99),
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", row, t, c.runs, offered,
+				blankZero("%.0f", median(c.sent)), blankZero("%.0f", median(c.tput)), blankZero("%.2f", median(c.p50)), blankZero("%.2f", median(c.p99)),
 				blankZero("%.1f", median(c.cpu)), blankZero("%.1f", median(c.loadGen)), blankZero("%.0f", median(c.perConn)), c.errors, sat)
 		}
 	}
