@@ -118,6 +118,11 @@ func TestParseArgs(t *testing.T) {
 		{"unknown attacker", "abuse --attacks stall,teleport", "unknown attacker", nil},
 		{"bad size", "abuse --max-rss lots", "--max-rss", nil},
 		{"abuse is loopback only", "abuse --mqtt 10.1.1.1:1883", "not a loopback", nil},
+		{"paced level named", "direct --rate 5000 --load-label 50% --send-for 5s", "", func(o options) bool {
+			return o.LoadLabel == "50%" && o.Rate == 5000 && o.SendFor == 5*time.Second
+		}},
+		{"a load label needs a rate", "direct --load-label 50%", "needs --rate", nil},
+		{"send-for bounded", "raw --send-for 11m", "--send-for", nil},
 		{"table needs files", "table", "result files", nil},
 		{"table takes files", "table a.json b.json", "", func(o options) bool { return len(o.Files) == 2 }},
 	}
