@@ -44,7 +44,7 @@ test-cassandra:
 	done; echo "Cassandra did not come up"; exit 1
 	CASSANDRA_HOSTS=127.0.0.1 $(GO) test -count=1 -v ./store/cassandra/...
 
-## bench: chatd vs Mosquitto vs bare mochi on loopback, alternating rounds; BENCH_QUICK=1 for a ~2 minute run (see scripts/bench.sh)
+## bench: chatd vs Mosquitto vs bare mochi on loopback, alternating rounds; BENCH_QUICK=1 for a ~5 minute run (see scripts/bench.sh)
 bench:
 	./scripts/bench.sh
 

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
 # make bench: chatd against Mosquitto (non-persistent QoS 1 pass-through) and
 # a bare mochi broker on loopback, each scenario on each server in
-# alternation for BENCH_ROUNDS rounds, then the medians and chatd's ratios.
+# alternation for BENCH_ROUNDS rounds, then the medians, chatd's ratios and
+# the performance targets met or not (chatbench table).
+#
+# Traffic scenarios (256-byte bodies, QoS 1; chatd through its chat
+# protocol, the plain brokers the same traffic on plain topics):
+#   direct  saturation: BENCH_PAIRS_LIST pairs × MQTT 5 and 3.1.1, every
+#           sender keeping BENCH_WINDOW sends in flight, for BENCH_SEND_FOR
+#   rate    paced, on BENCH_PACED_PAIRS pairs × both versions: BENCH_LEVELS
+#           percent of chatd's maximum (the median of this run's direct
+#           saturation runs of that version on that many pairs; needs
+#           direct), and BENCH_FIXED_RATE msgs/s offered
+#   group   one sender into a group of BENCH_GROUP (sender included), MQTT 5:
+#           saturation, and BENCH_GROUP_RATE msgs/s offered
+# A paced run whose sends kept up with less than 95% of the offered rate
+# (the server, or the load generator itself, fell behind) is flagged
+# saturated in the table: its latency is not that of the offered load.
 #
 # Environment (defaults in brackets):
-#   BENCH_QUICK=1          small counts, for a ~2 minute run
+#   BENCH_QUICK=1          shorter runs and one paced level, for a ~5 minute run
 #   BENCH_ROUNDS [3]       rounds; every round runs every scenario on every server
-#   BENCH_PAIRS [50]  BENCH_MESSAGES [2000]   direct: pairs, messages per pair
-#   BENCH_GROUP [100] BENCH_GROUP_MESSAGES [300] group: members, messages
+#   BENCH_PAIRS_LIST ["10 100"]  BENCH_WINDOW [100]  BENCH_SEND_FOR [5s; quick 1.5s]
+#   BENCH_PACED_PAIRS [10] BENCH_LEVELS ["10 50 100"; quick "50"]  BENCH_FIXED_RATE [10000]
+#   BENCH_PACED_SECS [5; quick 1.5]  seconds of sending per paced run
+#   BENCH_GROUP [100]      BENCH_GROUP_RATE [200]
 #   BENCH_CONNS [10000]    idle connections (the process fd limit is the bound)
-#   BENCH_HOLD [10s]       how long they are held before the server's RSS is read
+#   BENCH_HOLD [10s; quick 3s]      how long they are held before the server's RSS is read
 #   BENCH_HISTORY_MESSAGES [10000000]  history store size (filled once, reused)
 #   BENCH_DIR [/var/tmp/mqchat-bench]  where history stores are kept
 #   BENCH_OUT [bench-results/<time>]   JSON results
@@ -24,16 +41,27 @@ cd "$(dirname "$0")/.."
 
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
-	d_pairs=20 d_msgs=500 g_msgs=100 conns=2000 hold=5s hist=200000 hist_req=2000 iso_a=5s iso_b=10s att_up=4 att_n=8
+	d_for=1.5s d_paced=1.5 d_levels=50 conns=2000 hold=3s hist=200000 hist_req=2000 iso_a=5s iso_b=10s att_up=4 att_n=8
 else
-	d_pairs=50 d_msgs=2000 g_msgs=300 conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s att_up=8 att_n=32
+	d_for=5s d_paced=5 d_levels="10 50 100" conns=10000 hold=10s hist=10000000 hist_req=5000 iso_a=8s iso_b=15s att_up=8 att_n=32
 fi
 att_sizes=${BENCH_ATTACH_SIZES:-256KiB,4MiB}
 rounds=${BENCH_ROUNDS:-3}
-pairs=${BENCH_PAIRS:-$d_pairs}
-msgs=${BENCH_MESSAGES:-$d_msgs}
+pairs_list=${BENCH_PAIRS_LIST:-10 100}
+versions="5 3.1.1"
+# 100 sends in flight per sender on every server: deep enough that no
+# server waits on round trips (at 5,000 msgs/s per sender it covers 20 ms
+# of PUBACK latency), so saturation measures the servers' CPU, and below
+# every server's receive maximum (chatd 256, mochi 1024), so no server
+# holds sends back either. 3.1.1 has no receive maximum; the same window.
+window=${BENCH_WINDOW:-100}
+send_for=${BENCH_SEND_FOR:-$d_for}
+paced_pairs=${BENCH_PACED_PAIRS:-10}
+paced_secs=${BENCH_PACED_SECS:-$d_paced}
+levels=${BENCH_LEVELS:-$d_levels}
+fixed_rate=${BENCH_FIXED_RATE:-10000}
 group=${BENCH_GROUP:-100}
-gmsgs=${BENCH_GROUP_MESSAGES:-$g_msgs}
+group_rate=${BENCH_GROUP_RATE:-200}
 conns=${BENCH_CONNS:-$conns}
 hold=${BENCH_HOLD:-$hold}
 hist=${BENCH_HISTORY_MESSAGES:-$hist}
@@ -42,9 +70,14 @@ out=${BENCH_OUT:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 scenarios=${BENCH_SCENARIOS:-direct group rate connections history isolation}
 max_ratio=${BENCH_MAX_RATIO:-2}
 
-CHATD_MQTT=127.0.0.1:21883 CHATD_HTTP=127.0.0.1:28080
-MOCHI_MQTT=127.0.0.1:21884 MOSQ_MQTT=127.0.0.1:21885
-HIST_MQTT=127.0.0.1:21893 HIST_HTTP=127.0.0.1:28090
+# BENCH_PORT_OFFSET moves every port, for a second checkout's run next to
+# this one; a port already in use stops the run rather than measure a
+# server it did not start.
+po=${BENCH_PORT_OFFSET:-0}
+CHATD_MQTT=127.0.0.1:$((21883 + po)) CHATD_HTTP=127.0.0.1:$((28080 + po))
+MOCHI_MQTT=127.0.0.1:$((21884 + po)) MOSQ_MQTT=127.0.0.1:$((21885 + po))
+HIST_MQTT=127.0.0.1:$((21893 + po)) HIST_HTTP=127.0.0.1:$((28090 + po))
+CONN_HTTP=127.0.0.1:$((28100 + po))
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -71,6 +104,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+port_free() { # host:port
+	if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then
+		echo "something already listens on $1 (another make bench?); set BENCH_PORT_OFFSET" >&2
+		return 1
+	fi
+}
+
 wait_port() { # host:port
 	for _ in $(seq 1 100); do
 		(exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
@@ -88,7 +128,8 @@ start_chatd() { # data_dir mqtt http
 	MQCHAT_ATTACHMENTS_DAILY_BYTES=$((1 << 40)) MQCHAT_LIMITS_SEND_RATE=0 MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 \
 		MQCHAT_LIMITS_MAX_GROUP_MEMBERS=100000 MQCHAT_LIMITS_GROUP_INVITES=auto MQCHAT_LOG_LEVEL=warn \
 		bin/chatd serve --data_dir "$1" --mqtt.addr "$2" --mqtt.ws_addr= --http.addr "$3" >>"$work/chatd.log" 2>&1 &
-	pids+=($!)
+	started=$!
+	pids+=("$started")
 	wait_port "$2"
 	wait_port "$3"
 }
@@ -103,11 +144,15 @@ max_connections -1
 CONF
 
 log "starting mosquitto, bare mochi and chatd"
+for a in "$MOSQ_MQTT" "$MOCHI_MQTT" "$CHATD_MQTT" "$CHATD_HTTP" "$HIST_MQTT" "$HIST_HTTP" "$CONN_HTTP"; do port_free "$a"; done
 "$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
+mosq_pid=$!
+pids+=("$mosq_pid")
 bin/barebroker --addr "$MOCHI_MQTT" >"$work/barebroker.log" 2>&1 &
-pids+=($!)
+mochi_pid=$!
+pids+=("$mochi_pid")
 start_chatd "$work/chatd" "$CHATD_MQTT" "$CHATD_HTTP"
+chatd_pid=$started
 wait_port "$MOSQ_MQTT"
 wait_port "$MOCHI_MQTT"
 
@@ -119,7 +164,8 @@ connections_run() { # target round
 	n=$((n + 1))
 	# A port per run: the previous run's sockets linger in TIME_WAIT, and
 	# with the same 4-tuples they would leave no ephemeral ports to reuse.
-	port=$((21903 + n))
+	port=$((21903 + po + n))
+	port_free 127.0.0.1:$port
 	f="$out/$(printf %03d $n)-connections-$t.json"
 	case $t in
 	chatd)
@@ -127,7 +173,7 @@ connections_run() { # target round
 		# at the default 2,000 connections): the per-user connection limit
 		# is lifted, as it is not what this run measures.
 		MQCHAT_LIMITS_AUTH_RATE=0 MQCHAT_AUTH_BCRYPT_COST=4 MQCHAT_LOG_LEVEL=warn MQCHAT_LIMITS_MAX_CONNECTIONS_PER_USER=100000 \
-			bin/chatd serve --data_dir "$work/conn-$2" --mqtt.addr 127.0.0.1:$port --mqtt.ws_addr= --http.addr 127.0.0.1:28100 >>"$work/chatd.log" 2>&1 &
+			bin/chatd serve --data_dir "$work/conn-$2" --mqtt.addr 127.0.0.1:$port --mqtt.ws_addr= --http.addr $CONN_HTTP >>"$work/chatd.log" 2>&1 &
 		pid=$!
 		;;
 	mosquitto)
@@ -142,63 +188,107 @@ connections_run() { # target round
 	esac
 	pids+=("$pid")
 	wait_port 127.0.0.1:$port
-	[[ $t != chatd ]] || wait_port 127.0.0.1:28100
+	[[ $t != chatd ]] || wait_port $CONN_HTTP
 	local plain=--plain
 	[[ $t != chatd ]] || plain=
-	bin/chatbench connections $plain --target "$t" --http 127.0.0.1:28100 --mqtt 127.0.0.1:$port --server-pid "$pid" \
+	bin/chatbench connections $plain --target "$t" --http $CONN_HTTP --mqtt 127.0.0.1:$port --server-pid "$pid" \
 		--conns "$conns" --hold "$hold" --json >"$f" 2>>"$out/progress.log"
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 	grep '"bytes_per_conn"' "$f" | sed "s|^ *|   $t connections: |" >&2
 }
 
+# field NAME: the first value of NAME in the JSON file $f.
+field() { sed -n "s/^ *\"$1\": *\([^,]*\),*$/\1/p" "$f" | head -1; }
+
 n=0
-bench() { # target scenario-args...
-	local target=$1; shift
+# One run: its JSON goes to $out/NNN-name-target.json and a line of its
+# figures to the terminal. Every server's CPU is read from /proc/PID/stat
+# of the process started above, over the run's measured window.
+bench() { # target name scenario-args...
+	local target=$1 name=$2; shift 2
 	n=$((n + 1))
-	local f="$out/$(printf %03d $n)-$1-$target.json"
+	local f="$out/$(printf %03d $n)-$name-$target.json"
 	case $target in
-	chatd) bin/chatbench "$@" --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --json >"$f" 2>>"$out/progress.log" ;;
-	mosquitto) bin/chatbench "$@" --mqtt "$MOSQ_MQTT" --target mosquitto --json >"$f" 2>>"$out/progress.log" ;;
-	mochi) bin/chatbench "$@" --mqtt "$MOCHI_MQTT" --target mochi --json >"$f" 2>>"$out/progress.log" ;;
+	chatd) bin/chatbench "$@" --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --server-pid "$chatd_pid" --json >"$f" 2>>"$out/progress.log" ;;
+	mosquitto) bin/chatbench "$@" --mqtt "$MOSQ_MQTT" --target mosquitto --server-pid "$mosq_pid" --json >"$f" 2>>"$out/progress.log" ;;
+	mochi) bin/chatbench "$@" --mqtt "$MOCHI_MQTT" --target mochi --server-pid "$mochi_pid" --json >"$f" 2>>"$out/progress.log" ;;
 	esac
-	grep -E '"(throughput|bytes_per_conn)"' "$f" | head -1 | sed "s|^ *|   $target $1: |" >&2
+	local line
+	line=$(printf '%.0f/s  p99 %.2f ms  server %.1f µs/msg' "$(field throughput)" "$(field p99_ms)" "$(field cpu_us_per_delivery)" 2>/dev/null || true)
+	if [[ $(field saturated) == true ]]; then line+="  SATURATED (sent $(printf %.0f "$(field achieved_send_rate)")/s of $(field offered_rate))"; fi
+	printf '   %-9s %-20s %s\n' "$target" "$name" "$line" >&2
 }
 
 # A B C, then C B A, ... so no server always runs first or last.
 order() { if (($1 % 2)); then echo chatd mosquitto mochi; else echo mochi mosquitto chatd; fi; }
 
-run_traffic() { # round chat-scenario raw-shape args...
-	local r=$1 scen=$2 shape=$3; shift 3
+run_traffic() { # round name chat-scenario raw-shape args...
+	local r=$1 name=$2 scen=$3 shape=$4; shift 4
 	for t in $(order "$r"); do
-		if [[ $t == chatd ]]; then bench chatd "$scen" "$@"; else bench "$t" raw --shape "$shape" "$@"; fi
+		if [[ $t == chatd ]]; then bench chatd "$name" "$scen" "$@"; else bench "$t" "$name" raw --shape "$shape" "$@"; fi
 	done
 }
 
 median_of() { # json-field files... -> median
 	local field=$1; shift
-	grep -h "\"$field\"" "$@" | sed 's/[^0-9.]//g' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
+	grep -h -m1 "\"$field\"" "$@" | sed 's/[^0-9.]//g' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
 }
 
 has() { [[ " $scenarios " == *" $1 "* ]]; }
 
+paced_msgs() { # rate senders -> messages per sender for ~$paced_secs of sending
+	awk -v r="$1" -v p="$2" -v s="$paced_secs" 'BEGIN {n = int(r * s / p + 0.5); print (n < 20 ? 20 : n)}'
+}
+
+# Saturation runs send for $send_for; --messages is only a bound, so every
+# server is measured over the same time whatever its speed.
 for r in $(seq 1 "$rounds"); do
 	log "round $r of $rounds"
-	has direct && run_traffic "$r" direct pairs --pairs "$pairs" --messages "$msgs"
-	has group && run_traffic "$r" group group --members "$group" --messages "$gmsgs"
+	if has direct; then
+		for p in $pairs_list; do
+			for v in $versions; do
+				run_traffic "$r" "direct-p$p-v$v" direct pairs --pairs "$p" --mqtt-version "$v" --window "$window" \
+					--messages $((1000000 / p)) --send-for "$send_for"
+			done
+		done
+	fi
+	if has group; then
+		run_traffic "$r" group-sat group group --members "$group" --window "$window" --messages 20000 --send-for "$send_for"
+		run_traffic "$r" "group$group_rate" group group --members "$group" --window "$window" \
+			--rate "$group_rate" --messages "$(paced_msgs "$group_rate" 1)"
+	fi
 	if has connections; then
 		for t in $(order "$r"); do connections_run "$t" "$r"; done
 	fi
 done
 
-# Latency at a fixed load: half of chatd's median maximum direct throughput.
-if has rate && has direct; then
-	max=$(median_of throughput "$out"/*-direct-chatd.json)
-	half=$(awk -v m="$max" 'BEGIN {printf "%d", m / 2}')
-	rmsgs=$(awk -v h="$half" -v p="$pairs" 'BEGIN {n = int(h * 5 / p); print (n < 20 ? 20 : n)}') # ~5 s
+# Paced runs: every server gets the same offered rate. The levels are
+# shares of chatd's maximum per MQTT version, from this run's saturation
+# medians on $paced_pairs pairs; then the fixed rate on $paced_pairs pairs.
+# (The group's fixed rate runs with the group scenario above.)
+if has rate; then
+	declare -A chatd_max
+	for v in $versions; do
+		chatd_max[$v]=0
+		if has direct && ls "$out"/*-direct-p$paced_pairs-v$v-chatd.json >/dev/null 2>&1; then
+			chatd_max[$v]=$(median_of throughput "$out"/*-direct-p$paced_pairs-v$v-chatd.json)
+		fi
+		((${chatd_max[$v]%.*} > 0)) || log "no direct saturation run on $paced_pairs pairs with MQTT $v: its paced levels are skipped"
+	done
 	for r in $(seq 1 "$rounds"); do
-		log "fixed load ${half}/s, round $r of $rounds"
-		run_traffic "$r" direct pairs --pairs "$pairs" --messages "$rmsgs" --rate "$half" --window 64
+		log "paced round $r of $rounds"
+		for v in $versions; do
+			if ((${chatd_max[$v]%.*} > 0)); then
+				for l in $levels; do
+					rate=$(awk -v m="${chatd_max[$v]}" -v l="$l" 'BEGIN {printf "%d", m * l / 100}')
+					run_traffic "$r" "paced$l-v$v" direct pairs --pairs "$paced_pairs" --mqtt-version "$v" --window "$window" \
+						--rate "$rate" --load-label "$l%" --messages "$(paced_msgs "$rate" "$paced_pairs")"
+				done
+			fi
+			run_traffic "$r" "fixed$fixed_rate-v$v" direct pairs --pairs "$paced_pairs" --mqtt-version "$v" --window "$window" \
+				--rate "$fixed_rate" --messages "$(paced_msgs "$fixed_rate" "$paced_pairs")"
+		done
 	done
 fi
 
@@ -225,7 +315,6 @@ if has isolation; then
 	f="$out/$(printf %03d $n)-isolation-chatd.json"
 	bin/chatbench isolation --http "$CHATD_HTTP" --mqtt "$CHATD_MQTT" --phase-a "$iso_a" --phase-b "$iso_b" \
 		--max-ratio "$max_ratio" --json >"$f" 2>>"$out/progress.log" || iso_status=$?
-	field() { sed -n "s/^ *\"$1\": *\([^,]*\),*$/\1/p" "$f" | head -1; }
 	ratio=$(field p99_ratio) drop=$(field stall_disconnect_sec)
 	if [[ -n $ratio ]]; then ratio=$(printf %.2f "$ratio"); else ratio="?"; fi
 	if [[ $drop == null || -z $drop ]]; then drop="not dropped during phase B"; else drop=$(printf 'dropped after %.2fs' "$drop"); fi

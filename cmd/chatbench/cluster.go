@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -462,14 +461,6 @@ func fmtFloats(xs []float64, format string) string {
 		s[i] = fmt.Sprintf(format, x)
 	}
 	return strings.Join(s, "/")
-}
-
-func readSelfCPU() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, fmt.Errorf("own cpu: %w", err)
-	}
-	return parseStatCPU(string(b))
 }
 
 func getJSON(ctx context.Context, hc *http.Client, url string, out any) error {

@@ -118,6 +118,11 @@ func TestParseArgs(t *testing.T) {
 		{"unknown attacker", "abuse --attacks stall,teleport", "unknown attacker", nil},
 		{"bad size", "abuse --max-rss lots", "--max-rss", nil},
 		{"abuse is loopback only", "abuse --mqtt 10.1.1.1:1883", "not a loopback", nil},
+		{"paced level named", "direct --rate 5000 --load-label 50% --send-for 5s", "", func(o options) bool {
+			return o.LoadLabel == "50%" && o.Rate == 5000 && o.SendFor == 5*time.Second
+		}},
+		{"a load label needs a rate", "direct --load-label 50%", "needs --rate", nil},
+		{"send-for bounded", "raw --send-for 11m", "--send-for", nil},
 		{"table needs files", "table", "result files", nil},
 		{"table takes files", "table a.json b.json", "", func(o options) bool { return len(o.Files) == 2 }},
 	}
@@ -157,28 +162,6 @@ func TestParseVmRSS(t *testing.T) {
 	}
 	if _, err := parseVmRSS(strings.NewReader("Name: x\n")); err == nil {
 		t.Fatal("no VmRSS line accepted")
-	}
-}
-
-func TestReportRow(t *testing.T) {
-	tests := []struct {
-		r    report
-		want string
-	}{
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0}}, "direct"},
-		{report{Scenario: "raw", Params: map[string]any{"shape": "pairs", "rate": 0.0}}, "direct"},
-		{report{Scenario: "raw", Params: map[string]any{"shape": "group"}}, "group"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 5000.0}}, "direct@5000/s"},
-		{report{Scenario: "connections"}, "connections"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "3.1.1"}}, "direct v3.1.1"},
-		{report{Scenario: "direct", Params: map[string]any{"rate": 0.0, "mqtt": "5"}}, "direct"},
-		{report{Scenario: "cluster", Params: map[string]any{"placement": "cross", "mqtt": "5", "rate": 150.0}}, "cluster-cross v5@150/s"},
-		{report{Scenario: "cluster", Params: map[string]any{"placement": "same", "mqtt": "3.1.1", "rate": 0.0}}, "cluster-same v3.1.1"},
-	}
-	for _, tt := range tests {
-		if got := tt.r.row(); got != tt.want {
-			t.Errorf("row(%+v) = %q, want %q", tt.r, got, tt.want)
-		}
 	}
 }
 

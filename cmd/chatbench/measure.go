@@ -123,8 +123,20 @@ type report struct {
 	RSS          int64   `json:"rss,omitempty"`            // bytes, while holding
 	BytesPerConn float64 `json:"bytes_per_conn,omitempty"` // (RSS - baseline) / connections
 
-	ServerCPUSec   float64 `json:"server_cpu_sec,omitempty"`      // user+system CPU the server used during the run
-	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"` // server CPU microseconds per delivery
+	// CPU over the measured window (cpumeter.go says how): the server's
+	// and the load generator's own, in total and per delivery.
+	WindowSec       float64 `json:"cpu_window_sec,omitempty"`
+	ServerCPUSec    float64 `json:"server_cpu_sec,omitempty"`
+	CPUPerDelivery  float64 `json:"cpu_us_per_delivery,omitempty"`
+	LoadGenCPUSec   float64 `json:"loadgen_cpu_sec,omitempty"`
+	LoadGenPerDeliv float64 `json:"loadgen_cpu_us_per_delivery,omitempty"`
+
+	// Paced runs (--rate): the offered rate (messages per second over all
+	// senders), the send rate achieved, and whether the sends fell short
+	// of the offered rate by more than 5%.
+	OfferedRate float64 `json:"offered_rate,omitempty"`
+	SendRate    float64 `json:"achieved_send_rate,omitempty"`
+	Saturated   bool    `json:"saturated,omitempty"`
 
 	Isolation   *isolationResult `json:"isolation,omitempty"`
 	Abuse       *abuseResult     `json:"abuse,omitempty"`
@@ -174,8 +186,18 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "  deliveries   %d of %d, %d duplicates, %d errors, %d reconnects\n", r.Received, r.Expected, r.Duplicates, r.Errors, r.Reconnects)
 	fmt.Fprintf(w, "  throughput   %.0f/s over %.2fs\n", r.Throughput, r.ElapsedSec)
 	fmt.Fprintf(w, "  latency      %v\n", r.Latency)
+	if r.OfferedRate > 0 {
+		sat := ""
+		if r.Saturated {
+			sat = "  SATURATED: the offered load was not applied"
+		}
+		fmt.Fprintf(w, "  paced        offered %.0f msgs/s, sent %.0f/s%s\n", r.OfferedRate, r.SendRate, sat)
+	}
 	if r.ServerCPUSec > 0 {
-		fmt.Fprintf(w, "  server CPU   %.2fs, %.1fµs per delivery\n", r.ServerCPUSec, r.CPUPerDelivery)
+		fmt.Fprintf(w, "  server CPU   %.2fs over %.2fs, %.1fµs per delivery\n", r.ServerCPUSec, r.WindowSec, r.CPUPerDelivery)
+	}
+	if r.LoadGenCPUSec > 0 && r.Cluster == nil { // a cluster run prints its own
+		fmt.Fprintf(w, "  chatbench    CPU %.2fs, %.1fµs per delivery\n", r.LoadGenCPUSec, r.LoadGenPerDeliv)
 	}
 	if r.Puback != nil {
 		fmt.Fprintf(w, "  PUBACK       %v\n", *r.Puback)

@@ -27,7 +27,7 @@ func chatIdentities(users []account, device string, subscribe bool) []identity {
 }
 
 func (o options) traffic(recipients int, c codec) *traffic {
-	return &traffic{perSender: o.Messages, window: o.Window, rate: o.Rate, recipients: recipients, codec: c, drain: o.Drain}
+	return &traffic{perSender: o.Messages, window: o.Window, rate: o.Rate, sendFor: o.SendFor, recipients: recipients, codec: c, drain: o.Drain}
 }
 
 func (o options) params() map[string]any {
@@ -48,6 +48,12 @@ func (o options) params() map[string]any {
 	p := map[string]any{"messages": o.Messages, "window": o.Window, "rate": o.Rate, "body": o.Body, "mqtt": o.MQTTVersion}
 	if o.Scenario == "cluster" {
 		p["placement"], p["nodes"] = o.Placement, strings.Join(o.Nodes, ",")
+	}
+	if o.LoadLabel != "" {
+		p["load"] = o.LoadLabel
+	}
+	if o.SendFor > 0 {
+		p["send_for"] = o.SendFor.String()
 	}
 	switch {
 	case o.Scenario == "direct" || o.Scenario == "cluster" || (o.Scenario == "raw" && o.Shape == "pairs"):
@@ -100,36 +106,52 @@ func runTraffic(ctx context.Context, o options, t *traffic, senders, recipients 
 	}
 	defer closeAll(send)
 	t.senders = send
+	var after func(context.Context, *report)
+	var server *cpuMeter
 	if probe != nil {
-		after := probe(ctx)
-		log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate, "mqtt", o.MQTTVersion)
-		r := t.run(ctx, stderr)
-		r.Scenario, r.Params = o.Scenario, o.params()
-		after(ctx, &r)
-		return r, nil
+		after = probe(ctx)
+	} else if pid, err := measuredPID(o); err != nil {
+		log.Warn("server CPU not measured", "error", err)
+	} else {
+		// The server's CPU time per delivery is a figure that other load
+		// on a shared machine disturbs far less than throughput.
+		server = startCPUMeter(func() (time.Duration, error) { return readCPU(pid) }, cpuSampleEvery)
 	}
-	// The server's CPU time per delivery is a figure that other load on a
-	// shared machine disturbs far less than throughput.
-	pid, pidErr := serverPID(o)
-	if len(o.MQTTs) > 1 {
-		pidErr = errors.New("several targets: the cluster scenario reads each node's CPU")
-	}
-	var cpu0 time.Duration
-	if pidErr == nil {
-		cpu0, pidErr = readCPU(pid)
-	}
-	log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate)
+	self := startCPUMeter(readSelfCPU, cpuSampleEvery)
+	log.Info("sending", "per_sender", o.Messages, "window", o.Window, "rate", o.Rate, "mqtt", o.MQTTVersion)
 	r := t.run(ctx, stderr)
+	self.finish()
 	r.Scenario, r.Params = o.Scenario, o.params()
-	if pidErr == nil && r.Received > 0 {
-		if cpu1, err := readCPU(pid); err == nil {
-			r.ServerCPUSec = (cpu1 - cpu0).Seconds()
-			r.CPUPerDelivery = float64((cpu1-cpu0)/time.Microsecond) / float64(r.Received)
+	r.WindowSec = t.ended.Sub(t.started).Seconds()
+	perDelivery := func(cpu time.Duration) float64 {
+		if r.Received == 0 {
+			return 0
 		}
-	} else if pidErr != nil {
-		log.Warn("server CPU not measured", "error", pidErr)
+		return float64(cpu/time.Nanosecond) / 1e3 / float64(r.Received)
+	}
+	if cpu, err := self.between(t.started, t.ended); err == nil {
+		r.LoadGenCPUSec, r.LoadGenPerDeliv = cpu.Seconds(), perDelivery(cpu)
+	}
+	if server != nil {
+		server.finish()
+		if cpu, err := server.between(t.started, t.ended); err != nil {
+			log.Warn("server CPU not measured", "error", err)
+		} else if r.Received > 0 {
+			r.ServerCPUSec, r.CPUPerDelivery = cpu.Seconds(), perDelivery(cpu)
+		}
+	}
+	if after != nil {
+		after(ctx, &r)
 	}
 	return r, nil
+}
+
+// measuredPID is the one server whose CPU a run measures.
+func measuredPID(o options) (int, error) {
+	if len(o.MQTTs) > 1 {
+		return 0, errors.New("several targets: the cluster scenario reads each node's CPU")
+	}
+	return serverPID(o)
 }
 
 func directScenario(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (report, error) {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/apptest"
@@ -181,3 +184,89 @@ func TestDirectSmoke(t *testing.T) {
 		})
 	}
 }
+
+// TestPacedDirectSmoke runs a paced 3.1.1 direct run: every message is
+// delivered, the report says what was offered and achieved, the sends
+// were never faster than the offered rate, and the CPU was measured over
+// the run's own window.
+func TestPacedDirectSmoke(t *testing.T) {
+	addrs := startChatd(t)
+	r := runJSON(t, addrs, "direct", "--pairs", "2", "--messages", "30", "--rate", "200", "--window", "10",
+		"--mqtt-version", mqtt3Version, "--load-label", "50%", "--prefix", "pd")
+	checkPaced(t, r, 60, 200)
+	if r.Params["load"] != "50%" || r.row() != "direct 2 pairs v3.1.1 w10 @50%" {
+		t.Fatalf("params %v, row %q", r.Params, r.row())
+	}
+}
+
+// TestPacedRawSmoke runs paced raw pairs against a bare mochi broker on
+// plain topics, with both client libraries.
+func TestPacedRawSmoke(t *testing.T) {
+	addr := startMochi(t)
+	for _, v := range []string{"5", mqtt3Version} {
+		t.Run("v"+v, func(t *testing.T) {
+			r := runJSON(t, app.Addrs{MQTT: addr, HTTP: addr}, "raw", "--shape", "pairs", "--pairs", "3", "--messages", "40",
+				"--rate", "300", "--window", "10", "--mqtt-version", v, "--target", "mochi", "--prefix", "pr"+strings.ReplaceAll(v, ".", ""))
+			checkPaced(t, r, 120, 300)
+			if want := "direct 3 pairs v" + v + " w10 @300/s"; r.row() != want {
+				t.Fatalf("row %q, want %q", r.row(), want)
+			}
+		})
+	}
+}
+
+func checkPaced(t *testing.T, r report, messages int64, rate float64) {
+	t.Helper()
+	if r.Sent != messages || r.Acked != messages || r.Received != messages || r.Errors != 0 || r.Duplicates != 0 {
+		t.Fatalf("report %+v", r)
+	}
+	// A paced sender's n sends take at least (n-1) periods: never faster
+	// than offered. Slower is allowed on a busy machine, and flagged.
+	if r.OfferedRate != rate || r.SendRate <= 0 || r.SendRate > rate*1.01 {
+		t.Fatalf("offered %v, achieved %v", r.OfferedRate, r.SendRate)
+	}
+	if r.Saturated != (r.SendRate < saturatedBelow*rate) {
+		t.Fatalf("saturated %v at %v of %v offered", r.Saturated, r.SendRate, rate)
+	}
+	// The window runs from the first send to the last delivery or PUBACK:
+	// at least the paced sends' own span, at most the whole run.
+	minSpan := float64(messages) / rate * 0.9
+	if r.WindowSec < minSpan || r.WindowSec > r.ElapsedSec+1 {
+		t.Fatalf("window %vs, elapsed %vs", r.WindowSec, r.ElapsedSec)
+	}
+	if r.LoadGenCPUSec <= 0 || r.LoadGenPerDeliv <= 0 {
+		t.Fatalf("load generator CPU %v, %vµs per delivery", r.LoadGenCPUSec, r.LoadGenPerDeliv)
+	}
+}
+
+// startMochi runs a bare mochi broker (allow-all, no persistence, like
+// cmd/barebroker) in this process on a free loopback port.
+func startMochi(t *testing.T) string {
+	t.Helper()
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Address()
+}
+
+// allowAll is mochi's auth.AllowHook, as cmd/barebroker has it.
+type allowAll struct{ mqtt.HookBase }
+
+func (*allowAll) ID() string { return "allow-all" }
+
+func (*allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }

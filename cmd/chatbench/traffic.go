@@ -106,8 +106,9 @@ type traffic struct {
 	topics     []string // per sender
 	perSender  int
 	window     int
-	rate       float64 // messages per second over all senders; 0 = unpaced
-	recipients int     // deliveries each message should cause
+	rate       float64       // messages per second over all senders; 0 = unpaced
+	sendFor    time.Duration // no send starts after this; 0 = until perSender are sent
+	recipients int           // deliveries each message should cause
 	codec      codec
 	drain      time.Duration // wait for deliveries after the last send
 
@@ -116,6 +117,28 @@ type traffic struct {
 	arrivals             []atomic.Int32
 	sentAt, doneAt       []atomic.Int64
 	lastRecv, sendsEnded atomic.Int64
+	lastSend, lastAck    atomic.Int64 // unix ns of the latest send and PUBACK
+
+	// started and ended bound the measured window once run returns: from
+	// the first send to the last delivery or PUBACK, whichever is later.
+	started, ended time.Time
+}
+
+// saturatedBelow: a paced run whose sends kept up with less than this
+// share of the offered rate did not apply the load it names (every send of
+// the window waited on a PUBACK, or the load generator itself fell behind),
+// and says so. Deliveries that fall behind the sends are not this: they
+// show as latency.
+const saturatedBelow = 0.95
+
+// storeMax raises a to v unless it is already later.
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 func (t *traffic) init(senders int) {
@@ -172,6 +195,9 @@ func (t *traffic) run(ctx context.Context, progressOut io.Writer) report {
 				defer wg.Done()
 				var buf []byte
 				for ctx.Err() == nil {
+					if t.sendFor > 0 && time.Since(start) >= t.sendFor {
+						return
+					}
 					n := int(next.Add(1) - 1)
 					if n >= t.perSender {
 						return
@@ -182,6 +208,7 @@ func (t *traffic) run(ctx context.Context, progressOut io.Writer) report {
 					key := s*t.perSender + n
 					ts := time.Now()
 					t.sentAt[key].Store(ts.UnixNano())
+					storeMax(&t.lastSend, ts.UnixNano())
 					buf = t.codec.encode(buf, s, n, ts.UnixNano())
 					t.c.sent.Add(1)
 					pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -191,7 +218,9 @@ func (t *traffic) run(ctx context.Context, progressOut io.Writer) report {
 						t.c.errors.Add(1)
 						continue
 					}
-					t.puback.add(time.Since(ts))
+					acked := time.Now()
+					t.puback.add(acked.Sub(ts))
+					storeMax(&t.lastAck, acked.UnixNano())
 					t.c.acked.Add(1)
 				}
 			}()
@@ -218,6 +247,10 @@ wait:
 		end = time.Now()
 	}
 	elapsed := end.Sub(start)
+	t.started, t.ended = start, end
+	if la := time.Unix(0, t.lastAck.Load()); t.lastAck.Load() != 0 && la.After(end) {
+		t.ended = la
+	}
 	var last []time.Duration
 	for i := range t.doneAt {
 		if d := t.doneAt[i].Load(); d != 0 {
@@ -237,9 +270,28 @@ wait:
 	if t.recipients > 1 {
 		r.LastMember = &lm
 	}
+	if t.rate > 0 {
+		t.paced(&r, start)
+	}
 	if lost := r.Expected - r.Received; lost > 0 {
 		r.Errors += lost
 		fmt.Fprintf(progressOut, "%d deliveries missing when the run ended\n", lost)
 	}
 	return r
+}
+
+// paced fills in what a paced run achieved against what it offered. The
+// send rate is over the sends' own schedule: a sender paced at r sends its
+// n messages at 0, 1/r, …, (n-1)/r, so n sends span (n-1)/r plus one
+// period. Latency is only measured from the moment a message is actually
+// sent, so a run that fell behind its schedule would show good latency at
+// a load it never applied: such a run is flagged saturated.
+func (t *traffic) paced(r *report, start time.Time) {
+	r.OfferedRate = t.rate
+	period := float64(len(t.senders)) / t.rate
+	if last := t.lastSend.Load(); last != 0 {
+		span := time.Unix(0, last).Sub(start).Seconds() + period
+		r.SendRate = float64(r.Sent) / span
+	}
+	r.Saturated = r.SendRate < saturatedBelow*t.rate
 }
