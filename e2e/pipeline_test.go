@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/internal/config"
 )
 
 // An MQTT 5 client may have many sends in flight; the server stores them in
@@ -48,4 +56,105 @@ func TestPipelinedSendsKeepPublishOrder(t *testing.T) {
 			t.Fatalf("delivery %d: cmid %s seq %d, want cmid %s seq %d", i, m.CMID, m.Seq, want, i+1)
 		}
 	}
+}
+
+// TestPubacksFollowPublishOrder: a client of either version that keeps
+// more sends in flight than the server's receive maximum, spread over
+// chats that different writers commit, gets every PUBACK, in the order of
+// its PUBLISHes ([MQTT-4.6.0-2]), and is neither refused nor
+// disconnected: past the window the server stops reading instead.
+func TestPubacksFollowPublishOrder(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.MQTT.ReceiveMaximum = 32 })
+	alice := s.register(t, "alice")
+	var peers []account
+	for i := range 6 {
+		peers = append(peers, s.register(t, fmt.Sprintf("peer%d", i)))
+	}
+	for _, tc := range []struct {
+		name    string
+		version byte
+	}{{"v3.1.1", 4}, {"v5", 5}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := tcpConn(t, s.addrs.MQTT)
+			defer conn.Close()
+			connect := packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: tc.version,
+				Connect: packets.ConnectParams{
+					ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: alice.ID + "/pipe" + tc.name,
+					UsernameFlag: true, Username: []byte(alice.ID), PasswordFlag: true, Password: []byte(alice.Token),
+				},
+			}
+			var buf bytes.Buffer
+			if err := connect.ConnectEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			const n = 200 // several times the window of 32
+			for i := range n {
+				pk := packets.Packet{
+					FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: tc.version,
+					TopicName: "users/" + alice.ID + "/send", PacketID: uint16(i + 1),
+					Payload: envelope(peers[i%len(peers)].ID, fmt.Sprintf("%s-%d", tc.name, i), "hi"),
+				}
+				if err := pk.PublishEncode(&buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// All at once: the server reads what its window admits and
+			// leaves the rest in the socket until PUBACKs free room.
+			go func() { _, _ = conn.Write(buf.Bytes()) }()
+
+			r := bufio.NewReader(conn)
+			if err := conn.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+				t.Fatal(err)
+			}
+			next := uint16(1)
+			for next <= n {
+				typ, body := readRawPacket(t, r)
+				switch typ {
+				case packets.Connack:
+					if rc := body[1]; rc != 0 {
+						t.Fatalf("CONNACK code 0x%02x", rc)
+					}
+				case packets.Puback:
+					id := binary.BigEndian.Uint16(body)
+					if id != next {
+						t.Fatalf("PUBACK for publish %d arrived when %d was due", id, next)
+					}
+					if len(body) > 2 && body[2] != 0 {
+						t.Fatalf("PUBACK %d reason 0x%02x", id, body[2])
+					}
+					next++
+				case packets.Disconnect:
+					t.Fatalf("disconnected after %d PUBACKs: %x", next-1, body)
+				}
+			}
+		})
+	}
+}
+
+// readRawPacket reads one MQTT packet and returns its type and the bytes
+// after its fixed header.
+func readRawPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
+	t.Helper()
+	first, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	size, shift := 0, 0
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		size |= int(b&0x7f) << shift
+		if b&0x80 == 0 {
+			break
+		}
+		shift += 7
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return first >> 4, body
 }

@@ -33,6 +33,11 @@ type ChatOptions struct {
 	Logger      *slog.Logger
 	Metrics     RejectObserver
 	SendTimeout time.Duration // bound on storing one send; 0 = 10s
+	// SendWindow bounds a connection's sends waiting for their commit;
+	// past it the connection's socket is not read. It must not exceed the
+	// broker's receive maximum (mochi disconnects a client whose receive
+	// quota runs out), so chatd passes mqtt.receive_maximum. 0 = 64.
+	SendWindow int
 
 	// Handlers of the other request topics (groupops.go, sync.go,
 	// receipts.go, typing.go). A nil one refuses its topic with
@@ -64,6 +69,8 @@ type DeviceSender interface {
 	Send(ctx context.Context, from string, env devicemsg.Envelope) (devicemsg.Result, error)
 }
 
+const defaultSendWindow = 64
+
 // Chat turns publishes on users/{uid}/send into stored chat messages,
 // answers the other request topics (groups, sync, receipts, typing) and
 // refuses every other client publish inside the chat namespace.
@@ -73,13 +80,14 @@ type DeviceSender interface {
 // with CodeSuccessIgnore, never routed: for 3.1.1 clients, QoS 0 and
 // non-Code errors mochi would otherwise publish the original packet.
 // ErrRejectPacket, which suppresses mochi's PUBACK, is used only for
-// pipelined MQTT 5 sends, whose PUBACK the hook writes itself once the
-// message is durable (send).
+// sends, whose PUBACK the hook writes itself once the message is durable
+// (send, pipeline.go).
 type Chat struct {
 	mqtt.HookBase
 	opts   ChatOptions
 	resp   *responder
 	typing Limiter
+	pipes  pipelines
 }
 
 // NewChat returns the hook.
@@ -94,6 +102,10 @@ func NewChat(opts ChatOptions) *Chat {
 		opts.RequestTimeout = 10 * time.Second
 	}
 	h := &Chat{opts: opts, typing: opts.TypingLimiter}
+	h.pipes.window = opts.SendWindow
+	if h.pipes.window <= 0 {
+		h.pipes.window = defaultSendWindow
+	}
 	if opts.Server != nil {
 		h.resp = newResponder(opts.Server, opts.Logger)
 	} else {
@@ -107,7 +119,9 @@ func NewChat(opts ChatOptions) *Chat {
 
 func (h *Chat) ID() string { return "mqchat-chat" }
 
-func (h *Chat) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *Chat) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnDisconnect }
+
+func (h *Chat) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.pipes.forget(cl) }
 
 // ErrorEvent tells a sender why its publish was refused; 3.1.1 clients have
 // no other way to learn it. It carries the id the request named, when that
@@ -178,16 +192,10 @@ func notAllowed(topic string) error {
 	return &chat.Error{Code: chat.CodeNotAuthorized, Message: "publishing to " + topic + " is not allowed"}
 }
 
-// send stores a send envelope; the PUBACK follows the commit.
-//
-// A QoS 1 send is queued here, in the connection's read loop, so sends keep
-// their publish order, but its commit is awaited on a goroutine of its own
-// which then writes the PUBACK: the connection goes on reading and queueing
-// while earlier sends wait for their fsync, so one client's sends share
-// group commits instead of paying one fsync each. mochi's receive quota
-// still bounds how many a client has waiting (receive_maximum). Only MQTT 5
-// clients are pipelined: they learn that bound from the CONNACK, while a
-// 3.1.1 client cannot, and mochi disconnects a client that exceeds it.
+// send queues a send envelope on the chat pipeline; its PUBACK follows
+// the commit, written by the connection's send queue (pipeline.go) in
+// arrival order, so the read loop goes on reading while earlier sends wait
+// for their fsync.
 func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 	if h.opts.Devices != nil && devicemsg.IsDeviceEnvelope(pk.Payload) {
 		return h.deviceSend(cl, uid, pk)
@@ -198,31 +206,23 @@ func (h *Chat) send(cl *mqtt.Client, uid string, pk packets.Packet) error {
 		cancel()
 		return h.reject(cl, uid, pk, env.CMID, err)
 	}
-	if pk.FixedHeader.Qos != 1 || cl.Properties.ProtocolVersion < 5 {
-		defer cancel()
-		return h.sent(cl, uid, pk, env, wait)
+	s := pendingSend{end: cancel, rc: func() packets.Code {
+		err := h.sent(cl, uid, pk, env, wait)
+		if err == packets.CodeSuccessIgnore {
+			return packets.CodeSuccess
+		}
+		if rc, ok := err.(packets.Code); ok {
+			return rc
+		}
+		// Never acknowledge success for an outcome we cannot name.
+		return packets.ErrUnspecifiedError
+	}}
+	if pk.FixedHeader.Qos > 0 {
+		s.id = pk.PacketID
+		cl.State.Inflight.DecreaseReceiveQuota()
 	}
-	cl.State.Inflight.DecreaseReceiveQuota()
-	go func() {
-		defer cancel()
-		rc := packets.CodeSuccess
-		if err := h.sent(cl, uid, pk, env, wait); err != packets.CodeSuccessIgnore {
-			var ok bool
-			if rc, ok = err.(packets.Code); !ok {
-				// Never acknowledge success for an outcome we cannot name.
-				rc = packets.ErrUnspecifiedError
-			}
-		}
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: rc.Code}
-		if rc.Code >= packets.ErrUnspecifiedError.Code {
-			ack.Properties.ReasonString = rc.Reason
-		}
-		// A closed connection loses only the PUBACK: the message is
-		// stored, and the client's retry with the same cmid is deduped.
-		_ = cl.WritePacket(ack)
-		cl.State.Inflight.IncreaseReceiveQuota()
-	}()
-	return packets.ErrRejectPacket // consumed; the PUBACK is ours to send
+	h.pipes.push(cl, s)
+	return packets.ErrRejectPacket // consumed; the PUBACK, if any, is the queue's to send
 }
 
 // deviceSend stores a device message (an envelope with to_device) from the

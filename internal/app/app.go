@@ -463,6 +463,8 @@ func (a *App) build(secret []byte) error {
 		Sender: a.chat, Events: outbox, Logger: a.log.With("component", "mqtt-chat"), Metrics: pipeline,
 		Groups: groupsSvc, Sync: a.chat, Receipts: a.chat, Typing: a.chat, Server: srv,
 		Consent: consentSvc, Keys: keysSvc, Devices: a.deviceMsgs,
+		// One bound for both protocol versions: what a v5 client is told.
+		SendWindow: int(srv.Options.Capabilities.ReceiveMaximum),
 	})
 	if err := srv.AddHook(authHook, nil); err != nil {
 		return fmt.Errorf("app: add auth hook: %w", err)

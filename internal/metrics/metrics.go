@@ -59,7 +59,7 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "mqchat", Name: "store_commit_conflicts_total",
-			Help: "Message commits the store refused because another writer had stored one of their seqs or cmids (a chat changing owner between cluster nodes); not counted as errors.",
+			Help: "Message commits the store refused because another writer had stored one of their seqs or cmids (a chat changing owner between cluster nodes); not counted as errors. A refusal that a retried send explains (its cmid already stored) is not counted.",
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "mqchat", Name: "store_commit_batch_messages",

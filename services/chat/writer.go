@@ -228,12 +228,19 @@ func (w *writer) process(batch []*request) {
 		w.epoch = e
 	}
 
-	p := w.prepare(ctx, batch)
+	// The first attempt trusts the store's own dedupe check, which every
+	// backend makes inside the append (it refuses a live (sender, cmid)
+	// with ErrConflict): a retried send is rare, and looking each cmid up
+	// here as well would read every send's dedupe record twice. A refused
+	// batch is prepared again with the lookups, which answer the retries
+	// as duplicates.
+	p := w.prepare(ctx, batch, false)
 	// A conflict means another writer stored one of the batch's seqs or
 	// cmids (a cluster node that took the chat over, or one that has not
-	// yet noticed losing it). One retry from a fresh LastSeq and fresh
-	// dedupe lookups settles the common case: the other node's message is
-	// kept and ours follows it, or ours is answered as its duplicate.
+	// yet noticed losing it), or that the batch holds a retry. One retry
+	// from a fresh LastSeq and fresh dedupe lookups settles the common
+	// case: the other node's message is kept and ours follows it, or ours
+	// is answered as its duplicate.
 	for attempt := 0; len(p.writes) > 0; attempt++ {
 		if s.opts.Fence != nil {
 			if err := s.opts.Fence.Check(); err != nil {
@@ -244,7 +251,9 @@ func (w *writer) process(batch []*request) {
 		}
 		start := time.Now()
 		err := s.st.AppendMessages(ctx, p.writes)
-		s.opts.Metrics.ObserveCommit(time.Since(start), len(p.writes), err)
+		if !errors.Is(err, store.ErrConflict) {
+			s.opts.Metrics.ObserveCommit(time.Since(start), len(p.writes), err)
+		}
 		w.started(p.writes)
 		if err == nil {
 			w.stored(p)
@@ -258,12 +267,18 @@ func (w *writer) process(batch []*request) {
 			p.refuse(s.storeError(ctx, "append", err))
 			return
 		case attempt > 0:
+			s.opts.Metrics.ObserveCommit(time.Since(start), len(p.writes), err)
 			s.opts.Logger.Warn("chat append conflicts again after a retry", "messages", len(p.writes), "error", err)
 			p.refuse(newError(CodeUnavailable, msgMoved, err))
 			return
 		}
-		s.opts.Logger.Warn("chat append conflict, retrying the batch", "messages", len(p.writes), "error", err)
-		p = w.prepare(ctx, p.writers)
+		n := len(p.writers)
+		p = w.prepare(ctx, p.writers, true)
+		if p.duplicates == 0 {
+			// No retry explains it: another writer stored one of the seqs.
+			s.opts.Metrics.ObserveCommit(time.Since(start), n, err)
+			s.opts.Logger.Warn("chat append conflict, retrying the batch", "messages", n, "error", err)
+		}
 	}
 }
 
@@ -271,9 +286,10 @@ func (w *writer) process(batch []*request) {
 // rest: messages with their seqs, and per message its request and the
 // recipients who get no push.
 type pending struct {
-	writes  []store.Message
-	writers []*request
-	quiets  [][]string
+	writes     []store.Message
+	writers    []*request
+	quiets     [][]string
+	duplicates int // requests answered as retries of stored messages
 }
 
 // refuse answers every request of p with err.
@@ -283,9 +299,10 @@ func (p pending) refuse(err error) {
 	}
 }
 
-// prepare answers the requests it can without a write (given up, duplicate,
-// invalid, failed lookups) and gives every other one its chat's next seq.
-func (w *writer) prepare(ctx context.Context, batch []*request) pending {
+// prepare answers the requests it can without a write (given up, invalid,
+// failed lookups and, with lookups, duplicates) and gives every other one
+// its chat's next seq.
+func (w *writer) prepare(ctx context.Context, batch []*request, lookups bool) pending {
 	s := w.s
 	// Service.claim keeps two sends of one (sender, cmid) from being in
 	// flight together, so a batch never holds a retry of its own message.
@@ -303,10 +320,11 @@ func (w *writer) prepare(ctx context.Context, batch []*request) pending {
 			continue
 		}
 		ref, err := store.MessageRef{}, store.ErrNotFound
-		if r.msg.CMID != "" { // system messages carry none
+		if lookups && r.msg.CMID != "" { // system messages carry none
 			ref, err = s.st.LookupDedupe(ctx, r.msg.From, r.msg.CMID)
 		}
 		if err == nil {
+			p.duplicates++
 			r.reply <- w.replay(ctx, r.msg, ref)
 			continue
 		}
