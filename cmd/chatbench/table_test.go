@@ -257,7 +257,7 @@ func TestTargets(t *testing.T) {
 		{"p99 <= 5 ms at 50% of chatd's maximum", "direct 10 pairs v5 w100 @50%", true, true, "p99 3.00 ms"},
 		{"group p99 <= 1.5x bare mochi at 200/s", "group of 100 v5 w100 @200/s", true, true, "1.40x"},
 		{"chatbench applies the fixed load", "direct 10 pairs v5 w100 @10000/s", true, true, "on mochi: sent 9900/s of 10000/s offered, chatbench 20.0µs/msg (0.20 cores)"},
-		{"idle connection <= 8192 bytes", "connections", true, false, "40000 bytes (1.03x mochi)"},
+		{"idle connection <= 16384 bytes", "connections", true, false, "40000 bytes (1.03x mochi)"},
 	}
 	got := d.targetResults()
 	if len(got) != len(wants) {
