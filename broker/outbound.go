@@ -40,9 +40,23 @@ const (
 // reason code).
 const closeLinger = time.Second
 
-// keepBuffer is the largest write buffer an idle connection keeps for its
-// next burst; larger ones are released so idle connections stay small.
-const keepBuffer = 16 << 10
+// Write buffers live in a pool between bursts rather than with their
+// connection: an idle connection then holds none, and a burst starts from
+// a buffer an earlier burst (of any connection) already grew, instead of
+// growing a new one from nothing. Buffers past maxPooledBuffer, grown by a
+// rare large burst, are left to the collector.
+const maxPooledBuffer = 64 << 10
+
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func takeWriteBuffer() []byte { return (*writeBuffers.Get().(*[]byte))[:0] }
+
+func returnWriteBuffer(b []byte) {
+	if b != nil && cap(b) <= maxPooledBuffer {
+		b = b[:0]
+		writeBuffers.Put(&b)
+	}
+}
 
 // OutboundLimits bound what the server holds for one connection that reads
 // slower than it is written to.
@@ -101,6 +115,9 @@ func (c *outConn) Write(p []byte) (int, error) {
 	if c.closed || c.closing {
 		return 0, net.ErrClosed
 	}
+	if c.pending == nil {
+		c.pending = takeWriteBuffer()
+	}
 	c.pending = append(c.pending, p...)
 	c.queued += len(p)
 	c.total.Add(int64(len(p)))
@@ -125,12 +142,9 @@ func (c *outConn) drain() {
 		if len(c.pending) == 0 {
 			c.writing = false
 			closing := c.closing
-			if cap(c.spare) > keepBuffer {
-				c.spare = nil
-			}
-			if cap(c.pending) > keepBuffer {
-				c.pending = nil
-			}
+			returnWriteBuffer(c.spare)
+			returnWriteBuffer(c.pending)
+			c.spare, c.pending = nil, nil
 			c.mu.Unlock()
 			if closing {
 				c.shut()
@@ -232,6 +246,8 @@ func (c *outConn) shut() bool {
 	// A write in progress gives its bytes back when it fails.
 	c.total.Add(-int64(len(c.pending)))
 	c.queued -= len(c.pending)
+	returnWriteBuffer(c.pending)
+	returnWriteBuffer(c.spare)
 	c.pending, c.spare = nil, nil
 	c.signalRoomLocked()
 	close(c.done)
