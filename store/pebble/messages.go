@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -57,7 +58,8 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	s.dedupeMu.RLock()
 	defer s.dedupeMu.RUnlock()
 
-	if err := s.checkSeqsFree(ctx, msgs); err != nil {
+	read, err := s.checkSeqsFree(ctx, msgs)
+	if err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
 	}
 	var cs *changeSet
@@ -101,15 +103,20 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []store.Message) error 
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("pebble: append: %w", err)
 	}
+	s.ceilings.committed(msgs, read)
 	return nil
 }
 
 // checkSeqsFree returns store.ErrConflict when a (chat, seq) of msgs is
-// stored. One iterator serves the batch with one seek per chat, to its
-// lowest seq in msgs: a writer's batch continues its chats, so the seek
-// lands past the chat's last message and nothing more is read, which costs
-// far less than a point read per message.
-func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) error {
+// stored, and the highest seq stored of each chat it had to look at.
+//
+// A chat whose ceiling (seqCeilings) lies below the batch's lowest seq
+// needs no read: the database is this process's alone, so nothing it did
+// not write itself can be there. That is every batch of a writer after
+// its chat's first. Other chats are read with one iterator for the batch
+// and one seek per chat, to its lowest seq in msgs, and one back to its
+// last message, which becomes its ceiling.
+func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) (map[string]uint64, error) {
 	type span struct{ lo, hi uint64 }
 	spans := make(map[string]span, 4)
 	var chats []string
@@ -127,14 +134,24 @@ func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) error {
 		}
 		spans[m.Chat] = sp
 	}
+	unknown := chats[:0:0]
+	for _, chat := range chats {
+		if top, ok := s.ceilings.get(chat); !ok || spans[chat].lo <= top {
+			unknown = append(unknown, chat)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil, nil
+	}
 	upper := []byte(prefixMessage)
 	upper[len(upper)-1]++
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte(prefixMessage), UpperBound: upper})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	stored := make(map[string]uint64, len(unknown))
 	err = nil
-	for _, chat := range chats {
+	for _, chat := range unknown {
 		sp := spans[chat]
 		prefix, end := chatBounds(chat)
 		for ok := it.SeekGE(seqKey(prefix, sp.lo)); ok && bytes.Compare(it.Key(), end) < 0; ok = it.Next() {
@@ -150,8 +167,49 @@ func (s *Store) checkSeqsFree(ctx context.Context, msgs []store.Message) error {
 		if err != nil {
 			break
 		}
+		stored[chat] = 0
+		if it.SeekLT(end) && bytes.HasPrefix(it.Key(), prefix) {
+			stored[chat], _ = seqFromKey(it.Key())
+		}
 	}
-	return errors.Join(err, it.Close())
+	return stored, errors.Join(err, it.Close())
+}
+
+// seqCeilings remembers, per chat, a seq no stored message of the chat
+// exceeds: what an append read (checkSeqsFree) or wrote itself. A purge
+// only lowers the truth below it, which leaves it correct. Bounded like
+// the writers' own counters: past maxCeilings chats it starts over.
+type seqCeilings struct {
+	mu  sync.Mutex
+	top map[string]uint64
+}
+
+const maxCeilings = 1 << 17
+
+func (c *seqCeilings) get(chat string) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.top[chat]
+	return v, ok
+}
+
+// committed raises the ceilings after msgs were stored; read holds what
+// checkSeqsFree read of the chats it had no ceiling for.
+func (c *seqCeilings) committed(msgs []store.Message, read map[string]uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.top == nil || len(c.top) > maxCeilings {
+		c.top = make(map[string]uint64)
+	}
+	for chat, seq := range read {
+		c.top[chat] = max(c.top[chat], seq)
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if top, ok := c.top[m.Chat]; ok && m.Seq > top {
+			c.top[m.Chat] = m.Seq
+		}
+	}
 }
 
 // appendKeys lists the message keys and the dedupe keys msgs write: one

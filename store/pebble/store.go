@@ -78,6 +78,9 @@ type Store struct {
 	// committing it; batches of plain messages never take them.
 	changeLocks stripes
 
+	// ceilings spare most appends the read that proves their seqs free.
+	ceilings seqCeilings
+
 	// dedupeMu is held shared by appends and exclusively by the sweeper while
 	// it deletes, so the sweeper never removes a record that an append has
 	// just replaced after reading the old one as expired.
