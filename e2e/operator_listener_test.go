@@ -59,10 +59,13 @@ func TestMetricsOnOwnListener(t *testing.T) {
 	})
 
 	t.Run("SharedWithPprof", func(t *testing.T) {
-		addr := freePort(t)
-		s := startServer(t, func(c *config.Config) { c.HTTP.MetricsAddr, c.HTTP.PprofAddr = addr, addr })
-		if s.addrs.Metrics != addr || s.addrs.Pprof != addr {
-			t.Fatalf("metrics %q, pprof %q: want both on %s", s.addrs.Metrics, s.addrs.Pprof, addr)
+		// Port 0 in both: the same address, so one listener serves both,
+		// with no window in which another process could take a port
+		// picked beforehand.
+		s := startServer(t, func(c *config.Config) { c.HTTP.MetricsAddr, c.HTTP.PprofAddr = "127.0.0.1:0", "127.0.0.1:0" })
+		addr := s.addrs.Metrics
+		if addr == "" || addr == s.addrs.HTTP || s.addrs.Pprof != addr {
+			t.Fatalf("metrics %q, pprof %q, API %q: want both on one listener of their own", addr, s.addrs.Pprof, s.addrs.HTTP)
 		}
 		for _, path := range []string{"/metrics", "/debug/pprof/"} {
 			if st := status("http://" + addr + path); st != http.StatusOK {
