@@ -1,0 +1,201 @@
+package hooks
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/services/chat"
+	"github.com/mqchat/mqchat/store"
+)
+
+// gatedSender holds every send until the test releases its cmid, so the
+// test decides in which order the sends' commits complete.
+type gatedSender struct {
+	mu     sync.Mutex
+	queued []string
+	gates  map[string]chan struct{}
+	wake   chan struct{}
+}
+
+func newGatedSender() *gatedSender {
+	return &gatedSender{gates: map[string]chan struct{}{}, wake: make(chan struct{}, 64)}
+}
+
+func (g *gatedSender) QueuePayload(_ context.Context, _ string, payload []byte) (chat.Envelope, func() (chat.Result, error), error) {
+	var env chat.Envelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return env, nil, err
+	}
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.queued = append(g.queued, env.CMID)
+	g.gates[env.CMID] = gate
+	g.mu.Unlock()
+	g.wake <- struct{}{}
+	return env, func() (chat.Result, error) {
+		<-gate
+		return chat.Result{Message: store.Message{CMID: env.CMID}}, nil
+	}, nil
+}
+
+func (g *gatedSender) release(cmid string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.gates[cmid])
+}
+
+func (g *gatedSender) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.queued)
+}
+
+// waitQueued waits until n sends have been queued.
+func (g *gatedSender) waitQueued(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for g.count() < n {
+		select {
+		case <-g.wake:
+		case <-deadline:
+			t.Fatalf("%d sends queued, want %d", g.count(), n)
+		}
+	}
+}
+
+// allowAll admits every client and topic: what is tested here is the
+// Chat hook's send queue, not access control.
+type allowAll struct{ mqtt.HookBase }
+
+func (allowAll) ID() string { return "allow-all" }
+func (allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+
+// TestSendQueueAnswersInPublishOrder: sends whose commits complete in the
+// reverse of their publish order are still acknowledged in publish order,
+// over MQTT 3.1.1 and 5, and a connection with window sends waiting is not
+// read until one is answered.
+func TestSendQueueAnswersInPublishOrder(t *testing.T) {
+	for _, version := range []byte{4, 5} {
+		t.Run("v"+strconv.Itoa(int(version)), func(t *testing.T) {
+			const window = 3
+			g := newGatedSender()
+			srv := mqtt.New(&mqtt.Options{InlineClient: true})
+			if err := srv.AddHook(new(allowAll), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil), SendWindow: window}), nil); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := net.Dial("tcp", serveTCP(t, srv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+
+			var buf bytes.Buffer
+			connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+					ClientIdentifier: "alice/phone", UsernameFlag: true, Username: []byte("alice")}}
+			if err := connect.ConnectEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			const n = 2 * window
+			for i := 1; i <= n; i++ {
+				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
+					TopicName: "users/alice/send", PacketID: uint16(i),
+					Payload: []byte(`{"to":"user:bob","cmid":"c` + strconv.Itoa(i) + `","type":"text","body":"hi"}`)}
+				if err := pk.PublishEncode(&buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			if typ, _ := readPacket(t, r); typ != packets.Connack {
+				t.Fatalf("first packet type %d, want CONNACK", typ)
+			}
+
+			// The window fills and the rest stays unread in the socket.
+			g.waitQueued(t, window)
+			time.Sleep(100 * time.Millisecond) // room for a wrong server to read on
+			if c := g.count(); c != window {
+				t.Fatalf("%d sends queued with %d unanswered, want the window of %d", c, window, window)
+			}
+			// Commits complete last first: no PUBACK may leave before the
+			// first send's, then all of the window's leave in order.
+			for i := window; i >= 2; i-- {
+				g.release("c" + strconv.Itoa(i))
+			}
+			g.release("c1")
+			for i := 1; i <= window; i++ {
+				expectPuback(t, r, uint16(i))
+			}
+			g.waitQueued(t, n)
+			for i := n; i > window; i-- {
+				g.release("c" + strconv.Itoa(i))
+			}
+			for i := window + 1; i <= n; i++ {
+				expectPuback(t, r, uint16(i))
+			}
+		})
+	}
+}
+
+func expectPuback(t *testing.T, r *bufio.Reader, id uint16) {
+	t.Helper()
+	typ, body := readPacket(t, r)
+	if typ != packets.Puback || len(body) < 2 {
+		t.Fatalf("packet type %d, want PUBACK %d", typ, id)
+	}
+	if got := binary.BigEndian.Uint16(body); got != id {
+		t.Fatalf("PUBACK %d arrived when %d was due", got, id)
+	}
+	if len(body) > 2 && body[2] != 0 {
+		t.Fatalf("PUBACK %d reason 0x%02x", id, body[2])
+	}
+}
+
+// readPacket reads one MQTT packet: its type and what follows the fixed
+// header.
+func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
+	t.Helper()
+	first, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	size, shift := 0, 0
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		size |= int(b&0x7f) << shift
+		if b&0x80 == 0 {
+			break
+		}
+		shift += 7
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return first >> 4, body
+}
