@@ -92,7 +92,10 @@ func New(opts Options, hooks ...mqtt.Hook) (*Broker, error) {
 		srv: mqtt.New(&mqtt.Options{
 			Capabilities: caps,
 			Logger:       log,
-			InlineClient: true, // the chat services publish through the broker
+			// The read buffer that matters is the pooled one under it
+			// (readbuf.go), so idle connections do not keep one each.
+			ClientNetReadBufferSize: readBufferSize,
+			InlineClient:            true, // the chat services publish through the broker
 			// sysTopics publishes $SYS instead, through the retain gate.
 			SysTopicResendInterval: parkedSysInterval,
 		}),

@@ -85,7 +85,8 @@ type cutOffFunc func(c *outConn, reason string)
 
 // outConn is a net.Conn whose writes never block on the peer.
 type outConn struct {
-	net.Conn // reads, addresses and the final close go straight to the socket
+	net.Conn // addresses and the final close go straight to the socket
+	in       lazyReader
 	lim      OutboundLimits
 	onCutOff cutOffFunc
 	total    *atomic.Int64 // bytes queued on every connection of the broker
@@ -104,8 +105,12 @@ type outConn struct {
 }
 
 func newOutConn(c net.Conn, lim OutboundLimits, onCutOff cutOffFunc, total *atomic.Int64) *outConn {
-	return &outConn{Conn: c, lim: lim, onCutOff: onCutOff, total: total, done: make(chan struct{})}
+	return &outConn{Conn: c, in: newLazyReader(c), lim: lim, onCutOff: onCutOff, total: total, done: make(chan struct{})}
 }
+
+// Read is mochi's read loop's, through a buffer held only while bytes wait
+// (readbuf.go).
+func (c *outConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 
 // Write queues p and returns at once. mochi writes whole packets (or
 // several), so a refused Write never leaves half a packet on the wire.
