@@ -11,8 +11,8 @@
 //     at 8 bytes a slot. The default of 8192 costs 64 KiB per connection
 //     before a single message is sent, which dominates memory with many idle
 //     chat clients. A chat client that falls that far behind is better
-//     disconnected and resynced than buffered. (chatd's default of 500
-//     fills a 4 KiB allocation with the channel's header.)
+//     disconnected and resynced than buffered. (chatd's default of 1000
+//     fits an 8 KiB allocation with the channel's header.)
 //
 //   - MaximumInflight caps the QoS 1 messages held per session, connected or
 //     not. Past the cap mochi drops the message silently (it only bumps a
