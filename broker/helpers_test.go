@@ -10,6 +10,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
+
+	"github.com/mqchat/mqchat/internal/mqtttest"
 )
 
 // waitTimeout bounds every wait in these tests; it is only reached on
@@ -33,7 +35,7 @@ func startBroker(t *testing.T, opts Options) *Broker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	b, err := New(opts, new(allowAll))
+	b, err := New(opts, new(mqtttest.AllowAll))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

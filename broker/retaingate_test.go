@@ -12,6 +12,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/internal/mqtttest"
 )
 
 // retainedSnapshot subscribes c to filter and returns the retained
@@ -197,7 +199,7 @@ func (h *ignoreTopic) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Pack
 // A leaked lock would hang the next retained publish and every wildcard
 // SUBSCRIBE.
 func TestRetainGateAfterConsumedPublish(t *testing.T) {
-	b, err := New(Options{TCPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}, new(allowAll))
+	b, err := New(Options{TCPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}, new(mqtttest.AllowAll))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqchat/mqchat/internal/mqtttest"
 )
 
 // holdFanOut holds the fan-out of topic to a client until a reconnect has
@@ -193,7 +195,7 @@ func TestLateDeliveryAfterTakeover(t *testing.T) {
 func testLateDelivery(t *testing.T, version byte, resume bool) {
 	hold := &holdFanOut{topic: "late/x", reached: make(chan struct{}), inflight: make(map[string]map[uint16]struct{})}
 	b, err := New(Options{TCPAddr: "127.0.0.1:0", SessionDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)},
-		hold, new(allowAll))
+		hold, new(mqtttest.AllowAll))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/config"
+	"github.com/mqchat/mqchat/internal/mqtttest"
 )
 
 // An MQTT 5 client may have many sends in flight; the server stores them in
@@ -109,7 +109,10 @@ func TestPubacksFollowPublishOrder(t *testing.T) {
 			}
 			next := uint16(1)
 			for next <= n {
-				typ, body := readRawPacket(t, r)
+				typ, body, err := mqtttest.ReadPacket(r)
+				if err != nil {
+					t.Fatalf("after %d PUBACKs: %v", next-1, err)
+				}
 				switch typ {
 				case packets.Connack:
 					if rc := body[1]; rc != 0 {
@@ -130,31 +133,4 @@ func TestPubacksFollowPublishOrder(t *testing.T) {
 			}
 		})
 	}
-}
-
-// readRawPacket reads one MQTT packet and returns its type and the bytes
-// after its fixed header.
-func readRawPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
-	t.Helper()
-	first, err := r.ReadByte()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	size, shift := 0, 0
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		size |= int(b&0x7f) << shift
-		if b&0x80 == 0 {
-			break
-		}
-		shift += 7
-	}
-	body := make([]byte, size)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return first >> 4, body
 }

@@ -15,9 +15,9 @@ import (
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqchat/mqchat/internal/mqtttest"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -356,28 +356,19 @@ func TestDeliveryHookBoundsAndForgets(t *testing.T) {
 	}
 }
 
-type allowAllHook struct{ mqtt.HookBase }
-
-func (allowAllHook) ID() string { return "allow-all" }
-func (allowAllHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-func (allowAllHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (allowAllHook) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
-
 // TestDeliveryHookWithBroker runs the hook in a real mochi server: a
 // subscribed paho client PUBACKs its inbox message and that, only that, is
 // reported.
 func TestDeliveryHookWithBroker(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(allowAllHook), nil); err != nil {
+	if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
 		t.Fatal(err)
 	}
 	r := newRecordingReceiver()
 	if err := srv.AddHook(NewDelivery(DeliveryOptions{Receiver: r}), nil); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial("tcp", serveTCP(t, srv))
+	conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,20 +414,4 @@ func TestDeliveryHookWithBroker(t *testing.T) {
 	if n := len(r.all()); n != 1 {
 		t.Fatalf("%d reports: %+v", n, r.all())
 	}
-}
-
-// serveTCP serves srv on a loopback TCP port for the rest of t and returns
-// its address. A real socket, not net.Pipe: a pipe has no buffer, so
-// mochi's writes and paho's acks can block each other.
-func serveTCP(t *testing.T, srv *mqtt.Server) string {
-	t.Helper()
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Address()
 }

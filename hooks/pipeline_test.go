@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqchat/mqchat/internal/mqtttest"
 	"github.com/mqchat/mqchat/services/chat"
 	"github.com/mqchat/mqchat/store"
 )
@@ -75,17 +75,6 @@ func (g *gatedSender) waitQueued(t *testing.T, n int) {
 	}
 }
 
-// allowAll admits every client and topic: what is tested here is the
-// Chat hook's send queue, not access control.
-type allowAll struct{ mqtt.HookBase }
-
-func (allowAll) ID() string { return "allow-all" }
-func (allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
-
 // TestSendQueueAnswersInPublishOrder: sends whose commits complete in the
 // reverse of their publish order are still acknowledged in publish order,
 // over MQTT 3.1.1 and 5, and a connection with window sends waiting is not
@@ -96,13 +85,13 @@ func TestSendQueueAnswersInPublishOrder(t *testing.T) {
 			const window = 3
 			g := newGatedSender()
 			srv := mqtt.New(&mqtt.Options{InlineClient: true})
-			if err := srv.AddHook(new(allowAll), nil); err != nil {
+			if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil), SendWindow: window}), nil); err != nil {
 				t.Fatal(err)
 			}
-			conn, err := net.Dial("tcp", serveTCP(t, srv))
+			conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,29 +162,11 @@ func expectPuback(t *testing.T, r *bufio.Reader, id uint16) {
 	}
 }
 
-// readPacket reads one MQTT packet: its type and what follows the fixed
-// header.
 func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
 	t.Helper()
-	first, err := r.ReadByte()
+	typ, body, err := mqtttest.ReadPacket(r)
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	size, shift := 0, 0
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("read: %v", err)
-		}
-		size |= int(b&0x7f) << shift
-		if b&0x80 == 0 {
-			break
-		}
-		shift += 7
-	}
-	body := make([]byte, size)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return first >> 4, body
+	return typ, body
 }

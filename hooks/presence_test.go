@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqchat/mqchat/internal/mqtttest"
 	"github.com/mqchat/mqchat/services/presence"
 )
 
@@ -102,12 +103,12 @@ func TestPresenceMoving(t *testing.T) {
 			tr := &trackerRecorder{svc: svc, calls: make(chan presenceCall, 8)}
 			h := NewPresence(tr)
 			srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-			for _, hook := range []mqtt.Hook{new(allowAllHook), h} {
+			for _, hook := range []mqtt.Hook{new(mqtttest.AllowAll), h} {
 				if err := srv.AddHook(hook, nil); err != nil {
 					t.Fatal(err)
 				}
 			}
-			addr := serveTCP(t, srv)
+			addr := mqtttest.ServeTCP(t, srv)
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)

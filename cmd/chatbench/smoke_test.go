@@ -15,11 +15,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/apptest"
+	"github.com/mqchat/mqchat/internal/mqtttest"
 )
 
 // startChatd runs a chatd node in this process on free loopback ports,
@@ -244,29 +243,8 @@ func checkPaced(t *testing.T, r report, messages int64, rate float64) {
 func startMochi(t *testing.T) string {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
+	if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Address()
+	return mqtttest.ServeTCP(t, srv)
 }
-
-// allowAll is mochi's auth.AllowHook, as cmd/barebroker has it.
-type allowAll struct{ mqtt.HookBase }
-
-func (*allowAll) ID() string { return "allow-all" }
-
-func (*allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-func (*allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (*allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
