@@ -156,35 +156,58 @@ func (h *Chat) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the server's own fan-out and events
 	}
+	return pk, h.inOrder(cl, pk, h.handle(cl, pk))
+}
+
+// inOrder queues the PUBACK of a publish answered at once (a request, a
+// refusal) behind the connection's sends still waiting for their commit,
+// so PUBACKs keep the order of the PUBLISHes; with none waiting mochi
+// sends it as usual.
+func (h *Chat) inOrder(cl *mqtt.Client, pk packets.Packet, err error) error {
+	rc, ok := err.(packets.Code)
+	if !ok || err == packets.ErrRejectPacket || pk.FixedHeader.Qos == 0 || !h.pipes.busy(cl) {
+		return err
+	}
+	if rc == packets.CodeSuccessIgnore {
+		rc = packets.CodeSuccess
+	}
+	cl.State.Inflight.DecreaseReceiveQuota()
+	h.pipes.push(cl, pendingSend{id: pk.PacketID, rc: func() packets.Code { return rc }})
+	return packets.ErrRejectPacket
+}
+
+// handle answers a client publish: the error is what OnPublish returns
+// for it.
+func (h *Chat) handle(cl *mqtt.Client, pk packets.Packet) error {
 	uid := string(cl.Properties.Username)
 	if !writeAccess(uid, pk.TopicName) {
 		if h.opts.Metrics != nil {
 			h.opts.Metrics.ObserveReject(chat.CodeNotAuthorized) // the pipeline counts its own refusals
 		}
-		return pk, h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
+		return h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
 	}
 	if uid == "" {
-		return pk, nil // anonymous plain-broker traffic outside the chat namespace
+		return nil // anonymous plain-broker traffic outside the chat namespace
 	}
 	_, leaf, _ := splitUserTopic(pk.TopicName)
 	switch leaf {
 	case LeafGroups:
-		return pk, h.groupOp(cl, uid, pk)
+		return h.groupOp(cl, uid, pk)
 	case LeafSync:
-		return pk, h.answerSync(cl, uid, pk)
+		return h.answerSync(cl, uid, pk)
 	case LeafReceipts:
-		return pk, h.receipt(cl, uid, pk)
+		return h.receipt(cl, uid, pk)
 	case LeafTyping:
-		return pk, h.typingNotice(cl, uid, pk)
+		return h.typingNotice(cl, uid, pk)
 	case LeafKeys:
-		return pk, h.keysRequest(cl, uid, pk)
+		return h.keysRequest(cl, uid, pk)
 	case LeafSend:
-		return pk, h.send(cl, uid, pk)
+		return h.send(cl, uid, pk)
 	default:
 		// writeAccess admits only request leaves, so this is one added
 		// there without a handler here: refuse it rather than store it as
 		// a send.
-		return pk, h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
+		return h.reject(cl, uid, pk, "", notAllowed(pk.TopicName))
 	}
 }
 

@@ -28,7 +28,7 @@ import (
 type pendingSend struct {
 	id  uint16 // 0: a QoS 0 send, which gets no PUBACK
 	rc  func() packets.Code
-	end func() // releases what the send held (its timeout)
+	end func() // releases what the send held (its timeout); may be nil
 }
 
 // sendQueue is one connection's sends in arrival order.
@@ -86,7 +86,9 @@ func (p *pipelines) drain(cl *mqtt.Client, sq *sendQueue) {
 		sq.mu.Unlock()
 
 		rc := s.rc()
-		s.end()
+		if s.end != nil {
+			s.end()
+		}
 		if s.id != 0 {
 			ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: s.id, ReasonCode: rc.Code}
 			if rc.Code >= packets.ErrUnspecifiedError.Code {
@@ -114,6 +116,18 @@ func (p *pipelines) drain(cl *mqtt.Client, sq *sendQueue) {
 		}
 		sq.mu.Unlock()
 	}
+}
+
+// busy reports whether cl has sends waiting to be answered.
+func (p *pipelines) busy(cl *mqtt.Client) bool {
+	v, ok := p.m.Load(cl)
+	if !ok {
+		return false
+	}
+	sq := v.(*sendQueue)
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	return sq.head < len(sq.q)
 }
 
 // forget drops cl's queue; a drain still running keeps its own reference

@@ -170,3 +170,65 @@ func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
 	}
 	return typ, body
 }
+
+// TestRequestPubackWaitsForEarlierSends: a publish the hook answers at
+// once (here a typing notice it refuses) while an earlier send waits for
+// its commit gets its PUBACK after that send's, with its reason code on
+// MQTT 5.
+func TestRequestPubackWaitsForEarlierSends(t *testing.T) {
+	for _, version := range []byte{4, 5} {
+		t.Run("v"+strconv.Itoa(int(version)), func(t *testing.T) {
+			g := newGatedSender()
+			srv := mqtt.New(&mqtt.Options{InlineClient: true})
+			if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil)}), nil); err != nil {
+				t.Fatal(err)
+			}
+			conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+
+			var buf bytes.Buffer
+			connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+					ClientIdentifier: "alice/phone", UsernameFlag: true, Username: []byte("alice")}}
+			if err := connect.ConnectEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			send := func(id uint16, topic, payload string) {
+				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
+					TopicName: topic, PacketID: id, Payload: []byte(payload)}
+				if err := pk.PublishEncode(&buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(1, "users/alice/send", `{"to":"user:bob","cmid":"c1","type":"text","body":"hi"}`)
+			send(2, "users/alice/typing", `{"chat":"d:alice:bob"}`) // no typing handler: refused at once
+			send(3, "users/alice/send", `{"to":"user:bob","cmid":"c3","type":"text","body":"hi"}`)
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			if typ, _ := readPacket(t, r); typ != packets.Connack {
+				t.Fatalf("first packet type %d, want CONNACK", typ)
+			}
+			g.waitQueued(t, 2) // c3 queued: the typing notice was handled before it
+			g.release("c3")
+			g.release("c1")
+			expectPuback(t, r, 1)
+			typ, body := readPacket(t, r)
+			if typ != packets.Puback || binary.BigEndian.Uint16(body) != 2 {
+				t.Fatalf("packet type %d %x, want the typing notice's PUBACK 2", typ, body)
+			}
+			if version == 5 && (len(body) < 3 || body[2] != packets.ErrNotAuthorized.Code) {
+				t.Fatalf("typing PUBACK %x, want reason 0x%02x", body, packets.ErrNotAuthorized.Code)
+			}
+			expectPuback(t, r, 3)
+		})
+	}
+}
