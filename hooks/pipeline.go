@@ -24,7 +24,8 @@ import (
 //   - A PUBACK still means the message is durable: it is written only
 //     after the send's commit returned.
 
-// pendingSend is a queued send waiting for its outcome.
+// pendingSend is a queued send waiting for its outcome, or a publish
+// answered at once whose PUBACK waits behind earlier sends (Chat.inOrder).
 type pendingSend struct {
 	id  uint16 // 0: a QoS 0 send, which gets no PUBACK
 	rc  func() packets.Code
@@ -51,7 +52,10 @@ type pipelines struct {
 // push queues s for cl and returns once fewer than window sends of cl
 // wait, so the caller (cl's read loop) reads the next packet only then.
 func (p *pipelines) push(cl *mqtt.Client, s pendingSend) {
-	v, _ := p.m.LoadOrStore(cl, new(sendQueue))
+	v, ok := p.m.Load(cl)
+	if !ok {
+		v, _ = p.m.LoadOrStore(cl, new(sendQueue))
+	}
 	sq := v.(*sendQueue)
 	sq.mu.Lock()
 	sq.q = append(sq.q, s)
