@@ -77,27 +77,12 @@ func TestPubacksFollowPublishOrder(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := tcpConn(t, s.addrs.MQTT)
 			defer conn.Close()
-			connect := packets.Packet{
-				FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: tc.version,
-				Connect: packets.ConnectParams{
-					ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: alice.ID + "/pipe" + tc.name,
-					UsernameFlag: true, Username: []byte(alice.ID), PasswordFlag: true, Password: []byte(alice.Token),
-				},
-			}
 			var buf bytes.Buffer
-			if err := connect.ConnectEncode(&buf); err != nil {
-				t.Fatal(err)
-			}
+			mqtttest.AppendConnect(t, &buf, tc.version, alice.ID+"/pipe"+tc.name, alice.ID, alice.Token)
 			const n = 200 // several times the window of 32
 			for i := range n {
-				pk := packets.Packet{
-					FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: tc.version,
-					TopicName: "users/" + alice.ID + "/send", PacketID: uint16(i + 1),
-					Payload: envelope(peers[i%len(peers)].ID, fmt.Sprintf("%s-%d", tc.name, i), "hi"),
-				}
-				if err := pk.PublishEncode(&buf); err != nil {
-					t.Fatal(err)
-				}
+				mqtttest.AppendPublish(t, &buf, tc.version, uint16(i+1), "users/"+alice.ID+"/send",
+					envelope(peers[i%len(peers)].ID, fmt.Sprintf("%s-%d", tc.name, i), "hi"))
 			}
 			// All at once: the server reads what its window admits and
 			// leaves the rest in the socket until PUBACKs free room.

@@ -83,37 +83,13 @@ func TestSendQueueAnswersInPublishOrder(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run("v"+strconv.Itoa(int(version)), func(t *testing.T) {
 			const window = 3
-			g := newGatedSender()
-			srv := mqtt.New(&mqtt.Options{InlineClient: true})
-			if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil), SendWindow: window}), nil); err != nil {
-				t.Fatal(err)
-			}
-			conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			r := bufio.NewReader(conn)
-			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-
+			g, conn, r := dialGated(t, window)
 			var buf bytes.Buffer
-			connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
-					ClientIdentifier: "alice/phone", UsernameFlag: true, Username: []byte("alice")}}
-			if err := connect.ConnectEncode(&buf); err != nil {
-				t.Fatal(err)
-			}
+			mqtttest.AppendConnect(t, &buf, version, "alice/phone", "alice", "")
 			const n = 2 * window
 			for i := 1; i <= n; i++ {
-				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
-					TopicName: "users/alice/send", PacketID: uint16(i),
-					Payload: []byte(`{"to":"user:bob","cmid":"c` + strconv.Itoa(i) + `","type":"text","body":"hi"}`)}
-				if err := pk.PublishEncode(&buf); err != nil {
-					t.Fatal(err)
-				}
+				mqtttest.AppendPublish(t, &buf, version, uint16(i), "users/alice/send",
+					[]byte(`{"to":"user:bob","cmid":"c`+strconv.Itoa(i)+`","type":"text","body":"hi"}`))
 			}
 			if _, err := conn.Write(buf.Bytes()); err != nil {
 				t.Fatal(err)
@@ -148,6 +124,27 @@ func TestSendQueueAnswersInPublishOrder(t *testing.T) {
 	}
 }
 
+// dialGated starts a broker whose Chat hook sends through a gatedSender
+// (window 0 = the hook's default) and dials it; nothing is written yet.
+func dialGated(t *testing.T, window int) (*gatedSender, net.Conn, *bufio.Reader) {
+	t.Helper()
+	g := newGatedSender()
+	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil), SendWindow: window}), nil); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	return g, conn, bufio.NewReader(conn)
+}
+
 func expectPuback(t *testing.T, r *bufio.Reader, id uint16) {
 	t.Helper()
 	typ, body := readPacket(t, r)
@@ -178,35 +175,11 @@ func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
 func TestRequestPubackWaitsForEarlierSends(t *testing.T) {
 	for _, version := range []byte{4, 5} {
 		t.Run("v"+strconv.Itoa(int(version)), func(t *testing.T) {
-			g := newGatedSender()
-			srv := mqtt.New(&mqtt.Options{InlineClient: true})
-			if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.AddHook(NewChat(ChatOptions{Sender: g, Events: NewOutbox(srv, nil, nil)}), nil); err != nil {
-				t.Fatal(err)
-			}
-			conn, err := net.Dial("tcp", mqtttest.ServeTCP(t, srv))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			r := bufio.NewReader(conn)
-			_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-
+			g, conn, r := dialGated(t, 0)
 			var buf bytes.Buffer
-			connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
-					ClientIdentifier: "alice/phone", UsernameFlag: true, Username: []byte("alice")}}
-			if err := connect.ConnectEncode(&buf); err != nil {
-				t.Fatal(err)
-			}
+			mqtttest.AppendConnect(t, &buf, version, "alice/phone", "alice", "")
 			send := func(id uint16, topic, payload string) {
-				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
-					TopicName: topic, PacketID: id, Payload: []byte(payload)}
-				if err := pk.PublishEncode(&buf); err != nil {
-					t.Fatal(err)
-				}
+				mqtttest.AppendPublish(t, &buf, version, id, topic, []byte(payload))
 			}
 			send(1, "users/alice/send", `{"to":"user:bob","cmid":"c1","type":"text","body":"hi"}`)
 			send(2, "users/alice/typing", `{"chat":"d:alice:bob"}`) // no typing handler: refused at once

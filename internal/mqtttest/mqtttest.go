@@ -5,6 +5,7 @@ package mqtttest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"testing"
@@ -72,4 +73,30 @@ func ReadPacket(r *bufio.Reader) (byte, []byte, error) {
 		return 0, nil, err
 	}
 	return first >> 4, body, nil
+}
+
+// AppendConnect appends a clean-session CONNECT of the given protocol
+// version (4 = 3.1.1, 5) to buf; an empty password is left out.
+func AppendConnect(t testing.TB, buf *bytes.Buffer, version byte, clientID, username, password string) {
+	t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+			ClientIdentifier: clientID, UsernameFlag: true, Username: []byte(username)}}
+	if password != "" {
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(password)
+	}
+	if err := pk.ConnectEncode(buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AppendPublish appends a QoS 1 PUBLISH of the given protocol version to
+// buf.
+func AppendPublish(t testing.TB, buf *bytes.Buffer, version byte, id uint16, topic string, payload []byte) {
+	t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: version,
+		TopicName: topic, PacketID: id, Payload: payload}
+	if err := pk.PublishEncode(buf); err != nil {
+		t.Fatal(err)
+	}
 }
