@@ -37,20 +37,7 @@ func startChatd(tb testing.TB) *chatd {
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("config: %v", err)
 	}
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		tb.Fatalf("app.New: %v", err)
-	}
-	if err := a.Start(); err != nil {
-		tb.Fatalf("app.Start: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			tb.Errorf("shutdown: %v", err)
-		}
-	})
+	a := apptest.Start(tb, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return &chatd{addrs: a.Addrs(), base: "http://" + a.Addrs().HTTP}
 }
 

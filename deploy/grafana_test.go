@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/apptest"
 	"github.com/mqchat/mqchat/internal/config"
 	"github.com/mqchat/mqchat/internal/metrics"
@@ -150,20 +148,7 @@ func clusterNodeConfig(t *testing.T) config.Config {
 // listener.
 func startNode(t *testing.T, cfg config.Config) string {
 	t.Helper()
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatalf("app.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	a := apptest.Start(t, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	return "http://" + a.Addrs().HTTP
 }
 

@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -26,7 +25,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mqchat/mqchat/client"
-	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/apptest"
 	"github.com/mqchat/mqchat/internal/testcert"
 )
 
@@ -88,23 +87,12 @@ func TestBrowserOrigins(t *testing.T) {
 	// The deprecated name still counts.
 	cfg.MQTT.WSAllowedOrigins = []string{"https://old.example.com"}
 	logs := &lockedBuffer{}
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatalf("app.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
+	t.Cleanup(func() { // runs after the server's shutdown, registered below
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs)
 		}
 	})
+	a := apptest.Start(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	addrs := a.Addrs()
 	s := &server{app: a, cfg: cfg, addrs: addrs, base: "http://" + addrs.HTTP}
 	wsURL := "ws://" + addrs.WS + cfg.MQTT.WSPath

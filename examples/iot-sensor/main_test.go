@@ -13,7 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/mqchat/mqchat/client"
-	"github.com/mqchat/mqchat/internal/app"
 	"github.com/mqchat/mqchat/internal/apptest"
 )
 
@@ -24,18 +23,7 @@ func TestSensorReportsToGroup(t *testing.T) {
 	cfg := apptest.Config(t.TempDir())
 	cfg.Limits.GroupInvites = "auto"
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := app.New(cfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Shutdown(ctx)
-	})
+	a := apptest.Start(t, cfg, quiet)
 	base := "http://" + a.Addrs().HTTP
 	for _, name := range []string{"sensor1", "owner"} {
 		raw, _ := json.Marshal(map[string]string{"username": name, "password": name + " password"})

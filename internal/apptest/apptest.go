@@ -3,7 +3,15 @@
 // is lifted in one place.
 package apptest
 
-import "github.com/mqchat/mqchat/internal/config"
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/mqchat/mqchat/internal/app"
+	"github.com/mqchat/mqchat/internal/config"
+)
 
 // Config is the defaults with every listener on a free loopback port, the
 // data in dataDir and the cheapest bcrypt cost: hashing speed is never
@@ -28,4 +36,25 @@ func Unthrottled(cfg *config.Config) {
 	cfg.Limits.DeviceConnects = 0
 	cfg.Limits.GroupOpRate = 0
 	cfg.Limits.GroupInvites = "auto"
+}
+
+// Start runs a chatd built from cfg until the end of tb; a failed shutdown
+// fails tb.
+func Start(tb testing.TB, cfg config.Config, log *slog.Logger) *app.App {
+	tb.Helper()
+	a, err := app.New(cfg, log)
+	if err != nil {
+		tb.Fatalf("app.New: %v", err)
+	}
+	if err := a.Start(); err != nil {
+		tb.Fatalf("app.Start: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			tb.Errorf("shutdown: %v", err)
+		}
+	})
+	return a
 }
