@@ -190,7 +190,7 @@ func listenerPID(port string) (int, error) {
 func readCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("server cpu: %w", err)
+		return 0, fmt.Errorf("cpu of process %d: %w", pid, err)
 	}
 	return parseStatCPU(string(b))
 }

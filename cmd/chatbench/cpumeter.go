@@ -120,10 +120,4 @@ func cpuAt(samples []cpuSample, at time.Time) time.Duration {
 }
 
 // readSelfCPU is the load generator's own CPU time.
-func readSelfCPU() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, fmt.Errorf("own cpu: %w", err)
-	}
-	return parseStatCPU(string(b))
-}
+func readSelfCPU() (time.Duration, error) { return readCPU(os.Getpid()) }
